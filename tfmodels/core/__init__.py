@@ -1,0 +1,1 @@
+"""Shared mechanisms every model family uses. No model-specific code lives here."""

@@ -1,0 +1,94 @@
+"""Attention building blocks shared by the families: masks, head splitting, dense scaled dot-product attention.
+
+Masks follow the reference: an additive mask holds 0 where attention is allowed and the most negative value
+of the compute dtype where it is not, so that softmax gives exact zeros there.
+"""
+import tensorflow as tf
+
+
+def mask_value(dtype):
+    return tf.constant(tf.as_dtype(dtype).min, dtype=dtype)
+
+
+def padding_mask_to_additive(attention_mask, dtype):
+    """[batch, key_len] (1 keep, 0 pad; any numeric dtype) -> additive [batch, 1, 1, key_len].
+
+    A 3-D mask [batch, query_len, key_len] becomes [batch, 1, query_len, key_len].
+    """
+    mask = tf.cast(attention_mask, dtype)
+    if mask.shape.rank == 2:
+        mask = mask[:, None, None, :]
+    elif mask.shape.rank == 3:
+        mask = mask[:, None, :, :]
+    return (1.0 - mask) * mask_value(dtype)
+
+
+def causal_mask(query_len, key_len, dtype):
+    """[1, 1, query_len, key_len] with 1 where query i (the last `query_len` of `key_len` positions) may
+    attend key j <= its own position."""
+    past = key_len - query_len
+    rows = tf.range(query_len)[:, None] + past
+    cols = tf.range(key_len)[None, :]
+    return tf.cast(cols <= rows, dtype)[None, None]
+
+
+def causal_padding_additive_mask(attention_mask, query_len, dtype):
+    """The decoder mask: causal x padding, as additive [batch, 1, query_len, key_len]."""
+    key_len = tf.shape(attention_mask)[1]
+    mask = causal_mask(query_len, key_len, dtype) * tf.cast(attention_mask, dtype)[:, None, None, :]
+    return (1.0 - mask) * mask_value(dtype)
+
+
+def head_mask_per_layer(head_mask, num_layers, dtype):
+    """HF's get_head_mask: None, [heads] or [layers, heads] -> a list of per-layer [1, heads, 1, 1] or None."""
+    if head_mask is None:
+        return [None] * num_layers
+    head_mask = tf.cast(head_mask, dtype)
+    if head_mask.shape.rank == 1:
+        return [head_mask[None, :, None, None]] * num_layers
+    if head_mask.shape.rank == 2:
+        return [head_mask[i][None, :, None, None] for i in range(num_layers)]
+    raise ValueError(f"head_mask must have rank 1 [num_heads] or 2 [num_layers, num_heads], got {head_mask.shape}")
+
+
+def split_heads(x, num_heads, head_dim):
+    """[batch, seq, heads * dim] -> [batch, heads, seq, dim]."""
+    batch, seq = tf.shape(x)[0], tf.shape(x)[1]
+    x = tf.reshape(x, [batch, seq, num_heads, head_dim])
+    return tf.transpose(x, [0, 2, 1, 3])
+
+
+def merge_heads(x):
+    """[batch, heads, seq, dim] -> [batch, seq, heads * dim]."""
+    batch, heads, seq, dim = tf.shape(x)[0], x.shape[1], tf.shape(x)[2], x.shape[3]
+    x = tf.transpose(x, [0, 2, 1, 3])
+    return tf.reshape(x, [batch, seq, heads * dim])
+
+
+def scaled_dot_product_attention(query, key, value, additive_mask=None, head_mask=None, dropout=None,
+                                 training=False, extra_scores=None):
+    """Dense softmax attention. query/key/value [batch, heads, seq, dim]; returns (context, probs).
+
+    extra_scores is added before scaling (relative position terms, as XLM-R-XL does); additive_mask after
+    scaling (padding masks, and biases that the reference adds to the scaled scores, as BEiT does).
+    """
+    scale = tf.cast(1.0 / (query.shape[-1] ** 0.5), query.dtype)
+    scores = tf.matmul(query, key, transpose_b=True)
+    if extra_scores is not None:
+        scores = scores + extra_scores
+    scores = scores * scale
+    if additive_mask is not None:
+        scores = scores + tf.cast(additive_mask, scores.dtype)
+    probs = stable_softmax(scores)
+    if dropout is not None:
+        probs = dropout(probs, training=training)
+    if head_mask is not None:
+        probs = probs * head_mask
+    return tf.matmul(probs, value), probs
+
+
+def stable_softmax(scores):
+    """Softmax over the last axis, computed in float32 for half-precision inputs."""
+    if scores.dtype in (tf.float16, tf.bfloat16):
+        return tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32), axis=-1), scores.dtype)
+    return tf.nn.softmax(scores, axis=-1)

@@ -1,0 +1,389 @@
+"""Hugging Face checkpoint import and export, shared by every family.
+
+How names line up: `named_variables(model)` walks the layer tree through attribute names, as PyTorch's
+`named_parameters` walks modules, and names each Keras variable the way PyTorch would name the matching
+parameter (a Dense `kernel` becomes `weight`, transposed; an attribute `output_` names the module `output`,
+since Keras reserves `output`). Sub-layers are named after the reference's
+modules, so most names already agree; what differs is declared per family in a `CheckpointMap` (renames,
+keys to ignore, special layouts). One loader applies it: it streams tensors from safetensors (sharded or
+not) into the variables, and reports missing, unexpected and mis-shaped weights by name.
+"""
+import dataclasses
+import json
+import os
+import re
+
+import keras
+import ml_dtypes
+import numpy as np
+
+from tfmodels.core import initializers
+from tfmodels.core.logging import logger
+from tfmodels.core.safetensors_io import SafetensorsFile, write_safetensors
+
+SAFE_WEIGHTS_NAME = "model.safetensors"
+SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+PT_WEIGHTS_NAME = "pytorch_model.bin"
+PT_WEIGHTS_INDEX_NAME = "pytorch_model.bin.index.json"
+
+# How each Keras layer type names and lays out its variables in a PyTorch state dict:
+# variable name -> (torch name, axis permutation that turns the torch array into ours, initializer attribute).
+LEAF_RULES = [
+    (keras.layers.Dense, {"kernel": ("weight", (1, 0), "kernel_initializer"),
+                          "bias": ("bias", None, "bias_initializer")}),
+    (keras.layers.LayerNormalization, {"gamma": ("weight", None, "gamma_initializer"),
+                                       "beta": ("bias", None, "beta_initializer")}),
+    (keras.layers.Embedding, {"embeddings": ("weight", None, "embeddings_initializer")}),
+    (keras.layers.Conv2DTranspose, {"kernel": ("weight", (2, 3, 1, 0), "kernel_initializer"),
+                                    "bias": ("bias", None, "bias_initializer")}),
+    (keras.layers.DepthwiseConv2D, {"kernel": ("weight", (2, 3, 0, 1), "depthwise_initializer"),
+                                    "bias": ("bias", None, "bias_initializer")}),
+    (keras.layers.Conv2D, {"kernel": ("weight", (2, 3, 1, 0), "kernel_initializer"),
+                           "bias": ("bias", None, "bias_initializer")}),
+    (keras.layers.Conv1D, {"kernel": ("weight", (2, 1, 0), "kernel_initializer"),
+                           "bias": ("bias", None, "bias_initializer")}),
+    (keras.layers.BatchNormalization, {"gamma": ("weight", None, "gamma_initializer"),
+                                       "beta": ("bias", None, "beta_initializer"),
+                                       "moving_mean": ("running_mean", None, "moving_mean_initializer"),
+                                       "moving_variance": ("running_var", None, "moving_variance_initializer")}),
+]
+
+
+@dataclasses.dataclass
+class NamedVariable:
+    name: str                 # PyTorch-style name, e.g. "roberta.encoder.layer.0.attention.self.query.weight"
+    variable: object          # the keras.Variable
+    layer: object             # the layer that owns it
+    permutation: tuple = None  # torch array -> ours
+    initializer: object = None
+
+
+def _leaf_rule(layer):
+    for layer_type, rule in LEAF_RULES:
+        if isinstance(layer, layer_type):
+            return rule
+    return {}
+
+
+def _own_variables(layer):
+    return list(layer._trainable_variables) + list(layer._non_trainable_variables)
+
+
+def named_variables(root):
+    """All variables under `root` with PyTorch-style names, in a deterministic order.
+
+    A layer reachable twice (a tied embedding used by an LM head) is named at its first occurrence.
+    """
+    seen, result = set(), []
+
+    def visit(layer, prefix):
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        rule = _leaf_rule(layer)
+        custom = getattr(layer, "_tfm_initializers", {})
+        for variable in _own_variables(layer):
+            short = variable.name.split("/")[-1]
+            torch_name, permutation, init_attr = rule.get(short, (short, None, None))
+            init = getattr(layer, init_attr, None) if init_attr else custom.get(short)
+            result.append(NamedVariable(prefix + torch_name, variable, layer, permutation, init))
+        for attr, value in vars(layer).items():
+            if attr.startswith("_"):
+                continue
+            # Keras reserves some attribute names (output, input, weights, ...): `output_` names `output`.
+            attr = attr[:-1] if attr.endswith("_") else attr
+            if isinstance(value, keras.layers.Layer):
+                visit(value, f"{prefix}{attr}.")
+            elif isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    if isinstance(item, keras.layers.Layer):
+                        visit(item, f"{prefix}{attr}.{i}.")
+            elif isinstance(value, dict):
+                for key, item in value.items():
+                    if isinstance(item, keras.layers.Layer):
+                        visit(item, f"{prefix}{attr}.{key}.")
+
+    visit(root, "")
+    return result
+
+
+@dataclasses.dataclass
+class CheckpointMap:
+    """A family's differences from the default naming, declared once in models/<family>/checkpoint.py.
+
+    renames: (regex on our name, replacement or list of alternative replacements); applied in order, the
+        first alternative present in the checkpoint wins.
+    ignore: regexes of checkpoint keys that are expected to be unused (buffers, tied copies).
+    transforms: regex on our name -> (to_ours, to_torch): functions on numpy arrays for layouts that are not
+        a plain permutation (fused projections, reshaped biases).
+    """
+    renames: list = dataclasses.field(default_factory=list)
+    ignore: list = dataclasses.field(default_factory=list)
+    transforms: dict = dataclasses.field(default_factory=dict)
+
+    def candidates(self, name):
+        names = [name]
+        for pattern, replacement in self.renames:
+            alternatives = replacement if isinstance(replacement, (list, tuple)) else [replacement]
+            updated = []
+            for current in names:
+                if re.search(pattern, current):
+                    updated.extend(re.sub(pattern, alt, current) for alt in alternatives)
+                else:
+                    updated.append(current)
+            names = updated
+        return names
+
+    def transform_for(self, name):
+        for pattern, funcs in self.transforms.items():
+            if re.search(pattern, name):
+                return funcs
+        return None
+
+    def is_ignored(self, key):
+        return any(re.search(pattern, key) for pattern in self.ignore)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Reading checkpoint directories
+
+
+class CheckpointReader:
+    """Lazy name -> numpy array access over the weight files of an HF checkpoint directory."""
+
+    def __init__(self, directory, allow_pickle=False):
+        self.directory = directory
+        self._files = {}        # file name -> SafetensorsFile or dict of arrays
+        self._where = {}        # tensor name -> file name
+        index_path = os.path.join(directory, SAFE_WEIGHTS_INDEX_NAME)
+        single_path = os.path.join(directory, SAFE_WEIGHTS_NAME)
+        pt_index = os.path.join(directory, PT_WEIGHTS_INDEX_NAME)
+        pt_single = os.path.join(directory, PT_WEIGHTS_NAME)
+        if os.path.isfile(index_path):
+            with open(index_path, encoding="utf-8") as f:
+                self._where = dict(json.load(f)["weight_map"])
+            self.kind = "safetensors (sharded)"
+        elif os.path.isfile(single_path):
+            self._open(SAFE_WEIGHTS_NAME)
+            self._where = {k: SAFE_WEIGHTS_NAME for k in self._files[SAFE_WEIGHTS_NAME].keys()}
+            self.kind = "safetensors"
+        elif os.path.isfile(pt_index) or os.path.isfile(pt_single):
+            if not allow_pickle:
+                raise ValueError(
+                    f"{directory} holds only PyTorch pickles ({PT_WEIGHTS_NAME}). Unpickling can run arbitrary "
+                    "code, so it needs an explicit opt-in: from_pretrained(..., allow_pickle=True). Converting "
+                    "the checkpoint to safetensors once is safer.")
+            if os.path.isfile(pt_index):
+                with open(pt_index, encoding="utf-8") as f:
+                    self._where = dict(json.load(f)["weight_map"])
+            else:
+                self._open(PT_WEIGHTS_NAME)
+                self._where = {k: PT_WEIGHTS_NAME for k in self._files[PT_WEIGHTS_NAME]}
+            self.kind = "pytorch pickle"
+        else:
+            raise FileNotFoundError(
+                f"No weights in {directory}: expected {SAFE_WEIGHTS_NAME}, {SAFE_WEIGHTS_INDEX_NAME}, "
+                f"{PT_WEIGHTS_NAME} or our own model.weights.h5")
+
+    def _open(self, file_name):
+        if file_name not in self._files:
+            path = os.path.join(self.directory, file_name)
+            if file_name.endswith(".safetensors"):
+                self._files[file_name] = SafetensorsFile(path)
+            else:
+                self._files[file_name] = _load_torch_pickle(path)
+        return self._files[file_name]
+
+    def keys(self):
+        return list(self._where)
+
+    def __contains__(self, name):
+        return name in self._where
+
+    def files(self):
+        """Checkpoint files in order, each with the names it holds: load shard by shard."""
+        by_file = {}
+        for name, file_name in self._where.items():
+            by_file.setdefault(file_name, []).append(name)
+        return sorted(by_file.items())
+
+    def get(self, name):
+        f = self._open(self._where[name])
+        return f.get(name) if isinstance(f, SafetensorsFile) else f[name]
+
+    def release(self, file_name):
+        f = self._files.pop(file_name, None)
+        if isinstance(f, SafetensorsFile):
+            f.close()
+
+
+def _load_torch_pickle(path):
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(f"Reading {path} needs PyTorch (pip install torch); safetensors files do not.") from None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    out = {}
+    for key, value in state.items():
+        if value.dtype == torch.bfloat16:
+            import ml_dtypes
+            out[key] = value.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+        else:
+            out[key] = value.numpy()
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+@dataclasses.dataclass
+class LoadingInfo:
+    mapped: list
+    missing: list
+    unexpected: list
+    mismatched: list   # (name, checkpoint shape, model shape)
+    source: str = ""
+
+    def report(self):
+        lines = [f"mapped {len(self.mapped)} weights from {self.source}"]
+        if self.missing:
+            lines.append(f"missing from the checkpoint (newly initialised): {', '.join(self.missing)}")
+        if self.unexpected:
+            lines.append(f"unused checkpoint weights: {', '.join(self.unexpected)}")
+        if self.mismatched:
+            lines.append("shape mismatches: " + ", ".join(f"{n} checkpoint {c} vs model {m}"
+                                                           for n, c, m in self.mismatched))
+        return "\n".join(lines)
+
+
+def _resolve(name, checkpoint_map, available, prefix):
+    """The checkpoint key holding our variable `name`, trying the base-model prefix both ways."""
+    for candidate in checkpoint_map.candidates(name):
+        options = [candidate]
+        if prefix and candidate.startswith(prefix + "."):
+            options.append(candidate[len(prefix) + 1:])
+        elif prefix:
+            options.append(f"{prefix}.{candidate}")
+        for option in options:
+            if option in available:
+                return option
+    return None
+
+
+def load_hf_weights(model, directory, checkpoint_map, prefix, allow_pickle=False, ignore_mismatched_sizes=False,
+                    initialised_missing=True):
+    """Assign the tensors of an HF checkpoint directory to the (built) model's variables."""
+    reader = CheckpointReader(directory, allow_pickle=allow_pickle)
+    available = set(reader.keys())
+    targets, missing = {}, []
+    variables = named_variables(model)
+    for named in variables:
+        key = _resolve(named.name, checkpoint_map, available, prefix)
+        if key is None:
+            missing.append(named)
+        else:
+            targets.setdefault(key, []).append(named)
+    mapped, mismatched = [], []
+    for file_name, names in reader.files():
+        for key in names:
+            for named in targets.get(key, []):
+                array = reader.get(key)
+                transform = checkpoint_map.transform_for(named.name)
+                if transform is not None:
+                    array = transform[0](np.asarray(array))
+                elif named.permutation is not None and array.ndim == len(named.permutation):
+                    array = np.transpose(array, named.permutation)
+                if tuple(array.shape) != tuple(named.variable.shape):
+                    mismatched.append((named.name, tuple(array.shape), tuple(named.variable.shape)))
+                    missing.append(named)
+                    continue
+                named.variable.assign(np.asarray(array).astype(numpy_dtype(named.variable.dtype), copy=False))
+                mapped.append(named.name)
+        reader.release(file_name)
+    used = set(targets) & available
+    unexpected = sorted(k for k in available - used if not checkpoint_map.is_ignored(k))
+    info = LoadingInfo(mapped=mapped, missing=[n.name for n in missing], unexpected=unexpected,
+                       mismatched=mismatched, source=f"{directory} ({reader.kind})")
+    if mismatched and not ignore_mismatched_sizes:
+        raise ValueError(f"Checkpoint {directory} does not fit {type(model).__name__}:\n{info.report()}\n"
+                         "Pass ignore_mismatched_sizes=True to initialise those weights afresh instead.")
+    if initialised_missing:
+        for named in missing:
+            _initialise(named)
+    return info
+
+
+def numpy_dtype(dtype):
+    """numpy dtype for a Keras/TF dtype name; bfloat16 comes from ml_dtypes."""
+    name = getattr(dtype, "name", dtype)
+    return np.dtype(ml_dtypes.bfloat16) if name == "bfloat16" else np.dtype(name)
+
+
+def _initialise(named):
+    init = named.initializer
+    if init is None:
+        init = initializers.SkippableInitializer(keras.initializers.Zeros())
+    if isinstance(init, initializers.SkippableInitializer):
+        init = init.inner
+    init = keras.initializers.get(init)
+    named.variable.assign(init(tuple(named.variable.shape), dtype=named.variable.dtype))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Writing HF checkpoints (so a model trained here goes back to PyTorch)
+
+
+def hf_state_dict(model, checkpoint_map, strip_prefix=None, dtype=None):
+    """Our variables as {HF name: numpy array} (the first rename alternative names each weight)."""
+    state = {}
+    for named in named_variables(model):
+        name = checkpoint_map.candidates(named.name)[0]
+        if strip_prefix and name.startswith(strip_prefix + "."):
+            name = name[len(strip_prefix) + 1:]
+        array = np.asarray(named.variable.numpy())
+        transform = checkpoint_map.transform_for(named.name)
+        if transform is not None:
+            array = transform[1](array)
+        elif named.permutation is not None and array.ndim == len(named.permutation):
+            array = np.transpose(array, np.argsort(named.permutation))
+        if dtype is not None:
+            array = array.astype(dtype)
+        state[name] = np.ascontiguousarray(array)
+    return state
+
+
+def write_hf_weights(state, directory, max_shard_bytes=None):
+    """Write a state dict as model.safetensors, or as shards plus model.safetensors.index.json."""
+    os.makedirs(directory, exist_ok=True)
+    metadata = {"format": "pt"}
+    if not max_shard_bytes or sum(a.nbytes for a in state.values()) <= max_shard_bytes:
+        write_safetensors(os.path.join(directory, SAFE_WEIGHTS_NAME), state, metadata)
+        return [SAFE_WEIGHTS_NAME]
+    shards, current, size = [], {}, 0
+    for name, array in state.items():
+        if current and size + array.nbytes > max_shard_bytes:
+            shards.append(current)
+            current, size = {}, 0
+        current[name] = array
+        size += array.nbytes
+    shards.append(current)
+    weight_map, files = {}, []
+    for i, shard in enumerate(shards):
+        file_name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        write_safetensors(os.path.join(directory, file_name), shard, metadata)
+        weight_map.update({name: file_name for name in shard})
+        files.append(file_name)
+    index = {"metadata": {"total_size": int(sum(a.nbytes for a in state.values()))}, "weight_map": weight_map}
+    with open(os.path.join(directory, SAFE_WEIGHTS_INDEX_NAME), "w", encoding="utf-8") as f:
+        json.dump(index, f, indent=2, sort_keys=True)
+    return files
+
+
+def log_loading_info(info, model_name):
+    logger.info(f"{model_name}: {info.report()}")
+    if info.missing:
+        logger.warning(f"{model_name}: weights not in the checkpoint were newly initialised: "
+                       f"{', '.join(info.missing)}. Train the model before using it for predictions.")
+    if info.unexpected:
+        logger.warning(f"{model_name}: checkpoint weights not used by this model: {', '.join(info.unexpected)}")

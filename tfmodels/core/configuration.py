@@ -1,0 +1,242 @@
+"""The config base every family uses: documented defaults, validation, and HF `config.json` compatibility.
+
+A family config declares its documented parameters once, in `defaults` (in the order of the reference
+documents), and checks them in `validate()`. Everything else (JSON round trip, the parameters every HF config
+shares such as `num_labels` or `is_decoder`, unknown-key errors) lives here.
+"""
+import copy
+import difflib
+import json
+import os
+
+from tfmodels.core.activations import ACT2FN
+
+CONFIG_NAME = "config.json"
+
+# Parameters that every Hugging Face config carries (PretrainedConfig), with HF's defaults.
+COMMON_DEFAULTS = {
+    "output_hidden_states": False,
+    "output_attentions": False,
+    "return_dict": True,
+    "is_decoder": False,
+    "add_cross_attention": False,
+    "tie_word_embeddings": True,
+    "chunk_size_feed_forward": 0,
+    "problem_type": None,
+    "pad_token_id": None,
+    "bos_token_id": None,
+    "eos_token_id": None,
+    "sep_token_id": None,
+    "decoder_start_token_id": None,
+    "tokenizer_class": None,
+    "finetuning_task": None,
+    "architectures": None,
+    # Recompute each layer in the backward pass to save activation memory (all families).
+    "gradient_checkpointing": False,
+}
+
+# Keys that HF writes for its own bookkeeping or for features we do not have (generation, torchscript,
+# pruning). They are accepted when reading a config.json, kept, and written back unchanged.
+HF_PASSTHROUGH_KEYS = {
+    "transformers_version", "_name_or_path", "torch_dtype", "dtype", "_attn_implementation",
+    "_attn_implementation_autoset", "_commit_hash", "use_bfloat16", "torchscript", "pruned_heads",
+    "tf_legacy_loss", "is_encoder_decoder", "cross_attention_hidden_size", "tie_encoder_decoder",
+    "task_specific_params", "prefix", "output_past", "output_scores", "return_dict_in_generate",
+    "max_length", "min_length", "do_sample", "early_stopping", "num_beams", "num_beam_groups",
+    "diversity_penalty", "temperature", "top_k", "top_p", "typical_p", "repetition_penalty",
+    "length_penalty", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bad_words_ids",
+    "num_return_sequences", "forced_bos_token_id", "forced_eos_token_id", "remove_invalid_values",
+    "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens", "gradient_checkpointing",
+    "transformers.js_config", "tfmodels_version", "model_type", "use_return_dict", "num_labels",
+    "id2label", "label2id",
+}
+
+_LABEL_KEYS = ("id2label", "label2id", "num_labels")
+
+
+class PretrainedConfig:
+    """Base of all configs. Subclasses set `model_type`, `defaults` and optionally `attribute_map`."""
+
+    model_type = ""
+    defaults = {}
+    # HF aliases: reading `config.alias` reads `config.target` (e.g. XLNet's n_head -> num_attention_heads).
+    attribute_map = {}
+
+    def __init__(self, strict=True, **kwargs):
+        kwargs = {self.attribute_map.get(k, k) if k not in self.defaults else k: v for k, v in kwargs.items()}
+        unknown = [k for k in kwargs if k not in self.defaults and k not in COMMON_DEFAULTS
+                   and k not in _LABEL_KEYS and k not in HF_PASSTHROUGH_KEYS]
+        if unknown and strict:
+            raise ValueError(self._unknown_keys_message(unknown))
+        values = {**COMMON_DEFAULTS, **copy.deepcopy(self.defaults)}
+        labels = {k: kwargs.pop(k) for k in _LABEL_KEYS if k in kwargs}
+        values.update({k: v for k, v in kwargs.items() if k in values})
+        # Kept and written back so that a config.json survives a round trip unchanged.
+        self.extra = {k: v for k, v in kwargs.items() if k not in values}
+        for key, value in values.items():
+            object.__setattr__(self, key, value)
+        self._set_labels(**labels)
+        self.validate()
+
+    # ----------------------------------------------------------------------------------------------------
+    # Attribute aliases and labels
+
+    def __getattr__(self, name):
+        target = type(self).attribute_map.get(name)
+        if target is not None:
+            return getattr(self, target)
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def __setattr__(self, name, value):
+        name = type(self).attribute_map.get(name, name)
+        if name == "num_labels":
+            self._set_labels(num_labels=value)
+            return
+        object.__setattr__(self, name, value)
+
+    def _set_labels(self, id2label=None, label2id=None, num_labels=None):
+        if id2label is not None:
+            id2label = {int(k): v for k, v in id2label.items()}
+        elif label2id is not None:
+            id2label = {int(v): k for k, v in label2id.items()}
+        elif num_labels is not None or not hasattr(self, "id2label"):
+            n = 2 if num_labels is None else int(num_labels)
+            if n < 1:
+                raise ValueError(f"num_labels must be >= 1, got {num_labels}")
+            old = getattr(self, "id2label", {})
+            id2label = {i: old.get(i, f"LABEL_{i}") for i in range(n)}
+        else:
+            return
+        if num_labels is not None and int(num_labels) != len(id2label):
+            raise ValueError(f"num_labels={num_labels} disagrees with id2label of {len(id2label)} labels")
+        object.__setattr__(self, "id2label", id2label)
+        object.__setattr__(self, "label2id", {v: k for k, v in id2label.items()})
+
+    @property
+    def num_labels(self):
+        return len(self.id2label)
+
+    @property
+    def use_return_dict(self):
+        return self.return_dict
+
+    # ----------------------------------------------------------------------------------------------------
+    # Validation helpers for `validate()`
+
+    def validate(self):
+        """Subclasses check their documented parameters here and raise ValueError with a clear message."""
+
+    def _unknown_keys_message(self, unknown):
+        known = list(self.defaults) + list(COMMON_DEFAULTS) + list(_LABEL_KEYS)
+        parts = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, known, n=1)
+            parts.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        return (f"Unknown config key(s) for {type(self).__name__}: {', '.join(parts)}. "
+                f"Documented parameters: {', '.join(self.defaults)}. "
+                "Pass strict=False to keep unknown keys as extra attributes.")
+
+    def check_positive_int(self, *names):
+        for name in names:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{type(self).__name__}.{name} must be a positive integer, got {value!r}")
+
+    def check_non_negative_int(self, *names):
+        for name in names:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{type(self).__name__}.{name} must be a non-negative integer, got {value!r}")
+
+    def check_probability(self, *names):
+        for name in names:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ValueError(f"{type(self).__name__}.{name} must be a probability in [0, 1), got {value!r}")
+
+    def check_positive_float(self, *names):
+        for name in names:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"{type(self).__name__}.{name} must be a positive number, got {value!r}")
+
+    def check_choice(self, name, choices):
+        value = getattr(self, name)
+        if value not in choices:
+            raise ValueError(f"{type(self).__name__}.{name} must be one of {list(choices)}, got {value!r}")
+
+    def check_activation(self, name):
+        value = getattr(self, name)
+        if not callable(value) and value not in ACT2FN:
+            raise ValueError(f"{type(self).__name__}.{name}={value!r} is not a known activation; "
+                             f"supported: {', '.join(sorted(ACT2FN))}")
+
+    def check_divisible(self, name, divisor_name):
+        value, divisor = getattr(self, name), getattr(self, divisor_name)
+        if value % divisor:
+            raise ValueError(f"{type(self).__name__}: {name} ({value}) must be a multiple of "
+                             f"{divisor_name} ({divisor})")
+
+    def check_problem_type(self):
+        self.check_choice("problem_type", (None, "regression", "single_label_classification",
+                                           "multi_label_classification"))
+
+    # ----------------------------------------------------------------------------------------------------
+    # Serialisation
+
+    def to_dict(self):
+        out = {"model_type": self.model_type}
+        for key in list(self.defaults) + list(COMMON_DEFAULTS):
+            out[key] = copy.deepcopy(getattr(self, key))
+        out["id2label"] = {str(k): v for k, v in self.id2label.items()}
+        out["label2id"] = dict(self.label2id)
+        out.update(copy.deepcopy(self.extra))
+        out["model_type"] = self.model_type
+        return out
+
+    @classmethod
+    def from_dict(cls, config_dict, strict=True, **overrides):
+        values = dict(config_dict)
+        values.update(overrides)
+        model_type = values.get("model_type")
+        if model_type and cls.model_type and model_type != cls.model_type:
+            raise ValueError(f"config.json has model_type {model_type!r} but {cls.__name__} expects "
+                             f"{cls.model_type!r}")
+        values.pop("model_type", None)
+        return cls(strict=strict, **values)
+
+    def to_json_string(self):
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, path):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.to_json_string())
+
+    @classmethod
+    def from_json_file(cls, path, strict=True, **overrides):
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f), strict=strict, **overrides)
+
+    def save_pretrained(self, directory):
+        os.makedirs(directory, exist_ok=True)
+        self.to_json_file(os.path.join(directory, CONFIG_NAME))
+
+    @classmethod
+    def from_pretrained(cls, path, strict=True, **overrides):
+        """Read a config from a directory holding config.json (ours or HF's) or from a JSON file."""
+        if os.path.isdir(path):
+            path = os.path.join(path, CONFIG_NAME)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No {CONFIG_NAME} at {path}")
+        return cls.from_json_file(path, strict=strict, **overrides)
+
+    def copy(self, **overrides):
+        return type(self).from_dict(self.to_dict(), strict=False, **overrides)
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.to_dict() == other.to_dict()
+
+    def __repr__(self):
+        return f"{type(self).__name__} {self.to_json_string()}"

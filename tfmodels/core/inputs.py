@@ -1,0 +1,122 @@
+"""Input normalisation and validation shared by every model.
+
+Models accept, as the reference documents describe, keyword arguments, or as their first argument a single
+tensor (the main input), a list/tuple in the documented order, or a dict keyed by the documented names.
+Numpy arrays, Python lists and tf tensors of int32 or int64 are accepted alike; integer inputs become int32.
+"""
+import numpy as np
+import tensorflow as tf
+
+# Inputs that hold integer ids or positions: converted to int32.
+INTEGER_INPUTS = frozenset({
+    "input_ids", "token_type_ids", "position_ids", "labels", "start_positions", "end_positions",
+    "cls_index", "decoder_input_ids", "global_attention_mask", "input_mask", "bool_masked_pos",
+})
+
+
+def _to_tensor(name, value):
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, (list, tuple)) and value and not isinstance(value[0], (int, float, bool, list)):
+        # A structure of tensors (past_key_values, mems, hidden states): convert the leaves.
+        return tf.nest.map_structure(lambda v: _to_tensor(name, v), value)
+    if not tf.is_tensor(value) and not hasattr(value, "shape"):
+        value = np.asarray(value)
+    if isinstance(value, np.ndarray):
+        if value.dtype == np.float64:
+            value = value.astype(np.float32)
+        value = tf.convert_to_tensor(value)
+    if name in INTEGER_INPUTS and tf.is_tensor(value) and value.dtype in (tf.int64, tf.int16, tf.int8, tf.uint8):
+        value = tf.cast(value, tf.int32)
+    if name in INTEGER_INPUTS and tf.is_tensor(value) and value.dtype == tf.bool:
+        value = tf.cast(value, tf.int32)
+    return value
+
+
+def normalize_inputs(model_name, input_names, option_names, main_input_name, inputs, kwargs):
+    """Return (tensors, options): tensors maps every documented input name to a tensor or None.
+
+    input_names: the documented tensor inputs in documented order (labels included).
+    option_names: python-level switches (output_attentions, return_dict, ...), taken from kwargs only.
+    """
+    values = {}
+    if isinstance(inputs, dict):
+        values.update(inputs)
+    elif isinstance(inputs, (list, tuple)):
+        if len(inputs) > len(input_names):
+            raise ValueError(f"{model_name} got {len(inputs)} positional inputs but takes at most "
+                             f"{len(input_names)}: {', '.join(input_names)}")
+        values.update({name: value for name, value in zip(input_names, inputs)})
+    elif inputs is not None:
+        values[main_input_name] = inputs
+    for key, value in kwargs.items():
+        if key in values and values[key] is not None and value is not None:
+            raise ValueError(f"{model_name} got {key!r} twice (in the first argument and as a keyword)")
+        if value is not None or key not in values:
+            values[key] = value
+    options = {name: values.pop(name) for name in option_names if name in values}
+    unknown = [k for k in values if k not in input_names]
+    if unknown:
+        raise ValueError(f"{model_name} got unexpected input(s) {unknown}; it accepts "
+                         f"{', '.join(input_names)} and options {', '.join(option_names)}")
+    tensors = {name: _to_tensor(name, values.get(name)) for name in input_names}
+    return tensors, options
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Validation. Static checks raise ValueError at trace time; dynamic ones use tf.debugging (which raise
+# InvalidArgumentError with the same message eagerly and in graphs; XLA drops them).
+
+def check_rank(name, tensor, ranks):
+    ranks = (ranks,) if isinstance(ranks, int) else tuple(ranks)
+    rank = tensor.shape.rank
+    if rank is not None and rank not in ranks:
+        expected = " or ".join(str(r) for r in ranks)
+        raise ValueError(f"{name} must have rank {expected}, got shape {tensor.shape}")
+
+
+def check_ids_in_range(name, ids, upper, what="vocab_size"):
+    """0 <= ids < upper. (On GPU an out-of-range gather silently gives zeros: we never let that happen.)"""
+    if tf.executing_eagerly() and isinstance(ids, tf.Tensor):
+        if tf.size(ids) > 0:
+            low, high = int(tf.reduce_min(ids)), int(tf.reduce_max(ids))
+            if low < 0 or high >= upper:
+                bad = high if high >= upper else low
+                raise ValueError(f"{name} contains id {bad}, outside [0, {upper}) ({what}={upper})")
+        return ids
+    with tf.control_dependencies([
+        tf.debugging.assert_less(ids, tf.cast(upper, ids.dtype), message=f"{name} contains ids >= {what} ({upper})"),
+        tf.debugging.assert_non_negative(ids, message=f"{name} contains negative ids"),
+    ]):
+        return tf.identity(ids)
+
+
+def check_same_shape(name_a, a, name_b, b):
+    if a is None or b is None:
+        return
+    sa, sb = a.shape, b.shape
+    if sa.rank is not None and sb.rank is not None:
+        if sa.rank != sb.rank or not sa.is_compatible_with(sb):
+            raise ValueError(f"{name_b} has shape {sb} but {name_a} has shape {sa}; they must match")
+    if tf.executing_eagerly():
+        if tuple(a.shape) != tuple(b.shape):
+            raise ValueError(f"{name_b} has shape {tuple(b.shape)} but {name_a} has shape {tuple(a.shape)}")
+
+
+def check_max_length(name, length, maximum, reason):
+    """length (python int or scalar tensor) <= maximum."""
+    if isinstance(length, int) or (tf.is_tensor(length) and tf.executing_eagerly()):
+        if int(length) > maximum:
+            raise ValueError(f"{name} has length {int(length)}, longer than the maximum {maximum} ({reason})")
+        return []
+    return [tf.debugging.assert_less_equal(length, tf.cast(maximum, length.dtype),
+                                           message=f"{name} is longer than {maximum} ({reason})")]
+
+
+def static_or_dynamic_shape(tensor):
+    """Shape as a list with python ints where known and scalar tensors elsewhere."""
+    static = tensor.shape.as_list()
+    dynamic = tf.shape(tensor)
+    return [dim if dim is not None else dynamic[i] for i, dim in enumerate(static)]

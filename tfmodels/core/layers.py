@@ -1,0 +1,104 @@
+"""Small layer builders used by every family, so that initialisation and dtype handling live in one place.
+
+Name sub-layers after the modules of the reference implementation (`self.query`, `self.LayerNorm`, ...):
+the checkpoint walker derives PyTorch state-dict names from attribute names, so matching names make the
+per-family checkpoint map nearly empty.
+"""
+import contextlib
+
+import keras
+import tensorflow as tf
+
+from tfmodels.core import initializers
+
+
+def dense(units, initializer_range, name=None, use_bias=True, **kwargs):
+    return keras.layers.Dense(units, use_bias=use_bias, kernel_initializer=initializers.normal(initializer_range),
+                              bias_initializer="zeros", name=name, **kwargs)
+
+
+def layer_norm(epsilon, name=None, **kwargs):
+    # Keras normalises bf16/fp16 inputs in float32 and returns the compute dtype: safe under mixed precision.
+    return keras.layers.LayerNormalization(epsilon=epsilon, name=name, **kwargs)
+
+
+def embedding(num, dim, initializer_range, name=None, **kwargs):
+    return keras.layers.Embedding(num, dim, embeddings_initializer=initializers.normal(initializer_range),
+                                  name=name, **kwargs)
+
+
+def dropout(rate, name=None):
+    return keras.layers.Dropout(rate or 0.0, name=name)
+
+
+def add_weight(layer, name, shape, initializer, trainable=True, dtype=None):
+    """layer.add_weight that also remembers the initializer, so that a weight a checkpoint lacks can be
+    initialised properly after a build that skipped initialisation (see initializers.skip_init)."""
+    if not hasattr(layer, "_tfm_initializers"):
+        layer._tfm_initializers = {}
+    if isinstance(initializer, keras.initializers.Initializer) and not isinstance(
+            initializer, initializers.SkippableInitializer):
+        initializer = initializers.SkippableInitializer(initializer)
+    elif isinstance(initializer, str) and initializer not in ("zeros", "ones"):
+        initializer = initializers.SkippableInitializer(initializer)
+    layer._tfm_initializers[name] = initializer
+    return layer.add_weight(name=name, shape=shape, initializer=initializer, trainable=trainable, dtype=dtype)
+
+
+@contextlib.contextmanager
+def dtype_policy_scope(policy):
+    """Layers constructed inside take `policy` ("float32", "bfloat16", "mixed_bfloat16", ...)."""
+    if policy is None:
+        yield
+        return
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def apply_chunking(fn, chunk_size, hidden_states):
+    """fn over chunks of `chunk_size` positions (axis 1), one chunk at a time (HF's chunk_size_feed_forward):
+    the same numbers as fn(hidden_states) with the feed-forward activations of one chunk alive at a time."""
+    if not chunk_size:
+        return fn(hidden_states)
+    length = hidden_states.shape[1]
+    if length is not None and length % chunk_size:
+        raise ValueError(f"chunk_size_feed_forward={chunk_size} must divide the sequence length {length}")
+    batch, seq, dim = tf.shape(hidden_states)[0], tf.shape(hidden_states)[1], hidden_states.shape[-1]
+    chunks = tf.reshape(hidden_states, [batch, seq // chunk_size, chunk_size, dim])
+    chunks = tf.transpose(chunks, [1, 0, 2, 3])
+    results = tf.map_fn(fn, chunks, fn_output_signature=hidden_states.dtype)
+    results = tf.transpose(results, [1, 0, 2, 3])
+    return tf.reshape(results, [batch, seq, results.shape[-1]])
+
+
+def run_layer(layer, recompute, *args, **kwargs):
+    """layer(*args, **kwargs), recomputed in the backward pass when `recompute` (gradient checkpointing).
+
+    Tensor arguments (including nested ones, e.g. a key/value cache) become explicit inputs of the
+    recomputed function, so gradients reach all of them; None outputs are restored afterwards.
+    """
+    if not recompute:
+        return layer(*args, **kwargs)
+    leaves = tf.nest.flatten(args)
+    tensor_positions = [i for i, leaf in enumerate(leaves) if tf.is_tensor(leaf)]
+    structure = {}
+
+    def recomputed(*tensors):
+        filled = list(leaves)
+        for position, tensor in zip(tensor_positions, tensors):
+            filled[position] = tensor
+        result = layer(*tf.nest.pack_sequence_as(args, filled), **kwargs)
+        flat = tf.nest.flatten(result)
+        structure["result"] = result
+        structure["present"] = [i for i, leaf in enumerate(flat) if leaf is not None]
+        return [flat[i] for i in structure["present"]]
+
+    values = tf.recompute_grad(recomputed)(*[leaves[i] for i in tensor_positions])
+    flat = [None] * len(tf.nest.flatten(structure["result"]))
+    for position, value in zip(structure["present"], values):
+        flat[position] = value
+    return tf.nest.pack_sequence_as(structure["result"], flat)

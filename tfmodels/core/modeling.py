@@ -1,0 +1,273 @@
+"""The pretrained-model base every model class derives from.
+
+A family provides a main layer (embeddings + encoder, a keras Layer with explicit keyword arguments) and,
+for each task head, a class that mixes a task from `tfmodels.core.tasks` with the family's pretrained base and
+implements `head()`. This base provides the rest, once for every family:
+
+- `call` accepting kwargs, or a tensor / list / dict first argument (numpy or tf, int32 or int64);
+- `save_pretrained` / `from_pretrained` (our config.json + model.weights.h5, or an HF checkpoint directory);
+- training on the model's own loss: `compile(optimizer)` then `fit` with labels inside the inputs or as y;
+- `export` to a SavedModel for TF Serving (see tfmodels.core.export).
+"""
+import os
+import re
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfmodels.core import checkpoint as ckpt
+from tfmodels.core.configuration import CONFIG_NAME
+from tfmodels.core.initializers import skip_init
+from tfmodels.core.inputs import normalize_inputs
+from tfmodels.core.layers import dtype_policy_scope
+from tfmodels.core.outputs import ModelOutput
+
+WEIGHTS_NAME = "model.weights.h5"
+SHARDED_WEIGHTS_NAME = "model.weights.json"
+
+DEFAULT_OPTIONS = ("output_attentions", "output_hidden_states", "return_dict")
+
+
+def _arrays_to_tensors(value):
+    if isinstance(value, np.ndarray):
+        return tf.convert_to_tensor(value.astype(np.float32) if value.dtype == np.float64 else value)
+    if isinstance(value, dict):
+        return {k: _arrays_to_tensors(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and any(isinstance(v, (np.ndarray, list, tuple, dict)) for v in value):
+        return type(value)(_arrays_to_tensors(v) for v in value)
+    return value
+
+
+def _snake_case(name):
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class PreTrainedModel(keras.Model):
+    """Base of every model class. See the module docstring for what a family must provide."""
+
+    config_class = None
+    base_model_prefix = ""          # attribute holding the main layer; HF's base_model_prefix
+    main_input_name = "input_ids"
+    input_names = ()                # documented tensor inputs in documented order (labels excluded)
+    option_names = DEFAULT_OPTIONS  # python switches, defaulting to the config attribute of the same name
+    label_names = ()                # set by the task
+    output_class = None             # set by the task (or the family for its base model)
+    checkpoint_map = ckpt.CheckpointMap()
+    hf_architecture = None          # HF class name written to config.json; defaults to our class name
+    serving_input_names = ("input_ids", "attention_mask")
+    is_base_model = False           # the bare model: HF writes its weights without the prefix
+
+    def __init__(self, config, name=None, **kwargs):
+        if isinstance(config, dict):
+            config = self.config_class.from_dict(config)
+        if self.config_class is not None and not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
+        super().__init__(name=name or _snake_case(type(self).__name__), **kwargs)
+        self.config = config
+
+    # ---------------------------------------------------------------------------------------------------
+    # Keras plumbing
+
+    def build(self, *args, **kwargs):
+        # Sub-layers build themselves on the first call; there is no input shape to plan from here.
+        self.built = True
+
+    def get_config(self):
+        return {"config": self.config.to_dict(), "name": self.name, "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        model_config = cls.config_class.from_dict(config.pop("config"), strict=False)
+        return cls(model_config, **config)
+
+    @property
+    def base_model(self):
+        return getattr(self, self.base_model_prefix)
+
+    @property
+    def all_input_names(self):
+        return tuple(self.input_names) + tuple(n for n in self.label_names if n not in self.input_names)
+
+    # ---------------------------------------------------------------------------------------------------
+    # Calling
+
+    def __call__(self, *args, **kwargs):
+        # Keras rejects keyword arguments that mix numpy arrays and tensors: make every array a tensor first.
+        args = tuple(_arrays_to_tensors(a) for a in args)
+        kwargs = {k: _arrays_to_tensors(v) for k, v in kwargs.items()}
+        return super().__call__(*args, **kwargs)
+
+    def call(self, inputs=None, training=False, output_attentions=None, output_hidden_states=None,
+             return_dict=None, use_cache=None, use_mems=None, interpolate_pos_encoding=None, **kwargs):
+        # The switches are named parameters because Keras rejects python values mixed with tensors in **kwargs.
+        switches = dict(output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                        return_dict=return_dict, use_cache=use_cache, use_mems=use_mems,
+                        interpolate_pos_encoding=interpolate_pos_encoding)
+        kwargs.update({k: v for k, v in switches.items() if v is not None})
+        tensors, options = normalize_inputs(type(self).__name__, self.all_input_names, self.option_names,
+                                            self.main_input_name, inputs, kwargs)
+        options = self.resolve_options(options)
+        labels = {name: tensors.pop(name) for name in self.label_names if name in tensors}
+        return self.forward(tensors, labels, options, training=training)
+
+    def resolve_options(self, options):
+        resolved = {}
+        for name in self.option_names:
+            value = options.get(name)
+            if value is None:
+                value = getattr(self.config, name, None)
+            if tf.is_tensor(value):
+                value = bool(value)
+            resolved[name] = value
+        return resolved
+
+    def forward(self, inputs, labels, options, training=False):
+        raise NotImplementedError(f"{type(self).__name__} must mix in a task from tfmodels.core.tasks")
+
+    def dummy_inputs(self):
+        """Small inputs that touch every weight (used to build the model before loading weights)."""
+        ids = np.arange(2 * 8, dtype=np.int32).reshape(2, 8) % max(self.config.vocab_size - 1, 1)
+        ids = ids + 1 if self.config.vocab_size > 2 else ids
+        return {"input_ids": ids.astype(np.int32), "attention_mask": np.ones((2, 8), np.int32)}
+
+    def build_model(self):
+        """Create every variable by running the dummy inputs once."""
+        self(self.dummy_inputs(), training=False)
+        return self
+
+    # ---------------------------------------------------------------------------------------------------
+    # Training on the model's own loss
+
+    def _inputs_dict(self, x):
+        if isinstance(x, dict):
+            return x
+        if isinstance(x, (list, tuple)):
+            return dict(zip(self.all_input_names, x))
+        return {self.main_input_name: x}
+
+    def _labels_from(self, x, y):
+        if y is not None:
+            if isinstance(y, dict):
+                return y
+            if isinstance(y, (list, tuple)):
+                return dict(zip(self.label_names, y))
+            return {self.label_names[0]: y}
+        x = self._inputs_dict(x)
+        return {name: x[name] for name in self.label_names if name in x}
+
+    @staticmethod
+    def main_prediction(y_pred):
+        if isinstance(y_pred, ModelOutput):
+            if "logits" in y_pred:
+                return y_pred["logits"]
+            values = [v for k, v in y_pred.items() if k != "loss"]
+            return values[0] if len(values) == 1 else tuple(values)
+        return y_pred
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        loss = y_pred.get("loss") if isinstance(y_pred, ModelOutput) else None
+        if loss is None and y is not None and self._compile_loss is None:
+            labels = self._labels_from(x, y)
+            labels = {k: tf.convert_to_tensor(v) if not tf.is_tensor(v) else v for k, v in labels.items()}
+            loss = self.task_loss(labels, dict(y_pred), self._inputs_dict(x))
+        if loss is None:
+            if self._compile_loss is None:
+                raise ValueError(
+                    f"{type(self).__name__} got no labels to compute its loss: put {list(self.label_names)} in the "
+                    "input dict, pass them as y, or compile() with a Keras loss.")
+            return super().compute_loss(x, y, self.main_prediction(y_pred), sample_weight, training)
+        if sample_weight is not None:
+            raise ValueError("sample_weight is not supported with the model's internal loss; compile() with a "
+                             "Keras loss to weight samples.")
+        for extra in self.losses:
+            loss = loss + tf.cast(extra, loss.dtype)
+        return loss
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        if y is None:
+            labels = self._labels_from(x, None)
+            if len(labels) == 1:
+                y = next(iter(labels.values()))
+            elif labels:
+                y = tuple(labels[name] for name in self.label_names if name in labels)
+        return super().compute_metrics(x, y, self.main_prediction(y_pred), sample_weight)
+
+    def task_loss(self, labels, outputs, inputs):
+        raise ValueError(f"{type(self).__name__} has no task loss (it is a base model)")
+
+    # ---------------------------------------------------------------------------------------------------
+    # Saving and loading
+
+    def save_pretrained(self, directory, max_shard_size=None, hf_format=False):
+        """Write config.json and the weights.
+
+        Our format: model.weights.h5 (Keras), or with `max_shard_size` (GB) Keras' sharded format. With
+        `hf_format=True`, model.safetensors under the Hugging Face names instead (sharded when `max_shard_size`
+        is given), so that the PyTorch reference loads it.
+        """
+        os.makedirs(directory, exist_ok=True)
+        if not self.built or not self.weights:
+            self.build_model()
+        config_dict = self.config.to_dict()
+        config_dict["architectures"] = [self.hf_architecture or type(self).__name__]
+        self.config.__class__.from_dict(config_dict, strict=False).save_pretrained(directory)
+        if hf_format:
+            state = ckpt.hf_state_dict(self, self.checkpoint_map,
+                                       strip_prefix=self.base_model_prefix if self.is_base_model else None)
+            max_bytes = int(max_shard_size * 1024 ** 3) if max_shard_size else None
+            ckpt.write_hf_weights(state, directory, max_shard_bytes=max_bytes)
+        elif max_shard_size:
+            self.save_weights(os.path.join(directory, SHARDED_WEIGHTS_NAME), max_shard_size=max_shard_size)
+        else:
+            self.save_weights(os.path.join(directory, WEIGHTS_NAME))
+
+    @classmethod
+    def from_pretrained(cls, path, config=None, dtype=None, allow_pickle=False, ignore_mismatched_sizes=False,
+                        output_loading_info=False, strict=True, **config_overrides):
+        """Load our own directory (config.json + model.weights.h5) or a Hugging Face checkpoint directory
+        (config.json + model.safetensors, sharded or not). `dtype` ("float32", "bfloat16", "float16" or a
+        Keras policy such as "mixed_bfloat16") creates the variables in that dtype directly.
+        `allow_pickle=True` is needed to read pytorch_model.bin (unpickling runs code)."""
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"{path} is not a directory with config.json and weights")
+        if config is None:
+            config = cls.config_class.from_pretrained(path, strict=strict, **config_overrides)
+        elif config_overrides:
+            config = config.copy(**config_overrides)
+        own_single = os.path.join(path, WEIGHTS_NAME)
+        own_sharded = os.path.join(path, SHARDED_WEIGHTS_NAME)
+        with dtype_policy_scope(dtype), skip_init():
+            model = cls(config)
+            model.build_model()
+        if os.path.isfile(own_single) or os.path.isfile(own_sharded):
+            model.load_weights(own_single if os.path.isfile(own_single) else own_sharded)
+            info = ckpt.LoadingInfo(mapped=[v.name for v in ckpt.named_variables(model)], missing=[],
+                                    unexpected=[], mismatched=[], source=f"{path} (tfmodels)")
+        else:
+            info = ckpt.load_hf_weights(model, path, cls.checkpoint_map, cls.base_model_prefix,
+                                        allow_pickle=allow_pickle, ignore_mismatched_sizes=ignore_mismatched_sizes)
+            ckpt.log_loading_info(info, cls.__name__)
+        return (model, info) if output_loading_info else model
+
+    # ---------------------------------------------------------------------------------------------------
+    # Export
+
+    @property
+    def serving_output_names(self):
+        skip = {"loss", "hidden_states", "attentions", "cross_attentions", "past_key_values", "mems",
+                "global_attentions", "reshaped_hidden_states"}
+        return tuple(f for f in self.output_class.fields if f not in skip)
+
+    def export(self, filepath, tokenizer=None, max_length=None, **kwargs):
+        """Write a SavedModel for TF Serving (see tfmodels.core.export.export_saved_model)."""
+        from tfmodels.core.export import export_saved_model
+        return export_saved_model(self, filepath, tokenizer=tokenizer, max_length=max_length, **kwargs)
+
+    def num_parameters(self):
+        return int(sum(np.prod(v.shape) for v in self.weights))
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.config.model_type}>"
+

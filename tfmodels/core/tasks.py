@@ -1,0 +1,137 @@
+"""Task mixins: what a task head adds to a base model, written once for all families.
+
+A family's head class is `class FooForMaskedLM(MaskedLMTask, FooPreTrainedModel)`; it creates its head layers
+in `__init__` and implements `head(base_outputs, inputs, training) -> dict of head tensors` (e.g. logits). The
+task supplies the labels it takes, the output class, the loss with the reference's semantics, and the
+plumbing: base-model call, multiple-choice flattening, QA splitting, copying hidden states and attentions.
+"""
+import tensorflow as tf
+
+from tfmodels.core import losses, outputs as out
+
+
+class BaseModelTask:
+    """The bare model: returns the main layer's output."""
+
+    is_base_model = True
+
+    def forward(self, inputs, labels, options, training=False):
+        return_dict = options.pop("return_dict", True)
+        result = self.base_model(**inputs, **options, training=training)
+        return result if return_dict else result.to_tuple()
+
+
+class HeadTask:
+    """Shared forward pass of every task head."""
+
+    label_names = ("labels",)
+    output_class = None
+
+    def head(self, base_outputs, inputs, training=False):
+        raise NotImplementedError(f"{type(self).__name__} must implement head()")
+
+    def base_inputs(self, inputs):
+        return inputs
+
+    def postprocess(self, head_outputs, inputs):
+        return head_outputs
+
+    def has_labels(self, labels):
+        return all(labels.get(name) is not None for name in self.label_names)
+
+    def forward(self, inputs, labels, options, training=False):
+        return_dict = options.pop("return_dict", True)
+        labels = {k: v for k, v in labels.items() if v is not None}
+        base_outputs = self.base_model(**self.base_inputs(inputs), **options, training=training)
+        head = self.postprocess(self.head(base_outputs, inputs, training=training), inputs)
+        loss = self.task_loss(labels, head, inputs) if self.has_labels(labels) else None
+        fields = {k: v for k, v in base_outputs.items() if k in self.output_class.fields and k not in head}
+        fields.update(head)
+        fields["loss"] = loss
+        result = self.output_class(**fields)
+        return result if return_dict else result.to_tuple()
+
+
+class MaskedLMTask(HeadTask):
+    output_class = out.MaskedLMOutput
+
+    def task_loss(self, labels, outputs, inputs):
+        return losses.masked_lm_loss(labels["labels"], outputs["logits"])
+
+
+class CausalLMTask(HeadTask):
+    output_class = out.CausalLMOutputWithCrossAttentions
+
+    def task_loss(self, labels, outputs, inputs):
+        return losses.causal_lm_loss(labels["labels"], outputs["logits"])
+
+
+class SequenceClassificationTask(HeadTask):
+    output_class = out.SequenceClassifierOutput
+
+    def task_loss(self, labels, outputs, inputs):
+        return losses.sequence_classification_loss(labels["labels"], outputs["logits"], self.config.problem_type,
+                                                   self.config.num_labels)
+
+
+class TokenClassificationTask(HeadTask):
+    output_class = out.TokenClassifierOutput
+    # XLM-RoBERTa-XL (and RoBERTa-style heads) ignore padded positions in the loss; others do not.
+    loss_ignores_padding = False
+
+    def task_loss(self, labels, outputs, inputs):
+        mask = inputs.get("attention_mask") if self.loss_ignores_padding else None
+        return losses.token_classification_loss(labels["labels"], outputs["logits"], mask)
+
+
+class MultipleChoiceTask(HeadTask):
+    """Inputs [batch, num_choices, seq] are flattened to [batch * num_choices, seq] for the base model; the
+    head returns one score per flattened row and the task reshapes them to [batch, num_choices]."""
+
+    output_class = out.MultipleChoiceModelOutput
+    # inputs whose trailing axes are features (not flattened past them)
+    _feature_inputs = {"inputs_embeds": 2}
+
+    def base_inputs(self, inputs):
+        flat = {}
+        for name, value in inputs.items():
+            if value is None or not tf.is_tensor(value) or value.shape.rank is None:
+                flat[name] = value
+                continue
+            keep = self._feature_inputs.get(name, 1)
+            if value.shape.rank < keep + 2:
+                flat[name] = value
+                continue
+            tail = tf.shape(value)[2:]
+            flat[name] = tf.reshape(value, tf.concat([[-1], tail], axis=0))
+            flat[name].set_shape([None] + value.shape[2:].as_list())
+        return flat
+
+    def postprocess(self, head_outputs, inputs):
+        reference = inputs.get("input_ids")
+        if reference is None:
+            reference = inputs.get("inputs_embeds")
+        num_choices = tf.shape(reference)[1]
+        logits = tf.reshape(head_outputs["logits"], [-1, num_choices])
+        return {**head_outputs, "logits": logits}
+
+    def task_loss(self, labels, outputs, inputs):
+        return losses.multiple_choice_loss(labels["labels"], outputs["logits"])
+
+
+class QuestionAnsweringTask(HeadTask):
+    """The head returns `logits` [batch, seq, 2]; the task splits them into start and end logits."""
+
+    output_class = out.QuestionAnsweringModelOutput
+    label_names = ("start_positions", "end_positions")
+
+    def postprocess(self, head_outputs, inputs):
+        if "logits" not in head_outputs:
+            return head_outputs
+        logits = head_outputs.pop("logits")
+        start_logits, end_logits = tf.unstack(logits, num=2, axis=-1)
+        return {**head_outputs, "start_logits": start_logits, "end_logits": end_logits}
+
+    def task_loss(self, labels, outputs, inputs):
+        return losses.question_answering_loss(labels["start_positions"], labels["end_positions"],
+                                              outputs["start_logits"], outputs["end_logits"])

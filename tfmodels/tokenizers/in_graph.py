@@ -1,0 +1,191 @@
+"""In-graph tokenizers: strings -> model inputs with TensorFlow and TF Text ops only, so that a SavedModel
+with a raw-text signature runs in stock TensorFlow Serving.
+
+Built from a Python tokenizer (`tokenizer.in_graph(max_length=...)`), they reproduce its semantics: special
+tokens split out of the text with their lstrip/rstrip flags, the same sub-word model and id mapping, the
+truncation strategy "longest_first", the special-token template, and padding on the tokenizer's side.
+"""
+import re
+
+import tensorflow as tf
+import tensorflow_text as tf_text
+
+# RE2 character class equivalent to Python's str.isspace() (what str.strip() removes).
+_PY_WHITESPACE = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
+_WS_CLASS = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in _PY_WHITESPACE) + "]"
+
+
+def _row_lengths(rt):
+    return tf.cast(rt.row_lengths(), tf.int32)
+
+
+def _keep_first(rt, lengths):
+    """Keep the first `lengths[i]` items of row i of a ragged [batch, None] tensor."""
+    positions = tf.ragged.range(_row_lengths(rt))
+    return tf.ragged.boolean_mask(rt, positions < tf.expand_dims(lengths, 1))
+
+
+def _keep_last(rt, lengths):
+    row = _row_lengths(rt)
+    positions = tf.ragged.range(row)
+    return tf.ragged.boolean_mask(rt, positions >= tf.expand_dims(row - lengths, 1))
+
+
+def _reverse_rows(rt):
+    starts = rt.row_starts()
+    lengths = rt.row_lengths()
+    rows = rt.value_rowids()
+    within = tf.range(tf.size(rt.values, out_type=tf.int64)) - tf.gather(starts, rows)
+    source = tf.gather(starts, rows) + tf.gather(lengths, rows) - 1 - within
+    return tf.RaggedTensor.from_row_splits(tf.gather(rt.values, source), rt.row_splits)
+
+
+class InGraphTokenizer(tf.Module):
+    """Base: subclasses implement `_subword_ids(flat_pieces) -> ragged [pieces, None] of model ids`."""
+
+    def __init__(self, special_tokens, strip_flags, template_single, template_pair, pad_id, padding_side="right",
+                 truncation_side="right", max_length=None, return_token_type_ids=True, name=None):
+        """special_tokens: {token string: id}; strip_flags: {token string: (lstrip, rstrip)};
+        templates: lists of ("A" | "B" | (id, type_id)) with A/B given as ("A", type_id)."""
+        super().__init__(name=name)
+        self.special_strings = sorted(special_tokens, key=len, reverse=True)
+        self.special_ids = [special_tokens[t] for t in self.special_strings]
+        self.lstrip = [bool(strip_flags.get(t, (False, False))[0]) for t in self.special_strings]
+        self.rstrip = [bool(strip_flags.get(t, (False, False))[1]) for t in self.special_strings]
+        self.template_single = template_single
+        self.template_pair = template_pair
+        self.pad_id = int(pad_id)
+        self.padding_side = padding_side
+        self.truncation_side = truncation_side
+        self.max_length = max_length
+        self.return_token_type_ids = return_token_type_ids
+        self._pattern = "|".join(re.escape(t) for t in self.special_strings) if self.special_strings else None
+
+    # ---------------------------------------------------------------------------------------------------
+
+    def _subword_ids(self, flat_pieces):
+        raise NotImplementedError
+
+    def encode(self, text):
+        """[batch] strings -> ragged [batch, None] ids without special-token template."""
+        text = tf.convert_to_tensor(text, tf.string)
+        if self._pattern is None:
+            return self._subword_ids(text)
+        pieces = tf_text.regex_split(text, self._pattern, self._pattern)
+        flat = pieces.flat_values
+        match = tf.stack([tf.equal(flat, t) for t in self.special_strings], axis=1)  # [pieces, specials]
+        is_special = tf.reduce_any(match, axis=1)
+        special_index = tf.argmax(tf.cast(match, tf.int32), axis=1, output_type=tf.int32)
+        lstrip = tf.logical_and(is_special, tf.gather(tf.constant(self.lstrip), special_index))
+        rstrip = tf.logical_and(is_special, tf.gather(tf.constant(self.rstrip), special_index))
+        # Neighbours within the same row: a piece before an lstrip special loses its trailing whitespace,
+        # a piece after an rstrip special its leading whitespace.
+        row = pieces.value_rowids()
+        same_next = tf.concat([tf.equal(row[1:], row[:-1]), [False]], 0)
+        same_prev = tf.concat([[False], tf.equal(row[1:], row[:-1])], 0)
+        next_lstrip = tf.logical_and(same_next, tf.concat([lstrip[1:], [False]], 0))
+        prev_rstrip = tf.logical_and(same_prev, tf.concat([[False], rstrip[:-1]], 0))
+        flat = tf.where(next_lstrip, tf.strings.regex_replace(flat, _WS_CLASS + "+$", ""), flat)
+        flat = tf.where(prev_rstrip, tf.strings.regex_replace(flat, "^" + _WS_CLASS + "+", ""), flat)
+        words = self._subword_ids(tf.where(is_special, tf.fill(tf.shape(flat), ""), flat))
+        special_ids = tf.gather(tf.constant(self.special_ids, tf.int32), special_index)
+        specials = tf.RaggedTensor.from_row_lengths(tf.boolean_mask(special_ids, is_special),
+                                                    tf.cast(is_special, tf.int64))
+        combined = tf.concat([specials, tf.cast(words, tf.int32)], axis=1)  # one of the two is empty per piece
+        return tf.RaggedTensor.from_row_splits(combined, pieces.row_splits).merge_dims(1, 2)
+
+    # ---------------------------------------------------------------------------------------------------
+
+    def _num_special(self, template):
+        return sum(1 for item in template if item[0] not in ("A", "B"))
+
+    def _truncate(self, ids_a, ids_b, max_length):
+        cut = _keep_last if self.truncation_side == "left" else _keep_first
+        len_a = _row_lengths(ids_a)
+        if ids_b is None:
+            remove = tf.maximum(len_a + self._num_special(self.template_single) - max_length, 0)
+            # As the reference: a sequence too short to lose `remove` tokens is left untouched.
+            remove = tf.where(len_a > remove, remove, 0)
+            return cut(ids_a, len_a - remove), None
+        len_b = _row_lengths(ids_b)
+        remove = tf.maximum(len_a + len_b + self._num_special(self.template_pair) - max_length, 0)
+        first = tf.minimum(tf.abs(len_b - len_a), remove)
+        second = remove - first
+        a_longer = len_a > len_b
+        remove_a = tf.where(a_longer, first + second // 2, second // 2)
+        remove_b = tf.where(a_longer, second - second // 2, first + second - second // 2)
+        return cut(ids_a, len_a - remove_a), cut(ids_b, len_b - remove_b)
+
+    def _assemble(self, template, ids_a, ids_b):
+        batch = ids_a.nrows()
+        id_parts, type_parts = [], []
+        for item in template:
+            if item[0] in ("A", "B"):
+                part = ids_a if item[0] == "A" else ids_b
+                id_parts.append(part)
+                type_parts.append(tf.ones_like(part) * item[1])
+            else:
+                constant = tf.RaggedTensor.from_tensor(tf.fill([batch, 1], tf.constant(item[0], tf.int32)))
+                id_parts.append(constant)
+                type_parts.append(tf.RaggedTensor.from_tensor(tf.fill([batch, 1], tf.constant(item[1], tf.int32))))
+        return tf.concat(id_parts, axis=1), tf.concat(type_parts, axis=1)
+
+    def _pad(self, rt, value, length=None):
+        if self.padding_side == "left":
+            dense = _reverse_rows(rt).to_tensor(default_value=value, shape=None if length is None else [None, length])
+            return tf.reverse(dense, axis=[1])
+        return rt.to_tensor(default_value=value, shape=None if length is None else [None, length])
+
+    def __call__(self, text, text_pair=None, max_length=None, pad_to_max_length=False):
+        """[batch] strings (and pairs) -> dict of int32 [batch, length] tensors."""
+        max_length = max_length or self.max_length
+        ids_a = self.encode(text)
+        ids_b = self.encode(text_pair) if text_pair is not None else None
+        if max_length is not None:
+            ids_a, ids_b = self._truncate(ids_a, ids_b, max_length)
+        template = self.template_pair if ids_b is not None else self.template_single
+        ids, types = self._assemble(template, ids_a, ids_b)
+        length = max_length if pad_to_max_length else None
+        result = {"input_ids": self._pad(ids, self.pad_id, length),
+                  "attention_mask": self._pad(tf.ones_like(ids), 0, length)}
+        if self.return_token_type_ids:
+            result["token_type_ids"] = self._pad(types, 0, length)
+        return result
+
+
+class SentencePieceInGraphTokenizer(InGraphTokenizer):
+    """Sentencepiece through TF Text's SentencepieceOp, with the family's id offset and unknown-id mapping."""
+
+    def __init__(self, model_proto, id_offset, sp_unk_id, unk_id, **kwargs):
+        super().__init__(**kwargs)
+        self.sentencepiece = tf_text.SentencepieceTokenizer(model=model_proto, out_type=tf.int32)
+        self.id_offset = int(id_offset)
+        self.sp_unk_id = int(sp_unk_id)
+        self.unk_id = int(unk_id)
+
+    def _subword_ids(self, flat_pieces):
+        ids = self.sentencepiece.tokenize(flat_pieces)
+        return tf.ragged.map_flat_values(
+            lambda v: tf.where(tf.equal(v, self.sp_unk_id), self.unk_id, v + self.id_offset), ids)
+
+
+def template_items(tokenizer, template_items_spec):
+    """Turn a Python Template's item list into in-graph items: ("A", type) / ("B", type) / (id, type)."""
+    items = []
+    for item in template_items_spec:
+        type_id = tokenizer.template.type_ids[item]
+        items.append((item, type_id) if item in ("A", "B") else (tokenizer._special_id(item), type_id))
+    return items
+
+
+def sentencepiece_in_graph(tokenizer, max_length=None):
+    """The in-graph twin of a SentencePieceTokenizer."""
+    specials = {t: tokenizer.convert_tokens_to_ids(t) for t in tokenizer.all_special_tokens}
+    strip = {t: tokenizer.token_strip_flags(t) for t in tokenizer.all_special_tokens}
+    return SentencePieceInGraphTokenizer(
+        tokenizer.serialized_model, tokenizer.id_offset, tokenizer.sp_unk_id,
+        tokenizer.sp_id_to_model_id(tokenizer.sp_unk_id), special_tokens=specials, strip_flags=strip,
+        template_single=template_items(tokenizer, tokenizer.template.single),
+        template_pair=template_items(tokenizer, tokenizer.template.pair), pad_id=tokenizer.pad_token_id,
+        padding_side=tokenizer.padding_side, truncation_side=tokenizer.truncation_side, max_length=max_length,
+        return_token_type_ids="token_type_ids" in tokenizer.model_input_names)
