@@ -199,6 +199,10 @@ class PretrainedConfig:
     @classmethod
     def from_dict(cls, config_dict, strict=True, **overrides):
         values = dict(config_dict)
+        if "num_labels" in overrides and "id2label" not in overrides and "label2id" not in overrides:
+            # An explicit label count replaces the labels stored in the file (as HF's from_pretrained does).
+            values.pop("id2label", None)
+            values.pop("label2id", None)
         values.update(overrides)
         model_type = values.get("model_type")
         if model_type and cls.model_type and model_type != cls.model_type:

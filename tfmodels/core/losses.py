@@ -34,6 +34,7 @@ def causal_lm_loss(labels, logits):
 def sequence_classification_loss(labels, logits, problem_type, num_labels):
     """problem_type None is inferred as the reference does: 1 label -> regression, integer labels ->
     single-label, otherwise multi-label."""
+    labels = tf.convert_to_tensor(labels)
     if problem_type is None:
         if num_labels == 1:
             problem_type = "regression"

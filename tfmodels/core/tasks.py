@@ -5,6 +5,7 @@ in `__init__` and implements `head(base_outputs, inputs, training) -> dict of he
 task supplies the labels it takes, the output class, the loss with the reference's semantics, and the
 plumbing: base-model call, multiple-choice flattening, QA splitting, copying hidden states and attentions.
 """
+import numpy as np
 import tensorflow as tf
 
 from tfmodels.core import losses, outputs as out
@@ -93,6 +94,12 @@ class MultipleChoiceTask(HeadTask):
     _feature_inputs = {"inputs_embeds": 2}
 
     def base_inputs(self, inputs):
+        for name in ("input_ids", "inputs_embeds"):
+            value = inputs.get(name)
+            expected = 3 if name == "input_ids" else 4
+            if value is not None and value.shape.rank is not None and value.shape.rank != expected:
+                raise ValueError(f"{type(self).__name__}: {name} must have rank {expected} "
+                                 f"[batch, num_choices, ...], got shape {value.shape}")
         flat = {}
         for name, value in inputs.items():
             if value is None or not tf.is_tensor(value) or value.shape.rank is None:
@@ -106,6 +113,11 @@ class MultipleChoiceTask(HeadTask):
             flat[name] = tf.reshape(value, tf.concat([[-1], tail], axis=0))
             flat[name].set_shape([None] + value.shape[2:].as_list())
         return flat
+
+    def dummy_inputs(self):
+        inputs = super().dummy_inputs()
+        return {k: np.stack([v, v], axis=1) if k in ("input_ids", "attention_mask", "token_type_ids") else v
+                for k, v in inputs.items()}
 
     def postprocess(self, head_outputs, inputs):
         reference = inputs.get("input_ids")

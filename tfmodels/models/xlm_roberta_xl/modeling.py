@@ -38,6 +38,12 @@ class XLMRobertaXLEmbeddings(keras.layers.Layer):
                                                       name="token_type_embeddings")
         self.dropout = layers.dropout(config.hidden_dropout_prob)
 
+    def build(self, input_shape=None):
+        # Built explicitly: with relative positions the position table is unused but still a checkpoint weight.
+        for table in (self.word_embeddings, self.position_embeddings, self.token_type_embeddings):
+            table.build(None)
+        self.built = True
+
     def call(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
              past_key_values_length=0, training=False):
         config = self.config

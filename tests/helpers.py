@@ -1,0 +1,264 @@
+"""Shared test helpers: every family runs each of its heads through these.
+
+Behaviour helpers (no reference needed): call styles, fit, save/load, functional API, export (checked in a
+fresh process that never imports tfmodels), bad inputs. Parity helpers: build a Hugging Face PyTorch model with
+*every* parameter randomised (so that a mis-mapped bias or LayerNorm weight cannot hide behind HF's zero/one
+init), save it with HF's own `save_pretrained`, load that directory into our class, compare.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfmodels.core.outputs import ModelOutput
+
+ATOL = 1e-5
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Comparisons
+
+
+def to_numpy(value):
+    if value is None:
+        return None
+    if hasattr(value, "detach"):
+        return value.detach().cpu().numpy()
+    if hasattr(value, "numpy"):
+        return value.numpy()
+    return np.asarray(value)
+
+
+def assert_close(actual, expected, atol=ATOL, name="value"):
+    actual, expected = to_numpy(actual), to_numpy(expected)
+    assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != reference {expected.shape}"
+    diff = float(np.max(np.abs(actual.astype(np.float64) - expected.astype(np.float64)))) if actual.size else 0.0
+    assert diff <= atol, f"{name}: max abs difference {diff:.3g} > {atol}"
+    return diff
+
+
+def assert_outputs_close(ours, reference, fields, atol=ATOL, where=None):
+    """Compare named fields (tensors or tuples of tensors) of two outputs. `where` (numpy bool mask over the
+    leading axes) restricts the comparison, e.g. to non-padded positions."""
+    for field in fields:
+        a, b = ours[field], reference[field]
+        if isinstance(a, (tuple, list)):
+            assert len(a) == len(b), f"{field}: {len(a)} items vs reference {len(b)}"
+            for i, (x, y) in enumerate(zip(a, b)):
+                assert_close(x, y, atol, f"{field}[{i}]")
+        else:
+            assert_close(a, b, atol, field)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hugging Face reference models
+
+
+def randomize_torch_model(model, seed=0, std=0.2):
+    """Give every parameter (biases and norms too) random values; LayerNorm weights stay near 1."""
+    import torch
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            noise = torch.randn(param.shape, generator=generator) * std
+            if name.endswith("LayerNorm.weight") or name.endswith("norm.weight") or "layer_norm" in name and \
+                    name.endswith("weight"):
+                param.copy_(1.0 + noise)
+            else:
+                param.copy_(noise)
+        for name, buffer in model.named_buffers():
+            if name.endswith("running_var"):
+                buffer.copy_(1.0 + torch.rand(buffer.shape, generator=generator))
+            elif name.endswith("running_mean"):
+                buffer.copy_(torch.randn(buffer.shape, generator=generator) * std)
+    return model.eval()
+
+
+def hf_checkpoint(hf_class, hf_config, directory, seed=0, std=0.2):
+    """Build, randomise and `save_pretrained` an HF model; returns the (eval-mode) torch model."""
+    import torch
+    torch.manual_seed(seed)
+    model = randomize_torch_model(hf_class(hf_config), seed=seed, std=std)
+    model.save_pretrained(directory)
+    return model
+
+
+def torch_inputs(inputs):
+    import torch
+    converted = {}
+    for key, value in inputs.items():
+        if value is None:
+            continue
+        array = np.asarray(value)
+        converted[key] = torch.tensor(array, dtype=torch.long if array.dtype.kind in "iub" else torch.float32)
+    return converted
+
+
+def padded_ids(batch, length, vocab_size, pad_id, seed=0, lengths=None, low=3, side="right"):
+    """Random ids with padding: row i keeps lengths[i] tokens (default: decreasing lengths)."""
+    rng = np.random.RandomState(seed)
+    ids = rng.randint(low, vocab_size, size=(batch, length)).astype(np.int32)
+    if lengths is None:
+        lengths = [max(2, length - 3 * i) for i in range(batch)]
+    mask = np.zeros((batch, length), np.int32)
+    for i, n in enumerate(lengths):
+        if side == "right":
+            mask[i, :n] = 1
+        else:
+            mask[i, length - n:] = 1
+    ids = np.where(mask == 1, ids, pad_id).astype(np.int32)
+    return ids, mask
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Behaviour helpers
+
+
+def _outputs_equal(a, b, atol=1e-6):
+    assert list(a.keys()) == list(b.keys()), f"fields differ: {list(a.keys())} vs {list(b.keys())}"
+    for key in a:
+        for x, y in zip(tf.nest.flatten(a[key]), tf.nest.flatten(b[key])):
+            assert_close(x, y, atol, key)
+
+
+def run_call_styles_test(model, inputs, input_order):
+    """kwargs, dict, list (documented order), single tensor, numpy int64 and tf int32 give the same outputs;
+    return_dict=False gives the tuple; optional outputs appear only when requested."""
+    reference = model(**inputs, training=False)
+    assert isinstance(reference, ModelOutput)
+    _outputs_equal(model(dict(inputs), training=False), reference)
+    provided = [n for n in input_order if n in inputs]
+    if provided == list(input_order[:len(provided)]) and len(provided) == len(inputs):
+        _outputs_equal(model([inputs[n] for n in provided], training=False), reference)
+    as_int64 = {k: (np.asarray(v).astype(np.int64) if np.asarray(v).dtype.kind == "i" else v)
+                for k, v in inputs.items()}
+    _outputs_equal(model(**as_int64, training=False), reference)
+    as_tf = {k: tf.constant(v) for k, v in inputs.items()}
+    _outputs_equal(model(**as_tf, training=False), reference)
+    main = model.main_input_name
+    if set(inputs) == {main}:
+        _outputs_equal(model(inputs[main], training=False), reference)
+    as_tuple = model(**inputs, return_dict=False, training=False)
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == len(reference)
+    for x, y in zip(tf.nest.flatten(as_tuple), tf.nest.flatten(reference.to_tuple())):
+        assert_close(x, y, 1e-6)
+    assert reference.attentions is None and "attentions" not in reference
+    full = model(**inputs, output_attentions=True, output_hidden_states=True, training=False)
+    assert full.attentions is not None and full.hidden_states is not None
+    return reference
+
+
+def run_fit_test(model, inputs_with_labels, label_names, steps=2):
+    """compile(optimizer) with no loss trains on the internal loss: labels inside x, and (features, labels)."""
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    history = model.fit(inputs_with_labels, batch_size=max(1, len(next(iter(inputs_with_labels.values()))) // 2),
+                        epochs=1, verbose=0, steps_per_epoch=steps)
+    losses = history.history["loss"]
+    assert all(np.isfinite(losses)), f"non-finite loss {losses}"
+    changed = sum(not np.allclose(b, v.numpy()) for b, v in zip(before, model.trainable_variables))
+    assert changed > 0.5 * len(before), f"only {changed}/{len(before)} variables changed after fit"
+    features = {k: v for k, v in inputs_with_labels.items() if k not in label_names}
+    labels = {k: inputs_with_labels[k] for k in label_names}
+    y = labels[label_names[0]] if len(label_names) == 1 else labels
+    history = model.fit(features, y, batch_size=2, epochs=1, verbose=0, steps_per_epoch=1)
+    assert np.isfinite(history.history["loss"][0])
+    return losses
+
+
+def run_save_load_test(model, inputs, tmp_path):
+    """save_pretrained/from_pretrained in our format and in HF format give identical outputs."""
+    expected = model(**inputs, training=False)
+    for hf_format in (False, True):
+        directory = os.path.join(str(tmp_path), "hf" if hf_format else "own")
+        model.save_pretrained(directory, hf_format=hf_format)
+        assert os.path.isfile(os.path.join(directory, "config.json"))
+        restored, info = type(model).from_pretrained(directory, output_loading_info=True)
+        assert not info.missing and not info.unexpected and not info.mismatched, info.report()
+        _outputs_equal(restored(**inputs, training=False), expected)
+    return restored
+
+
+def run_functional_test(model, inputs, output_field="logits"):
+    """The model composes as a layer in the Keras functional API."""
+    symbolic = {}
+    for name, value in inputs.items():
+        value = np.asarray(value)
+        symbolic[name] = keras.Input(shape=value.shape[1:], dtype=str(value.dtype), name=name)
+    outputs = model(symbolic)
+    head = keras.layers.Dense(3, name="user_head")(getattr(outputs, output_field))
+    composed = keras.Model(symbolic, head)
+    result = composed(inputs)
+    assert result.shape[-1] == 3
+    composed.compile(optimizer="adam", loss="mse")
+    target = np.zeros(result.shape, np.float32)
+    composed.fit(inputs, target, epochs=1, verbose=0, batch_size=len(next(iter(inputs.values()))))
+    return composed
+
+
+def export_and_check(models_and_inputs, tmp_path, atol=1e-5):
+    """Export each (name, model, inputs, tokenizer, texts) and check all of them in ONE fresh process that
+    never imports tfmodels: every op is registered in stock TF (+ TF Text), outputs equal the Keras model's."""
+    jobs = []
+    for name, model, inputs, tokenizer, texts in models_and_inputs:
+        path = os.path.join(str(tmp_path), f"export_{name}")
+        signatures = model.export(path, tokenizer=tokenizer)
+        assert "serving_default" in signatures and "serving_int64" in signatures
+        np.savez(path + "_inputs.npz", **{k: np.asarray(v) for k, v in inputs.items()})
+        expected = model({k: v for k, v in inputs.items()}, training=False)
+        job = {"path": path, "inputs": path + "_inputs.npz", "outputs": path + "_outputs.npz",
+               "expected": {k: to_numpy(v) for k, v in expected.items() if k in model.serving_output_names}}
+        if tokenizer is not None:
+            assert "serving_text" in signatures
+            job["texts"] = list(texts)
+            encoded = tokenizer(list(texts), padding=True, return_tensors="np")
+            text_expected = model({k: v for k, v in encoded.items() if k in model.all_input_names}, training=False)
+            job["text_expected"] = {k: to_numpy(v) for k, v in text_expected.items()
+                                    if k in model.serving_output_names}
+            job["text_expected"]["input_ids"] = encoded["input_ids"]
+        jobs.append(job)
+    spec_path = os.path.join(str(tmp_path), "export_jobs.json")
+    with open(spec_path, "w") as f:
+        json.dump([{k: v for k, v in j.items() if "expected" not in k} for j in jobs], f)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, os.path.join(HERE, "serving_check.py"), spec_path],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, f"fresh-process check failed:\n{result.stdout}\n{result.stderr[-4000:]}"
+    for job in jobs:
+        got = np.load(job["outputs"])
+        for key, value in job["expected"].items():
+            assert_close(got[f"default/{key}"], value, atol, f"{job['path']} serving_default {key}")
+            assert_close(got[f"int64/{key}"], value, atol, f"{job['path']} serving_int64 {key}")
+        for key, value in job.get("text_expected", {}).items():
+            assert_close(got[f"text/{key}"], value, atol, f"{job['path']} serving_text {key}")
+    return jobs
+
+
+def run_bad_inputs_test(model, inputs, vocab_size, max_length=None, mask_name="attention_mask"):
+    """Clear errors for ids >= vocab_size, wrong rank, too long inputs, mismatched masks, unknown inputs."""
+    import pytest
+
+    ids = np.asarray(inputs["input_ids"])
+    bad = ids.copy()
+    bad.flat[0] = vocab_size
+    with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match="vocab_size"):
+        model({**inputs, "input_ids": bad}, training=False)
+    with pytest.raises(ValueError, match="rank"):
+        model({**inputs, "input_ids": ids[0]}, training=False)
+    if mask_name in inputs:
+        mask = np.asarray(inputs[mask_name])
+        with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match=mask_name):
+            model({**inputs, mask_name: mask[..., :-1]}, training=False)
+    with pytest.raises(ValueError, match="unexpected"):
+        model({**inputs, "not_an_input": ids}, training=False)
+    if max_length is not None:
+        shape = list(ids.shape)
+        shape[-1] = max_length + 1
+        long_ids = np.full(shape, 5, np.int32)
+        with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match="longer than|exceeds"):
+            model({"input_ids": long_ids}, training=False)
