@@ -35,3 +35,44 @@ def op_mode(mode):
         yield
     finally:
         _state.mode = previous
+
+
+def use_custom_op(family):
+    """Whether layers of `family` should call the compiled op now; loads it on first use.
+
+    "reference" mode -> False. "custom" mode -> True, or RuntimeError saying why the op is unavailable.
+    "auto" mode -> True when the library loads, else False with one warning naming the reason and the fallback.
+    Inside an XLA compilation the twin is always used: XLA cannot compile custom ops.
+    """
+    from tfmodels.core.logging import warn_once
+    from tfmodels.ops.loader import OpLibrary
+
+    mode = get_op_mode()
+    if mode == "reference":
+        return False
+    if _inside_xla():
+        if mode == "custom":
+            raise RuntimeError(f"the '{family}' custom op cannot run inside an XLA (jit_compile) function; use "
+                               "op mode 'auto' or 'reference' there")
+        return False
+    library = OpLibrary.get(family)
+    if library.load() is not None:
+        return True
+    if mode == "custom":
+        raise RuntimeError(f"the '{family}' custom op is unavailable: {library.error}")
+    warn_once(f"op-fallback-{family}", f"the '{family}' custom op is unavailable ({library.error}); using its "
+              "pure-TensorFlow twin instead, which gives the same results more slowly. Run `tfmodels build-ops` "
+              "to see the build error, or set TFMODELS_OP_MODE=reference to silence this.")
+    return False
+
+
+def op_module(family):
+    from tfmodels.ops.loader import OpLibrary
+    return OpLibrary.get(family).load()
+
+
+def _inside_xla():
+    """True while tracing a function that XLA will compile (tf.function(jit_compile=True), Keras jit_compile)."""
+    from tensorflow.python.framework import ops
+    from tensorflow.python.ops import control_flow_util
+    return control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph())

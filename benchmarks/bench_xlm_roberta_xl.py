@@ -1,0 +1,106 @@
+"""XLM-RoBERTa-XL (dense attention): our forward and forward+backward time and peak memory against HF PyTorch
+with SDPA attention, same config, each measurement in a fresh process, medians of repeats.
+
+    python benchmarks/bench_xlm_roberta_xl.py [--lengths 512,1024,2048,4096] [--repeats 5]
+
+Target (issue 2): our time <= HF's at 2048 and 4096 (ratio <= 1.0), forward and forward+backward.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
+
+from benchmarks.common import format_table, measure, megabytes, ratio, seconds, set_torch_threads  # noqa: E402
+
+CONFIG = dict(vocab_size=1000, hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=1024,
+              max_position_embeddings=16400, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+def _inputs(length, batch):
+    import numpy as np
+    rng = np.random.RandomState(0)
+    ids = rng.randint(5, CONFIG["vocab_size"], (batch, length)).astype("int32")
+    mask = np.ones_like(ids)
+    mask[-1, length - length // 8:] = 0  # padding present
+    ids[mask == 0] = 1
+    return ids, mask
+
+
+def ours(length, mode, batch=1, jit=False):
+    import tensorflow as tf
+    import tfmodels
+    model = tfmodels.XLMRobertaXLModel(tfmodels.XLMRobertaXLConfig(**CONFIG), add_pooling_layer=False)
+    ids, mask = (tf.constant(a) for a in _inputs(length, batch))
+    model(input_ids=ids[:, :8], attention_mask=mask[:, :8])
+
+    @tf.function(jit_compile=jit)
+    def forward():
+        return tf.reduce_sum(model(input_ids=ids, attention_mask=mask, training=False).last_hidden_state)
+
+    @tf.function(jit_compile=jit)
+    def forward_backward():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model(input_ids=ids, attention_mask=mask, training=True).last_hidden_state)
+        # dense gradients, as torch computes them for its embeddings too
+        return [tf.convert_to_tensor(g) for g in tape.gradient(loss, model.trainable_variables)]
+
+    step = forward if mode == "forward" else forward_backward
+    return lambda: [t.numpy() for t in tf.nest.flatten(step())]
+
+
+def hf(length, mode, batch=1):
+    import torch
+    import transformers
+    set_torch_threads()
+    config = transformers.XLMRobertaXLConfig(**CONFIG, attn_implementation="sdpa")
+    model = transformers.XLMRobertaXLModel(config, add_pooling_layer=False)
+    ids, mask = (torch.tensor(a, dtype=torch.long) for a in _inputs(length, batch))
+    if mode == "forward":
+        model.eval()
+
+        def step():
+            with torch.no_grad():
+                return model(input_ids=ids, attention_mask=mask).last_hidden_state.sum().item()
+        return step
+    model.train()
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        model(input_ids=ids, attention_mask=mask).last_hidden_state.sum().backward()
+    return step
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lengths", default="512,1024,2048,4096")
+    parser.add_argument("--modes", default="forward,forward_backward")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--jit", action="store_true", help="also measure ours with jit_compile=True (XLA)")
+    args = parser.parse_args()
+    rows = []
+    for mode in args.modes.split(","):
+        for length in [int(x) for x in args.lengths.split(",")]:
+            params = {"length": length, "mode": mode}
+            repeats = args.repeats if length <= 2048 else max(3, args.repeats - 2)
+            reference = measure("benchmarks.bench_xlm_roberta_xl", "hf", params, repeats=repeats)
+            tf_graph = measure("benchmarks.bench_xlm_roberta_xl", "ours", params, repeats=repeats)
+            row = [mode, length, seconds(tf_graph), seconds(reference), ratio(tf_graph, reference),
+                   megabytes(tf_graph), megabytes(reference)]
+            if args.jit:
+                xla = measure("benchmarks.bench_xlm_roberta_xl", "ours", {**params, "jit": True}, repeats=repeats)
+                row += [seconds(xla), ratio(xla, reference)]
+            rows.append(row)
+            print(format_table(_headers(args.jit), rows[-1:]).splitlines()[-1], flush=True)
+    print()
+    print("XLM-RoBERTa-XL, hidden 256, 4 heads, 2 layers, batch 1 (last row 1/8 padding); CPU, 2 threads")
+    print(format_table(_headers(args.jit), rows))
+
+
+def _headers(jit):
+    headers = ["mode", "length", "ours s", "HF sdpa s", "ratio", "ours peak MB", "HF peak MB"]
+    return headers + (["ours XLA s", "XLA ratio"] if jit else [])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Shared benchmark machinery: every measurement runs in its own fresh process, so that peak memory is that
+measurement's alone and no framework warms another's caches.
+
+A benchmark script defines measurement functions `def measure_x(**params) -> callable` that build a model and
+return the step to time (a zero-argument function). `measure(spec)` runs one in a subprocess and returns
+{"median_s", "min_s", "peak_mb"}: the median of `repeats` timed calls after `warmup` calls, and the peak resident
+memory added by the step (warm-up included) over the process's memory after building (Linux VmHWM, reset through clear_refs).
+Compare ratios measured in one run: these machines are noisy (about ±20% run to run).
+"""
+import argparse
+import importlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+
+
+def _status_kb(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _reset_peak():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _child(module_name, function_name, params, repeats, warmup):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.path.insert(0, ROOT)
+    module = importlib.import_module(module_name)
+    step = getattr(module, function_name)(**params)
+    # Reset the peak before the warm-up: allocators (TF's BFC, torch's caching) keep what the first call
+    # took, so a peak measured after warm-up would miss the step's real working set.
+    baseline = _status_kb("VmRSS")
+    _reset_peak()
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    peak = _status_kb("VmHWM")
+    return {"median_s": statistics.median(times), "min_s": min(times),
+            "peak_mb": max(0.0, (peak - baseline) / 1024.0), "rss_mb": peak / 1024.0}
+
+
+def measure(module_name, function_name, params, repeats=5, warmup=2, threads=2, timeout=1800):
+    """Run one measurement in a fresh process; returns its result dict (or {"error": ...})."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS=str(threads),
+               TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS="1", CUDA_VISIBLE_DEVICES="",
+               TFMODELS_BENCH_THREADS=str(threads), PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    command = [sys.executable, "-m", "benchmarks.common", "--child", module_name, function_name, json.dumps(params),
+               str(repeats), str(warmup)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout}s"}
+    for line in reversed(result.stdout.splitlines()):
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    return {"error": (result.stderr or result.stdout)[-1500:]}
+
+
+def set_torch_threads():
+    import torch
+    threads = int(os.environ.get("TFMODELS_BENCH_THREADS", "2"))
+    torch.set_num_threads(threads)
+    torch.set_num_interop_threads(1)
+
+
+def format_table(headers, rows):
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
+    line = "  ".join(str(h).rjust(w) for h, w in zip(headers, widths))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(str(v).rjust(w) for v, w in zip(row, widths)) for row in rows]
+    return "\n".join(out)
+
+
+def ratio(a, b):
+    if not a or not b or "error" in a or "error" in b:
+        return "n/a"
+    return f"{a['median_s'] / b['median_s']:.2f}"
+
+
+def seconds(result):
+    return "error" if "error" in result else f"{result['median_s']:.3f}"
+
+
+def megabytes(result):
+    return "error" if "error" in result else f"{result['peak_mb']:.0f}"
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child", nargs=5, metavar=("MODULE", "FUNCTION", "PARAMS", "REPEATS", "WARMUP"))
+    args = parser.parse_args()
+    module_name, function_name, params, repeats, warmup = args.child
+    result = _child(module_name, function_name, json.loads(params), int(repeats), int(warmup))
+    print("RESULT " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

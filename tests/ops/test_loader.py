@@ -1,0 +1,92 @@
+"""The custom-op machinery: build against the imported TF, cache, load, and the dispatch modes."""
+import logging
+import os
+import subprocess
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.ops import cuda_harness
+from tfmodels.ops import dispatch, loader
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixture_ops")
+
+
+@pytest.fixture
+def fixture_ops(monkeypatch, tmp_path):
+    monkeypatch.setenv("TFMODELS_CUSTOM_OPS_DIR", FIXTURES)
+    monkeypatch.setenv("TFMODELS_OPS_CACHE", str(tmp_path))
+    monkeypatch.setenv("TFMODELS_BUILD_CUDA", "0")
+    loader.OpLibrary._registry.clear()
+    yield
+    loader.OpLibrary._registry.clear()
+
+
+def test_builds_caches_and_loads(fixture_ops):
+    library = loader.OpLibrary.get("addone")
+    path = library.build()
+    assert os.path.basename(path).startswith(f"_addone_ops-tf{tf.__version__}-cpu-")
+    modified = os.path.getmtime(path)
+    assert library.build() == path and os.path.getmtime(path) == modified  # cached, not rebuilt
+    module = library.load()
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(module.tf_models_test_add_one(x).numpy(), x + 1)
+    assert dispatch.use_custom_op("addone")
+
+
+def test_dispatch_modes_and_fallback_warning(fixture_ops, caplog):
+    with dispatch.op_mode("reference"):
+        assert not dispatch.use_custom_op("broken")
+    assert loader.OpLibrary.get("broken")._tried is False  # reference mode never builds
+    with dispatch.op_mode("custom"):
+        with pytest.raises(RuntimeError, match="'broken' custom op is unavailable.*compiling failed"):
+            dispatch.use_custom_op("broken")
+    logger = logging.getLogger("tfmodels")
+    logger.propagate = True
+    try:
+        with caplog.at_level(logging.WARNING, logger="tfmodels"):
+            assert not dispatch.use_custom_op("broken")
+            assert not dispatch.use_custom_op("broken")
+    finally:
+        logger.propagate = False
+    warnings = [r for r in caplog.records if "pure-TensorFlow twin" in r.getMessage()]
+    assert len(warnings) == 1 and "'broken'" in warnings[0].getMessage()
+
+
+def test_xla_always_uses_the_twin(fixture_ops):
+    seen = []
+
+    @tf.function(jit_compile=True)
+    def compiled(x):
+        seen.append(dispatch.use_custom_op("addone"))
+        return x + 1
+
+    compiled(tf.constant(1.0))
+    assert seen == [False]
+    with dispatch.op_mode("custom"):
+        with pytest.raises(RuntimeError, match="XLA"):
+            tf.function(lambda x: dispatch.use_custom_op("addone") and x, jit_compile=True)(tf.constant(1.0))
+
+
+def test_bad_mode_is_rejected():
+    with pytest.raises(ValueError, match="op mode"):
+        dispatch.set_op_mode("fast")
+
+
+@pytest.mark.skipif(not cuda_harness.nvcc_available(), reason="nvcc is not installed on this machine")
+def test_cuda_sources_compile_with_nvcc(tmp_path):
+    """Every CUDA source (TF GPU kernels and TF-free harnesses) compiles with nvcc."""
+    tf_include = tf.sysconfig.get_include()
+    cuda_include = os.path.join(tf_include, "third_party", "gpus", "cuda", "include")
+    flags = [f for f in tf.sysconfig.get_compile_flags() if f != "--std=c++17"]
+    sources = [os.path.join(root, f) for root, _, files in os.walk(cuda_harness.CUSTOM_OPS) for f in files
+               if f.endswith(".cu.cc")]
+    for source in sources:
+        command = ["nvcc", "-c", "-x", "cu", "-std=c++17", "--expt-relaxed-constexpr", "-DGOOGLE_CUDA=1",
+                   "-Xcompiler", "-fPIC", f"-I{cuda_include}", f"-I{cuda_harness.CUSTOM_OPS}",
+                   "-gencode", "arch=compute_90,code=sm_90", *flags, source, "-o", str(tmp_path / "k.o")]
+        result = subprocess.run(command, capture_output=True, text=True)
+        assert result.returncode == 0, f"{source}:\n{result.stderr[-3000:]}"
+    for family in cuda_harness.harness_families():
+        cuda_harness.build_harness(family, str(tmp_path))
