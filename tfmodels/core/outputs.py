@@ -9,6 +9,14 @@ import collections
 
 import optree
 
+__all__ = [
+    "ModelOutput", "define_output", "register_output", "BaseModelOutput", "BaseModelOutputWithPooling",
+    "BaseModelOutputWithPast", "BaseModelOutputWithPastAndCrossAttentions",
+    "BaseModelOutputWithPoolingAndCrossAttentions", "MaskedLMOutput", "CausalLMOutput",
+    "CausalLMOutputWithCrossAttentions", "SequenceClassifierOutput", "MultipleChoiceModelOutput",
+    "TokenClassifierOutput", "QuestionAnsweringModelOutput", "ImageClassifierOutput", "SemanticSegmenterOutput",
+]
+
 
 class ModelOutput(collections.OrderedDict):
     """Base output. Subclasses list their documented fields in `fields`."""
