@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 namespace tfmodels {
@@ -161,6 +162,56 @@ inline float Dot(const float* __restrict x, const float* __restrict y, int64_t n
   return sum;
 }
 
+inline void PrefetchRow(const float* row, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) __builtin_prefetch(row + i);
+}
+
+// out += sum_j <qw, key_weight[keys[j]]> value[keys[j]], four keys at a time: four dot products share the loads
+// of qw, and one pass over `out` adds four scaled value rows.
+inline void PairsUpdate(float* __restrict out, const float* __restrict qw, const int32_t* keys, int64_t nk,
+                        const float* key_weight, const float* value, int64_t W, int64_t D) {
+  constexpr int kL = 16;
+  int64_t j = 0;
+  for (; j + 4 <= nk; j += 4) {
+    const float* k0 = key_weight + keys[j] * W;
+    const float* k1 = key_weight + keys[j + 1] * W;
+    const float* k2 = key_weight + keys[j + 2] * W;
+    const float* k3 = key_weight + keys[j + 3] * W;
+    float p0[kL] = {0}, p1[kL] = {0}, p2[kL] = {0}, p3[kL] = {0};
+    int64_t w = 0;
+    for (; w + kL <= W; w += kL) {
+      for (int l = 0; l < kL; ++l) {
+        const float x = qw[w + l];
+        p0[l] += x * k0[w + l];
+        p1[l] += x * k1[w + l];
+        p2[l] += x * k2[w + l];
+        p3[l] += x * k3[w + l];
+      }
+    }
+    float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
+    for (int l = 0; l < kL; ++l) {
+      s0 += p0[l];
+      s1 += p1[l];
+      s2 += p2[l];
+      s3 += p3[l];
+    }
+    for (; w < W; ++w) {
+      s0 += qw[w] * k0[w];
+      s1 += qw[w] * k1[w];
+      s2 += qw[w] * k2[w];
+      s3 += qw[w] * k3[w];
+    }
+    const float* v0 = value + keys[j] * D;
+    const float* v1 = value + keys[j + 1] * D;
+    const float* v2 = value + keys[j + 2] * D;
+    const float* v3 = value + keys[j + 3] * D;
+    for (int64_t d = 0; d < D; ++d) out[d] += (s0 * v0[d] + s1 * v1[d]) + (s2 * v2[d] + s3 * v3[d]);
+  }
+  for (; j < nk; ++j) {
+    AddScaledRow(out, Dot(qw, key_weight + keys[j] * W, W), value + keys[j] * D, D);
+  }
+}
+
 // out[b, q] = query_mask / H * (out[b, q] accumulated sums); rows of masked queries become 0.
 template <typename ParallelFor>
 void FinishCumulation(const ParallelFor& parallel_for, const CumulationArgs& a) {
@@ -236,60 +287,146 @@ void LshCumulation(const ParallelFor& parallel_for, const CumulationArgs& a) {
   FinishCumulation(parallel_for, a);
 }
 
-// Buckets of keys per (batch, hash): offsets [B*H*(C+1)] and key indices sorted by code (stable) [B*H*Nk].
-template <typename ParallelFor>
-void BucketKeys(const ParallelFor& parallel_for, const CumulationArgs& a, std::vector<int32_t>* offsets,
-                std::vector<int32_t>* sorted) {
-  const int64_t B = a.batch, Nk = a.num_key, H = a.num_hash, C = a.capacity;
-  offsets->assign(B * H * (C + 1), 0);
-  sorted->resize(B * H * Nk);
-  parallel_for(B * H, 3 * Nk + C, [&](int64_t begin, int64_t end) {
-    for (int64_t unit = begin; unit < end; ++unit) {
-      const int64_t b = unit / H, h = unit % H;
-      int32_t* offset = offsets->data() + unit * (C + 1);
-      int32_t* keys = sorted->data() + unit * Nk;
-      for (int64_t k = 0; k < Nk; ++k) {
-        if (a.key_mask[b * Nk + k] != 0) ++offset[a.key_code[(b * Nk + k) * H + h] + 1];
+// The unmasked rows of one (batch, hash) sorted by code: `rows` (row indices, stable within a code) and `runs`
+// (code, begin, end) over `rows`, in increasing code order. A counting sort when the table is small compared with
+// the rows, otherwise std::sort (no O(capacity) memory for long codes).
+struct Buckets {
+  std::vector<int32_t> rows;
+  std::vector<int32_t> runs;  // triples: code, begin, end
+  void Build(const int32_t* mask, const int32_t* codes, int64_t num_rows, int64_t num_hash, int64_t capacity,
+             std::vector<int32_t>* counts) {
+    rows.clear();
+    runs.clear();
+    if (capacity <= 4 * num_rows + 1024) {
+      counts->assign(capacity + 1, 0);
+      int32_t* count = counts->data();
+      for (int64_t r = 0; r < num_rows; ++r) {
+        if (mask[r] != 0) ++count[codes[r * num_hash] + 1];
       }
-      for (int64_t c = 0; c < C; ++c) offset[c + 1] += offset[c];
-      std::vector<int32_t> cursor(offset, offset + C);
-      for (int64_t k = 0; k < Nk; ++k) {
-        if (a.key_mask[b * Nk + k] != 0) keys[cursor[a.key_code[(b * Nk + k) * H + h]]++] = static_cast<int32_t>(k);
+      for (int64_t c = 0; c < capacity; ++c) {
+        if (count[c + 1] > 0) {
+          runs.push_back(static_cast<int32_t>(c));
+          runs.push_back(count[c]);
+          runs.push_back(count[c] + count[c + 1]);
+        }
+        count[c + 1] += count[c];
+      }
+      rows.resize(count[capacity]);
+      for (int64_t r = 0; r < num_rows; ++r) {
+        if (mask[r] != 0) rows[count[codes[r * num_hash]]++] = static_cast<int32_t>(r);
+      }
+      return;
+    }
+    std::vector<std::pair<int32_t, int32_t>> pairs;
+    for (int64_t r = 0; r < num_rows; ++r) {
+      if (mask[r] != 0) pairs.emplace_back(codes[r * num_hash], static_cast<int32_t>(r));
+    }
+    std::sort(pairs.begin(), pairs.end());
+    rows.resize(pairs.size());
+    for (size_t i = 0; i < pairs.size(); ++i) {
+      rows[i] = pairs[i].second;
+      if (i == 0 || pairs[i].first != pairs[i - 1].first) {
+        if (i > 0) runs.push_back(static_cast<int32_t>(i));
+        runs.push_back(pairs[i].first);
+        runs.push_back(static_cast<int32_t>(i));
       }
     }
-  });
-}
+    if (!pairs.empty()) runs.push_back(static_cast<int32_t>(pairs.size()));
+  }
+};
 
-// For every query, every key sharing its bucket in a hash adds <query_weight, key_weight> * value: the cost is
-// the number of collisions times (W + D), which for YOSO's code lengths is far below the (Nq + Nk) * H * W * D of
-// per-weight-dimension hash tables.
+// For every hash, the queries and keys sharing a bucket contribute
+//   out[q] += <query_weight[q], key_weight[k]> value[k]   for all (q, k) in the bucket,
+// computed per bucket either pair by pair (|Q| |K| (W + D) operations) or through the bucket's W x D summary
+// S = sum_k key_weight[k] value[k]^T, out[q] += query_weight[q]^T S ((|Q| + |K|) W D operations), whichever is
+// cheaper: small buckets (short sequences) go pairwise, large ones stay linear in the sequence length.
+// Within one (batch, hash) the buckets hold disjoint queries, so they run in parallel without races.
 template <typename ParallelFor>
 void LshWeightedCumulation(const ParallelFor& parallel_for, const CumulationArgs& a) {
   const int64_t B = a.batch, Nq = a.num_query, Nk = a.num_key, H = a.num_hash, W = a.weight_dim, D = a.value_dim;
   const int64_t C = a.capacity;
   std::fill(a.out, a.out + B * Nq * D, 0.0f);
-  if (B == 0 || Nq == 0 || D == 0 || H == 0) return;
-  std::vector<int32_t> offsets, sorted;
-  BucketKeys(parallel_for, a, &offsets, &sorted);
-  const int64_t mean_bucket = std::max<int64_t>(1, Nk / std::max<int64_t>(1, std::min(C, Nk)));
-  parallel_for(B * Nq, H * mean_bucket * (W + D) + H, [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      if (a.query_mask[row] == 0) continue;
-      const int64_t b = row / Nq;
-      float* out = a.out + row * D;
-      const float* qw = a.query_weight + row * W;
-      const int32_t* codes = a.query_code + row * H;
-      for (int64_t h = 0; h < H; ++h) {
-        const int32_t* offset = offsets.data() + (b * H + h) * (C + 1);
-        const int32_t* keys = sorted.data() + (b * H + h) * Nk;
-        const int32_t code = codes[h];
-        for (int32_t i = offset[code]; i < offset[code + 1]; ++i) {
-          const int64_t k = b * Nk + keys[i];
-          AddScaledRow(out, Dot(qw, a.key_weight + k * W, W), a.value + k * D, D);
-        }
-      }
+  if (B == 0 || Nq == 0 || Nk == 0 || D == 0 || H == 0) {
+    FinishCumulation(parallel_for, a);
+    return;
+  }
+  std::vector<Buckets> query_buckets(B * H), key_buckets(B * H);
+  parallel_for(B * H, 4 * (Nq + Nk) + 2 * std::min(C, 4 * (Nq + Nk)), [&](int64_t begin, int64_t end) {
+    std::vector<int32_t> counts;
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t b = unit / H, h = unit % H;
+      query_buckets[unit].Build(a.query_mask + b * Nq, a.query_code + b * Nq * H + h, Nq, H, C, &counts);
+      key_buckets[unit].Build(a.key_mask + b * Nk, a.key_code + b * Nk * H + h, Nk, H, C, &counts);
     }
   });
+  std::vector<int32_t> matches;  // per (batch, hash): query run index, key run index
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < H; ++h) {
+      const Buckets& qb = query_buckets[b * H + h];
+      const Buckets& kb = key_buckets[b * H + h];
+      matches.clear();
+      size_t i = 0, j = 0;
+      while (i < qb.runs.size() && j < kb.runs.size()) {
+        if (qb.runs[i] < kb.runs[j]) {
+          i += 3;
+        } else if (qb.runs[i] > kb.runs[j]) {
+          j += 3;
+        } else {
+          matches.push_back(static_cast<int32_t>(i));
+          matches.push_back(static_cast<int32_t>(j));
+          i += 3;
+          j += 3;
+        }
+      }
+      const int64_t num_matches = static_cast<int64_t>(matches.size() / 2);
+      if (num_matches == 0) continue;
+      const int64_t mean_rows = std::max<int64_t>(1, (Nq + Nk) / num_matches);
+      parallel_for(num_matches, mean_rows * W * std::min<int64_t>(D, mean_rows), [&](int64_t begin, int64_t end) {
+        std::vector<float> summary;
+        for (int64_t m = begin; m < end; ++m) {
+          const int32_t* qrun = qb.runs.data() + matches[2 * m];
+          const int32_t* krun = kb.runs.data() + matches[2 * m + 1];
+          const int64_t nq = qrun[2] - qrun[1], nk = krun[2] - krun[1];
+          const int32_t* queries = qb.rows.data() + qrun[1];
+          const int32_t* keys = kb.rows.data() + krun[1];
+          if (m + 1 < end) {
+            // The rows of a bucket are scattered over the sequence: fetch the next bucket's while this one runs.
+            const int32_t* next_q = qb.runs.data() + matches[2 * m + 2];
+            const int32_t* next_k = kb.runs.data() + matches[2 * m + 3];
+            for (int32_t i = next_q[1]; i < next_q[2]; ++i) {
+              PrefetchRow(a.query_weight + (b * Nq + qb.rows[i]) * W, W);
+              PrefetchRow(a.out + (b * Nq + qb.rows[i]) * D, D);
+            }
+            for (int32_t i = next_k[1]; i < next_k[2]; ++i) {
+              PrefetchRow(a.key_weight + (b * Nk + kb.rows[i]) * W, W);
+              PrefetchRow(a.value + (b * Nk + kb.rows[i]) * D, D);
+            }
+          }
+          if (nq * nk * (W + D) <= (nq + nk) * W * D) {
+            for (int64_t i = 0; i < nq; ++i) {
+              const int64_t q = b * Nq + queries[i];
+              PairsUpdate(a.out + q * D, a.query_weight + q * W, keys, nk, a.key_weight + b * Nk * W,
+                          a.value + b * Nk * D, W, D);
+            }
+          } else {
+            summary.assign(W * D, 0.0f);
+            for (int64_t j = 0; j < nk; ++j) {
+              const int64_t k = b * Nk + keys[j];
+              const float* kw = a.key_weight + k * W;
+              const float* v = a.value + k * D;
+              for (int64_t w = 0; w < W; ++w) AddScaledRow(summary.data() + w * D, kw[w], v, D);
+            }
+            for (int64_t i = 0; i < nq; ++i) {
+              const int64_t q = b * Nq + queries[i];
+              float* out = a.out + q * D;
+              const float* qw = a.query_weight + q * W;
+              for (int64_t w = 0; w < W; ++w) AddScaledRow(out, qw[w], summary.data() + w * D, D);
+            }
+          }
+        }
+      });
+    }
+  }
   FinishCumulation(parallel_for, a);
 }
 

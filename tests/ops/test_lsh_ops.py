@@ -16,8 +16,9 @@ from tests.ops import lsh_harness_cases as cases
 from tfmodels.ops import dispatch, loader, lsh
 
 # (batch, num_query, num_key, dim, weight_dim, num_hash, code_len)
+# The last one has few buckets with many rows and small W, D: the weighted kernel's factored (bucket summary) path.
 SHAPES = [(1, 1, 1, 1, 1, 1, 1), (2, 7, 9, 5, 3, 3, 4), (3, 37, 29, 17, 17, 13, 6), (2, 65, 50, 33, 33, 32, 9),
-          (2, 40, 41, 64, 64, 65, 8)]
+          (2, 40, 41, 64, 64, 65, 8), (2, 60, 70, 4, 2, 5, 2)]
 IDS = ["B{}Nq{}Nk{}D{}W{}H{}L{}".format(*s) for s in SHAPES]
 
 
@@ -103,14 +104,19 @@ def test_cumulations_equal_in_op_twin_and_numpy(ops, shape):
 
 
 def test_large_code_lengths_chunk_the_hash_tables(ops):
-    """16-bit codes: 65536 buckets x 40 columns x 30 hashes exceed the CPU table budget, so the kernel works in
-    chunks of hashes; results still equal the twin."""
+    """16-bit codes: 65536 buckets x 40 columns x 30 hashes exceed the CPU table budget, so lsh_cumulation works
+    in chunks of hashes, and the weighted kernel buckets by sorting (no per-code arrays); both equal the twin."""
     shape = (2, 50, 60, 40, 8, 30, 16)
     case = inputs_for(shape, seed=2)
     args = (case["query_mask"], case["query_code"], case["key_mask"], case["key_code"], case["value"],
             case["capacity"])
     custom, twin = both_modes(lambda: lsh.lsh_cumulation(*args).numpy())
     close(custom, twin, name="chunked lsh_cumulation")
+    weighted = lambda: lsh.lsh_weighted_cumulation(  # noqa: E731
+        case["query_mask"], case["query_code"], case["query_weight"], case["key_mask"], case["key_code"],
+        case["key_weight"], case["value"], case["capacity"]).numpy()
+    custom, twin = both_modes(weighted)
+    close(custom, twin, name="sorted-bucket lsh_weighted_cumulation")
 
 
 # ---------------------------------------------------------------------------------------------------------------
