@@ -1,6 +1,7 @@
 """The custom-op machinery: build against the imported TF, cache, load, and the dispatch modes."""
 import logging
 import os
+import shutil
 import subprocess
 
 import numpy as np
@@ -69,6 +70,23 @@ def test_xla_always_uses_the_twin(fixture_ops):
             tf.function(lambda x: dispatch.use_custom_op("addone") and x, jit_compile=True)(tf.constant(1.0))
 
 
+def test_cache_key_covers_every_family_header(monkeypatch, tmp_path):
+    """Editing any header of a family (CUDA .cuh included) changes the cached library's key: it is rebuilt."""
+    root = tmp_path / "ops"
+    shutil.copytree(FIXTURES, root)
+    monkeypatch.setenv("TFMODELS_CUSTOM_OPS_DIR", str(root))
+    monkeypatch.setenv("TFMODELS_OPS_CACHE", str(tmp_path / "cache"))
+    loader.OpLibrary._registry.clear()
+    library = loader.OpLibrary.get("addone")
+    paths = []
+    for header, text in (("kernels.h", "// 1"), ("kernels.h", "// 2"), ("kernels.cuh", "// 1"),
+                         ("kernels.cuh", "// 2")):
+        (root / "addone" / header).write_text(text)
+        paths.append(library.library_path(with_cuda=False))
+    assert len(set(paths)) == len(paths)
+    loader.OpLibrary._registry.clear()
+
+
 def test_bad_mode_is_rejected():
     with pytest.raises(ValueError, match="op mode"):
         dispatch.set_op_mode("fast")
@@ -76,16 +94,12 @@ def test_bad_mode_is_rejected():
 
 @pytest.mark.skipif(not cuda_harness.nvcc_available(), reason="nvcc is not installed on this machine")
 def test_cuda_sources_compile_with_nvcc(tmp_path):
-    """Every CUDA source (TF GPU kernels and TF-free harnesses) compiles with nvcc."""
-    tf_include = tf.sysconfig.get_include()
-    cuda_include = os.path.join(tf_include, "third_party", "gpus", "cuda", "include")
-    flags = [f for f in tf.sysconfig.get_compile_flags() if f != "--std=c++17"]
+    """Every CUDA source (TF GPU kernels and TF-free harnesses) compiles with nvcc, with the loader's command."""
     sources = [os.path.join(root, f) for root, _, files in os.walk(cuda_harness.CUSTOM_OPS) for f in files
                if f.endswith(".cu.cc")]
     for source in sources:
-        command = ["nvcc", "-c", "-x", "cu", "-std=c++17", "--expt-relaxed-constexpr", "-DGOOGLE_CUDA=1",
-                   "-Xcompiler", "-fPIC", f"-I{cuda_include}", f"-I{cuda_harness.CUSTOM_OPS}",
-                   "-gencode", "arch=compute_90,code=sm_90", *flags, source, "-o", str(tmp_path / "k.o")]
+        command = loader.nvcc_compile_command(source, str(tmp_path / "k.o"), [f"-I{cuda_harness.CUSTOM_OPS}"],
+                                              archs=["-gencode", "arch=compute_90,code=sm_90"])
         result = subprocess.run(command, capture_output=True, text=True)
         assert result.returncode == 0, f"{source}:\n{result.stderr[-3000:]}"
     for family in cuda_harness.harness_families():

@@ -26,6 +26,7 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SOURCE_ROOTS = [os.path.join(os.path.dirname(_PACKAGE_DIR), "custom_ops"),  # a checkout / editable install
                  os.path.join(_PACKAGE_DIR, "_custom_ops")]                  # an installed wheel
 WARNING_FLAGS = ["-Wno-deprecated-declarations", "-Wno-interference-size", "-Wno-ignored-attributes"]
+HEADER_PATTERNS = ("*.h", "*.hpp", "*.cuh", "*.inc")
 NVCC_ARCHS = ["-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90"]
 
 
@@ -100,7 +101,9 @@ class OpLibrary:
         root = source_root()
         headers = sorted(glob.glob(os.path.join(root, "common", "*"))) if root else []
         folder = os.path.dirname(files[0]) if files else None
-        headers += sorted(glob.glob(os.path.join(folder, "*.h"))) if folder else []
+        # Every header of the family counts, CUDA ones (.cuh) included: a kernel change must rebuild the library.
+        headers += sorted(f for pattern in HEADER_PATTERNS for f in glob.glob(os.path.join(folder, pattern))) \
+            if folder else []
         for path in list(files) + headers:
             digest.update(os.path.basename(path).encode())
             with open(path, "rb") as f:
@@ -136,13 +139,9 @@ class OpLibrary:
             os.makedirs(tmp_dir, exist_ok=True)
             defines = ["-DGOOGLE_CUDA=1"] if with_cuda else []
             if with_cuda:
-                tf_include = tf.sysconfig.get_include()
-                cuda_include = os.path.join(tf_include, "third_party", "gpus", "cuda", "include")
                 for source in cu:
                     obj = os.path.join(tmp_dir, os.path.basename(source) + ".o")
-                    _run(["nvcc", "-c", "-x", "cu", "-std=c++17", "--expt-relaxed-constexpr", "-DGOOGLE_CUDA=1",
-                          "-Xcompiler", "-fPIC", "-O2", f"-I{cuda_include}"] + NVCC_ARCHS + include
-                         + [f for f in tf_compile_flags() if f != "--std=c++17"] + [source, "-o", obj])
+                    _run(nvcc_compile_command(source, obj, include))
                     objects.append(obj)
             tmp_target = target + ".tmp"
             _run(["g++", "-std=c++17", "-shared", "-fPIC", "-O3", "-march=native"] + WARNING_FLAGS + defines
@@ -188,6 +187,19 @@ def _run(command):
     if result.returncode != 0:
         tail = (result.stderr or result.stdout)[-3000:]
         raise RuntimeError(f"compiling failed: {' '.join(command[:3])} ...\n{tail}")
+
+
+def nvcc_compile_command(source, output, include=(), archs=None):
+    """nvcc command for one `*.cu.cc` against the imported TF's headers.
+
+    CUDA's own headers come from nvcc's toolkit, never from the copy bundled with TF
+    (include/third_party/gpus/cuda/include, CUDA 12.5 for TF 2.21): nvcc generates launch stubs for its own runtime
+    headers, and with a newer nvcc (13) the bundled crt/host_runtime.h breaks every file that defines a kernel
+    (`macro "__cudaLaunch" passed 2 arguments, but takes just 1`).
+    """
+    return (["nvcc", "-c", "-x", "cu", "-std=c++17", "--expt-relaxed-constexpr", "-DGOOGLE_CUDA=1", "-Xcompiler",
+             "-fPIC", "-O2"] + list(NVCC_ARCHS if archs is None else archs) + list(include)
+            + [f for f in tf_compile_flags() if f != "--std=c++17"] + [source, "-o", output])
 
 
 def build_all(with_cuda=None, force=False):

@@ -1,0 +1,296 @@
+"""The LSH op family (YOSO): fast hashing and LSH cumulation, as custom ops (C++ / CUDA, custom_ops/lsh/) with
+pure-TensorFlow twins of identical semantics, and the two YOSO attention functions built on them.
+
+Ops (each dispatches through `tfmodels.ops.dispatch`: the compiled op in "auto"/"custom" mode when its library
+loads, the twin in "reference" mode, under XLA and in exported SavedModels):
+
+- `fast_hash(vectors, mask, projections, num_hash, hash_code_len)` -> int32 codes [B, N, num_hash]: vectors
+  zero-padded to P = projections.shape[-1], then for each part x -> H D2 H D1 H D0 x (H: unnormalised
+  Walsh-Hadamard transform, Dk: the random sign diagonals in `projections` [B, 3, num_part, P]); the signs of
+  the outputs, hash_code_len bits per code. Masked vectors get code 0. The op and the twin do the same IEEE
+  additions, subtractions and multiplications in the same order, so their codes are identical.
+- `lsh_cumulation(query_mask, query_code, key_mask, key_code, value, capacity)`:
+  out[b, q] = query_mask / H * sum_h sum_{unmasked k with key_code[b,k,h] == query_code[b,q,h]} value[b, k].
+- `lsh_weighted_cumulation(query_mask, query_code, query_weight, key_mask, key_code, key_weight, value, capacity)`:
+  the same with each colliding pair weighted by <query_weight[b,q], key_weight[b,k]>.
+
+Their gradients (with respect to values and weights, for fixed codes) are exact and are again LSH cumulations.
+Randomness is never drawn inside an op: `fast_hash_projections` / `gaussian_projections` make it from a seed.
+
+Attention:
+- `expectation_attention` (YOSO-E): (1 - arccos(q k^T) / pi)^L V with the reference's backward
+  (d/dq uses (L/2) E k, as YosoCumulation does);
+- `lsh_attention` (YOSO): the sampled estimate of the same, lsh_cumulation in the forward pass, and in the
+  backward either LSH cumulations (`lsh_backward=True`, the reference's YosoLSHCumulation) or the expectation.
+"""
+import math
+
+import tensorflow as tf
+
+from tfmodels.ops import dispatch
+
+FAMILY = "lsh"
+MIN_PADDED_DIM = 32  # the reference pads heads below the CUDA warp size (32) to 32 before hashing
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Shapes and randomness
+
+
+def padded_dim(dim, hash_code_len):
+    """The Hadamard size P for vectors of size `dim`: the next power of two >= max(dim, hash_code_len, 32)."""
+    size = max(int(dim), int(hash_code_len), MIN_PADDED_DIM)
+    return 1 << (size - 1).bit_length()
+
+
+def num_parts(num_hash, padded, hash_code_len):
+    """Independent random rotations needed: each gives padded // hash_code_len codes."""
+    per_part = padded // hash_code_len
+    return max(1, -(-int(num_hash) // per_part))
+
+
+def fast_hash_projections(seed, batch, dim, num_hash, hash_code_len):
+    """Random sign diagonals [batch, 3, num_part, P] (float32 +-1) for `fast_hash`, from a stateless seed
+    (a [2] int tensor, e.g. from keras.random.SeedGenerator)."""
+    padded = padded_dim(dim, hash_code_len)
+    shape = tf.stack([batch, 3, num_parts(num_hash, padded, hash_code_len), padded])
+    bits = tf.random.stateless_uniform(shape, seed=seed, minval=0, maxval=2, dtype=tf.int32)
+    return tf.cast(2 * bits - 1, tf.float32)
+
+
+def gaussian_projections(seed, batch, dim, num_hash, hash_code_len):
+    """Gaussian projection matrices [batch, dim, num_hash * hash_code_len] for `gaussian_hash`."""
+    shape = tf.stack([batch, dim, num_hash * hash_code_len])
+    return tf.random.stateless_normal(shape, seed=seed, dtype=tf.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# fast_hash
+
+
+def _hadamard(x, size):
+    """Unnormalised Walsh-Hadamard transform over the last axis (static `size`, a power of two), as butterflies
+    of stride size/2 down to 1: exactly the additions and subtractions the kernels perform."""
+    shape = tf.shape(x)
+    flat = tf.reshape(x, [-1, size])
+    stride = size // 2
+    while stride >= 1:
+        pairs = tf.reshape(flat, [-1, size // (2 * stride), 2, stride])
+        a, b = pairs[:, :, 0], pairs[:, :, 1]
+        flat = tf.reshape(tf.stack([a + b, a - b], axis=2), [-1, size])
+        stride //= 2
+    return tf.reshape(flat, shape)
+
+
+def _pack_bits(signs, hash_code_len):
+    """bool [..., n * L] -> int32 codes [..., n] with bit i of code j = signs[..., j * L + i]."""
+    shape = tf.shape(signs)
+    bits = tf.reshape(tf.cast(signs, tf.int32), tf.concat([shape[:-1], [-1, hash_code_len]], 0))
+    weights = tf.bitwise.left_shift(tf.ones([hash_code_len], tf.int32), tf.range(hash_code_len))
+    return tf.reduce_sum(bits * weights, axis=-1)
+
+
+def fast_hash_twin(vectors, mask, projections, num_hash, hash_code_len):
+    """Pure-TF twin of the fast_hash op (compiles with XLA)."""
+    vectors = tf.convert_to_tensor(vectors, tf.float32)
+    projections = tf.convert_to_tensor(projections, tf.float32)
+    size = projections.shape[-1]
+    if size is None:
+        raise ValueError("fast_hash needs the padded dimension (projections.shape[-1]) to be static")
+    dim = vectors.shape[-1]
+    pad = size - dim if dim is not None else size - tf.shape(vectors)[-1]
+    x = tf.pad(vectors, [[0, 0], [0, 0], [0, pad]])[:, :, None, :]  # [B, N, 1, P]
+    for round_ in range(3):
+        x = x * projections[:, None, round_]                        # [B, N, num_part, P]
+        x = _hadamard(x, size)
+    per_part = size // hash_code_len
+    codes = _pack_bits(x[..., :per_part * hash_code_len] > 0, hash_code_len)  # [B, N, num_part, per_part]
+    shape = tf.shape(codes)
+    codes = tf.reshape(codes, tf.concat([shape[:2], [-1]], 0))[:, :, :num_hash]
+    return tf.where(tf.not_equal(mask, 0)[:, :, None], codes, 0)
+
+
+def fast_hash(vectors, mask, projections, num_hash, hash_code_len):
+    """Hash codes [B, N, num_hash] (int32) of `vectors` [B, N, D]; see the module docstring."""
+    mask = tf.cast(mask, tf.int32)
+    if dispatch.use_custom_op(FAMILY):
+        return dispatch.op_module(FAMILY).tf_models_lsh_fast_hash(
+            tf.cast(vectors, tf.float32), mask, tf.cast(projections, tf.float32), num_hash=int(num_hash),
+            hash_code_len=int(hash_code_len))
+    return fast_hash_twin(vectors, mask, projections, num_hash, hash_code_len)
+
+
+def gaussian_hash(vectors, mask, projections, hash_code_len):
+    """Codes from Gaussian random projections (the reference's `use_fast_hash=False` path), pure TF:
+    projections [B, D, num_hash * L]. Unlike the reference, keys are hashed with their own projections (the
+    reference returns the key codes for the queries too)."""
+    projected = tf.matmul(tf.cast(vectors, tf.float32), projections)
+    codes = _pack_bits(projected > 0, hash_code_len)
+    return tf.where(tf.not_equal(tf.cast(mask, tf.int32), 0)[:, :, None], codes, 0)
+
+
+tf.no_gradient("TFModels>LshFastHash")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# lsh_cumulation and lsh_weighted_cumulation
+
+
+def _bucket_ids(query_mask, query_code, key_mask, key_code, capacity):
+    """Row ids into a [B * H * capacity (+1 for masked keys)] table of buckets."""
+    batch, num_hash = tf.shape(key_code)[0], tf.shape(key_code)[2]
+    base = (tf.range(batch)[:, None, None] * num_hash + tf.range(num_hash)[None, None, :]) * capacity
+    total = batch * num_hash * capacity
+    key_ids = tf.where(tf.not_equal(key_mask, 0)[:, :, None], base + key_code, total)
+    query_ids = base + tf.where(tf.not_equal(query_mask, 0)[:, :, None], query_code, 0)
+    return query_ids, key_ids, total + 1
+
+
+def _cumulate(query_mask, query_ids, key_ids, num_segments, value):
+    """sum over hashes of the bucket sums of `value` [B, Nk, D] read at the query buckets, / H, masked."""
+    shape = tf.shape(key_ids)
+    dim = tf.shape(value)[2]
+    data = tf.broadcast_to(value[:, :, None, :], tf.concat([shape, [dim]], 0))
+    table = tf.math.unsorted_segment_sum(tf.reshape(data, [-1, dim]), tf.reshape(key_ids, [-1]), num_segments)
+    summed = tf.reduce_sum(tf.gather(table, query_ids), axis=2)
+    out = summed / tf.cast(shape[2], value.dtype)
+    return tf.where(tf.not_equal(query_mask, 0)[:, :, None], out, tf.zeros_like(out))
+
+
+def lsh_cumulation_twin(query_mask, query_code, key_mask, key_code, value, hashtable_capacity):
+    """Pure-TF twin of the lsh_cumulation op: bucket sums by unsorted_segment_sum, O(N * H * D) memory."""
+    value = tf.convert_to_tensor(value, tf.float32)
+    query_ids, key_ids, segments = _bucket_ids(query_mask, query_code, key_mask, key_code, hashtable_capacity)
+    return _cumulate(query_mask, query_ids, key_ids, segments, value)
+
+
+def lsh_cumulation(query_mask, query_code, key_mask, key_code, value, hashtable_capacity):
+    """[B, Nq, D]: see the module docstring."""
+    query_mask, key_mask = tf.cast(query_mask, tf.int32), tf.cast(key_mask, tf.int32)
+    if dispatch.use_custom_op(FAMILY):
+        return dispatch.op_module(FAMILY).tf_models_lsh_cumulation(
+            query_mask, query_code, key_mask, key_code, tf.cast(value, tf.float32),
+            hashtable_capacity=int(hashtable_capacity))
+    return lsh_cumulation_twin(query_mask, query_code, key_mask, key_code, value, hashtable_capacity)
+
+
+def lsh_weighted_cumulation_twin(query_mask, query_code, query_weight, key_mask, key_code, key_weight, value,
+                                 hashtable_capacity):
+    """Pure-TF twin of the lsh_weighted_cumulation op: one bucket-sum pass per weight dimension w,
+    sum_w query_weight[..., w] * cumulation(key_weight[..., w] * value), in a while loop (O(N * H * D) memory)."""
+    query_weight = tf.convert_to_tensor(query_weight, tf.float32)
+    key_weight = tf.convert_to_tensor(key_weight, tf.float32)
+    value = tf.convert_to_tensor(value, tf.float32)
+    query_ids, key_ids, segments = _bucket_ids(query_mask, query_code, key_mask, key_code, hashtable_capacity)
+    weight_dim = tf.shape(query_weight)[2]
+
+    def body(w, total):
+        part = _cumulate(query_mask, query_ids, key_ids, segments, value * tf.gather(key_weight, w, axis=2)[..., None])
+        return w + 1, total + tf.gather(query_weight, w, axis=2)[..., None] * part
+
+    out_shape = tf.concat([tf.shape(query_code)[:2], tf.shape(value)[2:]], 0)
+    _, out = tf.while_loop(lambda w, _: w < weight_dim, body, [tf.constant(0), tf.zeros(out_shape, tf.float32)])
+    return out
+
+
+def lsh_weighted_cumulation(query_mask, query_code, query_weight, key_mask, key_code, key_weight, value,
+                            hashtable_capacity):
+    """[B, Nq, D]: see the module docstring."""
+    query_mask, key_mask = tf.cast(query_mask, tf.int32), tf.cast(key_mask, tf.int32)
+    if dispatch.use_custom_op(FAMILY):
+        return dispatch.op_module(FAMILY).tf_models_lsh_weighted_cumulation(
+            query_mask, query_code, tf.cast(query_weight, tf.float32), key_mask, key_code,
+            tf.cast(key_weight, tf.float32), tf.cast(value, tf.float32), hashtable_capacity=int(hashtable_capacity))
+    return lsh_weighted_cumulation_twin(query_mask, query_code, query_weight, key_mask, key_code, key_weight, value,
+                                        hashtable_capacity)
+
+
+@tf.RegisterGradient("TFModels>LshCumulation")
+def _lsh_cumulation_grad(op, grad):
+    query_mask, query_code, key_mask, key_code, _ = op.inputs
+    capacity = op.get_attr("hashtable_capacity")
+    module = dispatch.op_module(FAMILY)
+    grad_value = module.tf_models_lsh_cumulation(key_mask, key_code, query_mask, query_code, grad,
+                                                 hashtable_capacity=capacity)
+    return [None, None, None, None, grad_value]
+
+
+@tf.RegisterGradient("TFModels>LshWeightedCumulation")
+def _lsh_weighted_cumulation_grad(op, grad):
+    query_mask, query_code, query_weight, key_mask, key_code, key_weight, value = op.inputs
+    capacity = op.get_attr("hashtable_capacity")
+    weighted = dispatch.op_module(FAMILY).tf_models_lsh_weighted_cumulation
+    grad_query_weight = weighted(query_mask, query_code, grad, key_mask, key_code, value, key_weight,
+                                 hashtable_capacity=capacity)
+    grad_key_weight = weighted(key_mask, key_code, value, query_mask, query_code, grad, query_weight,
+                               hashtable_capacity=capacity)
+    grad_value = weighted(key_mask, key_code, key_weight, query_mask, query_code, query_weight, grad,
+                          hashtable_capacity=capacity)
+    return [None, None, grad_query_weight, None, None, grad_key_weight, grad_value]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# YOSO attention
+
+
+def expectation(query, key, query_mask, key_mask, hash_code_len):
+    """E[q, k] = (1 - arccos(<q, k>) / pi)^L for unit vectors, masked: the collision probability of L random
+    hyperplanes. <q, k> is clipped to [-1, 1] (rounding can push it just past 1, where the reference gives NaN)."""
+    cosine = tf.clip_by_value(tf.matmul(query, key, transpose_b=True), -1.0, 1.0)
+    collision = (1.0 - tf.acos(cosine) / math.pi) ** hash_code_len
+    return collision * tf.cast(query_mask, query.dtype)[:, :, None] * tf.cast(key_mask, query.dtype)[:, None, :]
+
+
+def _expectation_backward(grad, query, key, value, expected, hash_code_len):
+    """The reference's backward of the expectation: weighted = (grad V^T) * E, dq = weighted (L/2) K,
+    dk = weighted^T (L/2) Q, dv = E^T grad."""
+    weighted = tf.matmul(grad, value, transpose_b=True) * expected
+    grad_query = tf.matmul(weighted, (hash_code_len / 2.0) * key)
+    grad_key = tf.matmul(weighted, (hash_code_len / 2.0) * query, transpose_a=True)
+    grad_value = tf.matmul(expected, grad, transpose_a=True)
+    return grad_query, grad_key, grad_value
+
+
+def expectation_attention(query, key, value, query_mask, key_mask, hash_code_len):
+    """YOSO-E: E V with E the collision probabilities (see `expectation`). query/key [B, N, d] unit vectors,
+    value [B, N, dv], masks [B, N] (1 keep, 0 pad). Dense: O(N^2) time and memory, as the reference."""
+
+    @tf.custom_gradient
+    def attend(q, k, v):
+        expected = expectation(q, k, query_mask, key_mask, hash_code_len)
+
+        def grad(upstream):
+            return _expectation_backward(upstream, q, k, v, expected, hash_code_len)
+
+        return tf.matmul(expected, v), grad
+
+    return attend(query, key, value)
+
+
+def lsh_attention(query, key, value, query_mask, key_mask, query_code, key_code, hash_code_len, lsh_backward=True):
+    """YOSO's sampled attention: lsh_cumulation of `value` over the hash collisions given by the codes
+    (int32 [B, N, num_hash]). Backward: `lsh_backward=True` estimates the gradients with LSH cumulations (the
+    reference's YosoLSHCumulation): dv = cumulation^T(grad), dq = weighted_cumulation(grad, v; (L/2) k),
+    dk = weighted_cumulation(v, grad; (L/2) q); otherwise the expectation's backward (dense, O(N^2))."""
+    capacity = 2 ** int(hash_code_len)
+    query_mask, key_mask = tf.cast(query_mask, tf.int32), tf.cast(key_mask, tf.int32)
+
+    @tf.custom_gradient
+    def attend(q, k, v):
+        out = lsh_cumulation(query_mask, query_code, key_mask, key_code, v, capacity)
+
+        def grad(upstream):
+            if lsh_backward:
+                half = hash_code_len / 2.0
+                grad_value = lsh_cumulation(key_mask, key_code, query_mask, query_code, upstream, capacity)
+                grad_query = lsh_weighted_cumulation(query_mask, query_code, upstream, key_mask, key_code, v,
+                                                     half * k, capacity)
+                grad_key = lsh_weighted_cumulation(key_mask, key_code, v, query_mask, query_code, upstream,
+                                                   half * q, capacity)
+                return grad_query, grad_key, grad_value
+            expected = expectation(q, k, query_mask, key_mask, hash_code_len)
+            return _expectation_backward(upstream, q, k, v, expected, hash_code_len)
+
+        return out, grad
+
+    return attend(tf.cast(query, tf.float32), tf.cast(key, tf.float32), tf.cast(value, tf.float32))
