@@ -152,6 +152,10 @@ class NystromformerEmbeddings(keras.layers.Layer):
         if input_ids is not None:
             input_ids = check_ids_in_range("input_ids", input_ids, config.vocab_size)
             inputs_embeds = self.word_embeddings(input_ids)
+            if config.pad_token_id is not None:
+                # The reference's nn.Embedding(padding_idx=pad_token_id): the padding row gets no gradient.
+                is_pad = tf.equal(input_ids, config.pad_token_id)[..., None]
+                inputs_embeds = tf.where(is_pad, tf.stop_gradient(inputs_embeds), inputs_embeds)
         batch, seq_len = tf.shape(inputs_embeds)[0], tf.shape(inputs_embeds)[1]
         if position_ids is None:
             position_ids = tf.range(POSITION_OFFSET, seq_len + POSITION_OFFSET)[None]
