@@ -8,7 +8,6 @@ byte-for-byte deterministic, so the committed files are the reference the tests 
 import argparse
 import json
 import os
-import random
 import sys
 import tempfile
 
@@ -45,6 +44,7 @@ def make_xlm_roberta():
 def make_albert():
     # The ALBERT spiece layout: <pad> 0, <unk> 1, control symbols [CLS] 2, [SEP] 3, [MASK] 4, no <s>/</s>;
     # unigram, trained on text preprocessed as AlbertTokenizer does (lowercased, accents stripped).
+    import random
     import unicodedata
 
     import sentencepiece as spm
@@ -53,8 +53,8 @@ def make_albert():
         line = unicodedata.normalize("NFKD", " ".join(line.split()))
         return "".join(c for c in line if not unicodedata.combining(c)).lower()
 
-    # Numbers written with thousands separators, so that pieces such as "▁1," exist and the tokenizer's
-    # number rule ("▁9," -> "▁9" ",") is exercised.
+    # Lists of numbers ("3, 40, 7") and thousands separators, so that pieces such as "▁1," exist and the
+    # tokenizer's number rule ("▁9," -> "▁9" ",") is exercised.
     rng = random.Random(99)
     numbers = [", ".join(str(rng.randint(1, 12) * rng.choice([1, 1, 10, 100])) for _ in range(rng.randint(2, 6)))
                + f" and {rng.randint(1, 9)},000" for _ in range(1500)]
