@@ -41,6 +41,39 @@ def make_xlm_roberta():
                         unk_id=0, bos_id=1, eos_id=2, pad_id=-1)
 
 
+def make_albert():
+    # The ALBERT spiece layout: <pad> 0, <unk> 1, control symbols [CLS] 2, [SEP] 3, [MASK] 4, no <s>/</s>;
+    # unigram, trained on text preprocessed as AlbertTokenizer does (lowercased, accents stripped).
+    import random
+    import unicodedata
+
+    import sentencepiece as spm
+
+    def preprocess(line):
+        line = unicodedata.normalize("NFKD", " ".join(line.split()))
+        return "".join(c for c in line if not unicodedata.combining(c)).lower()
+
+    # Lists of numbers ("3, 40, 7") and thousands separators, so that pieces such as "▁1," exist and the
+    # tokenizer's number rule ("▁9," -> "▁9" ",") is exercised.
+    rng = random.Random(99)
+    numbers = [", ".join(str(rng.randint(1, 12) * rng.choice([1, 1, 10, 100])) for _ in range(rng.randint(2, 6)))
+               + f" and {rng.randint(1, 9)},000" for _ in range(1500)]
+    output_path = os.path.join(ASSETS, "albert", "spiece.model")
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus_path = os.path.join(tmp, "corpus.txt")
+        with open(corpus_path, "w", encoding="utf-8") as f:
+            f.write("\n".join(preprocess(line) for line in synthetic_text.corpus() + numbers))
+        prefix = os.path.join(tmp, "spm")
+        spm.SentencePieceTrainer.train(
+            input=corpus_path, model_prefix=prefix, vocab_size=1000, model_type="unigram",
+            character_coverage=0.9995, hard_vocab_limit=False, minloglevel=2, num_threads=1,
+            pad_id=0, unk_id=1, bos_id=-1, eos_id=-1, pad_piece="<pad>", unk_piece="<unk>",
+            control_symbols=["[CLS]", "[SEP]", "[MASK]"], split_by_number=False)
+        os.makedirs(os.path.dirname(output_path), exist_ok=True)
+        with open(prefix + ".model", "rb") as src, open(output_path, "wb") as dst:
+            dst.write(src.read())
+
+
 def write_jsonl(path, rows):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
@@ -53,7 +86,7 @@ def make_data():
     write_jsonl(os.path.join(ASSETS, "data", "sentiment", "test.jsonl"), synthetic_text.sentiment_examples(200, 2))
 
 
-BUILDERS = {"xlm_roberta": make_xlm_roberta, "data": make_data}
+BUILDERS = {"xlm_roberta": make_xlm_roberta, "albert": make_albert, "data": make_data}
 
 
 def main():

@@ -1,5 +1,6 @@
 """Tokenizers: Python API compatible with Hugging Face's slow tokenizers, plus in-graph (TF Text) twins."""
 from tfmodels.tokenizers.base import BatchEncoding, PreTrainedTokenizer
 from tfmodels.tokenizers.xlm_roberta import XLMRobertaTokenizer
+from tfmodels.tokenizers.albert import AlbertTokenizer
 
-__all__ = ["BatchEncoding", "PreTrainedTokenizer", "XLMRobertaTokenizer"]
+__all__ = ["BatchEncoding", "PreTrainedTokenizer", "XLMRobertaTokenizer", "AlbertTokenizer"]

@@ -1,0 +1,248 @@
+"""ALBERT's tokenizer (also used by the published Nyströmformer and YOSO checkpoints): sentencepiece (unigram)
+with the ALBERT id layout and text preprocessing, Python and in-graph.
+
+Ids are sentencepiece's own: <pad> 0, <unk> 1, [CLS] 2, [SEP] 3, [MASK] 4 (control symbols), then the pieces.
+Sequences: `[CLS] A [SEP]` and `[CLS] A [SEP] B [SEP]`, token type ids 0 up to the first [SEP] and 1 after it.
+
+Preprocessing, as the reference (transformers' slow AlbertTokenizer):
+1. with do_lower_case, every character outside the special tokens is lowercased on its own (so a final
+   capital sigma becomes σ, not ς) before the special tokens are split out ([MASK] eats the space before it);
+2. each remaining piece: with remove_space, whitespace runs become one space and the ends are stripped;
+   `` and '' become "; without keep_accents, NFKD and combining marks dropped; with do_lower_case, lowercased;
+3. sentencepiece; a piece ending in a digit and a comma ("▁9,") is re-split as ["▁9", ","].
+"""
+import unicodedata
+
+import tensorflow as tf
+import tensorflow_text as tf_text
+
+from tfmodels.tokenizers.base import Template
+from tfmodels.tokenizers.in_graph import _WS_CLASS, SentencePieceInGraphTokenizer, template_items
+from tfmodels.tokenizers.sentencepiece import SPIECE_UNDERLINE, SentencePieceTokenizer
+
+
+def _character_class(predicate):
+    """An RE2 character class of every code point for which `predicate(char)` holds (ranges merged)."""
+    ranges, start, previous = [], None, None
+    for code in range(0x110000):
+        if 0xD800 <= code < 0xE000:
+            continue
+        if predicate(chr(code)):
+            if start is None:
+                start = code
+            elif code != previous + 1:
+                ranges.append((start, previous))
+                start = code
+            previous = code
+    if start is not None:
+        ranges.append((start, previous))
+    parts = [f"\\x{{{a:x}}}" if a == b else f"\\x{{{a:x}}}-\\x{{{b:x}}}" for a, b in ranges]
+    return "[" + "".join(parts) + "]"
+
+
+_CLASSES = {}
+
+
+def _classes():
+    """(combining marks as unicodedata.combining, digits as str.isdigit): built once, on first use."""
+    if not _CLASSES:
+        _CLASSES["combining"] = _character_class(lambda c: unicodedata.combining(c) != 0)
+        _CLASSES["digit"] = _character_class(str.isdigit)
+    return _CLASSES["combining"], _CLASSES["digit"]
+
+
+class AlbertTokenizer(SentencePieceTokenizer):
+    vocab_files_names = {"vocab_file": "spiece.model"}
+    model_input_names = ("input_ids", "token_type_ids", "attention_mask")
+    default_special_tokens = {"bos_token": "[CLS]", "eos_token": "[SEP]", "unk_token": "<unk>",
+                              "sep_token": "[SEP]", "pad_token": "<pad>", "cls_token": "[CLS]",
+                              "mask_token": "[MASK]"}
+    strip_flags = {"mask_token": (True, False)}  # [MASK] eats the space before it
+    template = Template(single=("cls_token", "A", "sep_token"),
+                        pair=("cls_token", "A", "sep_token", "B", "sep_token"),
+                        type_ids={"cls_token": 0, "A": 0, "sep_token": 0, "B": 1})
+    # Token type of each item of the pair template: the closing [SEP] belongs to the second segment.
+    pair_type_ids = (0, 0, 0, 1, 1)
+
+    def __init__(self, vocab_file, do_lower_case=True, remove_space=True, keep_accents=False, **kwargs):
+        self.do_lower_case = bool(do_lower_case)
+        self.remove_space = bool(remove_space)
+        self.keep_accents = bool(keep_accents)
+        super().__init__(vocab_file, **kwargs)
+
+    @classmethod
+    def _extra_init_args(cls):
+        return ("do_lower_case", "remove_space", "keep_accents")
+
+    def _extra_config(self):
+        return {"do_lower_case": self.do_lower_case, "remove_space": self.remove_space,
+                "keep_accents": self.keep_accents}
+
+    @property
+    def vocab_size(self):
+        return len(self.sp_model)
+
+    # ---------------------------------------------------------------------------------------------------
+    # Text -> pieces
+
+    def tokenize(self, text):
+        if self.do_lower_case:
+            # Character by character, outside the special tokens, before they are split out (as the reference).
+            text = "".join(piece if is_special else "".join(c.lower() for c in piece)
+                           for piece, is_special in self._special_parts(text))
+        return super().tokenize(text)
+
+    def _special_parts(self, text):
+        if self._special_pattern is None:
+            return [(text, False)]
+        specials = set(self.all_special_tokens)
+        return [(p, p in specials) for p in self._special_pattern.split(text) if p]
+
+    def preprocess_text(self, text):
+        if self.remove_space:
+            text = " ".join(text.strip().split())
+        text = text.replace("``", '"').replace("''", '"')
+        if not self.keep_accents:
+            text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+        if self.do_lower_case:
+            text = text.lower()
+        return text
+
+    def _tokenize(self, text):
+        pieces = []
+        for piece in self.sp_model.encode(self.preprocess_text(text), out_type=str):
+            if len(piece) > 1 and piece[-1] == "," and piece[-2].isdigit():
+                pieces.extend(self._split_digit_comma(piece))
+            else:
+                pieces.append(piece)
+        return pieces
+
+    def _split_digit_comma(self, piece):
+        """"▁9," -> ["▁9", ","] (BERT's number handling): re-encode without the comma, keep the word start."""
+        parts = self.sp_model.encode(piece[:-1].replace(SPIECE_UNDERLINE, ""), out_type=str)
+        if piece[0] != SPIECE_UNDERLINE and parts and parts[0].startswith(SPIECE_UNDERLINE):
+            parts = parts[1:] if len(parts[0]) == 1 else [parts[0][1:]] + parts[1:]
+        return parts + [piece[-1]]
+
+    # ---------------------------------------------------------------------------------------------------
+    # Pieces -> text
+
+    def convert_tokens_to_string(self, tokens):
+        specials = set(self.all_special_tokens)
+        text, pending, after_special = "", [], False
+        for token in tokens:
+            if token not in specials:
+                pending.append(token)
+                after_special = False
+                continue
+            text += ("" if after_special else " ") + self.sp_model.decode(pending) + token
+            pending, after_special = [], True
+        return (text + self.sp_model.decode(pending)).strip()
+
+    # ---------------------------------------------------------------------------------------------------
+    # Templates: the second segment's [SEP] has token type 1
+
+    def _apply_template(self, ids_a, ids_b=None):
+        ids, types, special = super()._apply_template(ids_a, ids_b)
+        if ids_b is not None:
+            types = [0] * (len(ids_a) + 2) + [1] * (len(ids_b) + 1)
+        return ids, types, special
+
+    def in_graph(self, max_length=None):
+        """The TF Text twin of this tokenizer (for raw-string SavedModel signatures)."""
+        specials = {t: self.convert_tokens_to_ids(t) for t in self.all_special_tokens}
+        strip = {t: self.token_strip_flags(t) for t in self.all_special_tokens}
+        pair = [(item[0], type_id) for item, type_id in zip(template_items(self, self.template.pair),
+                                                            self.pair_type_ids)]
+        return AlbertInGraphTokenizer(
+            self.serialized_model, 0, self.sp_unk_id, self.sp_id_to_model_id(self.sp_unk_id),
+            do_lower_case=self.do_lower_case, remove_space=self.remove_space, keep_accents=self.keep_accents,
+            comma_id=self.sp_model.PieceToId(","), special_tokens=specials, strip_flags=strip,
+            template_single=template_items(self, self.template.single), template_pair=pair,
+            pad_id=self.pad_token_id, padding_side=self.padding_side, truncation_side=self.truncation_side,
+            max_length=max_length, return_token_type_ids="token_type_ids" in self.model_input_names)
+
+
+def _lower_each_character(text):
+    # tf.strings.lower applies Unicode's context rules (final sigma) like Python's str.lower on a whole string;
+    # the reference lowercases one character at a time, where Σ always becomes σ.
+    return tf.strings.lower(tf.strings.regex_replace(text, "\u03a3", "\u03c3"), encoding="utf-8")
+
+
+class AlbertInGraphTokenizer(SentencePieceInGraphTokenizer):
+    """ALBERT preprocessing and number handling with TF / TF Text ops, on top of the shared in-graph tokenizer."""
+
+    def __init__(self, *args, do_lower_case=True, remove_space=True, keep_accents=False, comma_id=None,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        self.do_lower_case = do_lower_case
+        self.remove_space = remove_space
+        self.keep_accents = keep_accents
+        self.comma_id = int(comma_id)
+        self.combining_class, self.digit_class = _classes()
+
+    def encode(self, text):
+        text = tf.convert_to_tensor(text, tf.string)
+        if self.do_lower_case:
+            text = self._lower_outside_specials(text)
+        return super().encode(text)
+
+    def _lower_outside_specials(self, text):
+        if self._pattern is None:
+            return _lower_each_character(text)
+        pieces = tf_text.regex_split(text, self._pattern, self._pattern)
+        flat = pieces.flat_values
+        is_special = tf.reduce_any(tf.stack([tf.equal(flat, t) for t in self.special_strings], axis=1), axis=1)
+        lowered = tf.where(is_special, flat, _lower_each_character(flat))
+        return tf.strings.reduce_join(pieces.with_flat_values(lowered), axis=1)
+
+    def _preprocess(self, text):
+        if self.remove_space:
+            text = tf.strings.regex_replace(text, _WS_CLASS + "+", " ")
+            text = tf.strings.regex_replace(text, "^ | $", "")
+        text = tf.strings.regex_replace(text, "``", '"')
+        text = tf.strings.regex_replace(text, "''", '"')
+        if not self.keep_accents:
+            text = tf_text.normalize_utf8(text, "NFKD")
+            text = tf.strings.regex_replace(text, self.combining_class, "")
+        if self.do_lower_case:
+            text = tf.strings.lower(text, encoding="utf-8")
+        return text
+
+    def _subword_ids(self, flat_pieces):
+        ids = self.sentencepiece.tokenize(self._preprocess(flat_pieces))           # ragged [texts, pieces]
+        per_piece = self._split_digit_commas(ids.flat_values)                        # ragged [pieces, None]
+        ids = ids.with_flat_values(per_piece).merge_dims(1, 2)
+        return tf.ragged.map_flat_values(
+            lambda v: tf.where(tf.equal(v, self.sp_unk_id), self.unk_id, v + self.id_offset), ids)
+
+    def _split_digit_commas(self, piece_ids):
+        """[pieces] sentencepiece ids -> ragged [pieces, None]: "▁9," -> ["▁9", ","], others unchanged."""
+        underline = SPIECE_UNDERLINE
+        strings = self.sentencepiece.id_to_string(piece_ids)
+        split = tf.strings.regex_full_match(strings, "(?s).*" + self.digit_class + ",")
+        stripped = tf.strings.regex_replace(tf.strings.regex_replace(strings, ",$", ""), underline, "")
+        parts = self.sentencepiece.tokenize(tf.where(split, stripped, ""))         # empty rows where not split
+        starts = parts.row_starts()
+        has_parts = parts.row_lengths() > 0
+        values = parts.values
+        safe_values = tf.concat([values, tf.zeros([1], values.dtype)], 0)
+        first = tf.gather(safe_values, tf.where(has_parts, starts, tf.size(values, out_type=starts.dtype)))
+        first_string = self.sentencepiece.id_to_string(first)
+        piece_starts_word = tf.strings.regex_full_match(strings, "(?s)" + underline + ".*")
+        first_starts_word = tf.strings.regex_full_match(first_string, "(?s)" + underline + ".*")
+        fix = split & has_parts & ~piece_starts_word & first_starts_word
+        drop_first = fix & tf.equal(first_string, underline)
+        replace_first = fix & ~drop_first
+        replacement = self.sentencepiece.string_to_id(tf.strings.regex_replace(first_string, "^" + underline, ""))
+        rows = parts.value_rowids()
+        is_first = tf.equal(tf.range(tf.size(values, out_type=starts.dtype)), tf.gather(starts, rows))
+        values = tf.where(is_first & tf.gather(replace_first, rows), tf.gather(replacement, rows), values)
+        keep = ~(is_first & tf.gather(drop_first, rows))
+        parts = tf.RaggedTensor.from_value_rowids(tf.boolean_mask(values, keep), tf.boolean_mask(rows, keep),
+                                                  nrows=tf.size(piece_ids, out_type=rows.dtype))
+        comma = tf.RaggedTensor.from_row_lengths(
+            tf.fill([tf.reduce_sum(tf.cast(split, tf.int64))], tf.constant(self.comma_id, values.dtype)),
+            tf.cast(split, tf.int64))
+        original = tf.RaggedTensor.from_row_lengths(tf.boolean_mask(piece_ids, ~split), tf.cast(~split, tf.int64))
+        return tf.concat([tf.cast(original, values.dtype), parts, comma], axis=1)
