@@ -51,6 +51,19 @@ XLNetForQuestionAnsweringOutput = out.define_output(
     "end_top_* are [batch, end_n_top * start_n_top], end candidate major.")
 
 
+def linear(x, kernel):
+    """x [..., in] @ kernel [in, out] as one 2-D matmul. (TF 2.21's oneDNN BatchMatMulV2 returns garbage or
+    crashes when a rank-4 [B >= 4, 1, M, K] input is broadcast against a weight matrix, so no batch
+    broadcasting here.)"""
+    if x.shape.rank == 2:
+        return tf.matmul(x, kernel)
+    shape = tf.shape(x)
+    y = tf.matmul(tf.reshape(x, [-1, tf.shape(kernel)[0]]), kernel)
+    y = tf.reshape(y, tf.concat([shape[:-1], tf.shape(kernel)[1:]], axis=0))
+    y.set_shape(x.shape[:-1].concatenate(kernel.shape[1:]))
+    return y
+
+
 def _mask_fill(dtype):
     """What the reference subtracts from masked scores."""
     return 65500.0 if dtype == tf.float16 else 1e30
@@ -104,12 +117,14 @@ class XLNetRelativeAttention(keras.layers.Layer):
         x = tf.reshape(x, [batch, length, self.n_head, self.d_head])
         return tf.transpose(x, [0, 2, 1, 3])
 
-    def position_keys(self, pos_emb):
-        """pos_emb [rlen, d] or [batch, rlen, d] -> [n, rlen, d_head] or [batch, n, rlen, d_head]."""
-        projected = tf.matmul(pos_emb, self._weight(self.r, pos_emb.dtype))
+    def position_keys(self, pos_emb, batch):
+        """pos_emb [rlen, d] or [batch, rlen, d] -> [batch, n, rlen, d_head]. A shared encoding is projected
+        once and broadcast (the attention matmuls then need no batch broadcasting)."""
+        projected = linear(pos_emb, self._weight(self.r, pos_emb.dtype))
         if pos_emb.shape.rank == 2:
             rlen = tf.shape(pos_emb)[0]
-            return tf.transpose(tf.reshape(projected, [rlen, self.n_head, self.d_head]), [1, 0, 2])
+            keys = tf.transpose(tf.reshape(projected, [rlen, self.n_head, self.d_head]), [1, 0, 2])
+            return tf.broadcast_to(keys[None], [batch, self.n_head, rlen, self.d_head])
         return self._heads(projected)
 
     # --- attention core ----------------------------------------------------------------------------------
@@ -147,29 +162,29 @@ class XLNetRelativeAttention(keras.layers.Layer):
         """context [b, n, len, d] -> layer_norm(dropout(context @ o) + residual)."""
         batch, length = tf.shape(context)[0], tf.shape(context)[2]
         context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [batch, length, self.n_head * self.d_head])
-        attn_out = tf.matmul(context, self._weight(self.o, context.dtype), transpose_b=True)
+        attn_out = linear(context, tf.transpose(self._weight(self.o, context.dtype)))
         attn_out = self.dropout(attn_out, training=training)
         return self.layer_norm(attn_out + residual)
 
     def call(self, h, g, mask_h, mask_g, pos_emb, seg_diff, mems=None, target_mapping=None, head_mask=None,
              training=False):
         dtype = h.dtype
-        k_head_r = self.position_keys(tf.cast(pos_emb, dtype))
+        k_head_r = self.position_keys(tf.cast(pos_emb, dtype), tf.shape(h)[0])
         if mems is None:
             # One projection for queries, keys and values.
-            qkv = tf.matmul(h, tf.concat([self._weight(w, dtype) for w in (self.q, self.k, self.v)], axis=1))
+            qkv = linear(h, tf.concat([self._weight(w, dtype) for w in (self.q, self.k, self.v)], axis=1))
             q_h, k_h, v_h = (self._heads(t) for t in tf.split(qkv, 3, axis=-1))
         else:
             cat = tf.concat([tf.cast(mems, dtype), h], axis=1)
-            q_h = self._heads(tf.matmul(h, self._weight(self.q, dtype)))
-            kv = tf.matmul(cat, tf.concat([self._weight(self.k, dtype), self._weight(self.v, dtype)], axis=1))
+            q_h = self._heads(linear(h, self._weight(self.q, dtype)))
+            kv = linear(cat, tf.concat([self._weight(self.k, dtype), self._weight(self.v, dtype)], axis=1))
             k_h, v_h = (self._heads(t) for t in tf.split(kv, 2, axis=-1))
         context_h, probs_h = self.rel_attn_core(q_h, k_h, v_h, k_head_r, seg_diff, mask_h, head_mask, training)
         output_h = self.post_attention(h, context_h, training)
         if g is None:
             return output_h, None, probs_h
         # Query stream: the same keys and values, queries from g; target_mapping places the predictions.
-        q_g = self._heads(tf.matmul(g, self._weight(self.q, dtype)))
+        q_g = self._heads(linear(g, self._weight(self.q, dtype)))
         if target_mapping is not None:
             target_mapping = tf.cast(target_mapping, dtype)
             q_g = tf.einsum("bnmd,bml->bnld", q_g, target_mapping)
@@ -438,7 +453,7 @@ class XLNetLMLoss(keras.layers.Layer):
 
     def call(self, hidden_states):
         weight = self.tied_embeddings() if self.tied_embeddings is not None else self.weight
-        logits = tf.matmul(hidden_states, tf.cast(weight, hidden_states.dtype), transpose_b=True)
+        logits = linear(hidden_states, tf.transpose(tf.cast(weight, hidden_states.dtype)))
         return logits + tf.cast(self.bias, logits.dtype)
 
 
@@ -465,19 +480,19 @@ class XLNetPoolerEndLogits(keras.layers.Layer):
 
     def build(self, input_shape=None):
         self.dense_0.build((None, 2 * self.hidden_size))
+        self.dense_1.build((None, self.hidden_size))
+        self.LayerNorm.build((None, self.hidden_size))
         self.built = True
 
-    def project(self, hidden_states, start_states):
-        """dense_0([hidden ; start]) with hidden [..., h] and start [..., h] broadcastable."""
-        kernel = tf.cast(self.dense_0.kernel, hidden_states.dtype)
-        top, bottom = kernel[:self.hidden_size], kernel[self.hidden_size:]
-        return (tf.matmul(hidden_states, top) + tf.matmul(tf.cast(start_states, hidden_states.dtype), bottom)
-                + tf.cast(self.dense_0.bias, hidden_states.dtype))
-
     def call(self, hidden_states, start_states, p_mask=None):
-        """hidden_states [b, s, (k,) h]; start_states broadcastable to it. Returns [b, s(, k)]."""
-        x = self.LayerNorm(self.activation(self.project(hidden_states, start_states)))
-        return _masked_logits(tf.squeeze(self.dense_1(x), -1), p_mask)
+        """hidden_states [b, s, (1,) h]; start_states [b, 1, (k,) h] broadcastable to it. Returns [b, s(, k)]."""
+        dtype = hidden_states.dtype
+        kernel = tf.cast(self.dense_0.kernel, dtype)
+        x = (linear(hidden_states, kernel[:self.hidden_size])
+             + linear(tf.cast(start_states, dtype), kernel[self.hidden_size:]) + tf.cast(self.dense_0.bias, dtype))
+        x = self.LayerNorm(self.activation(x))
+        x = linear(x, tf.cast(self.dense_1.kernel, dtype)) + tf.cast(self.dense_1.bias, dtype)
+        return _masked_logits(tf.squeeze(x, -1), p_mask)
 
 
 class XLNetPoolerAnswerClass(keras.layers.Layer):
@@ -794,6 +809,20 @@ class XLNetForQuestionAnswering(tasks.HeadTask, XLNetPreTrainedModel):
 
     def has_labels(self, labels):
         return labels.get("start_positions") is not None and labels.get("end_positions") is not None
+
+    def _labels_into_inputs(self, data):
+        # The loss needs the forward pass (end logits at the true start): labels given as y join the inputs.
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if y is None:
+            return data
+        x = {**self._inputs_dict(x), **self._labels_from(x, y)}
+        return keras.utils.pack_x_y_sample_weight(x, None, sample_weight)
+
+    def train_step(self, data):
+        return super().train_step(self._labels_into_inputs(data))
+
+    def test_step(self, data):
+        return super().test_step(self._labels_into_inputs(data))
 
     def forward(self, inputs, labels, options, training=False):
         return_dict = options.pop("return_dict", True)
