@@ -112,8 +112,7 @@ def test_xlnet_specific_bad_inputs():
 def test_export_every_head_loads_in_stock_tensorflow(tmp_path):
     tokenizer = XLNetTokenizer(os.path.join(ASSETS, "xlnet", "spiece.model"))
     texts = ["A first sentence.", "Une deuxième phrase, plus longue que la première!", "<mask> drittes 1999, 2004"]
-    with_text = (tfmodels.XLNetForSequenceClassification, tfmodels.XLNetForQuestionAnswering,
-                 tfmodels.XLNetLMHeadModel)
+    with_text = (tfmodels.XLNetForSequenceClassification, tfmodels.XLNetForQuestionAnswering)
     jobs = []
     for head in HEADS:
         config = tiny_config()
@@ -197,11 +196,12 @@ def test_fit_with_carried_memory_on_uneven_batches():
     # Without carried memory the losses differ (the test can tell).
     plain = [float(model(input_ids=ids[s:e], labels=labels[s:e], training=True).loss) for s, e in batches[1:2]]
     assert abs(plain[0] * 2 - (expected[1] * 4 - expected[0] * 2)) > 1e-2
-    # A model that learns: the weights move and the loss stays finite over uneven batches.
-    trained = tfmodels.XLNetLMHeadModel(tiny_config(use_mems_train=True))
-    trained.compile(optimizer=keras.optimizers.Adam(1e-3))
-    history = trained.fit({"input_ids": ids, "labels": ids}, batch_size=2, epochs=1, verbose=0)
+    # With a learning rate the same loop trains: weights move, losses stay finite.
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    model.optimizer.learning_rate.assign(0.05)
+    history = model.fit({"input_ids": ids, "labels": labels}, batch_size=2, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+    assert sum(not np.allclose(b, v.numpy()) for b, v in zip(before, model.trainable_variables)) > 20
 
 
 def test_predict_drops_memories_and_generate():
