@@ -164,6 +164,9 @@ def test_memory_continues_a_long_sequence():
     assert result.mems[0].shape == (3, 3, config.d_model)  # reuse_len first positions, at most mem_len
     result = limited(input_ids=ids[:, :6], mems=result.mems, use_mems=True, training=False)
     assert result.mems[0].shape == (4, 3, config.d_model)
+    with pytest.warns(FutureWarning, match="use_cache"):  # the reference's deprecated name
+        assert "mems" not in limited(input_ids=ids, use_cache=False, training=False)
+    assert "mems" not in limited(input_ids=ids, training=True)  # use_mems_train=False
 
 
 def test_fit_with_carried_memory_on_uneven_batches():

@@ -11,6 +11,7 @@ itself (non_tgt_mask) while the query stream may not; memories count as segment 
 masked scores get -1e30 (-65500 in float16) after scaling, as the reference subtracts.
 """
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -323,7 +324,7 @@ class XLNetMainLayer(keras.layers.Layer):
 
     def call(self, input_ids=None, attention_mask=None, mems=None, perm_mask=None, target_mapping=None,
              token_type_ids=None, input_mask=None, head_mask=None, inputs_embeds=None, use_mems=None,
-             output_attentions=False, output_hidden_states=False, training=False):
+             output_attentions=False, output_hidden_states=False, use_cache=None, training=False):
         config = self.config
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids and inputs_embeds")
@@ -340,6 +341,9 @@ class XLNetMainLayer(keras.layers.Layer):
             if value is not None:
                 check_rank(name, value, 2)
                 check_same_shape("input_ids", reference, name, value)
+        if use_cache is not None:
+            warnings.warn("XLNet: `use_cache` is deprecated, use `use_mems`", FutureWarning)
+            use_mems = use_cache if use_mems is None else use_mems
         if use_mems is None:
             use_mems = config.use_mems_train if training else config.use_mems_eval
         batch, qlen = tf.shape(reference)[0], tf.shape(reference)[1]
@@ -519,7 +523,8 @@ class XLNetPoolerAnswerClass(keras.layers.Layer):
 
 _INPUTS = ("input_ids", "attention_mask", "mems", "perm_mask", "target_mapping", "token_type_ids", "input_mask",
            "head_mask", "inputs_embeds")
-_OPTIONS = ("use_mems", "output_attentions", "output_hidden_states", "return_dict")
+# use_cache: the reference's deprecated name of use_mems.
+_OPTIONS = ("use_mems", "output_attentions", "output_hidden_states", "return_dict", "use_cache")
 
 
 class XLNetPreTrainedModel(PreTrainedModel):
