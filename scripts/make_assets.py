@@ -8,6 +8,7 @@ byte-for-byte deterministic, so the committed files are the reference the tests 
 import argparse
 import json
 import os
+import random
 import sys
 import tempfile
 
@@ -18,13 +19,13 @@ from tfmodels.training import synthetic_text  # noqa: E402
 ASSETS = os.path.join(os.path.dirname(__file__), "..", "tfmodels", "assets")
 
 
-def train_sentencepiece(output_path, vocab_size, model_type, **ids):
+def train_sentencepiece(output_path, vocab_size, model_type, extra_lines=(), **ids):
     import sentencepiece as spm
 
     with tempfile.TemporaryDirectory() as tmp:
         corpus_path = os.path.join(tmp, "corpus.txt")
         with open(corpus_path, "w", encoding="utf-8") as f:
-            f.write("\n".join(synthetic_text.corpus()))
+            f.write("\n".join(synthetic_text.corpus() + list(extra_lines)))
         prefix = os.path.join(tmp, "spm")
         spm.SentencePieceTrainer.train(
             input=corpus_path, model_prefix=prefix, vocab_size=vocab_size, model_type=model_type,
@@ -74,6 +75,21 @@ def make_albert():
             dst.write(src.read())
 
 
+def make_xlnet():
+    # The XLNet spiece layout (xlnet-base-cased): unk 0, <s> 1, </s> 2, control symbols <cls> 3, <sep> 4,
+    # <pad> 5, <mask> 6, <eod> 7, then the user-defined <eop> 8 and the punctuation XLNet keeps whole; unigram.
+    # Number lists ("1999, 2004,") make the model learn pieces that end in a digit and a comma, which XLNet's
+    # tokenizer re-splits: the bundled model exercises that rule.
+    rng = random.Random(77)
+    numbers = [", ".join(str(rng.choice([rng.randint(0, 20), rng.randint(1900, 2030)]))
+                         for _ in range(rng.randint(2, 6))) + rng.choice([", and more.", ",", "."])
+               for _ in range(3000)]
+    train_sentencepiece(os.path.join(ASSETS, "xlnet", "spiece.model"), 2000, "unigram", extra_lines=numbers,
+                        unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+                        control_symbols=["<cls>", "<sep>", "<pad>", "<mask>", "<eod>"],
+                        user_defined_symbols=["<eop>", ".", "(", ")", '"', "-", "\u2013", "\u00a3", "\u20ac"])
+
+
 def write_jsonl(path, rows):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
@@ -86,7 +102,7 @@ def make_data():
     write_jsonl(os.path.join(ASSETS, "data", "sentiment", "test.jsonl"), synthetic_text.sentiment_examples(200, 2))
 
 
-BUILDERS = {"xlm_roberta": make_xlm_roberta, "albert": make_albert, "data": make_data}
+BUILDERS = {"xlm_roberta": make_xlm_roberta, "albert": make_albert, "xlnet": make_xlnet, "data": make_data}
 
 
 def main():

@@ -2,5 +2,6 @@
 from tfmodels.tokenizers.base import BatchEncoding, PreTrainedTokenizer
 from tfmodels.tokenizers.xlm_roberta import XLMRobertaTokenizer
 from tfmodels.tokenizers.albert import AlbertTokenizer
+from tfmodels.tokenizers.xlnet import XLNetTokenizer
 
-__all__ = ["BatchEncoding", "PreTrainedTokenizer", "XLMRobertaTokenizer", "AlbertTokenizer"]
+__all__ = ["BatchEncoding", "PreTrainedTokenizer", "XLMRobertaTokenizer", "AlbertTokenizer", "XLNetTokenizer"]

@@ -1,0 +1,9 @@
+"""How XLNet weights are named in Hugging Face checkpoints, beyond the default naming.
+
+Our layers carry the reference's module and parameter names (rel_attn.q/k/v/o/r as [d_model, n_head, d_head],
+r_r_bias, r_s_bias, r_w_bias, seg_embed, mask_emb), so nothing is renamed. The LM projection `lm_loss.weight`
+is tied to the word embeddings by default and HF does not write the tied copy.
+"""
+from tfmodels.core.checkpoint import CheckpointMap
+
+XLNET_CHECKPOINT_MAP = CheckpointMap(ignore=[r"^lm_loss\.weight$"])
