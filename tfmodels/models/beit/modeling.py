@@ -197,8 +197,8 @@ class BeitRelativePositionBias(keras.layers.Layer):
             "zeros")
         self.built = True
 
-    def call(self, window, index, dtype):
-        """window (h, w): the input's patch grid; index: relative_position_index(h, w).
+    def call(self, index, window=None, dtype=None):
+        """index: relative_position_index(h, w) for window (h, w), the input's patch grid.
         Returns the bias [1, heads, h*w+1, h*w+1]."""
         table = tf.cast(self.relative_position_bias_table, dtype)
         old_h, old_w = 2 * self.window_size[0] - 1, 2 * self.window_size[1] - 1
@@ -235,7 +235,7 @@ class BeitSelfAttention(keras.layers.Layer):
         value = attn.split_heads(self.value(hidden_states), self.num_heads, self.head_dim)
         bias = shared_bias
         if self.relative_position_bias is not None:
-            own = self.relative_position_bias(window, index, hidden_states.dtype)
+            own = self.relative_position_bias(index, window=window, dtype=hidden_states.dtype)
             bias = own if bias is None else own + bias
         context, probs = attn.scaled_dot_product_attention(query, key, value, bias, head_mask, self.dropout,
                                                            training)
@@ -346,7 +346,7 @@ class BeitEncoder(keras.layers.Layer):
             index = relative_position_index(*window)
         shared_bias = None
         if self.relative_position_bias is not None:
-            shared_bias = self.relative_position_bias(window, index, hidden_states.dtype)
+            shared_bias = self.relative_position_bias(index, window=window, dtype=hidden_states.dtype)
         head_masks = attn.head_mask_per_layer(head_mask, len(self.layer), hidden_states.dtype)
         all_hidden, all_attentions = [], []
         for i, layer_module in enumerate(self.layer):
