@@ -229,7 +229,7 @@ def export_and_check(models_and_inputs, tmp_path, atol=1e-5):
                 with open(image_path, "wb") as f:
                     f.write(data)
                 job["images"].append(image_path)
-            decoded = [tf.io.decode_image(data, channels=3, expand_animations=False).numpy() for data in raw]
+            decoded = [_decode_reference(data) for data in raw]
             pixels = preprocessor(decoded, return_tensors="np")["pixel_values"]
             image_expected = model(pixels, training=False)
             job["image_expected"] = {k: to_numpy(v) for k, v in image_expected.items()
@@ -261,6 +261,14 @@ def export_and_check(models_and_inputs, tmp_path, atol=1e-5):
         for key, value in job.get("image_expected", {}).items():
             assert_close(got[f"image/{key}"], value, atol, f"{job['path']} serving_image {key}")
     return jobs
+
+
+def _decode_reference(data):
+    """Decode an encoded image as the reference image processors see it: with Pillow, as RGB."""
+    import io
+
+    import PIL.Image
+    return np.array(PIL.Image.open(io.BytesIO(data)).convert("RGB"))
 
 
 def run_bad_inputs_test(model, inputs, vocab_size=None, max_length=None, mask_name="attention_mask"):
