@@ -337,6 +337,12 @@ def _to_uint8_for_resize(image):
                      "integers: it cannot be resized as an 8-bit image")
 
 
+def _mean_or_std(value, default):
+    if value is None:
+        return list(default)
+    return list(value) if isinstance(value, (list, tuple, np.ndarray)) else float(value)
+
+
 class BatchFeature(dict):
     """The processor's output: a dict with attribute access (`batch.pixel_values`)."""
 
@@ -393,8 +399,9 @@ class BeitImageProcessor:
         self.do_rescale = do_rescale
         self.rescale_factor = rescale_factor
         self.do_normalize = do_normalize
-        self.image_mean = list(image_mean) if image_mean is not None else list(IMAGENET_STANDARD_MEAN)
-        self.image_std = list(image_std) if image_std is not None else list(IMAGENET_STANDARD_STD)
+        # A number applies to every channel, a list gives one value per channel (as the reference).
+        self.image_mean = _mean_or_std(image_mean, IMAGENET_STANDARD_MEAN)
+        self.image_std = _mean_or_std(image_std, IMAGENET_STANDARD_STD)
         self.do_reduce_labels = do_reduce_labels
 
     # -----------------------------------------------------------------------------------------------------
