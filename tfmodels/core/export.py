@@ -31,11 +31,18 @@ def export_saved_model(model, path, tokenizer=None, max_length=None, input_names
     text_pairs: also export `serving_text_pair` (default: for every head except multiple choice);
     image_processor: an image processor with `in_graph()` (e.g. BeitImageProcessor): adds `serving_image`.
     """
-    if not model.built or not model.weights:
-        model.build_model()
     input_names = tuple(input_names or [n for n in model.serving_input_names if n in model.all_input_names])
     output_names = tuple(output_names or model.serving_output_names)
     specs = [model.serving_input_spec(name) for name in input_names]
+    if tokenizer is not None and (model.main_input_name != "input_ids" or "input_ids" not in input_names or
+                                  specs[input_names.index("input_ids")].shape.rank != 2):
+        raise ValueError("A raw-text signature needs a single- or pair-sequence head taking [batch, length] "
+                         "input_ids; multiple choice takes [batch, choices, length] ids")
+    if image_processor is not None and model.main_input_name != "pixel_values":
+        raise ValueError(f"An encoded-image signature needs an image model; {type(model).__name__} takes "
+                         f"{model.main_input_name}")
+    if not model.built or not model.weights:
+        model.build_model()
 
     def run(inputs):
         with op_mode("reference"):
@@ -63,10 +70,6 @@ def export_saved_model(model, path, tokenizer=None, max_length=None, input_names
         signatures["serving_int64"] = serve_int64.get_concrete_function()
 
     if tokenizer is not None:
-        if model.main_input_name != "input_ids" or "input_ids" not in input_names or \
-                specs[input_names.index("input_ids")].shape.rank != 2:
-            raise ValueError("A raw-text signature needs a single- or pair-sequence head taking [batch, length] "
-                             "input_ids; multiple choice takes [batch, choices, length] ids")
         graph_tokenizer = tokenizer.in_graph(max_length=max_length)
         root.tokenizer = graph_tokenizer
 
@@ -95,8 +98,6 @@ def export_saved_model(model, path, tokenizer=None, max_length=None, input_names
 
     if image_processor is not None:
         main = model.main_input_name
-        if main != "pixel_values":
-            raise ValueError(f"An encoded-image signature needs an image model; {type(model).__name__} takes {main}")
         graph_processor = image_processor.in_graph()
         root.image_processor = graph_processor
 
