@@ -202,21 +202,42 @@ def run_functional_test(model, inputs, output_field="logits"):
 
 
 def export_and_check(models_and_inputs, tmp_path, atol=1e-5):
-    """Export each (name, model, inputs, tokenizer, texts) and check all of them in ONE fresh process that
-    never imports tfmodels: every op is registered in stock TF (+ TF Text), outputs equal the Keras model's."""
+    """Export each (name, model, inputs, preprocessor, raw) and check all of them in ONE fresh process that
+    never imports tfmodels: every op is registered in stock TF (+ TF Text), outputs equal the Keras model's.
+
+    preprocessor: None, a tokenizer (raw: texts; checks serving_text) or an image processor (raw: encoded
+    images as bytes; checks serving_image against the numpy-path processor on the same decoded images).
+    serving_int64 is checked for models with integer inputs in their signature."""
     jobs = []
-    for name, model, inputs, tokenizer, texts in models_and_inputs:
+    for name, model, inputs, preprocessor, raw in models_and_inputs:
         path = os.path.join(str(tmp_path), f"export_{name}")
-        signatures = model.export(path, tokenizer=tokenizer)
-        assert "serving_default" in signatures and "serving_int64" in signatures
+        is_image = getattr(preprocessor, "model_input_names", None) == ["pixel_values"]
+        signatures = model.export(path, tokenizer=None if is_image else preprocessor,
+                                  image_processor=preprocessor if is_image else None)
+        assert "serving_default" in signatures
+        has_int = any(model.serving_input_spec(n).dtype.is_integer for n in inputs if n in model.serving_input_names)
+        assert ("serving_int64" in signatures) == has_int, signatures
         np.savez(path + "_inputs.npz", **{k: np.asarray(v) for k, v in inputs.items()})
         expected = model({k: v for k, v in inputs.items()}, training=False)
-        job = {"path": path, "inputs": path + "_inputs.npz", "outputs": path + "_outputs.npz",
+        job = {"path": path, "inputs": path + "_inputs.npz", "outputs": path + "_outputs.npz", "int64": has_int,
                "expected": {k: to_numpy(v) for k, v in expected.items() if k in model.serving_output_names}}
-        if tokenizer is not None:
+        if is_image:
+            assert "serving_image" in signatures
+            job["images"] = []
+            for i, data in enumerate(raw):
+                image_path = f"{path}_image{i}"
+                with open(image_path, "wb") as f:
+                    f.write(data)
+                job["images"].append(image_path)
+            decoded = [_decode_reference(data) for data in raw]
+            pixels = preprocessor(decoded, return_tensors="np")["pixel_values"]
+            image_expected = model(pixels, training=False)
+            job["image_expected"] = {k: to_numpy(v) for k, v in image_expected.items()
+                                     if k in model.serving_output_names}
+        elif preprocessor is not None:
             assert "serving_text" in signatures
-            job["texts"] = list(texts)
-            encoded = tokenizer(list(texts), padding=True, return_tensors="np")
+            job["texts"] = list(raw)
+            encoded = preprocessor(list(raw), padding=True, return_tensors="np")
             text_expected = model({k: v for k, v in encoded.items() if k in model.all_input_names}, training=False)
             job["text_expected"] = {k: to_numpy(v) for k, v in text_expected.items()
                                     if k in model.serving_output_names}
@@ -233,14 +254,55 @@ def export_and_check(models_and_inputs, tmp_path, atol=1e-5):
         got = np.load(job["outputs"])
         for key, value in job["expected"].items():
             assert_close(got[f"default/{key}"], value, atol, f"{job['path']} serving_default {key}")
-            assert_close(got[f"int64/{key}"], value, atol, f"{job['path']} serving_int64 {key}")
+            if job["int64"]:
+                assert_close(got[f"int64/{key}"], value, atol, f"{job['path']} serving_int64 {key}")
         for key, value in job.get("text_expected", {}).items():
             assert_close(got[f"text/{key}"], value, atol, f"{job['path']} serving_text {key}")
+        for key, value in job.get("image_expected", {}).items():
+            assert_close(got[f"image/{key}"], value, atol, f"{job['path']} serving_image {key}")
     return jobs
 
 
-def run_bad_inputs_test(model, inputs, vocab_size, max_length=None, mask_name="attention_mask"):
-    """Clear errors for ids >= vocab_size, wrong rank, too long inputs, mismatched masks, unknown inputs."""
+def _decode_reference(data):
+    """Decode an encoded image as the reference image processors see it: with Pillow, as RGB."""
+    import io
+
+    import PIL.Image
+    return np.array(PIL.Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def run_bad_inputs_test(model, inputs, vocab_size=None, max_length=None, mask_name="attention_mask"):
+    """Clear errors for bad inputs. Text models (main input input_ids): ids >= vocab_size, wrong rank, too long
+    inputs, mismatched masks, unknown inputs. Image models (pixel_values): wrong rank, wrong channel count,
+    images smaller than a patch, bool_masked_pos of the wrong length, unknown inputs."""
+    if model.main_input_name == "pixel_values":
+        return _run_bad_pixel_inputs_test(model, inputs)
+    return _run_bad_id_inputs_test(model, inputs, vocab_size, max_length, mask_name)
+
+
+def _run_bad_pixel_inputs_test(model, inputs):
+    import pytest
+
+    pixels = np.asarray(inputs["pixel_values"])
+    config = model.config
+    with pytest.raises(ValueError, match="rank"):
+        model({**inputs, "pixel_values": pixels[0]}, training=False)
+    wrong_channels = np.concatenate([pixels, pixels[:, :1]], axis=1)
+    with pytest.raises(ValueError, match="channels"):
+        model({**inputs, "pixel_values": wrong_channels}, training=False)
+    patch = config.patch_size if isinstance(config.patch_size, int) else config.patch_size[0]
+    with pytest.raises(ValueError, match="smaller than one patch"):
+        model({k: v for k, v in inputs.items() if k != "bool_masked_pos"} | {"pixel_values": pixels[:, :, :patch - 1]},
+              training=False)
+    if "bool_masked_pos" in inputs:
+        masked = np.asarray(inputs["bool_masked_pos"])
+        with pytest.raises(ValueError, match="bool_masked_pos"):
+            model({**inputs, "bool_masked_pos": masked[:, :-1]}, training=False)
+    with pytest.raises(ValueError, match="unexpected"):
+        model({**inputs, "not_an_input": pixels}, training=False)
+
+
+def _run_bad_id_inputs_test(model, inputs, vocab_size, max_length, mask_name):
     import pytest
 
     ids = np.asarray(inputs["input_ids"])

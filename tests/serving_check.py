@@ -2,7 +2,8 @@
 TF Serving host that has stock TensorFlow and TF Text and nothing of ours.
 
 For each exported SavedModel: every op in its graphs must be registered in stock TensorFlow (TF Text ops count:
-TF Serving ships them); then the signatures run on the given inputs and the outputs are written back.
+TF Serving ships them); then the signatures run on the given inputs (with the dtypes the signatures declare;
+encoded image files for serving_image) and the outputs are written back.
 """
 import json
 import os
@@ -45,12 +46,21 @@ def main(spec_path):
         inputs = dict(np.load(job["inputs"]))
         results = {}
         default = loaded.signatures["serving_default"]
-        names = list(default.structured_input_signature[1])
-        for key, value in default(**{n: tf.constant(inputs[n], tf.int32) for n in names}).items():
+        specs = default.structured_input_signature[1]
+        for key, value in default(**{n: tf.constant(inputs[n], s.dtype) for n, s in specs.items()}).items():
             results[f"default/{key}"] = value.numpy()
-        int64 = loaded.signatures["serving_int64"]
-        for key, value in int64(**{n: tf.constant(inputs[n], tf.int64) for n in names}).items():
-            results[f"int64/{key}"] = value.numpy()
+        if job.get("int64", True):
+            int64 = loaded.signatures["serving_int64"]
+            specs = int64.structured_input_signature[1]
+            for key, value in int64(**{n: tf.constant(inputs[n], s.dtype) for n, s in specs.items()}).items():
+                results[f"int64/{key}"] = value.numpy()
+        if "images" in job:
+            data = []
+            for image_path in job["images"]:
+                with open(image_path, "rb") as f:
+                    data.append(f.read())
+            for key, value in loaded.signatures["serving_image"](image_bytes=tf.constant(data)).items():
+                results[f"image/{key}"] = value.numpy()
         if "texts" in job:
             text_fn = loaded.signatures["serving_text"]
             for key, value in text_fn(text=tf.constant(job["texts"])).items():

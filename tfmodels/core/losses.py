@@ -82,3 +82,13 @@ def question_answering_loss(start_positions, end_positions, start_logits, end_lo
     start_loss = cross_entropy(start_logits, start_positions, ignore_index=seq_len)
     end_loss = cross_entropy(end_logits, end_positions, ignore_index=seq_len)
     return (start_loss + end_loss) / 2.0
+
+
+def semantic_segmentation_loss(labels, logits, ignore_index=255):
+    """Pixel-wise cross entropy. logits [batch, classes, h, w] (channels first, as the reference returns them)
+    are upsampled bilinearly (align_corners=False, as torch) to the size of labels [batch, H, W]; pixels equal
+    to `ignore_index` are ignored."""
+    labels = tf.convert_to_tensor(labels)
+    logits = tf.transpose(tf.cast(logits, tf.float32), [0, 2, 3, 1])
+    logits = tf.image.resize(logits, tf.shape(labels)[1:3], method="bilinear", antialias=False)
+    return cross_entropy(logits, labels, ignore_index=ignore_index)

@@ -127,7 +127,13 @@ class PreTrainedModel(keras.Model):
         raise NotImplementedError(f"{type(self).__name__} must mix in a task from tfmodels.core.tasks")
 
     def dummy_inputs(self):
-        """Small inputs that touch every weight (used to build the model before loading weights)."""
+        """Small inputs that touch every weight (used to build the model before loading weights): ids and mask
+        for text models, images of config.image_size for image models (main_input_name "pixel_values")."""
+        if self.main_input_name == "pixel_values":
+            size = self.config.image_size
+            height, width = (size, size) if isinstance(size, int) else size
+            pixels = np.random.RandomState(0).uniform(-1, 1, (2, self.config.num_channels, height, width))
+            return {"pixel_values": pixels.astype(np.float32)}
         ids = np.arange(2 * 8, dtype=np.int32).reshape(2, 8) % max(self.config.vocab_size - 1, 1)
         ids = ids + 1 if self.config.vocab_size > 2 else ids
         return {"input_ids": ids.astype(np.int32), "attention_mask": np.ones((2, 8), np.int32)}
@@ -260,10 +266,24 @@ class PreTrainedModel(keras.Model):
                 "global_attentions", "reshaped_hidden_states"}
         return tuple(f for f in self.output_class.fields if f not in skip)
 
-    def export(self, filepath, tokenizer=None, max_length=None, **kwargs):
-        """Write a SavedModel for TF Serving (see tfmodels.core.export.export_saved_model)."""
+    def serving_input_spec(self, name):
+        """The tf.TensorSpec of input `name` in the numeric serving signatures (dynamic batch and sizes).
+
+        Integer inputs (ids, masks, positions) are int32 [batch, length] ([batch, choices, length] for multiple
+        choice); an int64 twin signature is exported beside them. Pixel inputs are float32 [batch, num_channels,
+        height, width], the layout the reference documents. Other float inputs need a family override."""
+        from tfmodels.core.tasks import MultipleChoiceTask
+        if name == "pixel_values":
+            return tf.TensorSpec([None, self.config.num_channels, None, None], tf.float32, name=name)
+        rank = 3 if isinstance(self, MultipleChoiceTask) else 2
+        return tf.TensorSpec([None] * rank, tf.int32, name=name)
+
+    def export(self, filepath, tokenizer=None, max_length=None, image_processor=None, **kwargs):
+        """Write a SavedModel for TF Serving (see tfmodels.core.export.export_saved_model): `tokenizer` adds the
+        raw-text signatures, `image_processor` the encoded-image signature."""
         from tfmodels.core.export import export_saved_model
-        return export_saved_model(self, filepath, tokenizer=tokenizer, max_length=max_length, **kwargs)
+        return export_saved_model(self, filepath, tokenizer=tokenizer, max_length=max_length,
+                                  image_processor=image_processor, **kwargs)
 
     def num_parameters(self):
         return int(sum(np.prod(v.shape) for v in self.weights))

@@ -22,11 +22,20 @@ class BaseModelTask:
         return result if return_dict else result.to_tuple()
 
 
+_OPTION_FIELDS = {"output_hidden_states": "hidden_states", "output_attentions": "attentions"}
+
+
 class HeadTask:
-    """Shared forward pass of every task head."""
+    """Shared forward pass of every task head.
+
+    `head()` returns the head's output fields; keys starting with "_" are private to `task_loss` (e.g. the
+    logits of an auxiliary head) and do not appear in the output. `base_options` are options the head needs
+    from the base model whatever the caller asked (a head over intermediate layers needs
+    output_hidden_states=True); the matching output fields appear only when the caller asked for them."""
 
     label_names = ("labels",)
     output_class = None
+    base_options = {}
 
     def head(self, base_outputs, inputs, training=False):
         raise NotImplementedError(f"{type(self).__name__} must implement head()")
@@ -43,11 +52,15 @@ class HeadTask:
     def forward(self, inputs, labels, options, training=False):
         return_dict = options.pop("return_dict", True)
         labels = {k: v for k, v in labels.items() if v is not None}
-        base_outputs = self.base_model(**self.base_inputs(inputs), **options, training=training)
+        base_outputs = self.base_model(**self.base_inputs(inputs), **{**options, **self.base_options},
+                                       training=training)
         head = self.postprocess(self.head(base_outputs, inputs, training=training), inputs)
         loss = self.task_loss(labels, head, inputs) if self.has_labels(labels) else None
-        fields = {k: v for k, v in base_outputs.items() if k in self.output_class.fields and k not in head}
-        fields.update(head)
+        unrequested = {_OPTION_FIELDS[k] for k, v in self.base_options.items()
+                       if k in _OPTION_FIELDS and v and not options.get(k)}
+        fields = {k: v for k, v in base_outputs.items()
+                  if k in self.output_class.fields and k not in head and k not in unrequested}
+        fields.update({k: v for k, v in head.items() if not k.startswith("_")})
         fields["loss"] = loss
         result = self.output_class(**fields)
         return result if return_dict else result.to_tuple()
@@ -73,6 +86,32 @@ class SequenceClassificationTask(HeadTask):
     def task_loss(self, labels, outputs, inputs):
         return losses.sequence_classification_loss(labels["labels"], outputs["logits"], self.config.problem_type,
                                                    self.config.num_labels)
+
+
+class ImageClassificationTask(SequenceClassificationTask):
+    """Image classification: the loss of sequence classification (problem_type as for text), image outputs."""
+
+    output_class = out.ImageClassifierOutput
+
+
+class SemanticSegmentationTask(HeadTask):
+    """Per-pixel classification. The head returns `logits` [batch, num_labels, height, width] (channels first, as
+    the reference documents) and optionally `_auxiliary_logits` of the same layout. labels [batch, H, W]: the
+    logits are upsampled bilinearly to the label size; pixels equal to config.semantic_loss_ignore_index are
+    ignored; the auxiliary loss is added with weight config.auxiliary_loss_weight."""
+
+    output_class = out.SemanticSegmenterOutput
+
+    def task_loss(self, labels, outputs, inputs):
+        if self.config.num_labels == 1:
+            raise ValueError("The number of labels should be greater than one for semantic segmentation")
+        ignore = self.config.semantic_loss_ignore_index
+        loss = losses.semantic_segmentation_loss(labels["labels"], outputs["logits"], ignore)
+        auxiliary = outputs.get("_auxiliary_logits")
+        if auxiliary is not None:
+            loss = loss + self.config.auxiliary_loss_weight * losses.semantic_segmentation_loss(
+                labels["labels"], auxiliary, ignore)
+        return loss
 
 
 class TokenClassificationTask(HeadTask):

@@ -1,0 +1,85 @@
+"""BEiT forward: our time and peak memory against HF PyTorch (SDPA attention), base width at tiny depth (hidden 768,
+12 heads, 2 layers, relative position bias per layer, mean pooling), images of 224 and 384 pixels, each
+measurement in a fresh process, medians of repeats.
+
+    python benchmarks/bench_beit.py [--sizes 224,384] [--batch 4] [--repeats 5] [--jit]
+
+Target (issue 8): our forward time <= HF's (ratio <= 1.0) at 224 and 384.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
+
+from benchmarks.common import format_table, measure, megabytes, ratio, seconds, set_torch_threads  # noqa: E402
+
+CONFIG = dict(hidden_size=768, num_hidden_layers=2, num_attention_heads=12, intermediate_size=3072, image_size=224,
+              patch_size=16, use_relative_position_bias=True, use_mean_pooling=True, drop_path_rate=0.0)
+
+
+def _pixels(size, batch):
+    import numpy as np
+    return np.random.RandomState(0).randn(batch, 3, size, size).astype("float32")
+
+
+def ours(size, batch=4, jit=False):
+    import tensorflow as tf
+    import tfmodels
+    model = tfmodels.BeitModel(tfmodels.BeitConfig(**CONFIG))
+    model.build_model()
+    pixels = tf.constant(_pixels(size, batch))
+
+    @tf.function(jit_compile=jit)
+    def forward():
+        out = model(pixel_values=pixels, training=False)
+        return tf.reduce_sum(out.last_hidden_state) + tf.reduce_sum(out.pooler_output)
+
+    return lambda: forward().numpy()
+
+
+def hf(size, batch=4):
+    import torch
+    import transformers
+    set_torch_threads()
+    model = transformers.BeitModel(transformers.BeitConfig(**CONFIG, attn_implementation="sdpa")).eval()
+    pixels = torch.tensor(_pixels(size, batch))
+
+    def step():
+        with torch.no_grad():
+            out = model(pixel_values=pixels)
+            return (out.last_hidden_state.sum() + out.pooler_output.sum()).item()
+    return step
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="224,384")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--jit", action="store_true", help="also measure ours with jit_compile=True (XLA)")
+    args = parser.parse_args()
+    rows = []
+    for size in [int(s) for s in args.sizes.split(",")]:
+        params = {"size": size, "batch": args.batch}
+        reference = measure("benchmarks.bench_beit", "hf", params, repeats=args.repeats)
+        tf_graph = measure("benchmarks.bench_beit", "ours", params, repeats=args.repeats)
+        row = ["forward", size, (size // 16) ** 2 + 1, seconds(tf_graph), seconds(reference), ratio(tf_graph, reference),
+               megabytes(tf_graph), megabytes(reference)]
+        if args.jit:
+            xla = measure("benchmarks.bench_beit", "ours", {**params, "jit": True}, repeats=args.repeats)
+            row += [seconds(xla), ratio(xla, reference)]
+        rows.append(row)
+        print(format_table(_headers(args.jit), rows[-1:]).splitlines()[-1], flush=True)
+    print()
+    print(f"BEiT, hidden 768, 12 heads, 2 layers, relative position bias, batch {args.batch}; CPU, 2 threads")
+    print(format_table(_headers(args.jit), rows))
+
+
+def _headers(jit):
+    headers = ["mode", "image", "tokens", "ours s", "HF sdpa s", "ratio", "ours peak MB", "HF peak MB"]
+    return headers + (["ours XLA s", "XLA ratio"] if jit else [])
+
+
+if __name__ == "__main__":
+    main()
