@@ -75,19 +75,44 @@ def apply_chunking(fn, chunk_size, hidden_states):
     return tf.reshape(results, [batch, seq, results.shape[-1]])
 
 
+def _seed_generators(layer):
+    """The Keras SeedGenerators of `layer` and its sub-layers (Dropout keeps its own)."""
+    found, seen = [], set()
+    for sub in layer._flatten_layers(include_self=True, recursive=True):
+        for generator in getattr(sub, "_seed_generators", []):
+            if id(generator) not in seen:
+                seen.add(id(generator))
+                found.append(generator)
+    return found
+
+
 def run_layer(layer, recompute, *args, **kwargs):
     """layer(*args, **kwargs), recomputed in the backward pass when `recompute` (gradient checkpointing).
 
-    Tensor arguments (including nested ones, e.g. a key/value cache) become explicit inputs of the
-    recomputed function, so gradients reach all of them; None outputs are restored afterwards.
+    Only the layer's inputs are kept for the backward pass; its activations are recomputed there, layer by
+    layer (tf.recompute_grad), in eager mode and inside tf.function alike. Tensor arguments (including nested
+    ones, e.g. a key/value cache) become explicit inputs of the recomputed function, so gradients reach all of
+    them; None outputs are restored afterwards.
+
+    Randomness: the recomputation must draw the same dropout masks as the forward pass, or the gradients
+    would belong to a different function. The states of the layer's Keras SeedGenerators (every Keras Dropout
+    has one) are saved before the forward pass and restored before the recomputation, which then advances them
+    exactly as the forward pass did. Randomness inside a recomputed layer must therefore come from
+    SeedGenerators tracked by its layers (a `keras.random.SeedGenerator` attribute), not from global state.
     """
     if not recompute:
         return layer(*args, **kwargs)
     leaves = tf.nest.flatten(args)
     tensor_positions = [i for i, leaf in enumerate(leaves) if tf.is_tensor(leaf)]
-    structure = {}
+    structure = {"calls": 0}
+    generators = _seed_generators(layer)
+    saved_states = [tf.identity(generator.state.value) for generator in generators]
 
     def recomputed(*tensors):
+        if structure["calls"]:  # the recomputation in the backward pass: replay the forward pass's seeds
+            for generator, state in zip(generators, saved_states):
+                generator.state.assign(state)
+        structure["calls"] += 1
         filled = list(leaves)
         for position, tensor in zip(tensor_positions, tensors):
             filled[position] = tensor
