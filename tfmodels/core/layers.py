@@ -22,9 +22,23 @@ def layer_norm(epsilon, name=None, **kwargs):
     return keras.layers.LayerNormalization(epsilon=epsilon, name=name, **kwargs)
 
 
+@keras.saving.register_keras_serializable(package="tfmodels")
+class Embedding(keras.layers.Embedding):
+    """keras.layers.Embedding that, when its table is partitioned across parameter servers (a ShardedVariable,
+    see core.distributed), gathers only the rows it needs from each shard instead of fetching the whole table.
+    Otherwise it is exactly Keras' layer."""
+
+    def call(self, inputs):
+        table = getattr(self._embeddings, "value", None) if not self.lora_enabled and \
+            self.quantization_mode is None else None
+        if table is None or isinstance(table, tf.Variable) or not hasattr(table, "variables"):
+            return super().call(inputs)
+        ids = tf.cast(inputs, tf.int32) if inputs.dtype not in (tf.int32, tf.int64) else inputs
+        return tf.cast(tf.nn.embedding_lookup(table, ids), self.compute_dtype)
+
+
 def embedding(num, dim, initializer_range, name=None, **kwargs):
-    return keras.layers.Embedding(num, dim, embeddings_initializer=initializers.normal(initializer_range),
-                                  name=name, **kwargs)
+    return Embedding(num, dim, embeddings_initializer=initializers.normal(initializer_range), name=name, **kwargs)
 
 
 def dropout(rate, name=None):

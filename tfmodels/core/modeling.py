@@ -27,7 +27,7 @@ WEIGHTS_NAME = "model.weights.h5"
 SHARDED_WEIGHTS_NAME = "model.weights.json"
 
 DEFAULT_OPTIONS = ("output_attentions", "output_hidden_states", "return_dict")
-_OWN_SHARD_PATTERN = re.compile(r"^model\.weights_\d{5}\.weights\.h5$")
+_OWN_SHARD_PATTERN = re.compile(r"^model_\d{5}\.weights\.h5$")  # Keras' shard names
 
 
 def remove_own_weights(directory):
@@ -214,7 +214,7 @@ class PreTrainedModel(keras.Model):
         """Write config.json and the weights.
 
         Our format: model.weights.h5 (Keras), or with `max_shard_size` (GB) Keras' sharded format
-        (model.weights.json + model.weights_NNNNN.weights.h5). With `hf_format=True`, model.safetensors under
+        (model.weights.json + model_NNNNN.weights.h5). With `hf_format=True`, model.safetensors under
         the Hugging Face names instead (shards of at most `max_shard_size` GB + model.safetensors.index.json),
         so that the PyTorch reference loads it; `dtype` (e.g. "bfloat16") converts on the way. The HF writer
         streams variable by variable, so saving needs no second copy of the model. Weight files a previous save
