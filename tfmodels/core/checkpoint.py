@@ -7,6 +7,12 @@ since Keras reserves `output`). Sub-layers are named after the reference's
 modules, so most names already agree; what differs is declared per family in a `CheckpointMap` (renames,
 keys to ignore, special layouts). One loader applies it: it streams tensors from safetensors (sharded or
 not) into the variables, and reports missing, unexpected and mis-shaped weights by name.
+
+Memory: loading never holds more than the model plus one chunk. Tensors are read with explicit file reads
+(no memory map whose pages would count in RSS), converted to the variable's dtype chunk by chunk (at most
+`LOAD_CHUNK_BYTES` at a time, rows of the checkpoint tensor), and written in place into the variable's own
+buffer; the variables themselves were created without initialising their memory (initializers.skip_init).
+Writing (`hf_state_dict(..., lazy=True)` + `write_hf_weights`) streams variable by variable the same way.
 """
 import dataclasses
 import json
@@ -16,10 +22,11 @@ import re
 import keras
 import ml_dtypes
 import numpy as np
+import tensorflow as tf
 
 from tfmodels.core import initializers
 from tfmodels.core.logging import logger
-from tfmodels.core.safetensors_io import SafetensorsFile, write_safetensors
+from tfmodels.core.safetensors_io import LazyTensor, SafetensorsFile, write_safetensors
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
@@ -208,8 +215,26 @@ class CheckpointReader:
         return sorted(by_file.items())
 
     def get(self, name):
+        """The whole tensor as a numpy array (a fresh copy for safetensors files)."""
         f = self._open(self._where[name])
         return f.get(name) if isinstance(f, SafetensorsFile) else f[name]
+
+    def spec(self, name):
+        """(shape, numpy dtype) of a tensor, without reading it."""
+        f = self._open(self._where[name])
+        if isinstance(f, SafetensorsFile):
+            return f.shape(name), f.dtype(name)
+        return tuple(f[name].shape), f[name].dtype
+
+    def read_rows(self, name, start, stop, out=None):
+        """Rows [start, stop) along axis 0 of a tensor, read without touching the rest (into `out` if given)."""
+        f = self._open(self._where[name])
+        if isinstance(f, SafetensorsFile):
+            return f.read_rows(name, start, stop, out=out)
+        if out is None:
+            return f[name][start:stop]
+        out[...] = f[name][start:stop]
+        return out
 
     def release(self, file_name):
         f = self._files.pop(file_name, None)
@@ -271,9 +296,109 @@ def _resolve(name, checkpoint_map, available, prefix):
     return None
 
 
+LOAD_CHUNK_BYTES = 64 << 20  # at most this much of a tensor is in flight (read, permuted, cast) at a time
+_ALIGNMENT = 64               # TensorFlow's EIGEN_MAX_ALIGN_BYTES: buffers it adopts must be aligned so
+# dtypes that DLPack hands from numpy to TensorFlow without a copy (bfloat16 goes as uint16 + bitcast)
+_DLPACK_DTYPES = {np.dtype(t) for t in ("float16", "float32", "float64", "int8", "int16", "int32", "int64",
+                                        "uint8", "uint16", "uint32", "uint64")}
+
+
+def backing_variable(variable):
+    """The TensorFlow variable that stores a Keras variable's value: a tf.Variable, or a ShardedVariable when
+    the model was built under a ParameterServerStrategy with a variable partitioner."""
+    if isinstance(variable, keras.Variable):
+        return variable.value
+    return variable
+
+
+def aligned_empty(shape, dtype):
+    """An uninitialised C-contiguous numpy array whose data is aligned for TensorFlow (no page is touched
+    until written)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + _ALIGNMENT, np.uint8)
+    offset = (-raw.ctypes.data) % _ALIGNMENT
+    return raw[offset:offset + nbytes].view(dtype).reshape(shape)
+
+
+def tensor_from_numpy(array):
+    """A CPU tf.Tensor that shares `array`'s memory when it can (aligned, C-contiguous, writable, a DLPack
+    dtype or bfloat16); otherwise a copy. Assigning such a tensor to a CPU variable makes the variable adopt
+    the buffer: loading then costs no copy at all. (The first in-place update of that variable, e.g. by an
+    optimizer, moves it into TensorFlow's own memory once, because TF does not update foreign buffers.)"""
+    array = np.asarray(array)
+    shareable = (array.flags.c_contiguous and array.flags.writeable and array.ctypes.data % _ALIGNMENT == 0
+                 and array.size > 0)
+    if shareable and array.dtype == np.dtype(ml_dtypes.bfloat16):
+        return tf.bitcast(tf.experimental.dlpack.from_dlpack(array.view(np.uint16).__dlpack__()), tf.bfloat16)
+    if shareable and array.dtype in _DLPACK_DTYPES:
+        return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+    return tf.convert_to_tensor(array)
+
+
+def assign_array(variable, array):
+    """Give a (Keras or TF) variable the value of a numpy array, without a copy on CPU when the array is
+    aligned (see tensor_from_numpy); a ShardedVariable takes its shards' slices."""
+    backing_variable(variable).assign(tensor_from_numpy(array))
+
+
+def load_tensor(reader, key, named, transform=None, chunk_bytes=None):
+    """Read checkpoint tensor `key` into the variable of `named` (a NamedVariable), converting layout and dtype.
+
+    Returns None on success or (checkpoint shape in our layout, model shape) on a shape mismatch.
+
+    The value is assembled in an aligned buffer of the variable's dtype and layout, which the variable then
+    adopts (no further copy on CPU). Rows of the checkpoint tensor are read, permuted and cast into it at most
+    `chunk_bytes` at a time; when neither layout nor dtype changes they are read straight into it. So loading
+    a tensor costs its own size plus one chunk, and a model its own size plus one chunk."""
+    chunk_bytes = LOAD_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+    variable = named.variable
+    model_shape = tuple(int(d) for d in variable.shape)
+    dtype = numpy_dtype(variable.dtype)
+    if transform is not None:
+        array = transform[0](np.asarray(reader.get(key)))
+        if tuple(array.shape) != model_shape:
+            return tuple(array.shape), model_shape
+        out = aligned_empty(model_shape, dtype)
+        out[...] = array
+        del array
+        assign_array(variable, out)
+        return None
+    shape, source_dtype = reader.spec(key)
+    permutation = tuple(named.permutation) if named.permutation is not None and \
+        len(shape) == len(named.permutation) else None
+    if permutation == tuple(range(len(shape))):
+        permutation = None
+    ours = tuple(shape[p] for p in permutation) if permutation else tuple(shape)
+    if ours != model_shape:
+        return ours, model_shape
+    out = aligned_empty(model_shape, dtype)
+    if not shape:
+        out[...] = reader.get(key)
+    else:
+        axis = permutation.index(0) if permutation else 0
+        row_bytes = max(1, int(np.prod(shape[1:], dtype=np.int64)) * max(source_dtype.itemsize, dtype.itemsize))
+        rows = max(1, chunk_bytes // row_bytes)
+        for start in range(0, shape[0], rows):
+            stop = min(start + rows, shape[0])
+            if permutation is None and source_dtype == dtype:
+                reader.read_rows(key, start, stop, out=out[start:stop])
+                continue
+            chunk = reader.read_rows(key, start, stop)
+            if permutation:
+                chunk = np.transpose(chunk, permutation)
+            index = [slice(None)] * len(model_shape)
+            index[axis] = slice(start, stop)
+            out[tuple(index)] = chunk  # numpy casts on the way (bfloat16 via ml_dtypes, round to nearest even)
+            del chunk
+    assign_array(variable, out)
+    return None
+
+
 def load_hf_weights(model, directory, checkpoint_map, prefix, allow_pickle=False, ignore_mismatched_sizes=False,
-                    initialised_missing=True):
-    """Assign the tensors of an HF checkpoint directory to the (built) model's variables."""
+                    initialised_missing=True, chunk_bytes=None):
+    """Assign the tensors of an HF checkpoint directory to the (built) model's variables, file by file (each
+    shard is closed before the next is opened) and tensor by tensor (see `load_tensor`)."""
     reader = CheckpointReader(directory, allow_pickle=allow_pickle)
     available = set(reader.keys())
     targets, missing = {}, []
@@ -288,17 +413,11 @@ def load_hf_weights(model, directory, checkpoint_map, prefix, allow_pickle=False
     for file_name, names in reader.files():
         for key in names:
             for named in targets.get(key, []):
-                array = reader.get(key)
-                transform = checkpoint_map.transform_for(named.name)
-                if transform is not None:
-                    array = transform[0](np.asarray(array))
-                elif named.permutation is not None and array.ndim == len(named.permutation):
-                    array = np.transpose(array, named.permutation)
-                if tuple(array.shape) != tuple(named.variable.shape):
-                    mismatched.append((named.name, tuple(array.shape), tuple(named.variable.shape)))
+                problem = load_tensor(reader, key, named, checkpoint_map.transform_for(named.name), chunk_bytes)
+                if problem is not None:
+                    mismatched.append((named.name,) + problem)
                     missing.append(named)
                     continue
-                named.variable.assign(np.asarray(array).astype(numpy_dtype(named.variable.dtype), copy=False))
                 mapped.append(named.name)
         reader.release(file_name)
     used = set(targets) & available
@@ -327,26 +446,60 @@ def _initialise(named):
     if isinstance(init, initializers.SkippableInitializer):
         init = init.inner
     init = keras.initializers.get(init)
-    named.variable.assign(init(tuple(named.variable.shape), dtype=named.variable.dtype))
+    backing_variable(named.variable).assign(init(tuple(named.variable.shape), dtype=named.variable.dtype))
 
 
 # ------------------------------------------------------------------------------------------------------------
 # Writing HF checkpoints (so a model trained here goes back to PyTorch)
 
 
-def hf_state_dict(model, checkpoint_map, strip_prefix=None, dtype=None):
-    """Our variables as {HF name: numpy array} (the first rename alternative names each weight)."""
+def _variable_chunks(variable, axis, inverse, dtype, chunk_bytes):
+    """Yield a variable's value in the torch layout, rows of torch axis 0 at a time (our `axis`)."""
+    target = backing_variable(variable)
+    if not isinstance(target, tf.Variable):  # a ShardedVariable: read its shards once, as one tensor
+        target = tf.convert_to_tensor(target)
+    shape = [int(d) for d in variable.shape]
+    row_bytes = max(1, int(np.prod(shape, dtype=np.int64)) // max(shape[axis], 1)) * dtype.itemsize
+    rows = max(1, chunk_bytes // row_bytes)
+    for start in range(0, shape[axis], rows):
+        index = [slice(None)] * len(shape)
+        index[axis] = slice(start, min(start + rows, shape[axis]))
+        chunk = target[tuple(index)].numpy()
+        if inverse is not None:
+            chunk = np.transpose(chunk, inverse)
+        yield chunk.astype(dtype, copy=False)
+
+
+def hf_state_dict(model, checkpoint_map, strip_prefix=None, dtype=None, lazy=False, chunk_bytes=None):
+    """Our variables as {HF name: numpy array} (the first rename alternative names each weight).
+
+    `lazy=True` gives `LazyTensor`s instead, which read their variable (chunk by chunk) only when written:
+    `write_hf_weights` then saves a model of any size with one chunk of extra memory."""
+    chunk_bytes = LOAD_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
     state = {}
     for named in named_variables(model):
         name = checkpoint_map.candidates(named.name)[0]
         if strip_prefix and name.startswith(strip_prefix + "."):
             name = name[len(strip_prefix) + 1:]
-        array = np.asarray(named.variable.numpy())
         transform = checkpoint_map.transform_for(named.name)
+        rank = len(named.variable.shape)
+        permutation = named.permutation if named.permutation is not None and rank == len(named.permutation) \
+            else None
+        if lazy and transform is None and rank > 0:
+            out_dtype = np.dtype(dtype) if dtype is not None else numpy_dtype(named.variable.dtype)
+            inverse = tuple(int(i) for i in np.argsort(permutation)) if permutation else None
+            axis = permutation.index(0) if permutation else 0
+            shape = tuple(int(named.variable.shape[i]) for i in inverse) if inverse else \
+                tuple(int(d) for d in named.variable.shape)
+            state[name] = LazyTensor(
+                shape, out_dtype,
+                lambda v=named.variable, a=axis, i=inverse, d=out_dtype: _variable_chunks(v, a, i, d, chunk_bytes))
+            continue
+        array = np.asarray(named.variable.numpy())
         if transform is not None:
             array = transform[1](array)
-        elif named.permutation is not None and array.ndim == len(named.permutation):
-            array = np.transpose(array, np.argsort(named.permutation))
+        elif permutation is not None:
+            array = np.transpose(array, np.argsort(permutation))
         if dtype is not None:
             array = array.astype(dtype)
         state[name] = np.ascontiguousarray(array)
@@ -354,7 +507,9 @@ def hf_state_dict(model, checkpoint_map, strip_prefix=None, dtype=None):
 
 
 def write_hf_weights(state, directory, max_shard_bytes=None):
-    """Write a state dict as model.safetensors, or as shards plus model.safetensors.index.json."""
+    """Write a state dict ({name: numpy array or LazyTensor}) as model.safetensors, or as shards of at most
+    `max_shard_bytes` (a tensor larger than that gets a shard of its own) plus model.safetensors.index.json.
+    Shards are written one after the other and lazy tensors chunk by chunk."""
     os.makedirs(directory, exist_ok=True)
     metadata = {"format": "pt"}
     if not max_shard_bytes or sum(a.nbytes for a in state.values()) <= max_shard_bytes:
@@ -378,6 +533,19 @@ def write_hf_weights(state, directory, max_shard_bytes=None):
     with open(os.path.join(directory, SAFE_WEIGHTS_INDEX_NAME), "w", encoding="utf-8") as f:
         json.dump(index, f, indent=2, sort_keys=True)
     return files
+
+
+_SHARD_PATTERN = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
+
+
+def remove_hf_weights(directory):
+    """Delete the safetensors weights (single file, shards, index) of an HF checkpoint directory, so that a
+    new save does not leave stale files that a loader would prefer."""
+    if not os.path.isdir(directory):
+        return
+    for name in os.listdir(directory):
+        if name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME) or _SHARD_PATTERN.match(name):
+            os.remove(os.path.join(directory, name))
 
 
 def log_loading_info(info, model_name):

@@ -1,7 +1,12 @@
 """Weight initializers, and a switch that skips random initialisation when weights will be loaded anyway.
 
-Loading a 3.5B-parameter checkpoint should not first draw 3.5B random numbers: inside `skip_init()` every
-initializer made here returns zeros, which TF allocates without computing anything.
+Loading a 3.5B-parameter checkpoint should not first draw 3.5B random numbers, nor even write 7 GB of zeros:
+inside `skip_init()` every initializer made here returns a placeholder that costs nothing. Small tensors are
+zeros; large ones (>= SKIP_UNINITIALISED_BYTES) are *uninitialised* memory (`tf.raw_ops.Empty`), which the
+operating system does not back with pages until written, so a model built under skip_init occupies almost no
+memory until its weights arrive, and the buffers the loader hands over replace these placeholders without a
+second copy ever being resident. The contract: whoever builds under skip_init assigns every variable
+afterwards (from_pretrained loads each one from the checkpoint or re-initialises it with its initializer).
 """
 import contextlib
 import threading
@@ -10,6 +15,7 @@ import keras
 import tensorflow as tf
 
 _state = threading.local()
+SKIP_UNINITIALISED_BYTES = 1 << 20
 
 
 def init_is_skipped():
@@ -34,7 +40,7 @@ class SkippableInitializer(keras.initializers.Initializer):
 
     def __call__(self, shape, dtype=None):
         if init_is_skipped():
-            return tf.zeros(shape, dtype=dtype or "float32")
+            return placeholder(shape, dtype or "float32")
         return self.inner(shape, dtype=dtype)
 
     def get_config(self):
@@ -43,6 +49,18 @@ class SkippableInitializer(keras.initializers.Initializer):
     @classmethod
     def from_config(cls, config):
         return cls(keras.initializers.deserialize(config["inner"]))
+
+
+def placeholder(shape, dtype):
+    """What a skipped initializer returns: zeros when small, uninitialised (unbacked) memory when large."""
+    dtype = tf.as_dtype(keras.backend.standardize_dtype(dtype))
+    shape = [int(d) for d in shape]
+    size = 1
+    for d in shape:
+        size *= d
+    if size * dtype.size < SKIP_UNINITIALISED_BYTES:
+        return tf.zeros(shape, dtype=dtype)
+    return tf.raw_ops.Empty(shape=shape, dtype=dtype, init=False)
 
 
 def normal(stddev):

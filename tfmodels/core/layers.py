@@ -22,9 +22,23 @@ def layer_norm(epsilon, name=None, **kwargs):
     return keras.layers.LayerNormalization(epsilon=epsilon, name=name, **kwargs)
 
 
+@keras.saving.register_keras_serializable(package="tfmodels")
+class Embedding(keras.layers.Embedding):
+    """keras.layers.Embedding that, when its table is partitioned across parameter servers (a ShardedVariable,
+    see core.distributed), gathers only the rows it needs from each shard instead of fetching the whole table.
+    Otherwise it is exactly Keras' layer."""
+
+    def call(self, inputs):
+        table = getattr(self._embeddings, "value", None) if not self.lora_enabled and \
+            self.quantization_mode is None else None
+        if table is None or isinstance(table, tf.Variable) or not hasattr(table, "variables"):
+            return super().call(inputs)
+        ids = tf.cast(inputs, tf.int32) if inputs.dtype not in (tf.int32, tf.int64) else inputs
+        return tf.cast(tf.nn.embedding_lookup(table, ids), self.compute_dtype)
+
+
 def embedding(num, dim, initializer_range, name=None, **kwargs):
-    return keras.layers.Embedding(num, dim, embeddings_initializer=initializers.normal(initializer_range),
-                                  name=name, **kwargs)
+    return Embedding(num, dim, embeddings_initializer=initializers.normal(initializer_range), name=name, **kwargs)
 
 
 def dropout(rate, name=None):
@@ -75,19 +89,44 @@ def apply_chunking(fn, chunk_size, hidden_states):
     return tf.reshape(results, [batch, seq, results.shape[-1]])
 
 
+def _seed_generators(layer):
+    """The Keras SeedGenerators of `layer` and its sub-layers (Dropout keeps its own)."""
+    found, seen = [], set()
+    for sub in layer._flatten_layers(include_self=True, recursive=True):
+        for generator in getattr(sub, "_seed_generators", []):
+            if id(generator) not in seen:
+                seen.add(id(generator))
+                found.append(generator)
+    return found
+
+
 def run_layer(layer, recompute, *args, **kwargs):
     """layer(*args, **kwargs), recomputed in the backward pass when `recompute` (gradient checkpointing).
 
-    Tensor arguments (including nested ones, e.g. a key/value cache) become explicit inputs of the
-    recomputed function, so gradients reach all of them; None outputs are restored afterwards.
+    Only the layer's inputs are kept for the backward pass; its activations are recomputed there, layer by
+    layer (tf.recompute_grad), in eager mode and inside tf.function alike. Tensor arguments (including nested
+    ones, e.g. a key/value cache) become explicit inputs of the recomputed function, so gradients reach all of
+    them; None outputs are restored afterwards.
+
+    Randomness: the recomputation must draw the same dropout masks as the forward pass, or the gradients
+    would belong to a different function. The states of the layer's Keras SeedGenerators (every Keras Dropout
+    has one) are saved before the forward pass and restored before the recomputation, which then advances them
+    exactly as the forward pass did. Randomness inside a recomputed layer must therefore come from
+    SeedGenerators tracked by its layers (a `keras.random.SeedGenerator` attribute), not from global state.
     """
     if not recompute:
         return layer(*args, **kwargs)
     leaves = tf.nest.flatten(args)
     tensor_positions = [i for i, leaf in enumerate(leaves) if tf.is_tensor(leaf)]
-    structure = {}
+    structure = {"calls": 0}
+    generators = _seed_generators(layer)
+    saved_states = [tf.identity(generator.state.value) for generator in generators]
 
     def recomputed(*tensors):
+        if structure["calls"]:  # the recomputation in the backward pass: replay the forward pass's seeds
+            for generator, state in zip(generators, saved_states):
+                generator.state.assign(state)
+        structure["calls"] += 1
         filled = list(leaves)
         for position, tensor in zip(tensor_positions, tensors):
             filled[position] = tensor

@@ -27,6 +27,16 @@ WEIGHTS_NAME = "model.weights.h5"
 SHARDED_WEIGHTS_NAME = "model.weights.json"
 
 DEFAULT_OPTIONS = ("output_attentions", "output_hidden_states", "return_dict")
+_OWN_SHARD_PATTERN = re.compile(r"^model_\d{5}\.weights\.h5$")  # Keras' shard names
+
+
+def remove_own_weights(directory):
+    """Delete our Keras-format weights (single file, or the sharded index and its shards) from `directory`."""
+    if not os.path.isdir(directory):
+        return
+    for name in os.listdir(directory):
+        if name in (WEIGHTS_NAME, SHARDED_WEIGHTS_NAME) or _OWN_SHARD_PATTERN.match(name):
+            os.remove(os.path.join(directory, name))
 
 
 def _arrays_to_tensors(value):
@@ -206,12 +216,15 @@ class PreTrainedModel(keras.Model):
     # ---------------------------------------------------------------------------------------------------
     # Saving and loading
 
-    def save_pretrained(self, directory, max_shard_size=None, hf_format=False):
+    def save_pretrained(self, directory, max_shard_size=None, hf_format=False, dtype=None):
         """Write config.json and the weights.
 
-        Our format: model.weights.h5 (Keras), or with `max_shard_size` (GB) Keras' sharded format. With
-        `hf_format=True`, model.safetensors under the Hugging Face names instead (sharded when `max_shard_size`
-        is given), so that the PyTorch reference loads it.
+        Our format: model.weights.h5 (Keras), or with `max_shard_size` (GB) Keras' sharded format
+        (model.weights.json + model_NNNNN.weights.h5). With `hf_format=True`, model.safetensors under
+        the Hugging Face names instead (shards of at most `max_shard_size` GB + model.safetensors.index.json),
+        so that the PyTorch reference loads it; `dtype` (e.g. "bfloat16") converts on the way. The HF writer
+        streams variable by variable, so saving needs no second copy of the model. Weight files a previous save
+        left in `directory` are removed first, so that a loader never picks up a stale file.
         """
         os.makedirs(directory, exist_ok=True)
         if not self.built or not self.weights:
@@ -219,11 +232,17 @@ class PreTrainedModel(keras.Model):
         config_dict = self.config.to_dict()
         config_dict["architectures"] = [self.hf_architecture or type(self).__name__]
         self.config.__class__.from_dict(config_dict, strict=False).save_pretrained(directory)
+        remove_own_weights(directory)
+        ckpt.remove_hf_weights(directory)
         if hf_format:
             state = ckpt.hf_state_dict(self, self.checkpoint_map,
-                                       strip_prefix=self.base_model_prefix if self.is_base_model else None)
+                                       strip_prefix=self.base_model_prefix if self.is_base_model else None,
+                                       dtype=None if dtype is None else ckpt.numpy_dtype(dtype), lazy=True)
             max_bytes = int(max_shard_size * 1024 ** 3) if max_shard_size else None
             ckpt.write_hf_weights(state, directory, max_shard_bytes=max_bytes)
+        elif dtype is not None:
+            raise ValueError("save_pretrained(dtype=...) converts HF-format weights only (hf_format=True); our "
+                             "Keras format stores the variables as they are")
         elif max_shard_size:
             self.save_weights(os.path.join(directory, SHARDED_WEIGHTS_NAME), max_shard_size=max_shard_size)
         else:

@@ -1,8 +1,16 @@
-"""Read and write safetensors files with numpy memory maps.
+"""Read and write safetensors files, tensor by tensor and chunk by chunk.
 
 Why our own: the `safetensors` package's numpy API has no bfloat16, and the big checkpoints are bf16. The
-format is simple (an 8-byte little-endian header size, a JSON header, then raw little-endian tensors), and a
-memory map lets us stream a shard tensor by tensor without ever holding a second copy of the model.
+format is simple (an 8-byte little-endian header size, a JSON header, then raw little-endian tensors).
+
+Reading uses explicit file reads into arrays we own, not a memory map: pages of a memory-mapped file count in
+the process's resident memory for as long as the map lives, so mapping a 5 GB shard to copy it into variables
+would add up to 5 GB to the peak. A read copies only what is asked for (a whole tensor, or a range of rows of
+it), and the page cache it goes through is the kernel's, reclaimable and not part of the process.
+
+Writing streams too: a tensor may be given as a `LazyTensor` (shape, dtype and a function yielding its data in
+row chunks), so that a checkpoint larger than memory can be written, or a model saved variable by variable,
+without ever holding a second copy of the weights.
 """
 import json
 import os
@@ -18,9 +26,44 @@ DTYPES = {
 }
 CODES = {dtype: code for code, dtype in DTYPES.items()}
 
+_MAX_READ = 1 << 30  # bytes per read() call (Linux caps a single read at just under 2 GB)
+
+
+class LazyTensor:
+    """A tensor written on demand: `chunks()` yields arrays whose concatenation along axis 0 is the tensor
+    (a 0-d or 1-d tensor may come as one chunk). Used to write checkpoints without materialising them."""
+
+    def __init__(self, shape, dtype, chunks):
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self._chunks = chunks
+        self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    def chunks(self):
+        return self._chunks()
+
+    def numpy(self):
+        parts = [np.asarray(c, self.dtype) for c in self.chunks()]
+        if not parts:
+            return np.zeros(self.shape, self.dtype)
+        return np.concatenate([p.reshape((-1,) + self.shape[1:]) for p in parts]).reshape(self.shape) \
+            if self.shape else parts[0].reshape(())
+
+
+def _read_exact(f, offset, out):
+    """Fill the byte view `out` from file `f` at `offset`."""
+    view = memoryview(out).cast("B")
+    f.seek(offset)
+    done = 0
+    while done < len(view):
+        n = f.readinto(view[done:done + _MAX_READ])
+        if not n:
+            raise EOFError(f"{getattr(f, 'name', 'file')}: unexpected end of file")
+        done += n
+
 
 class SafetensorsFile:
-    """Lazy access to the tensors of one .safetensors file."""
+    """Lazy access to the tensors of one .safetensors file; every read is a fresh array owned by the caller."""
 
     def __init__(self, path):
         self.path = path
@@ -30,7 +73,7 @@ class SafetensorsFile:
         self.metadata = header.pop("__metadata__", None) or {}
         self.entries = header
         self._data_start = 8 + header_size
-        self._map = None
+        self._file = None
 
     def keys(self):
         return list(self.entries)
@@ -41,34 +84,75 @@ class SafetensorsFile:
     def shape(self, name):
         return tuple(self.entries[name]["shape"])
 
-    def get(self, name):
-        """The tensor as a read-only numpy array backed by the file (no copy)."""
-        entry = self.entries[name]
-        code = entry["dtype"]
+    def dtype(self, name):
+        code = self.entries[name]["dtype"]
         if code not in DTYPES:
             raise ValueError(f"{self.path}: tensor {name!r} has unsupported dtype {code}")
-        if self._map is None:
-            self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
+        return DTYPES[code]
+
+    def _handle(self):
+        if self._file is None:
+            self._file = open(self.path, "rb", buffering=0)
+        return self._file
+
+    def get(self, name, out=None):
+        """The whole tensor, read into a new array (or into `out`, a C-contiguous array of its shape/dtype)."""
+        shape = self.shape(name)
+        return self.read_rows(name, 0, shape[0] if shape else None, out=out)
+
+    def read_rows(self, name, start, stop, out=None):
+        """Rows [start, stop) along axis 0 (`stop=None` on a 0-d tensor), read into a new array, or into `out`
+        (C-contiguous, of the tensor's dtype and the rows' shape) so that no intermediate copy is made."""
+        entry, dtype, shape = self.entries[name], self.dtype(name), self.shape(name)
         begin, end = entry["data_offsets"]
-        raw = self._map[self._data_start + begin:self._data_start + end]
-        return raw.view(DTYPES[code]).reshape(entry["shape"])
+        expected = (stop - start,) + shape[1:] if shape else ()
+        if out is None:
+            out = np.empty(expected, dtype)
+        elif out.shape != expected or out.dtype != dtype or not out.flags.c_contiguous:
+            raise ValueError(f"{self.path}: cannot read {name!r} rows into an array of shape {out.shape}, dtype "
+                             f"{out.dtype} (need C-contiguous {expected}, {dtype})")
+        if not shape:
+            _read_exact(self._handle(), self._data_start + begin, out.reshape(1).view(np.uint8))
+            return out
+        row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        if not 0 <= start <= stop <= shape[0] or begin + shape[0] * row_bytes != end:
+            raise ValueError(f"{self.path}: bad row range [{start}, {stop}) for tensor {name!r} of shape {shape}")
+        if out.size:
+            _read_exact(self._handle(), self._data_start + begin + start * row_bytes, out.reshape(-1).view(np.uint8))
+        return out
 
     def close(self):
-        self._map = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _spec(name, value):
+    if isinstance(value, LazyTensor):
+        dtype, shape, nbytes = value.dtype, value.shape, value.nbytes
+    else:
+        value = np.asarray(value)
+        dtype, shape, nbytes = value.dtype, value.shape, value.nbytes
+    if dtype not in CODES:
+        raise ValueError(f"Cannot write tensor {name!r} of dtype {dtype} to safetensors")
+    return dtype, tuple(shape), nbytes
 
 
 def write_safetensors(path, tensors, metadata=None):
-    """Write {name: numpy array} to `path` (arrays of any DTYPES dtype, bfloat16 included)."""
+    """Write {name: numpy array or LazyTensor} to `path` (any DTYPES dtype, bfloat16 included).
+
+    Lazy tensors are produced and written one chunk at a time, so the file may be larger than memory."""
     header, offset = {}, 0
-    arrays = {}
-    for name, array in tensors.items():
-        array = np.ascontiguousarray(array)
-        if array.dtype not in CODES:
-            raise ValueError(f"Cannot write tensor {name!r} of dtype {array.dtype} to safetensors")
-        arrays[name] = array
-        header[name] = {"dtype": CODES[array.dtype], "shape": list(array.shape),
-                        "data_offsets": [offset, offset + array.nbytes]}
-        offset += array.nbytes
+    for name, value in tensors.items():
+        dtype, shape, nbytes = _spec(name, value)
+        header[name] = {"dtype": CODES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
@@ -77,6 +161,14 @@ def write_safetensors(path, tensors, metadata=None):
     with open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(encoded)))
         f.write(encoded)
-        for array in arrays.values():
-            f.write(array.tobytes(order="C"))
+        for name, value in tensors.items():
+            expected = header[name]["data_offsets"][1] - header[name]["data_offsets"][0]
+            written = 0
+            parts = value.chunks() if isinstance(value, LazyTensor) else [value]
+            for part in parts:
+                part = np.ascontiguousarray(part, dtype=DTYPES[header[name]["dtype"]])
+                f.write(part.reshape(-1).view(np.uint8).data)
+                written += part.nbytes
+            if written != expected:
+                raise ValueError(f"Tensor {name!r}: wrote {written} bytes, its shape and dtype need {expected}")
     os.replace(tmp, path)
