@@ -156,3 +156,51 @@ class FailAfterSteps(keras.callbacks.Callback):
 
 class SimulatedCrash(RuntimeError):
     pass
+
+
+class TensorBoardScalars(keras.callbacks.Callback):
+    """TensorBoard event files with the epoch metrics (train/ and validation/ runs, `epoch_<name>` tags, as
+    keras.callbacks.TensorBoard names them) and the learning rate. Written with core TF summary ops only, so it
+    works without the `tensorboard` package installed (which is needed to *view* the logs)."""
+
+    def __init__(self, log_dir):
+        super().__init__()
+        self.log_dir = log_dir
+        self._writers = {}
+
+    def _writer(self, run):
+        import tensorflow as tf
+        if run not in self._writers:
+            self._writers[run] = tf.summary.create_file_writer(os.path.join(self.log_dir, run))
+        return self._writers[run]
+
+    @staticmethod
+    def _scalar(tag, value, step):
+        import tensorflow as tf
+        from tensorflow.core.framework import summary_pb2
+        metadata = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(
+            plugin_name="scalars"))
+        tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step, metadata=metadata)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None:
+            logs["learning_rate"] = float(optimizer.learning_rate.numpy()) if hasattr(
+                optimizer.learning_rate, "numpy") else float(optimizer.learning_rate)
+        for run, items in (("train", {k: v for k, v in logs.items() if not k.startswith("val_")}),
+                           ("validation", {k[4:]: v for k, v in logs.items() if k.startswith("val_")})):
+            if not items:
+                continue
+            with self._writer(run).as_default():
+                for name, value in items.items():
+                    try:
+                        self._scalar(f"epoch_{name}", value, epoch)
+                    except (TypeError, ValueError):
+                        continue
+            self._writers[run].flush()
+
+    def on_train_end(self, logs=None):
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}

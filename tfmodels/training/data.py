@@ -41,6 +41,8 @@ def label_index(value, names):
     key = str(value)
     if key in names:
         return names.index(key)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= value < len(names):
+        return int(value)  # an index into the given label names
     raise ValueError(f"label {value!r} is not one of the labels {names}")
 
 

@@ -10,8 +10,8 @@ from tfmodels.training.data import IGNORE_INDEX
 LABEL_FEATURES = {"question-answering": ("start_positions", "end_positions")}
 
 
-def _forward_fn(model, task):
-    @tf.function(reduce_retracing=True)
+def _forward_fn(model, task, element_spec):
+    @tf.function(input_signature=[element_spec])
     def forward(batch):
         outputs = model(batch, training=False)
         result = {}
@@ -35,9 +35,10 @@ def _forward_fn(model, task):
 
 def predict_split(model, dataset, task, batch_size):
     """Run the model over every batch (file order). Returns (outputs, labels): lists per batch of numpy arrays."""
-    forward = _forward_fn(model, task)
+    batches_ds = dataset.epoch(batch_size, shuffle=False)
+    forward = _forward_fn(model, task, batches_ds.element_spec)
     outputs, batches = [], []
-    for batch in dataset.epoch(batch_size, shuffle=False):
+    for batch in batches_ds:
         result = forward(batch)
         outputs.append({k: v.numpy() for k, v in result.items()})
         batches.append({k: v.numpy() for k, v in batch.items() if k != "pixel_values"})

@@ -401,8 +401,7 @@ def _train_fit(job, strategy, extra_callbacks):
     if validation is not None:
         callbacks.append(cb.BestModelCheckpoint(os.path.join(job.output_dir, "best"), monitor, mode, job.tokenizer))
     if job.recipe["training"]["tensorboard"]:
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(job.output_dir, "logs"), update_freq="epoch",
-                                                     write_graph=False, profile_batch=0))
+        callbacks.append(cb.TensorBoardScalars(os.path.join(job.output_dir, "logs")))
     callbacks += list(extra_callbacks)
     logger.info(f"training {type(model).__name__} ({model.num_parameters():,} parameters) on "
                 f"{train_data.num_examples} examples: {epochs} epochs x {steps_per_epoch} steps, batch "
