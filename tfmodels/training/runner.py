@@ -358,9 +358,10 @@ def train_stream(job, train_data, consumed, total_steps, data_steps):
 def train(recipe, extra_callbacks=(), evaluate_after=True, export_after=None):
     """Run the recipe's training; returns a summary dict (steps, metrics, paths, timings)."""
     started = time.time()
-    job = Job(recipe)
-    keras.utils.set_random_seed(int(recipe["training"]["seed"]))
+    # The strategy first: MultiWorkerMirroredStrategy must be created before TensorFlow runs any op.
     strategy_name, strategy = choose_strategy(recipe["training"]["strategy"])
+    keras.utils.set_random_seed(int(recipe["training"]["seed"]))
+    job = Job(recipe)
     if strategy_name == "multi_worker":
         from tfmodels.training.distributed import train_multi_worker
         summary = train_multi_worker(job, strategy, extra_callbacks)
