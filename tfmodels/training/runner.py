@@ -408,7 +408,7 @@ def _train_fit(job, strategy, extra_callbacks):
                 f"{train_data.num_examples} examples: {epochs} epochs x {steps_per_epoch} steps, batch "
                 f"{job.batch_size}, strategy {type(strategy).__name__} ({strategy.num_replicas_in_sync} replicas)")
     history = model.fit(stream, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
-                        verbose=job.recipe["training"]["verbose"])
+                        verbose=job.recipe["training"]["verbose"], shuffle=False)
     final_dir = os.path.join(job.output_dir, "final")
     model.save_pretrained(final_dir)
     if job.tokenizer is not None:
