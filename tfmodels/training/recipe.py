@@ -33,7 +33,7 @@ DEFAULTS = {
                   "epsilon": 1e-8, "clipnorm": 1.0, "global_clipnorm": None},
     "schedule": {"warmup_ratio": 0.1, "warmup_steps": None, "decay": "linear", "end_learning_rate_ratio": 0.0},
     "training": {"epochs": 3, "seed": 0, "output_dir": None, "checkpoint_every": 100, "mixed_precision": None,
-                 "strategy": "auto", "monitor": None, "monitor_mode": None, "tensorboard": True, "verbose": "auto",
+                 "strategy": "auto", "devices": None, "monitor": None, "monitor_mode": None, "tensorboard": True, "verbose": "auto",
                  "jit_compile": False, "steps_per_epoch": None},
     "export": {"enabled": True, "path": None, "max_length": None, "use_best": True, "smoke_test": True},
     "predict": {"examples": []},

@@ -297,9 +297,9 @@ def _has_tokenizer_files(cls, directory):
 # Strategy
 
 
-def choose_strategy(name="auto"):
-    """default | mirrored (all local GPUs) | multi_worker (TF_CONFIG) | auto (multi_worker when TF_CONFIG lists
-    more than one task, mirrored with more than one GPU, else default)."""
+def choose_strategy(name="auto", devices=None):
+    """default | mirrored (all local GPUs, or `devices`) | multi_worker (TF_CONFIG) | auto (multi_worker when
+    TF_CONFIG lists more than one task, mirrored with more than one GPU, else default)."""
     if name == "auto":
         cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
         workers = sum(len(v) for k, v in cluster.items() if k in ("chief", "worker"))
@@ -312,7 +312,7 @@ def choose_strategy(name="auto"):
     if name == "multi_worker":
         return name, tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored":
-        return name, tf.distribute.MirroredStrategy()
+        return name, tf.distribute.MirroredStrategy(devices)
     return "default", tf.distribute.get_strategy()
 
 
@@ -359,7 +359,7 @@ def train(recipe, extra_callbacks=(), evaluate_after=True, export_after=None):
     """Run the recipe's training; returns a summary dict (steps, metrics, paths, timings)."""
     started = time.time()
     # The strategy first: MultiWorkerMirroredStrategy must be created before TensorFlow runs any op.
-    strategy_name, strategy = choose_strategy(recipe["training"]["strategy"])
+    strategy_name, strategy = choose_strategy(recipe["training"]["strategy"], recipe["training"]["devices"])
     keras.utils.set_random_seed(int(recipe["training"]["seed"]))
     job = Job(recipe)
     if strategy_name == "multi_worker":
@@ -372,6 +372,21 @@ def train(recipe, extra_callbacks=(), evaluate_after=True, export_after=None):
     if not is_chief():
         return summary
     return finish(job, summary, evaluate_after, export_after)
+
+
+def prebuild(model, dataset, batch_size):
+    """Build the compiled metrics (and the optimizer) on a real batch before `fit`.
+
+    Under a tf.distribute strategy, Keras' fit builds whatever is unbuilt from a batch it first reduces across
+    replicas with MEAN (`_maybe_symbolic_build`), which turns integer ids and labels into floats: the model then
+    mistakes class labels for multi-label targets. With everything built beforehand that step has nothing to do.
+    """
+    batch = next(iter(dataset.epoch(batch_size, shuffle=False)))
+    outputs = model(batch, training=False)
+    model.compute_metrics(batch, None, outputs)
+    model.reset_metrics()
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
 
 
 def _train_fit(job, strategy, extra_callbacks):
@@ -388,6 +403,7 @@ def _train_fit(job, strategy, extra_callbacks):
     with strategy.scope():
         model = job.build_model(config, job.policy())
         job.compile(model, total_steps)
+        prebuild(model, train_data, job.batch_size)
     monitor, mode = job.monitor()
     callbacks = []
     if validation is not None:
