@@ -107,3 +107,30 @@ def test_exports_reload_in_a_fresh_process_and_match(trained, tmp_path):
         tokenizer = job.tokenizer if texts else None
         jobs.append((task, model, inputs, tokenizer, texts))
     helpers.export_and_check(jobs, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["token-classification", "question-answering", "masked-lm", "multiple-choice"])
+def test_exported_job_models_predict_readable_results(trained, task, tmp_path):
+    from tfmodels.training import predict
+    run = trained[task]
+    job = runner.Job(run["recipe"])
+    model = job.family.head_class(task).from_pretrained(run["resumed"]["final_dir"])
+    path = runner.export(job, model, str(tmp_path / "export" / "1"))
+    served = predict.load_runner(path)
+    assert served.task == task
+    if task == "token-classification":
+        rows = examples_from(task, ["Anna Schmidt visited Berlin ."])
+        tags = predict.predict(served, rows)[0]["tags"].split()
+        assert [t.rsplit("/", 1)[0] for t in tags] == ["Anna", "Schmidt", "visited", "Berlin", "."]
+        assert all(t.rsplit("/", 1)[1] in job.label_names for t in tags)
+    elif task == "question-answering":
+        rows = examples_from(task, ["Where does Anna live?"], ["Anna lives in Paris. Ben works as a chef."])
+        result = predict.predict(served, rows)[0]
+        assert result["answer"] and result["answer"] in rows[0]["context"]
+    elif task == "masked-lm":
+        result = predict.predict(served, examples_from(task, ["The cat is <mask> today."]))[0]
+        assert len(result["masks"]) == 1
+    else:
+        rows = examples_from(task, ["Anna lives in Oslo. Where does Anna live? | Rome | Oslo | Lima | Paris"])
+        assert predict.predict(served, rows)[0]["answer"] in ("Rome", "Oslo", "Lima", "Paris")
