@@ -52,6 +52,8 @@ class FamilySpec:
         attribute (e.g. "attention_window", "block_size"; a list value takes its maximum), or a callable
         config -> int. None: any length.
     modality: "text" or "image" (main input input_ids or pixel_values).
+    max_length: the longest sequence a config takes: an int, a callable config -> int, or None for the config's
+        max_position_embeddings (when it has one; XLM-R-style position ids start at pad_token_id + 1).
     """
     name: str
     prefix: str
@@ -61,6 +63,7 @@ class FamilySpec:
     heads: dict = dataclasses.field(default_factory=dict)
     pad_to_multiple_of: object = None
     modality: str = "text"
+    max_length: object = None
     module: str = None  # filled in by discovery: the package that declared the spec
 
     # ---------------------------------------------------------------------------------------------------
@@ -134,6 +137,14 @@ class FamilySpec:
         if isinstance(value, (list, tuple)):
             value = max(value)
         return max(1, int(value))
+
+    def max_positions(self, config):
+        """The longest input sequence `config` allows (None: no limit known)."""
+        if callable(self.max_length):
+            return int(self.max_length(config))
+        if self.max_length is not None:
+            return int(self.max_length)
+        return getattr(config, "max_position_embeddings", None)
 
     def configs(self):
         """Config files in configs/ for this family (by model_type)."""

@@ -75,6 +75,14 @@ def test_pad_multiple_rules():
     assert registry.FamilySpec("a", "A", pad_to_multiple_of=lambda c: 2 * c.block_size).pad_multiple(Config) == 16
 
 
+def test_max_positions():
+    import tfmodels
+    config = tfmodels.XLMRobertaXLConfig(max_position_embeddings=130, pad_token_id=1)
+    assert registry.get_family("xlm-roberta-xl").max_positions(config) == 128
+    assert registry.FamilySpec("a", "A").max_positions(config) == 130
+    assert registry.FamilySpec("a", "A", max_length=64).max_positions(config) == 64
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Recipes
 

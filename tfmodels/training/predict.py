@@ -51,13 +51,11 @@ def examples_from(task, texts=None, text_pairs=None, input_path=None, images=Non
 
 def _load_tokenizer(directory, class_name=None):
     from tfmodels.training.runner import _tokenizer_class
-    from tfmodels.registry import families
     if class_name is None:
         config_path = os.path.join(directory, "tokenizer_config.json")
         with open(config_path, encoding="utf-8") as f:
             class_name = json.load(f)["tokenizer_class"]
-    family = next(iter(families().values()))
-    return _tokenizer_class(class_name, family).from_pretrained(directory)
+    return _tokenizer_class(class_name).from_pretrained(directory)
 
 
 class SavedModelRunner:

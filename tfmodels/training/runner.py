@@ -198,11 +198,8 @@ class Job:
 
     def max_length(self, config=None):
         max_length = int(self.recipe["data"]["max_length"])
-        if config is not None and hasattr(config, "max_position_embeddings"):
-            pad = getattr(config, "pad_token_id", None)
-            offset = pad + 1 if config.model_type in ("xlm-roberta-xl", "longformer", "roberta") and pad else 0
-            max_length = min(max_length, config.max_position_embeddings - offset)
-        return max_length
+        limit = self.family.max_positions(config) if config is not None else None
+        return min(max_length, limit) if limit else max_length
 
     def pad_multiple(self, config):
         given = self.recipe["data"]["pad_to_multiple_of"]
@@ -280,9 +277,13 @@ class Job:
         return monitor, mode
 
 
-def _tokenizer_class(name, family):
+def _tokenizer_class(name, family=None):
     import importlib
-    for module_name in ("tfmodels.tokenizers", family.module, "tfmodels.training.word_tokenizer", "tfmodels"):
+    modules = ("tfmodels.tokenizers", family.module if family is not None else None,
+               "tfmodels.training.word_tokenizer", "tfmodels")
+    for module_name in modules:
+        if module_name is None:
+            continue
         module = importlib.import_module(module_name)
         if hasattr(module, name):
             return getattr(module, name)
