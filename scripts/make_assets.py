@@ -18,8 +18,8 @@ from tfmodels.training.word_tokenizer import WordLevelTokenizer  # noqa: E402
 
 ASSETS = os.path.join(os.path.dirname(__file__), "..", "tfmodels", "assets")
 # ListOps size and shape: trains in a few minutes on 2 CPU cores (see the listops recipe).
-LISTOPS_TRAIN, LISTOPS_EVAL = 6000, 500
-LISTOPS_SHAPE = dict(min_length=20, max_length=300, max_depth=6, max_args=6)
+LISTOPS_TRAIN, LISTOPS_EVAL = 8000, 500
+LISTOPS_SHAPE = dict(min_length=10, max_length=300, max_depth=3, max_args=6)
 
 
 def train_sentencepiece(output_path, vocab_size, model_type, **ids):
