@@ -248,3 +248,32 @@ def test_image_processor_settings_are_read_from_the_processor():
     settings = data.image_settings(Processor(), {"image_std": [1.0, 1.0, 1.0]})
     assert settings["image_size"] == [48, 48] and settings["image_mean"] == Processor.image_mean
     assert settings["image_std"] == [1.0, 1.0, 1.0] and settings["reduce_labels"] is True
+
+
+def test_encoded_image_signature_preprocesses_like_the_pipeline(tmp_path):
+    """exporting.add_image_signature on a SavedModel whose serving_default takes pixel_values (as the image heads'
+    exports do): serving_image(encoded bytes) == serving_default(pipeline pixels); other signatures are kept."""
+    from tfmodels.training import exporting
+
+    class Summed(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = tf.Variable([1.0, 2.0, 3.0])
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 3, None, None], tf.float32, name="pixel_values")])
+        def serve(self, pixel_values):
+            return {"logits": tf.reduce_mean(pixel_values, axis=[2, 3]) * self.scale}
+
+    module = Summed()
+    path = str(tmp_path / "export" / "1")
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve.get_concrete_function()})
+    settings = data.image_settings(overrides={"image_size": 16})
+    assert exporting.add_image_signature(path, settings) == "serving_image"
+    rows = readers.read(readers.resolve_path("assets:data/shapes/validation"))[:4]
+    loaded = tf.saved_model.load(path)
+    assert {"serving_default", "serving_image"} <= set(loaded.signatures)
+    served = loaded.signatures["serving_image"](image_bytes=tf.stack([tf.io.read_file(r["image"]) for r in rows]))
+    pixels = next(iter(data.ImageDataset(rows, settings, "image-classification", list(synthetic_data.SHAPES))
+                       .epoch(4, shuffle=False)))["pixel_values"]
+    expected = loaded.signatures["serving_default"](pixel_values=pixels)["logits"]
+    np.testing.assert_allclose(served["logits"].numpy(), expected.numpy(), atol=1e-5)
