@@ -1,6 +1,6 @@
 """Regenerate the bundled assets in tfmodels/assets/ (tokenizer models and small datasets), offline.
 
-    python scripts/make_assets.py [--only xlm_roberta,data]
+    python scripts/make_assets.py [--only xlm_roberta,data,listops,tasks,images]
 
 Everything is derived from tfmodels.training.synthetic_text with fixed seeds (sentencepiece training is not
 byte-for-byte deterministic, so the committed files are the reference the tests were run with).
@@ -14,9 +14,13 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from tfmodels.training import synthetic_text  # noqa: E402
+from tfmodels.training import listops, synthetic_data, synthetic_text  # noqa: E402
+from tfmodels.training.word_tokenizer import WordLevelTokenizer  # noqa: E402
 
 ASSETS = os.path.join(os.path.dirname(__file__), "..", "tfmodels", "assets")
+# ListOps size and shape: trains in a few minutes on 2 CPU cores (see the listops recipe).
+LISTOPS_TRAIN, LISTOPS_EVAL = 8000, 500
+LISTOPS_SHAPE = dict(min_length=10, max_length=300, max_depth=3, max_args=6)
 
 
 def train_sentencepiece(output_path, vocab_size, model_type, extra_lines=(), **ids):
@@ -97,12 +101,59 @@ def write_jsonl(path, rows):
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def write_text(path, text, mode="w"):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+        f.write(text)
+
+
 def make_data():
     write_jsonl(os.path.join(ASSETS, "data", "sentiment", "train.jsonl"), synthetic_text.sentiment_examples(800, 1))
     write_jsonl(os.path.join(ASSETS, "data", "sentiment", "test.jsonl"), synthetic_text.sentiment_examples(200, 2))
 
 
-BUILDERS = {"xlm_roberta": make_xlm_roberta, "albert": make_albert, "xlnet": make_xlnet, "data": make_data}
+def make_listops():
+    """ListOps (see tfmodels/training/listops.py): train / validation / test JSONL and the word vocabulary."""
+    folder = os.path.join(ASSETS, "data", "listops")
+    sizes = {"train": (LISTOPS_TRAIN, 11), "validation": (LISTOPS_EVAL, 12), "test": (LISTOPS_EVAL, 13)}
+    for split, (num, seed) in sizes.items():
+        write_jsonl(os.path.join(folder, f"{split}.jsonl"), listops.examples(num, seed, **LISTOPS_SHAPE))
+    tokenizer = WordLevelTokenizer.from_words(listops.WORDS)
+    tokenizer.save_pretrained(folder)
+
+
+def make_tiny_tasks():
+    """Tiny QA (SQuAD JSON), token labelling (CoNLL), multiple choice (JSONL) and masked-LM text."""
+    data = os.path.join(ASSETS, "data")
+    for split, (num, seed) in {"train": (60, 21), "validation": (12, 22)}.items():
+        write_text(os.path.join(data, "qa", f"{split}.json"),
+                   json.dumps(synthetic_data.squad(num, seed), indent=1, ensure_ascii=False) + "\n")
+    for split, (num, seed) in {"train": (200, 31), "validation": (40, 32)}.items():
+        write_text(os.path.join(data, "ner", f"{split}.conll"),
+                   synthetic_data.conll_text(synthetic_data.ner_sentences(num, seed)))
+    for split, (num, seed) in {"train": (160, 41), "validation": (40, 42)}.items():
+        write_jsonl(os.path.join(data, "multiple_choice", f"{split}.jsonl"), synthetic_data.multiple_choice(num, seed))
+    for split, (num, seed) in {"train": (400, 51), "validation": (80, 52)}.items():
+        write_text(os.path.join(data, "mlm", f"{split}.txt"), "\n".join(synthetic_data.mlm_lines(num, seed)) + "\n")
+
+
+def make_images():
+    """Tiny image set: shapes/<split>/<class>/*.png and shapes_segmentation/<split>/{images,masks}/*.png."""
+    root = os.path.join(ASSETS, "data", "shapes")
+    for split, (per_class, seed) in {"train": (16, 61), "validation": (6, 62)}.items():
+        for label, images in synthetic_data.classification_images(per_class, seed).items():
+            for i, image in enumerate(images):
+                write_text(os.path.join(root, split, label, f"{i:03d}.png"), synthetic_data.encode_png(image), "wb")
+    root = os.path.join(ASSETS, "data", "shapes_segmentation")
+    for split, (num, seed) in {"train": (32, 71), "validation": (12, 72)}.items():
+        for i, (image, mask) in enumerate(synthetic_data.segmentation_images(num, seed)):
+            write_text(os.path.join(root, split, "images", f"{i:03d}.png"), synthetic_data.encode_png(image), "wb")
+            write_text(os.path.join(root, split, "masks", f"{i:03d}.png"), synthetic_data.encode_png(mask), "wb")
+    write_text(os.path.join(root, "labels.txt"), "\n".join(synthetic_data.SEGMENTATION_LABELS) + "\n")
+
+
+BUILDERS = {"xlm_roberta": make_xlm_roberta, "albert": make_albert, "xlnet": make_xlnet, "data": make_data,
+            "listops": make_listops, "tasks": make_tiny_tasks, "images": make_images}
 
 
 def main():

@@ -49,6 +49,14 @@ def _arrays_to_tensors(value):
     return value
 
 
+def scale_loss_for_replicas(loss):
+    """The loss divided by the number of replicas in sync, as Keras' compiled losses do: under a tf.distribute
+    strategy the replicas' gradients are summed, so each replica must contribute its share of the mean.
+    (Keras' train/test steps multiply the value back for the loss they report.)"""
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss / tf.cast(replicas, loss.dtype) if replicas > 1 else loss
+
+
 def _snake_case(name):
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
 
@@ -199,7 +207,7 @@ class PreTrainedModel(keras.Model):
                              "Keras loss to weight samples.")
         for extra in self.losses:
             loss = loss + tf.cast(extra, loss.dtype)
-        return loss
+        return scale_loss_for_replicas(loss)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         if y is None:

@@ -1,0 +1,206 @@
+"""Callbacks of the training job.
+
+- ResumableBackup: keras.callbacks.BackupAndRestore (weights + optimizer state every `save_freq` steps) that
+  also resumes *inside* an epoch. Keras restores the epoch only and replays it from its first batch; here the
+  data stream given to `fit` already starts at the first batch the interrupted run had not trained on
+  (`resume_point` tells the job where), and the first `skip` steps of the resumed epoch are passed over without
+  training, so a resumed run trains exactly the steps an uninterrupted one would, on the same batches.
+- EvaluationCallback: full validation-set metrics (tfmodels.training.evaluation) into the epoch logs as `val_*`.
+- BestModelCheckpoint: `save_pretrained` of the best model so far by a monitored `val_*` value (kept across
+  resumes), used for the final evaluation and the export.
+"""
+import json
+import math
+import os
+
+import keras
+
+from tfmodels.core.logging import logger
+from tfmodels.training import evaluation
+
+METADATA_FILE = "training_metadata.json"
+
+
+def resume_point(backup_dir):
+    """(epoch, batches already trained in that epoch) from a BackupAndRestore folder; (0, 0) if none."""
+    path = os.path.join(backup_dir, METADATA_FILE)
+    if not os.path.isfile(path):
+        return 0, 0
+    with open(path, encoding="utf-8") as f:
+        metadata = json.load(f)
+    epoch = int(metadata.get("epoch", 0))
+    batch = int(metadata.get("batch", 0))
+    # "batch" is the index of the last batch trained in `epoch` when the backup was written (0 right after an
+    # epoch ended, when `epoch` already names the next one and nothing of it was trained).
+    # Keras' own metadata lacks "mid_epoch": there, batch 0 means an epoch boundary.
+    trained = batch + 1 if metadata.get("mid_epoch", batch > 0) else 0
+    return epoch, trained
+
+
+class ResumableBackup(keras.callbacks.BackupAndRestore):
+    def __init__(self, backup_dir, save_freq, steps_per_epoch):
+        super().__init__(backup_dir, save_freq=save_freq, delete_checkpoint=True)
+        self.steps_per_epoch = steps_per_epoch
+        self.skip = 0
+        self._mid_epoch = False
+
+    def on_train_begin(self, logs=None):
+        epoch, trained = resume_point(self.backup_dir)
+        super().on_train_begin(logs)
+        if trained:
+            self.skip = min(trained, self.steps_per_epoch)
+            self._install_skipping()
+            logger.info(f"resuming at epoch {epoch + 1}, step {self.skip} of {self.steps_per_epoch} "
+                        f"(optimizer step {int(self.model.optimizer.iterations.numpy())})")
+        elif os.path.isfile(os.path.join(self.backup_dir, METADATA_FILE)):
+            logger.info(f"resuming at the start of epoch {epoch + 1} "
+                        f"(optimizer step {int(self.model.optimizer.iterations.numpy())})")
+
+    def _install_skipping(self):
+        model = self.model
+        train_function = model.train_function
+        remaining = [self.skip]
+
+        def skipping(iterator):
+            if remaining[0] > 0:
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    model.train_function = train_function
+                return {}
+            return train_function(iterator)
+
+        model.train_function = skipping
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._mid_epoch = True
+        super().on_train_batch_end(batch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._mid_epoch = False
+        super().on_epoch_end(epoch, logs)
+
+    def _save_model(self):
+        super()._save_model()
+        path = os.path.join(self.backup_dir, METADATA_FILE)
+        with open(path, encoding="utf-8") as f:
+            metadata = json.load(f)
+        metadata["mid_epoch"] = self._mid_epoch
+        metadata["optimizer_step"] = int(self.model.optimizer.iterations.numpy())
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(metadata, f)
+
+
+class EvaluationCallback(keras.callbacks.Callback):
+    def __init__(self, dataset, task, batch_size, tokenizer=None, label_names=None, verbose=True):
+        super().__init__()
+        self.dataset = dataset
+        self.task = task
+        self.batch_size = batch_size
+        self.tokenizer = tokenizer
+        self.label_names = label_names
+        self.verbose = verbose
+
+    def on_epoch_end(self, epoch, logs=None):
+        results = evaluation.evaluate(self.model, self.dataset, self.task, self.batch_size, self.tokenizer,
+                                      self.label_names)
+        if logs is not None:
+            logs.update({f"val_{k}": v for k, v in results.items()})
+        if self.verbose:
+            print(f"epoch {epoch + 1} validation: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()),
+                  flush=True)
+
+
+class BestModelCheckpoint(keras.callbacks.Callback):
+    def __init__(self, directory, monitor, mode="max", tokenizer=None):
+        super().__init__()
+        self.directory = directory
+        self.monitor = monitor
+        self.mode = mode
+        self.tokenizer = tokenizer
+        self.state_path = os.path.join(directory, "best.json")
+        self.best = -math.inf if mode == "max" else math.inf
+        if os.path.isfile(self.state_path):
+            with open(self.state_path, encoding="utf-8") as f:
+                self.best = json.load(f)["value"]
+
+    def _better(self, value):
+        return value > self.best if self.mode == "max" else value < self.best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            logger.warning(f"best-model checkpoint: {self.monitor} not in the logs ({', '.join(logs or {})})")
+            return
+        if self._better(float(value)):
+            self.best = float(value)
+            self.model.save_pretrained(self.directory)
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(self.directory)
+            with open(self.state_path, "w", encoding="utf-8") as f:
+                json.dump({"monitor": self.monitor, "value": self.best, "epoch": epoch + 1}, f)
+
+
+class FailAfterSteps(keras.callbacks.Callback):
+    """Raise after `steps` training steps: simulates a crash (used by the resume tests and `--fail-after`)."""
+
+    def __init__(self, steps):
+        super().__init__()
+        self.steps = int(steps)
+        self.seen = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen >= self.steps:
+            raise SimulatedCrash(f"simulated crash after {self.seen} steps")
+
+
+class SimulatedCrash(RuntimeError):
+    pass
+
+
+class TensorBoardScalars(keras.callbacks.Callback):
+    """TensorBoard event files with the epoch metrics (train/ and validation/ runs, `epoch_<name>` tags, as
+    keras.callbacks.TensorBoard names them) and the learning rate. Written with core TF summary ops only, so it
+    works without the `tensorboard` package installed (which is needed to *view* the logs)."""
+
+    def __init__(self, log_dir):
+        super().__init__()
+        self.log_dir = log_dir
+        self._writers = {}
+
+    def _writer(self, run):
+        import tensorflow as tf
+        if run not in self._writers:
+            self._writers[run] = tf.summary.create_file_writer(os.path.join(self.log_dir, run))
+        return self._writers[run]
+
+    @staticmethod
+    def _scalar(tag, value, step):
+        import tensorflow as tf
+        from tensorflow.core.framework import summary_pb2
+        metadata = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(
+            plugin_name="scalars"))
+        tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step, metadata=metadata)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None:
+            logs["learning_rate"] = float(optimizer.learning_rate.numpy()) if hasattr(
+                optimizer.learning_rate, "numpy") else float(optimizer.learning_rate)
+        for run, items in (("train", {k: v for k, v in logs.items() if not k.startswith("val_")}),
+                           ("validation", {k[4:]: v for k, v in logs.items() if k.startswith("val_")})):
+            if not items:
+                continue
+            with self._writer(run).as_default():
+                for name, value in items.items():
+                    try:
+                        self._scalar(f"epoch_{name}", value, epoch)
+                    except (TypeError, ValueError):
+                        continue
+            self._writers[run].flush()
+
+    def on_train_end(self, logs=None):
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
