@@ -77,16 +77,24 @@ def test_bad_mode_is_rejected():
 @pytest.mark.skipif(not cuda_harness.nvcc_available(), reason="nvcc is not installed on this machine")
 def test_cuda_sources_compile_with_nvcc(tmp_path):
     """Every CUDA source (TF GPU kernels and TF-free harnesses) compiles with nvcc."""
-    tf_include = tf.sysconfig.get_include()
-    cuda_include = os.path.join(tf_include, "third_party", "gpus", "cuda", "include")
     flags = [f for f in tf.sysconfig.get_compile_flags() if f != "--std=c++17"]
     sources = [os.path.join(root, f) for root, _, files in os.walk(cuda_harness.CUSTOM_OPS) for f in files
                if f.endswith(".cu.cc")]
     for source in sources:
         command = ["nvcc", "-c", "-x", "cu", "-std=c++17", "--expt-relaxed-constexpr", "-DGOOGLE_CUDA=1",
-                   "-Xcompiler", "-fPIC", f"-I{cuda_include}", f"-I{cuda_harness.CUSTOM_OPS}",
+                   "-Xcompiler", "-fPIC", *loader.cuda_include_flags(), f"-I{cuda_harness.CUSTOM_OPS}",
                    "-gencode", "arch=compute_90,code=sm_90", *flags, source, "-o", str(tmp_path / "k.o")]
         result = subprocess.run(command, capture_output=True, text=True)
         assert result.returncode == 0, f"{source}:\n{result.stderr[-3000:]}"
     for family in cuda_harness.harness_families():
         cuda_harness.build_harness(family, str(tmp_path))
+
+
+@pytest.mark.skipif(not cuda_harness.nvcc_available(), reason="nvcc is not installed on this machine")
+def test_nvcc_headers_come_before_the_cuda_headers_bundled_with_tf():
+    """nvcc's kernel stubs need nvcc's own crt/host_runtime.h: a kernel compiled with TF's bundled CUDA 12
+    headers first fails under nvcc 13 (`macro "__cudaLaunch" passed 2 arguments`)."""
+    flags = loader.cuda_include_flags()
+    own = [f"-I{d}" for d in loader.nvcc_include_dirs()]
+    assert own and all(os.path.isfile(os.path.join(f[2:], "cuda_runtime.h")) for f in own)
+    assert flags[:len(own)] == own and flags[-1].endswith(os.path.join("third_party", "gpus", "cuda", "include"))
