@@ -78,6 +78,10 @@ def _separator_global_mask(input_ids, sep_token_id, before_sep_token, head_name)
     return tf.where(well_formed, tf.cast(mask, tf.int32), tf.zeros_like(input_ids, tf.int32))
 
 
+def _has_rank(tensor, rank):
+    return tensor is not None and tensor.shape.rank == rank
+
+
 def _first_token_global_mask(reference):
     """Global attention on the first token (<s>, the classification token)."""
     positions = tf.range(tf.shape(reference)[1])[None, :]
@@ -524,9 +528,9 @@ class LongformerForSequenceClassification(tasks.SequenceClassificationTask, Long
     def base_inputs(self, inputs):
         if inputs.get("global_attention_mask") is None:
             reference = inputs.get("input_ids")
-            if reference is None and inputs.get("inputs_embeds") is not None:
+            if reference is None and _has_rank(inputs.get("inputs_embeds"), 3):
                 reference = inputs["inputs_embeds"][:, :, 0]
-            if reference is not None:
+            if _has_rank(reference, 2):  # (other ranks fail in the main layer's input checks)
                 inputs = {**inputs, "global_attention_mask": _first_token_global_mask(reference)}
         return inputs
 
@@ -549,7 +553,7 @@ class LongformerForMultipleChoice(tasks.MultipleChoiceTask, LongformerPreTrained
 
     def base_inputs(self, inputs):
         flat = super().base_inputs(inputs)
-        if flat.get("global_attention_mask") is None and flat.get("input_ids") is not None:
+        if flat.get("global_attention_mask") is None and _has_rank(flat.get("input_ids"), 2):
             flat = {**flat, "global_attention_mask": _separator_global_mask(
                 flat["input_ids"], self.config.sep_token_id, False, type(self).__name__)}
         return flat
@@ -587,7 +591,7 @@ class LongformerForQuestionAnswering(tasks.QuestionAnsweringTask, LongformerPreT
         self.qa_outputs = layers.dense(config.num_labels, config.initializer_range, name="qa_outputs")
 
     def base_inputs(self, inputs):
-        if inputs.get("global_attention_mask") is None and inputs.get("input_ids") is not None:
+        if inputs.get("global_attention_mask") is None and _has_rank(inputs.get("input_ids"), 2):
             inputs = {**inputs, "global_attention_mask": _separator_global_mask(
                 inputs["input_ids"], self.config.sep_token_id, True, type(self).__name__)}
         return inputs
