@@ -94,6 +94,34 @@ def make_xlnet():
                         user_defined_symbols=["<eop>", ".", "(", ")", '"', "-", "\u2013", "\u00a3", "\u20ac"])
 
 
+def make_roberta(vocab_size=1000):
+    """Byte-level BPE in RoBERTa's layout (vocab.json + merges.txt; <s> 0, <pad> 1, </s> 2, <unk> 3, <mask>
+    last), trained with the `tokenizers` library on the synthetic corpus."""
+    from tokenizers import ByteLevelBPETokenizer
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>"]
+    trainer = ByteLevelBPETokenizer()
+    trainer.train_from_iterator(synthetic_text.corpus(), vocab_size=vocab_size - 1, min_frequency=2,
+                                special_tokens=specials, show_progress=False)
+    directory = os.path.join(ASSETS, "roberta")
+    os.makedirs(directory, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab_path, merges_path = trainer.save_model(tmp)
+        with open(vocab_path, encoding="utf-8") as f:
+            vocab = json.load(f)
+        with open(merges_path, encoding="utf-8") as f:
+            merges = [line for line in f.read().split("\n")[1:] if line]
+    ordered = sorted(vocab.items(), key=lambda item: item[1])
+    assert [token for token, _ in ordered[:4]] == specials, ordered[:4]
+    vocab = {token: index for index, (token, _) in enumerate(ordered)}
+    vocab["<mask>"] = len(vocab)
+    with open(os.path.join(directory, "vocab.json"), "w", encoding="utf-8") as f:
+        json.dump(vocab, f, ensure_ascii=False, indent=1)
+        f.write("\n")
+    with open(os.path.join(directory, "merges.txt"), "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n" + "".join(line + "\n" for line in merges))
+
+
 def write_jsonl(path, rows):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
@@ -152,8 +180,8 @@ def make_images():
     write_text(os.path.join(root, "labels.txt"), "\n".join(synthetic_data.SEGMENTATION_LABELS) + "\n")
 
 
-BUILDERS = {"xlm_roberta": make_xlm_roberta, "albert": make_albert, "xlnet": make_xlnet, "data": make_data,
-            "listops": make_listops, "tasks": make_tiny_tasks, "images": make_images}
+BUILDERS = {"xlm_roberta": make_xlm_roberta, "albert": make_albert, "xlnet": make_xlnet, "roberta": make_roberta,
+            "data": make_data, "listops": make_listops, "tasks": make_tiny_tasks, "images": make_images}
 
 
 def main():

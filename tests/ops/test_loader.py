@@ -104,3 +104,13 @@ def test_cuda_sources_compile_with_nvcc(tmp_path):
         assert result.returncode == 0, f"{source}:\n{result.stderr[-3000:]}"
     for family in cuda_harness.harness_families():
         cuda_harness.build_harness(family, str(tmp_path))
+
+
+@pytest.mark.skipif(not cuda_harness.nvcc_available(), reason="nvcc is not installed on this machine")
+def test_nvcc_headers_come_before_the_cuda_headers_bundled_with_tf():
+    """nvcc's kernel stubs need nvcc's own crt/host_runtime.h: a kernel compiled with TF's bundled CUDA 12
+    headers first fails under nvcc 13 (`macro "__cudaLaunch" passed 2 arguments`)."""
+    flags = loader.cuda_include_flags()
+    own = [f"-I{d}" for d in loader.nvcc_include_dirs()]
+    assert own and all(os.path.isfile(os.path.join(f[2:], "cuda_runtime.h")) for f in own)
+    assert flags[:len(own)] == own and flags[-1].endswith(os.path.join("third_party", "gpus", "cuda", "include"))

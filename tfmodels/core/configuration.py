@@ -61,11 +61,14 @@ class PretrainedConfig:
     defaults = {}
     # HF aliases: reading `config.alias` reads `config.target` (e.g. XLNet's n_head -> num_attention_heads).
     attribute_map = {}
+    # Keys that published config.json files of the family carry but that configure nothing (legacy fields of
+    # the original release): accepted, kept and written back unchanged, like HF_PASSTHROUGH_KEYS.
+    passthrough_keys = frozenset()
 
     def __init__(self, strict=True, **kwargs):
         kwargs = {self.attribute_map.get(k, k) if k not in self.defaults else k: v for k, v in kwargs.items()}
         unknown = [k for k in kwargs if k not in self.defaults and k not in COMMON_DEFAULTS
-                   and k not in _LABEL_KEYS and k not in HF_PASSTHROUGH_KEYS]
+                   and k not in _LABEL_KEYS and k not in HF_PASSTHROUGH_KEYS and k not in self.passthrough_keys]
         if unknown and strict:
             raise ValueError(self._unknown_keys_message(unknown))
         values = {**COMMON_DEFAULTS, **copy.deepcopy(self.defaults)}

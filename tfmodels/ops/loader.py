@@ -14,6 +14,7 @@ import fcntl
 import glob
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import threading
@@ -53,6 +54,36 @@ def cuda_wanted():
     if setting in ("1", "true", "yes"):
         return have_nvcc
     return have_nvcc and bool(tf.config.list_physical_devices("GPU"))
+
+
+def nvcc_include_dirs():
+    """The CUDA include directories nvcc itself uses (from `nvcc --dryrun`), [] when unknown."""
+    global _NVCC_INCLUDES
+    if _NVCC_INCLUDES is None:
+        _NVCC_INCLUDES = []
+        try:
+            result = subprocess.run(["nvcc", "--dryrun", "-x", "cu", "-c", os.devnull, "-o", os.devnull],
+                                    capture_output=True, text=True, timeout=60)
+            for line in (result.stdout + result.stderr).splitlines():
+                if "INCLUDES=" in line and "SYSTEM_INCLUDES" not in line:
+                    _NVCC_INCLUDES = [flag[2:] for flag in shlex.split(line.split("INCLUDES=", 1)[1])
+                                      if flag.startswith("-I")]
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return list(_NVCC_INCLUDES)
+
+
+_NVCC_INCLUDES = None
+
+
+def cuda_include_flags():
+    """Include flags for compiling a TF `.cu.cc` with nvcc: nvcc's own CUDA headers first, then the CUDA
+    headers bundled with TensorFlow. nvcc writes host stubs for its kernels against its own
+    crt/host_runtime.h (nvcc 13 calls __cudaLaunch with two arguments; the CUDA 12 headers bundled with TF
+    2.21 define it with one), so its own headers must win; TF's headers that name
+    "third_party/gpus/cuda/include/..." still find the bundled copy."""
+    bundled = os.path.join(tf.sysconfig.get_include(), "third_party", "gpus", "cuda", "include")
+    return [f"-I{d}" for d in nvcc_include_dirs()] + [f"-I{bundled}"]
 
 
 def tf_compile_flags():
@@ -198,7 +229,7 @@ def nvcc_compile_command(source, output, include=(), archs=None):
     (`macro "__cudaLaunch" passed 2 arguments, but takes just 1`).
     """
     return (["nvcc", "-c", "-x", "cu", "-std=c++17", "--expt-relaxed-constexpr", "-DGOOGLE_CUDA=1", "-Xcompiler",
-             "-fPIC", "-O2"] + list(NVCC_ARCHS if archs is None else archs) + list(include)
+             "-fPIC", "-O2"] + list(NVCC_ARCHS if archs is None else archs) + cuda_include_flags() + list(include)
             + [f for f in tf_compile_flags() if f != "--std=c++17"] + [source, "-o", output])
 
 

@@ -1,0 +1,445 @@
+// Sliding-window (banded) attention products, TF-free: templated functors on raw pointers, shared by the TF
+// CPU kernels (sliding_window_ops.cc) and the CUDA test harness (harness.cu).
+//
+// Layout (Longformer's): query/key/value [batch, seq, heads, dim]; scores/probabilities
+// [batch, seq, heads, X + 2w + 1] where the first X columns belong to X "global" keys [batch, X, heads, dim]
+// and column X + j to key position i + j - w (the band, one-sided window w).
+//
+//   BandedScores:           s[i, c<X]   = q_i . gk_c                   (fill where global_keep[c] is false)
+//                           s[i, X + j] = q_i . k_{i+j-w}              (fill out of range / key_keep false)
+//   BandedApply:            o_i = sum_c p[i,c] gv_c + sum_j p[i,X+j] v_{i+j-w}   (masked entries skipped)
+//   BandedApplyTransposed:  o_m = sum_j p[m+w-j, X+j] u_{m+w-j}        (zero where key_keep[m] is false)
+//   GlobalApplyTransposed:  o_c = sum_i p[i,c] u_i                     (zero where global_keep[c] is false)
+//
+// The gradients are compositions of the four: for s = QK(q, k, gk): dq = Apply(ds, k, gk), dk =
+// ApplyTransposed(ds, q), dgk = GlobalApplyTransposed(ds, q); for o = PV(p, v, gv): dp = Scores(do, v, gv,
+// fill 0), dv = ApplyTransposed(p, do), dgv = GlobalApplyTransposed(p, do).
+//
+// CPU: work is split into (batch, head, block of kBlock query rows) units through a ParallelFor (see
+// common/parallel.h). Each unit copies the keys/values its block can see into a small contiguous buffer and
+// runs a register-tiled micro-kernel written for the compiler's auto-vectoriser; memory is O(seq * window).
+#ifndef TFMODELS_SLIDING_WINDOW_KERNELS_H_
+#define TFMODELS_SLIDING_WINDOW_KERNELS_H_
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__CUDACC__)
+#define TFMODELS_HOST_DEVICE __host__ __device__
+#else
+#define TFMODELS_HOST_DEVICE
+#endif
+
+namespace tfmodels {
+namespace sliding_window {
+
+struct Dims {
+  int64_t batch = 0, seq = 0, heads = 0, dim = 0, num_global = 0, window = 0;
+  TFMODELS_HOST_DEVICE int64_t band() const { return 2 * window + 1; }
+  TFMODELS_HOST_DEVICE int64_t cols() const { return num_global + band(); }
+  // Element offsets.
+  TFMODELS_HOST_DEVICE int64_t row(int64_t b, int64_t i, int64_t h) const { return ((b * seq + i) * heads + h) * dim; }
+  TFMODELS_HOST_DEVICE int64_t grow(int64_t b, int64_t c, int64_t h) const {
+    return ((b * num_global + c) * heads + h) * dim;
+  }
+  TFMODELS_HOST_DEVICE int64_t srow(int64_t b, int64_t i, int64_t h) const {
+    return ((b * seq + i) * heads + h) * cols();
+  }
+};
+
+// Accumulation type: float for float / half / bfloat16, double for double.
+template <typename T> struct AccType { using type = float; };
+template <> struct AccType<double> { using type = double; };
+
+constexpr int64_t kBlock = 64;   // query rows per work unit
+constexpr int kRows = 4;         // rows per micro-kernel tile
+constexpr int64_t kPad = 4;      // zero columns around a copied band row (>= kRows - 1)
+
+inline int64_t RoundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// 64-byte SIMD vectors through the GCC/Clang vector extension (AVX-512 registers, or pairs of AVX2 registers);
+// the compiler keeps a tile of them in registers, which plain arrays do not guarantee.
+template <typename A> struct Vec;
+template <> struct Vec<float> {
+  typedef float type __attribute__((vector_size(64)));
+  static constexpr int kLanes = 16;
+  static type Splat(float x) { return type{x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
+};
+template <> struct Vec<double> {
+  typedef double type __attribute__((vector_size(64)));
+  static constexpr int kLanes = 8;
+  static type Splat(double x) { return type{x, x, x, x, x, x, x, x}; }
+};
+
+template <typename A>
+inline typename Vec<A>::type LoadVec(const A* p) {
+  typename Vec<A>::type v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <typename A>
+inline void StoreVec(A* p, const typename Vec<A>::type& v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+template <typename A>
+inline typename Vec<A>::type Splat(A x) {
+  return Vec<A>::Splat(x);
+}
+
+// Per-thread scratch buffers, grown on demand and reused across calls.
+template <typename A>
+struct Scratch {
+  std::vector<A> a, b;
+  A* first(size_t n) { if (a.size() < n) a.resize(n); return a.data(); }
+  A* second(size_t n) { if (b.size() < n) b.resize(n); return b.data(); }
+};
+
+template <typename A>
+inline Scratch<A>& ThreadScratch() {
+  static thread_local Scratch<A> scratch;
+  return scratch;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Micro-kernels
+
+// out[r][c0 + t] = sum_d q[r][d] * kt[d][c0 + t]: kScoreRows rows x kCols vectors of columns.
+constexpr int kScoreRows = 8;
+template <typename A, int kCols>
+inline void ScoresTile(const A* q, int64_t qld, const A* kt, int64_t ld, int64_t dim, int64_t c0, A* out,
+                       int64_t old) {
+  using V = typename Vec<A>::type;
+  constexpr int L = Vec<A>::kLanes;
+  constexpr int kRows = kScoreRows;
+  V acc[kRows][kCols];
+  for (int r = 0; r < kRows; ++r)
+    for (int v = 0; v < kCols; ++v) acc[r][v] = V{};
+  const A* kp = kt + c0;
+  for (int64_t d = 0; d < dim; ++d, kp += ld) {
+    V kv[kCols];
+    for (int v = 0; v < kCols; ++v) kv[v] = LoadVec<A>(kp + v * L);
+    for (int r = 0; r < kRows; ++r) {
+      const V qv = Splat<A>(q[r * qld + d]);
+      for (int v = 0; v < kCols; ++v) acc[r][v] += qv * kv[v];
+    }
+  }
+  for (int r = 0; r < kRows; ++r)
+    for (int v = 0; v < kCols; ++v) StoreVec<A>(out + r * old + c0 + v * L, acc[r][v]);
+}
+
+// acc[r][:] += sum_c coef(r, c) * v[c][d0 : d0 + kCols * lanes] with coef(r, c) = coef[r * rstride + c * cstride].
+template <typename A, int kCols>
+inline void ApplyTile(const A* coef, int64_t rstride, int64_t cstride, const A* v, int64_t ld, int64_t ncols,
+                      int64_t d0, A* out, int64_t old) {
+  using V = typename Vec<A>::type;
+  constexpr int L = Vec<A>::kLanes;
+  V acc[kRows][kCols];
+  for (int r = 0; r < kRows; ++r)
+    for (int u = 0; u < kCols; ++u) acc[r][u] = V{};
+  const A* vp = v + d0;
+  const A* cp = coef;
+  for (int64_t c = 0; c < ncols; ++c, vp += ld, cp += cstride) {
+    V vv[kCols];
+    for (int u = 0; u < kCols; ++u) vv[u] = LoadVec<A>(vp + u * L);
+    for (int r = 0; r < kRows; ++r) {
+      const V pv = Splat<A>(cp[r * rstride]);
+      for (int u = 0; u < kCols; ++u) acc[r][u] += pv * vv[u];
+    }
+  }
+  for (int r = 0; r < kRows; ++r)
+    for (int u = 0; u < kCols; ++u) StoreVec<A>(out + r * old + d0 + u * L, acc[r][u]);
+}
+
+// out[r][:] = sum_c coef(r, c) * v[c][:] for kRows rows and all `dim` features.
+template <typename A>
+inline void ApplyRows(const A* coef, int64_t rstride, int64_t cstride, const A* v, int64_t ld, int64_t ncols,
+                      int64_t dim, A* out, int64_t old) {
+  constexpr int L = Vec<A>::kLanes;
+  int64_t d0 = 0;
+  for (; d0 + 4 * L <= dim; d0 += 4 * L) ApplyTile<A, 4>(coef, rstride, cstride, v, ld, ncols, d0, out, old);
+  for (; d0 + L <= dim; d0 += L) ApplyTile<A, 1>(coef, rstride, cstride, v, ld, ncols, d0, out, old);
+  for (; d0 < dim; ++d0) {
+    for (int r = 0; r < kRows; ++r) {
+      A s = A(0);
+      for (int64_t c = 0; c < ncols; ++c) s += coef[r * rstride + c * cstride] * v[c * ld + d0];
+      out[r * old + d0] = s;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// BandedScores: the keys of each (batch, head) are first transposed once into a workspace
+// kt[e][w + m] = k[m][e] (zero columns around the sequence), then each block of query rows runs ScoresTile
+// over the 2w + kRows key columns its row groups can see.
+
+template <typename A>
+struct ScoresLayout {
+  int64_t ncols, ld;
+  explicit ScoresLayout(const Dims& d) {
+    constexpr int64_t kTileCols = 2 * Vec<A>::kLanes;
+    ncols = RoundUp(kScoreRows + 2 * d.window, kTileCols);
+    ld = RoundUp(d.seq + kScoreRows + ncols, 16);
+  }
+};
+
+// Workspace elements (of the accumulation type) BandedScores needs.
+template <typename T>
+int64_t BandedScoresWorkspace(const Dims& d) {
+  using A = typename AccType<T>::type;
+  return d.batch * d.heads * d.dim * ScoresLayout<A>(d).ld;
+}
+
+template <typename T, typename ParallelFor>
+void BandedScores(const ParallelFor& parallel_for, const Dims& d, const T* q, const T* k, const T* gk,
+                  const bool* key_keep, const bool* global_keep, T fill, T* out,
+                  typename AccType<T>::type* workspace = nullptr) {
+  using A = typename AccType<T>::type;
+  constexpr int kCols = 2;                                   // vectors of columns per tile
+  constexpr int64_t kTileCols = kCols * Vec<A>::kLanes;
+  const int64_t S = d.seq, D = d.dim, w = d.window, X = d.num_global;
+  if (S == 0 || d.batch == 0 || d.heads == 0) return;
+  const ScoresLayout<A> layout(d);
+  const int64_t ncols = layout.ncols, ld = layout.ld;
+  std::vector<A> own;
+  if (workspace == nullptr) {
+    own.resize(static_cast<size_t>(BandedScoresWorkspace<T>(d)));
+    workspace = own.data();
+  }
+  // Phase 1: transpose the keys, 16 positions at a time.
+  constexpr int64_t kSpan = 16;
+  const int64_t spans = (ld + kSpan - 1) / kSpan;
+  parallel_for(d.batch * d.heads * spans, kSpan * (D + 1) * 2, [&](int64_t begin, int64_t end) {
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t sp = unit % spans, h = (unit / spans) % d.heads, b = unit / (spans * d.heads);
+      A* kt = workspace + (b * d.heads + h) * D * ld;
+      const int64_t c0 = sp * kSpan, c1 = std::min(ld, c0 + kSpan);
+      const T* rows[kSpan];
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t m = c - w;
+        rows[c - c0] = (m >= 0 && m < S) ? k + d.row(b, m, h) : nullptr;
+      }
+      for (int64_t e = 0; e < D; ++e) {
+        A* dst = kt + e * ld;
+        for (int64_t c = c0; c < c1; ++c) dst[c] = rows[c - c0] ? static_cast<A>(rows[c - c0][e]) : A(0);
+      }
+    }
+  });
+  // Phase 2: scores.
+  const int64_t blocks = (S + kBlock - 1) / kBlock;
+  const int64_t units = d.batch * d.heads * blocks;
+  const int64_t cost = kBlock * (d.band() + X) * (D + 2) * 2;
+  parallel_for(units, cost, [&](int64_t begin, int64_t end) {
+    Scratch<A>& scratch = ThreadScratch<A>();
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t blk = unit % blocks, h = (unit / blocks) % d.heads, b = unit / (blocks * d.heads);
+      const int64_t i0 = blk * kBlock, i1 = std::min(S, i0 + kBlock), rows = i1 - i0;
+      const int64_t padded_rows = RoundUp(rows, kScoreRows);
+      const A* kt = workspace + (b * d.heads + h) * D * ld + i0;  // column c <-> key i0 - w + c
+      A* buffer = scratch.second(static_cast<size_t>(padded_rows * D + kScoreRows * ncols));
+      A* qb = buffer;
+      A* res = buffer + padded_rows * D;
+      for (int64_t r = 0; r < padded_rows; ++r) {
+        A* dst = qb + r * D;
+        if (r < rows) {
+          const T* src = q + d.row(b, i0 + r, h);
+          for (int64_t e = 0; e < D; ++e) dst[e] = static_cast<A>(src[e]);
+        } else {
+          std::fill(dst, dst + D, A(0));
+        }
+      }
+      for (int64_t r0 = 0; r0 < rows; r0 += kScoreRows) {
+        // Row r0 + r sees columns [r0 + r, r0 + r + 2w] of kt; res column c <-> kt column r0 + c.
+        for (int64_t c0 = 0; c0 < ncols; c0 += kTileCols)
+          ScoresTile<A, kCols>(qb + r0 * D, D, kt + r0, ld, D, c0, res, ncols);
+        for (int r = 0; r < kScoreRows && r0 + r < rows; ++r) {
+          const int64_t i = i0 + r0 + r;
+          T* __restrict__ dst = out + d.srow(b, i, h);
+          const A* qi = qb + (r0 + r) * D;
+          for (int64_t c = 0; c < X; ++c) {
+            if (global_keep != nullptr && !global_keep[b * X + c]) {
+              dst[c] = fill;
+              continue;
+            }
+            const T* g = gk + d.grow(b, c, h);
+            A s = A(0);
+            for (int64_t e = 0; e < D; ++e) s += qi[e] * static_cast<A>(g[e]);
+            dst[c] = static_cast<T>(s);
+          }
+          // Band j <-> key i + j - w, valid for j in [lo, hi].
+          const A* __restrict__ band = res + r * ncols + r;
+          const int64_t lo = std::max<int64_t>(0, w - i), hi = std::min<int64_t>(2 * w, S - 1 - i + w);
+          T* __restrict__ dband = dst + X;
+          for (int64_t j = 0; j < lo; ++j) dband[j] = fill;
+          if (key_keep == nullptr) {
+            for (int64_t j = lo; j <= hi; ++j) dband[j] = static_cast<T>(band[j]);
+          } else {
+            const bool* __restrict__ keep = key_keep + b * S + i - w;
+            for (int64_t j = lo; j <= hi; ++j) {
+              const T value = static_cast<T>(band[j]);
+              dband[j] = keep[j] ? value : fill;
+            }
+          }
+          for (int64_t j = std::max(hi + 1, lo); j <= 2 * w; ++j) dband[j] = fill;
+        }
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// BandedApply / BandedApplyTransposed: per unit, the value rows the block can see are copied into vb
+// (row c <-> position i0 - w + c; zero outside the sequence and, with key_keep, for keys not kept), then each
+// group of kRows output rows runs ApplyRows over the coefficients of its 2w + kRows columns.
+
+template <typename T, typename A>
+inline void CopyRows(const Dims& d, const T* src, int64_t b, int64_t h, int64_t first_pos, int64_t count,
+                     const bool* keep, A* dst) {
+  const int64_t D = d.dim;
+  for (int64_t c = 0; c < count; ++c) {
+    const int64_t m = first_pos + c;
+    A* row = dst + c * D;
+    if (m < 0 || m >= d.seq || (keep != nullptr && !keep[b * d.seq + m])) {
+      std::fill(row, row + D, A(0));
+      continue;
+    }
+    const T* s = src + d.row(b, m, h);
+    for (int64_t e = 0; e < D; ++e) row[e] = static_cast<A>(s[e]);
+  }
+}
+
+// o_i = sum_c p[i, c] gv_c + sum_j p[i, X + j] v_{i+j-w}: entries whose key is out of range, or not kept
+// (key_keep / global_keep false), are skipped.
+template <typename T, typename ParallelFor>
+void BandedApply(const ParallelFor& parallel_for, const Dims& d, const T* p, const T* v, const T* gv,
+                 const bool* key_keep, const bool* global_keep, T* out) {
+  using A = typename AccType<T>::type;
+  const int64_t S = d.seq, D = d.dim, w = d.window, X = d.num_global;
+  if (S == 0 || d.batch == 0 || d.heads == 0 || D == 0) return;
+  const int64_t blocks = (S + kBlock - 1) / kBlock;
+  const int64_t units = d.batch * d.heads * blocks;
+  const int64_t cost = kBlock * (d.band() + X) * (D + 2) * 2;
+  parallel_for(units, cost, [&](int64_t begin, int64_t end) {
+    Scratch<A>& scratch = ThreadScratch<A>();
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t blk = unit % blocks, h = (unit / blocks) % d.heads, b = unit / (blocks * d.heads);
+      const int64_t i0 = blk * kBlock, i1 = std::min(S, i0 + kBlock), rows = i1 - i0;
+      const int64_t ncols = kRows + 2 * w;                     // columns of a row group
+      const int64_t vrows = RoundUp(rows, kRows) - kRows + ncols;
+      A* vb = scratch.first(static_cast<size_t>(vrows * D));
+      CopyRows<T, A>(d, v, b, h, i0 - w, vrows, key_keep, vb);
+      A* buffer = scratch.second(static_cast<size_t>(kRows * ncols + kRows * D));
+      A* coef = buffer;                 // coef[r][c] multiplies vb row r0 + c for output row r0 + r
+      A* acc = buffer + kRows * ncols;
+      for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+        std::fill(coef, coef + kRows * ncols, A(0));
+        for (int r = 0; r < kRows && r0 + r < rows; ++r) {
+          const T* src = p + d.srow(b, i0 + r0 + r, h) + X;
+          A* row = coef + r * ncols + r;
+          for (int64_t j = 0; j < 2 * w + 1; ++j) row[j] = static_cast<A>(src[j]);
+        }
+        ApplyRows<A>(coef, ncols, 1, vb + r0 * D, D, ncols, D, acc, D);
+        for (int r = 0; r < kRows && r0 + r < rows; ++r) {
+          const int64_t i = i0 + r0 + r;
+          A* a = acc + r * D;
+          const T* src = p + d.srow(b, i, h);
+          for (int64_t c = 0; c < X; ++c) {
+            if (global_keep != nullptr && !global_keep[b * X + c]) continue;
+            const A pc = static_cast<A>(src[c]);
+            const T* g = gv + d.grow(b, c, h);
+            for (int64_t e = 0; e < D; ++e) a[e] += pc * static_cast<A>(g[e]);
+          }
+          T* dst = out + d.row(b, i, h);
+          for (int64_t e = 0; e < D; ++e) dst[e] = static_cast<T>(a[e]);
+        }
+      }
+    }
+  });
+}
+
+// o_m = sum_j p[m + w - j, X + j] u_{m+w-j}, zero where key_keep[m] is false.
+template <typename T, typename ParallelFor>
+void BandedApplyTransposed(const ParallelFor& parallel_for, const Dims& d, const T* p, const T* u,
+                           const bool* key_keep, T* out) {
+  using A = typename AccType<T>::type;
+  const int64_t S = d.seq, D = d.dim, w = d.window, X = d.num_global, band = d.band();
+  if (S == 0 || d.batch == 0 || d.heads == 0 || D == 0) return;
+  const int64_t blocks = (S + kBlock - 1) / kBlock;
+  const int64_t units = d.batch * d.heads * blocks;
+  const int64_t cost = kBlock * band * (D + 2) * 2;
+  parallel_for(units, cost, [&](int64_t begin, int64_t end) {
+    Scratch<A>& scratch = ThreadScratch<A>();
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t blk = unit % blocks, h = (unit / blocks) % d.heads, b = unit / (blocks * d.heads);
+      const int64_t m0 = blk * kBlock, m1 = std::min(S, m0 + kBlock), rows = m1 - m0;
+      const int64_t ncols = kRows + 2 * w;
+      const int64_t urows = RoundUp(rows, kRows) - kRows + ncols;  // input rows n = m0 - w + c
+      // Input row c contributes p[n, X + (m - n + w)] to output row m = m0 + r, i.e. band column
+      // r - c + 2w of row n: with pw-wide zero-padded copies of the band rows, output rows r0..r0+3 read
+      // pb[c][kPad + r0 - c + 2w + r], a fixed stride of pw - 1 per input row.
+      const int64_t pw = band + 2 * kPad;
+      A* buffer = scratch.first(static_cast<size_t>(urows * D + urows * pw));
+      A* ub = buffer;
+      A* pb = buffer + urows * D;
+      CopyRows<T, A>(d, u, b, h, m0 - w, urows, nullptr, ub);
+      for (int64_t c = 0; c < urows; ++c) {
+        const int64_t n = m0 - w + c;
+        A* row = pb + c * pw;
+        std::fill(row, row + kPad, A(0));
+        std::fill(row + kPad + band, row + pw, A(0));
+        if (n < 0 || n >= S) {
+          std::fill(row + kPad, row + kPad + band, A(0));
+          continue;
+        }
+        const T* src = p + d.srow(b, n, h) + X;
+        for (int64_t j = 0; j < band; ++j) row[kPad + j] = static_cast<A>(src[j]);
+      }
+      A* acc = scratch.second(static_cast<size_t>(kRows * D));
+      for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+        const A* coef = pb + r0 * pw + kPad + 2 * w;  // coef(r, c) = pb[r0 + c][kPad + 2w - c + r]
+        ApplyRows<A>(coef, 1, pw - 1, ub + r0 * D, D, ncols, D, acc, D);
+        for (int r = 0; r < kRows && r0 + r < rows; ++r) {
+          const int64_t m = m0 + r0 + r;
+          T* dst = out + d.row(b, m, h);
+          const bool kept = key_keep == nullptr || key_keep[b * S + m];
+          for (int64_t e = 0; e < D; ++e) dst[e] = kept ? static_cast<T>(acc[r * D + e]) : T(0.0f);
+        }
+      }
+    }
+  });
+}
+
+// o[b, c, h] = sum_i p[b, i, h, c] u[b, i, h]  (zero where global_keep is false)
+template <typename T, typename ParallelFor>
+void GlobalApplyTransposed(const ParallelFor& parallel_for, const Dims& d, const T* p, const T* u,
+                           const bool* global_keep, T* out) {
+  using A = typename AccType<T>::type;
+  const int64_t S = d.seq, D = d.dim, X = d.num_global;
+  const int64_t units = d.batch * X * d.heads;
+  if (units == 0 || D == 0) return;
+  parallel_for(units, S * (D + 1) * 2, [&](int64_t begin, int64_t end) {
+    Scratch<A>& scratch = ThreadScratch<A>();
+    A* acc = scratch.first(static_cast<size_t>(D));
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t h = unit % d.heads, c = (unit / d.heads) % X, b = unit / (d.heads * X);
+      std::fill(acc, acc + D, A(0));
+      if (global_keep == nullptr || global_keep[b * X + c]) {
+        for (int64_t i = 0; i < S; ++i) {
+          const A pc = static_cast<A>(p[d.srow(b, i, h) + c]);
+          const T* src = u + d.row(b, i, h);
+          for (int64_t e = 0; e < D; ++e) acc[e] += pc * static_cast<A>(src[e]);
+        }
+      }
+      T* dst = out + d.grow(b, c, h);
+      for (int64_t e = 0; e < D; ++e) dst[e] = static_cast<T>(acc[e]);
+    }
+  });
+}
+
+}  // namespace sliding_window
+}  // namespace tfmodels
+
+#endif  // TFMODELS_SLIDING_WINDOW_KERNELS_H_

@@ -1,0 +1,610 @@
+"""Longformer: RoBERTa with sliding-window local attention plus global attention, with every task head.
+
+Attention of a layer with window W (one-sided w = W / 2): every token attends to the tokens within w of it
+(the band, computed by the `sliding_window` custom op or its pure-TF twin, memory O(seq * w)) and to every
+token marked global; tokens marked global attend to the whole sequence through their own projections
+(query_global / key_global / value_global). Sequences are padded to a multiple of the largest window inside
+the model, as the reference does, and every output is returned at the input length.
+
+Differences from the reference, all in what is returned, never in the numbers:
+- `global_attentions` is returned whenever `output_attentions` is set (shape (batch, heads, seq, 0) when no
+  token is global), as TFLongformer does; PyTorch omits it then.
+- `global_attentions` has the input length (PyTorch returns the padded length; at the padded positions it
+  holds 0, or 1/padded length in the filler slots of sequences with fewer global tokens than the batch).
+"""
+import math
+
+import keras
+import tensorflow as tf
+
+from tfmodels.core import attention as attn
+from tfmodels.core import layers, outputs as out, tasks
+from tfmodels.core.activations import get_activation
+from tfmodels.core.heads import ClassificationHead, LMHead
+from tfmodels.core.inputs import check_ids_in_range, check_max_length, check_rank, check_same_shape
+from tfmodels.core.layers import apply_chunking
+from tfmodels.core.logging import warn_once
+from tfmodels.core.modeling import PreTrainedModel
+from tfmodels.core.padding import pad_to_multiple, unpad
+from tfmodels.models.longformer.checkpoint import LONGFORMER_CHECKPOINT_MAP
+from tfmodels.models.longformer.configuration import LongformerConfig
+from tfmodels.ops import dispatch
+from tfmodels.ops.sliding_window import sliding_window_pv, sliding_window_qk
+
+_GLOBAL = ("global_attentions",)
+LongformerBaseModelOutput = out.define_output(
+    "LongformerBaseModelOutput", ("last_hidden_state", "hidden_states", "attentions") + _GLOBAL)
+LongformerBaseModelOutputWithPooling = out.define_output(
+    "LongformerBaseModelOutputWithPooling",
+    ("last_hidden_state", "pooler_output", "hidden_states", "attentions") + _GLOBAL)
+LongformerMaskedLMOutput = out.define_output(
+    "LongformerMaskedLMOutput", ("loss", "logits", "hidden_states", "attentions") + _GLOBAL)
+LongformerQuestionAnsweringModelOutput = out.define_output(
+    "LongformerQuestionAnsweringModelOutput",
+    ("loss", "start_logits", "end_logits", "hidden_states", "attentions") + _GLOBAL)
+LongformerSequenceClassifierOutput = out.define_output(
+    "LongformerSequenceClassifierOutput", ("loss", "logits", "hidden_states", "attentions") + _GLOBAL)
+LongformerMultipleChoiceModelOutput = out.define_output(
+    "LongformerMultipleChoiceModelOutput", ("loss", "logits", "hidden_states", "attentions") + _GLOBAL)
+LongformerTokenClassifierOutput = out.define_output(
+    "LongformerTokenClassifierOutput", ("loss", "logits", "hidden_states", "attentions") + _GLOBAL)
+
+
+def create_position_ids_from_input_ids(input_ids, padding_idx):
+    """Positions padding_idx+1, padding_idx+2, ... over non-padding tokens; padding_idx on padding."""
+    mask = tf.cast(tf.not_equal(input_ids, padding_idx), tf.int32)
+    return tf.cumsum(mask, axis=1) * mask + padding_idx
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Global attention masks that the heads put in place when none is given (as the reference)
+
+
+def _separator_global_mask(input_ids, sep_token_id, before_sep_token, head_name):
+    """Global attention on the tokens before the first separator (question tokens), or after the second one
+    (before_sep_token=False), for inputs with exactly three separators per sequence (`<s> A </s></s> B </s>`).
+    Otherwise no token is global, with a warning (as TFLongformer; PyTorch raises)."""
+    is_sep = tf.equal(input_ids, sep_token_id)
+    counts = tf.reduce_sum(tf.cast(is_sep, tf.int32), axis=1)
+    well_formed = tf.reduce_all(tf.equal(counts, 3))
+    if tf.executing_eagerly() and not bool(well_formed):
+        warn_once(f"{head_name}-separators",
+                  f"{head_name}: there should be exactly three separator tokens ({sep_token_id}) in every sequence "
+                  "to put global attention on the question tokens; global attention is disabled for this call. "
+                  "Pass `global_attention_mask` to choose the global tokens.")
+    first = tf.argmax(tf.cast(is_sep, tf.int32), axis=1, output_type=tf.int32)[:, None]
+    positions = tf.range(tf.shape(input_ids)[1])[None, :]
+    mask = positions < first if before_sep_token else positions > first + 1
+    return tf.where(well_formed, tf.cast(mask, tf.int32), tf.zeros_like(input_ids, tf.int32))
+
+
+def _has_rank(tensor, rank):
+    return tensor is not None and tensor.shape.rank == rank
+
+
+def _first_token_global_mask(reference):
+    """Global attention on the first token (<s>, the classification token)."""
+    positions = tf.range(tf.shape(reference)[1])[None, :]
+    return tf.cast(tf.equal(positions, 0), tf.int32) * tf.ones_like(reference[:, :1], tf.int32)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Layers
+
+
+class LongformerEmbeddings(keras.layers.Layer):
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        ir = config.initializer_range
+        self.word_embeddings = layers.embedding(config.vocab_size, config.hidden_size, ir, name="word_embeddings")
+        self.token_type_embeddings = layers.embedding(config.type_vocab_size, config.hidden_size, ir,
+                                                      name="token_type_embeddings")
+        self.LayerNorm = layers.layer_norm(config.layer_norm_eps, name="LayerNorm")
+        self.dropout = layers.dropout(config.hidden_dropout_prob)
+        self.position_embeddings = layers.embedding(config.max_position_embeddings, config.hidden_size, ir,
+                                                    name="position_embeddings")
+
+    def build(self, input_shape=None):
+        for table in (self.word_embeddings, self.token_type_embeddings, self.position_embeddings):
+            table.build(None)
+        self.LayerNorm.build([None, None, self.config.hidden_size])
+        self.built = True
+
+    def call(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None, training=False):
+        config = self.config
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)
+        position_ids = check_ids_in_range("position_ids", position_ids, config.max_position_embeddings,
+                                          "max_position_embeddings")
+        token_type_ids = check_ids_in_range("token_type_ids", token_type_ids, config.type_vocab_size,
+                                            "type_vocab_size")
+        embeddings = inputs_embeds + self.position_embeddings(position_ids)
+        embeddings = embeddings + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(embeddings), training=training)
+
+
+class GlobalPlan:
+    """Which tokens are global and where their slots are, computed once per forward pass (all layers share it).
+
+    is_masked / is_global / local [B, S] bool: padding, global tokens, tokens in the local windows;
+    positions [B, X] int32: the position of global slot x (slots in order of position); valid [B, X]: slot x
+    holds a global token (sequences have different numbers of them); slot_index [B, S]: the slot of a global
+    token, X elsewhere (a zero row is appended when gathering slot outputs back).
+    """
+
+    def __init__(self, merged_mask, num_slots=None):
+        self.is_masked = tf.equal(merged_mask, 0)
+        self.is_global = tf.greater(merged_mask, 1)
+        self.local = tf.equal(merged_mask, 1)
+        seq = tf.shape(merged_mask)[1]
+        global_int = tf.cast(self.is_global, tf.int32)
+        count = tf.reduce_sum(global_int, axis=1)
+        if num_slots is None:  # as many slots as the sequence with the most global tokens needs
+            num_slots = tf.reduce_max(tf.concat([count, [0]], axis=0))
+            if tf.executing_eagerly():
+                num_slots = int(num_slots)
+        self.num_slots = num_slots
+        positions = tf.range(seq)[None, :]
+        order = tf.where(self.is_global, positions, positions + seq)  # global positions first, in order
+        _, self.positions = tf.math.top_k(-order, k=num_slots, sorted=True)
+        self.positions = tf.cast(self.positions, tf.int32)
+        self.valid = tf.range(num_slots)[None, :] < count[:, None]
+        slot = tf.cumsum(global_int, axis=1) - 1
+        self.slot_index = tf.where(self.is_global, slot, num_slots)
+
+
+class LongformerSelfAttention(keras.layers.Layer):
+    def __init__(self, config, layer_id, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.embed_dim = config.hidden_size
+        ir = config.initializer_range
+        self.query = layers.dense(self.embed_dim, ir, name="query")
+        self.key = layers.dense(self.embed_dim, ir, name="key")
+        self.value = layers.dense(self.embed_dim, ir, name="value")
+        self.query_global = layers.dense(self.embed_dim, ir, name="query_global")
+        self.key_global = layers.dense(self.embed_dim, ir, name="key_global")
+        self.value_global = layers.dense(self.embed_dim, ir, name="value_global")
+        self.dropout = layers.dropout(config.attention_probs_dropout_prob)
+        self.global_dropout = layers.dropout(config.attention_probs_dropout_prob)
+        self.layer_id = layer_id
+        self.attention_window = config.attention_windows()[layer_id]
+        self.one_sided_attn_window_size = self.attention_window // 2
+        # The sliding-window custom op cannot run inside XLA: Keras must not jit-compile a model using it.
+        self.supports_jit = False
+
+    def build(self, input_shape=None):
+        for dense in (self.query, self.key, self.value, self.query_global, self.key_global, self.value_global):
+            dense.build([None, None, self.embed_dim])
+        self.built = True
+
+    def _split(self, x):
+        batch, seq = tf.shape(x)[0], tf.shape(x)[1]
+        return tf.reshape(x, [batch, seq, self.num_heads, self.head_dim])
+
+    def call(self, hidden_states, plan, layer_head_mask=None, output_attentions=False, training=False):
+        dtype = hidden_states.dtype
+        w = self.one_sided_attn_window_size
+        scale = tf.cast(math.sqrt(self.head_dim), dtype)
+        query = self._split(self.query(hidden_states) / scale)
+        key = self._split(self.key(hidden_states))
+        value = self._split(self.value(hidden_states))
+        global_key = tf.gather(key, plan.positions, batch_dims=1)        # [B, X, H, D]
+        global_value = tf.gather(value, plan.positions, batch_dims=1)
+        scores = sliding_window_qk(query, key, w, plan.local, global_key, plan.valid)  # [B, S, H, X + 2w + 1]
+        probs = attn.stable_softmax(scores)
+        if layer_head_mask is not None:
+            probs = probs * tf.cast(layer_head_mask, dtype)[None, None, :, None]
+        probs = self.dropout(probs, training=training)
+        output = sliding_window_pv(probs, value, global_value, window=w)     # [B, S, H, D]
+        # Padding rows have no attention; rows of global tokens come from global attention below.
+        no_local_row = tf.logical_or(plan.is_masked, plan.is_global)[:, :, None, None]
+        global_output, global_probs = self._global_attention(hidden_states, plan, layer_head_mask, training)
+        batch, seq = tf.shape(hidden_states)[0], tf.shape(hidden_states)[1]
+        zeros = tf.zeros([batch, 1, self.num_heads, self.head_dim], dtype)
+        padded = tf.concat([global_output, zeros], axis=1)                              # slot X: zeros
+        global_rows = tf.gather(padded, plan.slot_index, batch_dims=1)                  # [B, S, H, D]
+        output = tf.where(no_local_row, global_rows, output)
+        output = tf.reshape(output, [batch, seq, self.embed_dim])
+        if not output_attentions:
+            return output, None, None
+        local_probs = tf.where(no_local_row, tf.zeros([], dtype), probs)
+        return output, local_probs, global_probs
+
+    def _global_attention(self, hidden_states, plan, layer_head_mask, training):
+        """Global tokens attend to every token: output [B, X, H, D] and probabilities [B, H, X, S].
+
+        The reference projects every token with key_global / value_global ([S, E] x [E, E] each). Here the
+        projections are folded into the few global queries instead: scores = (q_x Wk^T) . h_s + q_x . bk and
+        output = (sum_s p_s h_s) Wv + (sum_s p_s) bv, which costs O(X * H * S * E) instead of O(S * E^2) and is
+        used while X * H <= E (always for the usual few global tokens); the direct form is used otherwise.
+        """
+        dtype = hidden_states.dtype
+        heads, dim, embed = self.num_heads, self.head_dim, self.embed_dim
+        global_hidden = tf.gather(hidden_states, plan.positions, batch_dims=1)          # [B, X, E]
+        scale = tf.cast(math.sqrt(dim), dtype)
+        query = self._split(self.query_global(global_hidden) / scale)                   # [B, X, H, D]
+        key_kernel = tf.reshape(tf.cast(self.key_global.kernel, dtype), [embed, heads, dim])
+        key_bias = tf.reshape(tf.cast(self.key_global.bias, dtype), [heads, dim])
+        value_kernel = tf.reshape(tf.cast(self.value_global.kernel, dtype), [embed, heads, dim])
+        value_bias = tf.reshape(tf.cast(self.value_global.bias, dtype), [heads, dim])
+
+        def folded_scores():
+            folded = tf.einsum("bxhd,ehd->bhxe", query, key_kernel)
+            return tf.einsum("bhxe,bse->bhxs", folded, hidden_states) + \
+                tf.einsum("bxhd,hd->bhx", query, key_bias)[..., None]
+
+        def direct_scores():
+            keys = self._split(self.key_global(hidden_states))
+            return tf.einsum("bxhd,bshd->bhxs", query, keys)
+
+        num_slots = plan.num_slots
+        if isinstance(num_slots, int):
+            fold = num_slots * heads <= embed
+            scores = folded_scores() if fold else direct_scores()
+        else:
+            fold = num_slots * heads <= embed
+            scores = tf.cond(fold, folded_scores, direct_scores)
+        lowest = attn.mask_value(dtype)
+        scores = tf.where(plan.valid[:, None, :, None], scores, lowest)
+        scores = tf.where(plan.is_masked[:, None, None, :], lowest, scores)
+        probs = attn.stable_softmax(scores)
+        if layer_head_mask is not None:
+            probs = probs * tf.cast(layer_head_mask, dtype)[None, :, None, None]
+        probs = self.global_dropout(probs, training=training)
+
+        def folded_output():
+            summary = tf.einsum("bhxs,bse->bxhe", probs, hidden_states)
+            weights = tf.transpose(tf.reduce_sum(probs, axis=-1), [0, 2, 1])            # [B, X, H]
+            return tf.einsum("bxhe,ehd->bxhd", summary, value_kernel) + weights[..., None] * value_bias
+
+        def direct_output():
+            values = self._split(self.value_global(hidden_states))
+            return tf.einsum("bhxs,bshd->bxhd", probs, values)
+
+        if isinstance(fold, bool):
+            output = folded_output() if fold else direct_output()
+        else:
+            output = tf.cond(fold, folded_output, direct_output)
+        return output, probs
+
+
+class LongformerSelfOutput(keras.layers.Layer):
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = layers.dense(config.hidden_size, config.initializer_range, name="dense")
+        self.LayerNorm = layers.layer_norm(config.layer_norm_eps, name="LayerNorm")
+        self.dropout = layers.dropout(config.hidden_dropout_prob)
+
+    def call(self, hidden_states, input_tensor, training=False):
+        hidden_states = self.dropout(self.dense(hidden_states), training=training)
+        return self.LayerNorm(hidden_states + input_tensor)
+
+
+class LongformerAttention(keras.layers.Layer):
+    def __init__(self, config, layer_id=0, **kwargs):
+        super().__init__(**kwargs)
+        self.self = LongformerSelfAttention(config, layer_id, name="self")
+        self.output_ = LongformerSelfOutput(config, name="output")
+
+    def call(self, hidden_states, plan, layer_head_mask=None, output_attentions=False, training=False):
+        context, probs, global_probs = self.self(hidden_states, plan=plan, layer_head_mask=layer_head_mask,
+                                                 output_attentions=output_attentions, training=training)
+        return self.output_(context, hidden_states, training=training), probs, global_probs
+
+
+class LongformerIntermediate(keras.layers.Layer):
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = layers.dense(config.intermediate_size, config.initializer_range, name="dense")
+        self.activation = get_activation(config.hidden_act)
+
+    def call(self, hidden_states):
+        return self.activation(self.dense(hidden_states))
+
+
+class LongformerOutput(keras.layers.Layer):
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = layers.dense(config.hidden_size, config.initializer_range, name="dense")
+        self.LayerNorm = layers.layer_norm(config.layer_norm_eps, name="LayerNorm")
+        self.dropout = layers.dropout(config.hidden_dropout_prob)
+
+    def call(self, hidden_states, input_tensor, training=False):
+        hidden_states = self.dropout(self.dense(hidden_states), training=training)
+        return self.LayerNorm(hidden_states + input_tensor)
+
+
+class LongformerLayer(keras.layers.Layer):
+    def __init__(self, config, layer_id=0, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.attention = LongformerAttention(config, layer_id, name="attention")
+        self.intermediate = LongformerIntermediate(config, name="intermediate")
+        self.output_ = LongformerOutput(config, name="output")
+
+    def feed_forward(self, attention_output, training=False):
+        return self.output_(self.intermediate(attention_output), attention_output, training=training)
+
+    def call(self, hidden_states, plan, layer_head_mask=None, output_attentions=False, training=False):
+        attention_output, probs, global_probs = self.attention(
+            hidden_states, plan=plan, layer_head_mask=layer_head_mask, output_attentions=output_attentions,
+            training=training)
+        layer_output = apply_chunking(lambda x: self.feed_forward(x, training=training),
+                                      self.config.chunk_size_feed_forward, attention_output)
+        return layer_output, probs, global_probs
+
+
+class LongformerEncoder(keras.layers.Layer):
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.layer = [LongformerLayer(config, layer_id=i, name=f"layer_{i}") for i in range(config.num_hidden_layers)]
+
+    def call(self, hidden_states, plan, head_mask=None, output_attentions=False, output_hidden_states=False,
+             training=False):
+        all_hidden, all_attentions, all_global = [], [], []
+        head_masks = _head_masks(head_mask, len(self.layer), hidden_states.dtype)
+        for i, layer_module in enumerate(self.layer):
+            if output_hidden_states:
+                all_hidden.append(hidden_states)
+            hidden_states, probs, global_probs = layers.run_layer(
+                lambda h, hm, m=layer_module: m(h, plan=plan, layer_head_mask=hm,
+                                                output_attentions=output_attentions, training=training),
+                self.config.gradient_checkpointing and training, hidden_states, head_masks[i])
+            if output_attentions:
+                all_attentions.append(probs)
+                all_global.append(global_probs)
+        if output_hidden_states:
+            all_hidden.append(hidden_states)
+        return hidden_states, all_hidden, all_attentions, all_global
+
+
+def _head_masks(head_mask, num_layers, dtype):
+    """None, [heads] or [layers, heads] -> a list of per-layer [heads] masks (or None)."""
+    if head_mask is None:
+        return [None] * num_layers
+    head_mask = tf.cast(head_mask, dtype)
+    if head_mask.shape.rank == 1:
+        return [head_mask] * num_layers
+    if head_mask.shape.rank == 2:
+        return [head_mask[i] for i in range(num_layers)]
+    raise ValueError(f"head_mask must have rank 1 [num_heads] or 2 [num_layers, num_heads], got {head_mask.shape}")
+
+
+class LongformerPooler(keras.layers.Layer):
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = layers.dense(config.hidden_size, config.initializer_range, name="dense")
+
+    def call(self, hidden_states):
+        return tf.tanh(self.dense(hidden_states[:, 0]))
+
+
+class LongformerMainLayer(keras.layers.Layer):
+    """Embeddings + encoder (+ pooler): the part every head shares. Takes already-normalised inputs."""
+
+    def __init__(self, config, add_pooling_layer=True, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.embeddings = LongformerEmbeddings(config, name="embeddings")
+        self.encoder = LongformerEncoder(config, name="encoder")
+        self.pooler = LongformerPooler(config, name="pooler") if add_pooling_layer else None
+        self.pad_multiple = max(config.attention_windows())
+
+    def call(self, input_ids=None, attention_mask=None, head_mask=None, global_attention_mask=None,
+             token_type_ids=None, position_ids=None, inputs_embeds=None, output_attentions=False,
+             output_hidden_states=False, training=False):
+        config = self.config
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids and inputs_embeds")
+        if input_ids is not None:
+            check_rank("input_ids", input_ids, 2)
+            input_ids = check_ids_in_range("input_ids", input_ids, config.vocab_size)
+            reference = input_ids
+        else:
+            check_rank("inputs_embeds", inputs_embeds, 3)
+            reference = inputs_embeds[:, :, 0]
+        for name, value in (("attention_mask", attention_mask), ("global_attention_mask", global_attention_mask),
+                            ("token_type_ids", token_type_ids), ("position_ids", position_ids)):
+            if value is not None:
+                check_rank(name, value, 2)
+                check_same_shape("input_ids", reference, name, value)
+        batch, seq_len = tf.shape(reference)[0], tf.shape(reference)[1]
+        if position_ids is None and input_ids is not None:
+            asserts = check_max_length("input_ids", seq_len, config.max_position_embeddings - config.pad_token_id - 1,
+                                       f"max_position_embeddings={config.max_position_embeddings}, positions start "
+                                       f"at pad_token_id+1={config.pad_token_id + 1}")
+            if asserts:
+                with tf.control_dependencies(asserts):
+                    seq_len = tf.identity(seq_len)
+        mask = tf.ones([batch, seq_len], tf.int32) if attention_mask is None else tf.cast(attention_mask, tf.int32)
+        if global_attention_mask is not None:
+            global_mask = tf.cast(global_attention_mask, tf.int32)
+            num_slots = None
+            if dispatch._inside_xla():
+                # XLA needs a static number of global slots: the first xla_max_global_tokens global tokens.
+                num_slots = config.xla_max_global_tokens
+                global_mask = global_mask * tf.cast(tf.cumsum(global_mask, axis=1) <= num_slots, tf.int32)
+            mask = mask * (global_mask + 1)
+        else:
+            num_slots = 0 if dispatch._inside_xla() else None
+        if token_type_ids is None:
+            token_type_ids = tf.zeros([batch, seq_len], tf.int32)
+        if position_ids is None:
+            if input_ids is not None:
+                position_ids = create_position_ids_from_input_ids(input_ids, config.pad_token_id)
+            else:
+                start = config.pad_token_id + 1
+                position_ids = tf.broadcast_to(tf.range(start, start + seq_len)[None], [batch, seq_len])
+
+        # Pad to a multiple of the largest window (the padded tokens are masked out) and embed.
+        multiple = self.pad_multiple
+        mask, _ = pad_to_multiple(mask, multiple, value=0)
+        token_type_ids, _ = pad_to_multiple(token_type_ids, multiple, value=0)
+        position_ids, _ = pad_to_multiple(position_ids, multiple, value=config.pad_token_id)
+        if input_ids is not None:
+            input_ids, _ = pad_to_multiple(input_ids, multiple, value=config.pad_token_id)
+        else:
+            inputs_embeds, _ = pad_to_multiple(inputs_embeds, multiple, value=0)
+        embedding_output = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds, training=training)
+        plan = GlobalPlan(mask, num_slots)
+        hidden, all_hidden, all_attentions, all_global = self.encoder(
+            embedding_output, plan=plan, head_mask=head_mask, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, training=training)
+        sequence_output = unpad(hidden, seq_len)
+        attentions = global_attentions = None
+        if output_attentions:
+            # [B, S, H, X + 2w + 1] -> [B, H, S, X + 2w + 1]; [B, H, X, S] -> [B, H, S, X]
+            attentions = tuple(unpad(tf.transpose(a, [0, 2, 1, 3]), seq_len, axis=2) for a in all_attentions)
+            global_attentions = tuple(unpad(tf.transpose(g, [0, 1, 3, 2]), seq_len, axis=2) for g in all_global)
+        return LongformerBaseModelOutputWithPooling(
+            last_hidden_state=sequence_output,
+            pooler_output=self.pooler(sequence_output) if self.pooler is not None else None,
+            hidden_states=tuple(unpad(h, seq_len) for h in all_hidden) if output_hidden_states else None,
+            attentions=attentions,
+            global_attentions=global_attentions)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Models (input order of the TF reference classes, so that list inputs mean what they meant there)
+
+_MODEL_INPUTS = ("input_ids", "attention_mask", "head_mask", "global_attention_mask", "token_type_ids",
+                 "position_ids", "inputs_embeds")
+_CLASSIFIER_INPUTS = ("input_ids", "attention_mask", "head_mask", "token_type_ids", "position_ids",
+                      "global_attention_mask", "inputs_embeds")
+
+
+class LongformerPreTrainedModel(PreTrainedModel):
+    config_class = LongformerConfig
+    base_model_prefix = "longformer"
+    input_names = _MODEL_INPUTS
+    checkpoint_map = LONGFORMER_CHECKPOINT_MAP
+
+    def _main_layer(self, add_pooling_layer):
+        return LongformerMainLayer(self.config, add_pooling_layer=add_pooling_layer, name="longformer")
+
+
+class LongformerModel(tasks.BaseModelTask, LongformerPreTrainedModel):
+    """The bare encoder returning hidden states and the pooled output (`add_pooling_layer=True`)."""
+
+    output_class = LongformerBaseModelOutputWithPooling
+
+    def __init__(self, config, add_pooling_layer=True, **kwargs):
+        super().__init__(config, **kwargs)
+        self.longformer = self._main_layer(add_pooling_layer)
+
+
+class LongformerForMaskedLM(tasks.MaskedLMTask, LongformerPreTrainedModel):
+    output_class = LongformerMaskedLMOutput
+
+    def __init__(self, config, **kwargs):
+        super().__init__(config, **kwargs)
+        self.longformer = self._main_layer(False)
+        tied = None
+        if config.tie_word_embeddings:
+            tied = lambda: self.longformer.embeddings.word_embeddings.embeddings  # noqa: E731
+        self.lm_head = LMHead(config.hidden_size, config.vocab_size, config.layer_norm_eps, config.initializer_range,
+                              activation="gelu", tied_embeddings=tied, name="lm_head")
+
+    def head(self, base_outputs, inputs, training=False):
+        return {"logits": self.lm_head(base_outputs.last_hidden_state)}
+
+
+class LongformerForSequenceClassification(tasks.SequenceClassificationTask, LongformerPreTrainedModel):
+    """Classification from the first token; without `global_attention_mask` the first token is global."""
+
+    output_class = LongformerSequenceClassifierOutput
+    input_names = _CLASSIFIER_INPUTS
+
+    def __init__(self, config, **kwargs):
+        super().__init__(config, **kwargs)
+        self.longformer = self._main_layer(False)
+        self.classifier = ClassificationHead(config.hidden_size, config.num_labels, config.hidden_dropout_prob,
+                                             config.initializer_range, activation="tanh", name="classifier")
+
+    def base_inputs(self, inputs):
+        if inputs.get("global_attention_mask") is None:
+            reference = inputs.get("input_ids")
+            if reference is None and _has_rank(inputs.get("inputs_embeds"), 3):
+                reference = inputs["inputs_embeds"][:, :, 0]
+            if _has_rank(reference, 2):  # (other ranks fail in the main layer's input checks)
+                inputs = {**inputs, "global_attention_mask": _first_token_global_mask(reference)}
+        return inputs
+
+    def head(self, base_outputs, inputs, training=False):
+        return {"logits": self.classifier(base_outputs.last_hidden_state, training=training)}
+
+
+class LongformerForMultipleChoice(tasks.MultipleChoiceTask, LongformerPreTrainedModel):
+    """Inputs [batch, num_choices, seq]; scores each choice from the pooled output. Without
+    `global_attention_mask`, the tokens after the question (`<s> question </s></s> choice </s>`) are global."""
+
+    output_class = LongformerMultipleChoiceModelOutput
+    input_names = _CLASSIFIER_INPUTS
+
+    def __init__(self, config, **kwargs):
+        super().__init__(config, **kwargs)
+        self.longformer = self._main_layer(True)
+        self.dropout = layers.dropout(config.hidden_dropout_prob)
+        self.classifier = layers.dense(1, config.initializer_range, name="classifier")
+
+    def base_inputs(self, inputs):
+        flat = super().base_inputs(inputs)
+        if flat.get("global_attention_mask") is None and _has_rank(flat.get("input_ids"), 2):
+            flat = {**flat, "global_attention_mask": _separator_global_mask(
+                flat["input_ids"], self.config.sep_token_id, False, type(self).__name__)}
+        return flat
+
+    def head(self, base_outputs, inputs, training=False):
+        pooled = self.dropout(base_outputs.pooler_output, training=training)
+        return {"logits": self.classifier(pooled)}
+
+
+class LongformerForTokenClassification(tasks.TokenClassificationTask, LongformerPreTrainedModel):
+    output_class = LongformerTokenClassifierOutput
+    input_names = _CLASSIFIER_INPUTS
+
+    def __init__(self, config, **kwargs):
+        super().__init__(config, **kwargs)
+        self.longformer = self._main_layer(False)
+        self.dropout = layers.dropout(config.hidden_dropout_prob)
+        self.classifier = layers.dense(config.num_labels, config.initializer_range, name="classifier")
+
+    def head(self, base_outputs, inputs, training=False):
+        return {"logits": self.classifier(self.dropout(base_outputs.last_hidden_state, training=training))}
+
+
+class LongformerForQuestionAnswering(tasks.QuestionAnsweringTask, LongformerPreTrainedModel):
+    """Extractive QA. Without `global_attention_mask`, the question tokens (before the first separator of
+    `<s> question </s></s> context </s>`) are global."""
+
+    output_class = LongformerQuestionAnsweringModelOutput
+
+    def __init__(self, config, **kwargs):
+        if config.num_labels != 2:
+            raise ValueError(f"LongformerForQuestionAnswering needs num_labels=2 (start, end), got {config.num_labels}")
+        super().__init__(config, **kwargs)
+        self.longformer = self._main_layer(False)
+        self.qa_outputs = layers.dense(config.num_labels, config.initializer_range, name="qa_outputs")
+
+    def base_inputs(self, inputs):
+        if inputs.get("global_attention_mask") is None and _has_rank(inputs.get("input_ids"), 2):
+            inputs = {**inputs, "global_attention_mask": _separator_global_mask(
+                inputs["input_ids"], self.config.sep_token_id, True, type(self).__name__)}
+        return inputs
+
+    def head(self, base_outputs, inputs, training=False):
+        return {"logits": self.qa_outputs(base_outputs.last_hidden_state)}
+
+
+# The TF names of the reference documents are the same classes.
+TFLongformerModel = LongformerModel
+TFLongformerForMaskedLM = LongformerForMaskedLM
+TFLongformerForSequenceClassification = LongformerForSequenceClassification
+TFLongformerForMultipleChoice = LongformerForMultipleChoice
+TFLongformerForTokenClassification = LongformerForTokenClassification
+TFLongformerForQuestionAnswering = LongformerForQuestionAnswering
+TFLongformerSelfAttention = LongformerSelfAttention
