@@ -54,6 +54,19 @@ def cuda_wanted():
     return have_nvcc and bool(tf.config.list_physical_devices("GPU"))
 
 
+def nvcc_command(source, output, include_dirs=(), archs=None):
+    """The nvcc command that compiles one TF GPU kernel source (`*.cu.cc`) into an object file.
+
+    nvcc uses its own toolkit's CUDA headers. TF's bundled ones (include/third_party/gpus/cuda/include) belong
+    to the CUDA that TF was built with, and their crt/host_runtime.h does not match the kernel-launch stubs a
+    newer nvcc generates: with them first on the include path, every file that defines a __global__ kernel fails
+    (nvcc 13 vs TF's CUDA 12.5: "macro __cudaLaunch passed 2 arguments, but takes just 1").
+    """
+    return (["nvcc", "-c", "-x", "cu", "-std=c++17", "--expt-relaxed-constexpr", "-DGOOGLE_CUDA=1",
+             "-Xcompiler", "-fPIC", "-O2"] + list(archs or NVCC_ARCHS) + [f"-I{d}" for d in include_dirs]
+            + [f for f in tf_compile_flags() if f != "--std=c++17"] + [source, "-o", output])
+
+
 def tf_compile_flags():
     return list(tf.sysconfig.get_compile_flags())
 
@@ -136,13 +149,9 @@ class OpLibrary:
             os.makedirs(tmp_dir, exist_ok=True)
             defines = ["-DGOOGLE_CUDA=1"] if with_cuda else []
             if with_cuda:
-                tf_include = tf.sysconfig.get_include()
-                cuda_include = os.path.join(tf_include, "third_party", "gpus", "cuda", "include")
                 for source in cu:
                     obj = os.path.join(tmp_dir, os.path.basename(source) + ".o")
-                    _run(["nvcc", "-c", "-x", "cu", "-std=c++17", "--expt-relaxed-constexpr", "-DGOOGLE_CUDA=1",
-                          "-Xcompiler", "-fPIC", "-O2", f"-I{cuda_include}"] + NVCC_ARCHS + include
-                         + [f for f in tf_compile_flags() if f != "--std=c++17"] + [source, "-o", obj])
+                    _run(nvcc_command(source, obj, [os.path.dirname(folder)]))
                     objects.append(obj)
             tmp_target = target + ".tmp"
             _run(["g++", "-std=c++17", "-shared", "-fPIC", "-O3", "-march=native"] + WARNING_FLAGS + defines
