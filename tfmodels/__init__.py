@@ -10,3 +10,4 @@ from tfmodels.core.configuration import PretrainedConfig  # noqa: E402
 from tfmodels.core.modeling import PreTrainedModel  # noqa: E402
 from tfmodels.core.outputs import *  # noqa: E402,F401,F403
 from tfmodels.models.xlm_roberta_xl import *  # noqa: E402,F401,F403
+from tfmodels.models.mra import *  # noqa: E402,F401,F403

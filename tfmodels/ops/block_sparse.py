@@ -295,7 +295,7 @@ def _block_count(name, value):
     if isinstance(value, (int, np.integer)):
         if value < 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
-        return tf.constant(int(value), tf.int32)
+        return int(value)
     value = tf.convert_to_tensor(value)
     _check_rank(name, value, 0)
     return tf.cast(value, tf.int32)
