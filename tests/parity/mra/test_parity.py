@@ -101,7 +101,8 @@ def test_standin_sparse_mode_is_softmax_over_the_selected_blocks():
     out = modeling_mra.mra2_attention(q, k, v, torch.ones(2, 128), num_blocks=6, approx_mode="sparse")
     qf, kf = q.reshape(2, 128, 32), k.reshape(2, 128, 32)
     low, _, _, _ = modeling_mra.get_low_resolution_logit(qf, kf, 32, torch.ones(2, 128))
-    chosen = torch.topk(low.reshape(2, -1), 6, dim=-1).indices
+    normalised = low - low.max(dim=-1, keepdim=True).values  # the reference ranks row-normalised scores
+    chosen = torch.topk(normalised.reshape(2, -1), 6, dim=-1).indices
     allowed = torch.zeros(2, 16, dtype=torch.bool).scatter_(1, chosen, True).reshape(2, 4, 4)
     allowed = allowed.repeat_interleave(32, 1).repeat_interleave(32, 2)
     scores = (qf @ kf.transpose(-1, -2) / math.sqrt(32)).masked_fill(~allowed, -math.inf)
@@ -130,7 +131,7 @@ def test_every_head_matches_reference(name, tmp_path):
 @pytest.mark.parametrize("config_kwargs", [{"approx_mode": "sparse"},
                                            {"initial_prior_first_n_blocks": 1, "initial_prior_diagonal_n_blocks": 3},
                                            {"block_per_row": 1, "hidden_act": "relu"},
-                                           {"hidden_size": 128, "num_attention_heads": 2},  # head_dim 64
+                                           {"hidden_size": 64, "num_attention_heads": 1},  # head_dim 64
                                            {"position_embedding_type": "relative_key"}],
                          ids=["sparse", "priors", "budget4-relu", "head_dim64", "relative_key"])
 def test_attention_options_match_reference(config_kwargs, tmp_path):
@@ -201,7 +202,7 @@ def test_padding_masks_match_reference_run_per_example(tmp_path):
     4-block grid, so the per-example grid is the reference's). HF run on the whole batch does not: it repeats
     the mask over heads as mask[r % batch] where row r = b * heads + h needs mask[b]."""
     hf_model, ours = build_pair("MraForTokenClassification", tmp_path, num_labels=5)
-    hf_model.get_extended_attention_mask = lambda mask, shape, *args, **kwargs: \
+    hf_model.base_model.get_extended_attention_mask = lambda mask, shape, *args, **kwargs: \
         (1.0 - mask[:, None, None, :].float()) * -10000.0
     lengths = [128, 120, 100, 97]
     ids, mask = helpers.padded_ids(len(lengths), 128, 99, 1, seed=5, lengths=lengths)
