@@ -92,32 +92,24 @@ void GroupSlots(const ParallelFor& parallel_for, const int32_t* indices, int64_t
 // ---------------------------------------------------------------------------------------------------------
 // Sddmm: dense x dense -> selected blocks.
 
-// out[32][32] = a_block[32][dim] x b_block[32][dim]^T; bt is scratch of dim * 32.
+// out[32][32] = a_block[32][dim] x b_block[32][dim]^T, with b_block given transposed: bt[dim][32].
+// Register-blocked: 8 output rows x 32 columns of accumulators, one broadcast a value per (row, d).
 template <typename T>
-inline void BlockABt(const T* a_block, const T* b_block, int64_t dim, T* bt, T* out) {
-  for (int j = 0; j < kBlock; ++j) {
-    const T* row = b_block + j * dim;
-    for (int64_t d = 0; d < dim; ++d) bt[d * kBlock + j] = row[d];
-  }
-  constexpr int kRows = 4;
+inline void BlockABt(const T* a_block, const T* bt, int64_t dim, T* out) {
+  constexpr int kRows = 8;
   for (int i0 = 0; i0 < kBlock; i0 += kRows) {
     T acc[kRows][kBlock];
     for (int r = 0; r < kRows; ++r)
       for (int j = 0; j < kBlock; ++j) acc[r][j] = T(0);
-    const T* a0 = a_block + (i0 + 0) * dim;
-    const T* a1 = a_block + (i0 + 1) * dim;
-    const T* a2 = a_block + (i0 + 2) * dim;
-    const T* a3 = a_block + (i0 + 3) * dim;
+    const T* a_rows = a_block + i0 * dim;
     for (int64_t d = 0; d < dim; ++d) {
       const T* brow = bt + d * kBlock;
-      const T v0 = a0[d], v1 = a1[d], v2 = a2[d], v3 = a3[d];
+      T v[kRows];
+      for (int r = 0; r < kRows; ++r) v[r] = a_rows[r * dim + d];
 #pragma GCC ivdep
       for (int j = 0; j < kBlock; ++j) {
         const T bv = brow[j];
-        acc[0][j] += v0 * bv;
-        acc[1][j] += v1 * bv;
-        acc[2][j] += v2 * bv;
-        acc[3][j] += v3 * bv;
+        for (int r = 0; r < kRows; ++r) acc[r][j] += v[r] * bv;
       }
     }
     for (int r = 0; r < kRows; ++r)
@@ -125,13 +117,34 @@ inline void BlockABt(const T* a_block, const T* b_block, int64_t dim, T* bt, T* 
   }
 }
 
+// Tiles of b, transposed: bt[batch, num_blocks, dim, 32] from b[batch, num_blocks * 32, dim].
+template <typename T, typename ParallelFor>
+void TransposeTiles(const ParallelFor& parallel_for, const T* b, T* bt, int64_t tiles, int64_t dim) {
+  parallel_for(tiles, 2 * kBlock * dim, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const T* src = b + t * kBlock * dim;
+      T* dst = bt + t * kBlock * dim;
+      for (int j = 0; j < kBlock; ++j)
+        for (int64_t d = 0; d < dim; ++d) dst[d * kBlock + j] = src[j * dim + d];
+    }
+  });
+}
+
+// scratch: batch * num_col_blocks * 32 * dim values (or nullptr: allocated here).
 template <typename T, typename ParallelFor>
 void Sddmm(const ParallelFor& parallel_for, const T* a, const T* b, const int32_t* indices, T* out,
-           int64_t batch, int64_t num_row_blocks, int64_t num_col_blocks, int64_t dim, int64_t num_slots) {
+           int64_t batch, int64_t num_row_blocks, int64_t num_col_blocks, int64_t dim, int64_t num_slots,
+           T* scratch = nullptr) {
+  std::vector<T> owned;
+  if (scratch == nullptr) {
+    owned.resize(batch * num_col_blocks * kBlock * dim);
+    scratch = owned.data();
+  }
+  TransposeTiles(parallel_for, b, scratch, batch * num_col_blocks, dim);
+  const T* bt = scratch;
   const int64_t a_stride = num_row_blocks * kBlock * dim;
   const int64_t b_stride = num_col_blocks * kBlock * dim;
   parallel_for(batch * num_slots, 2 * kBlockArea * dim + 64, [&](int64_t begin, int64_t end) {
-    std::vector<T> scratch(dim * kBlock);
     for (int64_t n = begin; n < end; ++n) {
       const int64_t bi = n / num_slots;
       const int32_t idx = indices[n];
@@ -141,7 +154,7 @@ void Sddmm(const ParallelFor& parallel_for, const T* a, const T* b, const int32_
         continue;
       }
       const int64_t r = idx / num_col_blocks, c = idx % num_col_blocks;
-      BlockABt(a + bi * a_stride + r * kBlock * dim, b + bi * b_stride + c * kBlock * dim, dim, scratch.data(), o);
+      BlockABt(a + bi * a_stride + r * kBlock * dim, bt + bi * b_stride + c * kBlock * dim, dim, o);
     }
   });
 }
@@ -149,31 +162,50 @@ void Sddmm(const ParallelFor& parallel_for, const T* a, const T* b, const int32_
 // ---------------------------------------------------------------------------------------------------------
 // Spmm: selected blocks x dense -> dense, accumulated per output block.
 
-// out_block[32][dim] += op(block)[32][32] x dense_block[32][dim], op = identity or transpose.
-template <typename T>
-inline void AccumulateBlock(const T* block, bool transpose, const T* dense_block, int64_t dim, T* out_block) {
+// out_block[32][dim] += op(block)[32][32] x dense_block[32][dim], op = identity or transpose (a template
+// parameter, so that the inner loops are branch-free and vectorise). Register-blocked: 4 output rows x 64 dims
+// of accumulators, one broadcast weight per (row, source row).
+template <bool kTranspose, typename T>
+inline T BlockWeight(const T* block, int p, int q) {
+  return kTranspose ? block[q * kBlock + p] : block[p * kBlock + q];
+}
+
+template <bool kTranspose, typename T>
+inline void AccumulateBlock(const T* block, const T* dense_block, int64_t dim, T* out_block) {
+  constexpr int kRows = 4;
   constexpr int64_t kChunk = 64;
-  for (int p = 0; p < kBlock; ++p) {  // output position within the block
-    T* o = out_block + p * dim;
-    for (int64_t d0 = 0; d0 < dim; d0 += kChunk) {
-      const int64_t width = std::min(kChunk, dim - d0);
-      T acc[kChunk];
-      for (int64_t d = 0; d < width; ++d) acc[d] = o[d0 + d];
-      if (width == kChunk) {
-        for (int q = 0; q < kBlock; ++q) {
-          const T w = transpose ? block[q * kBlock + p] : block[p * kBlock + q];
-          const T* src = dense_block + q * dim + d0;
+  for (int p0 = 0; p0 < kBlock; p0 += kRows) {
+    int64_t d0 = 0;
+    for (; d0 + kChunk <= dim; d0 += kChunk) {
+      T acc[kRows][kChunk];
+      for (int r = 0; r < kRows; ++r)
+        for (int64_t d = 0; d < kChunk; ++d) acc[r][d] = out_block[(p0 + r) * dim + d0 + d];
+      for (int q = 0; q < kBlock; ++q) {
+        const T* src = dense_block + q * dim + d0;
+        const T w0 = BlockWeight<kTranspose>(block, p0 + 0, q), w1 = BlockWeight<kTranspose>(block, p0 + 1, q);
+        const T w2 = BlockWeight<kTranspose>(block, p0 + 2, q), w3 = BlockWeight<kTranspose>(block, p0 + 3, q);
 #pragma GCC ivdep
-          for (int64_t d = 0; d < kChunk; ++d) acc[d] += w * src[d];
-        }
-      } else {
-        for (int q = 0; q < kBlock; ++q) {
-          const T w = transpose ? block[q * kBlock + p] : block[p * kBlock + q];
-          const T* src = dense_block + q * dim + d0;
-          for (int64_t d = 0; d < width; ++d) acc[d] += w * src[d];
+        for (int64_t d = 0; d < kChunk; ++d) {
+          const T x = src[d];
+          acc[0][d] += w0 * x;
+          acc[1][d] += w1 * x;
+          acc[2][d] += w2 * x;
+          acc[3][d] += w3 * x;
         }
       }
-      for (int64_t d = 0; d < width; ++d) o[d0 + d] = acc[d];
+      for (int r = 0; r < kRows; ++r)
+        for (int64_t d = 0; d < kChunk; ++d) out_block[(p0 + r) * dim + d0 + d] = acc[r][d];
+    }
+    if (d0 < dim) {  // remaining dims (< 64)
+      const int64_t width = dim - d0;
+      for (int r = 0; r < kRows; ++r) {
+        T* o = out_block + (p0 + r) * dim + d0;
+        for (int q = 0; q < kBlock; ++q) {
+          const T w = BlockWeight<kTranspose>(block, p0 + r, q);
+          const T* src = dense_block + q * dim + d0;
+          for (int64_t d = 0; d < width; ++d) o[d] += w * src[d];
+        }
+      }
     }
   }
 }
@@ -198,8 +230,13 @@ void Spmm(const ParallelFor& parallel_for, const T* blocks, const int32_t* indic
       for (const int32_t* s = groups.begin(bi, target); s != groups.end(bi, target); ++s) {
         const int32_t idx = indices[bi * num_slots + *s];
         const int64_t source = transpose ? idx / num_col_blocks : idx % num_col_blocks;
-        AccumulateBlock(blocks + (bi * num_slots + *s) * kBlockArea, transpose,
-                        dense + (bi * dense_blocks + source) * kBlock * dim, dim, o);
+        const T* block = blocks + (bi * num_slots + *s) * kBlockArea;
+        const T* source_block = dense + (bi * dense_blocks + source) * kBlock * dim;
+        if (transpose) {
+          AccumulateBlock<true>(block, source_block, dim, o);
+        } else {
+          AccumulateBlock<false>(block, source_block, dim, o);
+        }
       }
     }
   });
@@ -208,33 +245,57 @@ void Spmm(const ParallelFor& parallel_for, const T* blocks, const int32_t* indic
 // ---------------------------------------------------------------------------------------------------------
 // Row reductions over the selected blocks.
 
+// Per row block: the selected blocks are first combined element-wise (max or sum over the slots, contiguous and
+// vectorised), then each of the 32 rows is reduced once, column halves combined element-wise (16, 8, 4, 2, 1).
+template <bool kMax, typename T>
+inline T Combine(T x, T y) {
+  return kMax ? (y > x ? y : x) : x + y;
+}
+
+template <bool kMax, typename T>
+inline void ReduceRows(const T* block, T* o) {
+  for (int i = 0; i < kBlock; ++i) {
+    const T* line = block + i * kBlock;
+    T t[kBlock / 2];
+    for (int k = 0; k < kBlock / 2; ++k) t[k] = Combine<kMax>(line[k], line[k + kBlock / 2]);
+    for (int width = kBlock / 4; width >= 1; width /= 2)
+      for (int k = 0; k < width; ++k) t[k] = Combine<kMax>(t[k], t[k + width]);
+    o[i] = t[0];
+  }
+}
+
+template <bool kMax, typename T>
+inline void ReduceRowBlock(const T* blocks, const int32_t* begin, const int32_t* end, T* o) {
+  if (begin == end) {
+    for (int i = 0; i < kBlock; ++i) o[i] = kMax ? -std::numeric_limits<T>::infinity() : T(0);
+    return;
+  }
+  alignas(64) T acc[kBlockArea];
+  const T* first = blocks + static_cast<int64_t>(*begin) * kBlockArea;
+  for (int64_t e = 0; e < kBlockArea; ++e) acc[e] = first[e];
+  for (const int32_t* s = begin + 1; s != end; ++s) {
+    const T* block = blocks + static_cast<int64_t>(*s) * kBlockArea;
+#pragma GCC ivdep
+    for (int64_t e = 0; e < kBlockArea; ++e) acc[e] = Combine<kMax>(acc[e], block[e]);
+  }
+  ReduceRows<kMax>(acc, o);
+}
+
 template <typename T, typename ParallelFor>
 void RowReduce(const ParallelFor& parallel_for, const T* blocks, const int32_t* indices, T* out, int64_t batch,
                int64_t num_row_blocks, int64_t num_col_blocks, int64_t num_slots, bool is_max) {
   SlotGroups groups;
   GroupSlots(parallel_for, indices, batch, num_slots, num_col_blocks, num_row_blocks, false, &groups);
   const int64_t per_row = num_row_blocks > 0 ? (num_slots + num_row_blocks - 1) / num_row_blocks : 0;
-  parallel_for(batch * num_row_blocks, kBlockArea * std::max<int64_t>(per_row, 1) + kBlock,
+  parallel_for(batch * num_row_blocks, kBlockArea * (std::max<int64_t>(per_row, 1) + 1),
                [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) {
       const int64_t bi = n / num_row_blocks, row = n % num_row_blocks;
-      T* o = out + n * kBlock;
-      const T init = is_max ? -std::numeric_limits<T>::infinity() : T(0);
-      for (int i = 0; i < kBlock; ++i) o[i] = init;
-      for (const int32_t* s = groups.begin(bi, row); s != groups.end(bi, row); ++s) {
-        const T* block = blocks + (bi * num_slots + *s) * kBlockArea;
-        for (int i = 0; i < kBlock; ++i) {
-          const T* line = block + i * kBlock;
-          if (is_max) {
-            T m = line[0];
-            for (int j = 1; j < kBlock; ++j) m = line[j] > m ? line[j] : m;
-            o[i] = m > o[i] ? m : o[i];
-          } else {
-            T total = T(0);
-            for (int j = 0; j < kBlock; ++j) total += line[j];
-            o[i] += total;
-          }
-        }
+      const T* batch_blocks = blocks + bi * num_slots * kBlockArea;
+      if (is_max) {
+        ReduceRowBlock<true>(batch_blocks, groups.begin(bi, row), groups.end(bi, row), out + n * kBlock);
+      } else {
+        ReduceRowBlock<false>(batch_blocks, groups.begin(bi, row), groups.end(bi, row), out + n * kBlock);
       }
     }
   });

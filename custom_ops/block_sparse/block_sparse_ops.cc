@@ -184,9 +184,11 @@ class SddmmCpuOp : public OpKernel {
     if (!CheckIndexRange<void>(ctx, indices, rows, cols)) return;
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({batch, slots, kBlock, kBlock}), &out));
+    Tensor scratch;  // b's tiles transposed, from TF's allocator (reused across calls, unlike a fresh malloc)
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(::tensorflow::DataTypeToEnum<T>::value, b.shape(), &scratch));
     TfParallelFor pf(ctx);
     Sddmm<T>(pf, a.flat<T>().data(), b.flat<T>().data(), indices.flat<int32_t>().data(), out->flat<T>().data(),
-             batch, rows, cols, a.dim_size(2), slots);
+             batch, rows, cols, a.dim_size(2), slots, scratch.flat<T>().data());
   }
 };
 

@@ -64,9 +64,10 @@ class TorchMraKernels:
 
 
 def _gather_blocks(tiles, block_ids):
-    batch, _, dim, width = tiles.shape
-    index = block_ids[:, :, None, None].expand(-1, -1, dim, width)
-    return torch.gather(tiles, 1, index)
+    """tiles [batch, num_blocks, dim, 32], block_ids [batch, num_selected] -> [batch, num_selected, dim, 32]."""
+    batch, num_blocks, dim, width = tiles.shape
+    flat = (block_ids + torch.arange(batch, device=block_ids.device)[:, None] * num_blocks).reshape(-1)
+    return tiles.reshape(batch * num_blocks, dim, width).index_select(0, flat).reshape(batch, -1, dim, width)
 
 
 def install(module=None):
