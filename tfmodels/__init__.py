@@ -13,6 +13,7 @@ from tfmodels.models.xlm_roberta_xl import *  # noqa: E402,F401,F403
 from tfmodels.models.yoso import *  # noqa: E402,F401,F403
 from tfmodels.models.nystromformer import *  # noqa: E402,F401,F403
 from tfmodels.models.longformer import *  # noqa: E402,F401,F403
+from tfmodels.models.mra import *  # noqa: E402,F401,F403
 from tfmodels.models.xlnet import *  # noqa: E402,F401,F403
 from tfmodels.models.beit import *  # noqa: E402,F401,F403
 from tfmodels.tokenizers import *  # noqa: E402,F401,F403

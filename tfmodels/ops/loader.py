@@ -14,7 +14,6 @@ import fcntl
 import glob
 import hashlib
 import os
-import shlex
 import shutil
 import subprocess
 import threading
@@ -56,34 +55,17 @@ def cuda_wanted():
     return have_nvcc and bool(tf.config.list_physical_devices("GPU"))
 
 
-def nvcc_include_dirs():
-    """The CUDA include directories nvcc itself uses (from `nvcc --dryrun`), [] when unknown."""
-    global _NVCC_INCLUDES
-    if _NVCC_INCLUDES is None:
-        _NVCC_INCLUDES = []
-        try:
-            result = subprocess.run(["nvcc", "--dryrun", "-x", "cu", "-c", os.devnull, "-o", os.devnull],
-                                    capture_output=True, text=True, timeout=60)
-            for line in (result.stdout + result.stderr).splitlines():
-                if "INCLUDES=" in line and "SYSTEM_INCLUDES" not in line:
-                    _NVCC_INCLUDES = [flag[2:] for flag in shlex.split(line.split("INCLUDES=", 1)[1])
-                                      if flag.startswith("-I")]
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return list(_NVCC_INCLUDES)
+def nvcc_command(source, output, include_dirs=(), archs=None):
+    """The nvcc command that compiles one TF GPU kernel source (`*.cu.cc`) into an object file.
 
-
-_NVCC_INCLUDES = None
-
-
-def cuda_include_flags():
-    """Include flags for compiling a TF `.cu.cc` with nvcc: nvcc's own CUDA headers first, then the CUDA
-    headers bundled with TensorFlow. nvcc writes host stubs for its kernels against its own
-    crt/host_runtime.h (nvcc 13 calls __cudaLaunch with two arguments; the CUDA 12 headers bundled with TF
-    2.21 define it with one), so its own headers must win; TF's headers that name
-    "third_party/gpus/cuda/include/..." still find the bundled copy."""
-    bundled = os.path.join(tf.sysconfig.get_include(), "third_party", "gpus", "cuda", "include")
-    return [f"-I{d}" for d in nvcc_include_dirs()] + [f"-I{bundled}"]
+    nvcc uses its own toolkit's CUDA headers. TF's bundled ones (include/third_party/gpus/cuda/include) belong
+    to the CUDA that TF was built with, and their crt/host_runtime.h does not match the kernel-launch stubs a
+    newer nvcc generates: with them first on the include path, every file that defines a __global__ kernel fails
+    (nvcc 13 vs TF's CUDA 12.5: "macro __cudaLaunch passed 2 arguments, but takes just 1").
+    """
+    return (["nvcc", "-c", "-x", "cu", "-std=c++17", "--expt-relaxed-constexpr", "-DGOOGLE_CUDA=1",
+             "-Xcompiler", "-fPIC", "-O2"] + list(archs or NVCC_ARCHS) + [f"-I{d}" for d in include_dirs]
+            + [f for f in tf_compile_flags() if f != "--std=c++17"] + [source, "-o", output])
 
 
 def tf_compile_flags():
@@ -172,7 +154,7 @@ class OpLibrary:
             if with_cuda:
                 for source in cu:
                     obj = os.path.join(tmp_dir, os.path.basename(source) + ".o")
-                    _run(nvcc_compile_command(source, obj, include))
+                    _run(nvcc_command(source, obj, [os.path.dirname(folder)]))
                     objects.append(obj)
             tmp_target = target + ".tmp"
             _run(["g++", "-std=c++17", "-shared", "-fPIC", "-O3", "-march=native"] + WARNING_FLAGS + defines
@@ -218,19 +200,6 @@ def _run(command):
     if result.returncode != 0:
         tail = (result.stderr or result.stdout)[-3000:]
         raise RuntimeError(f"compiling failed: {' '.join(command[:3])} ...\n{tail}")
-
-
-def nvcc_compile_command(source, output, include=(), archs=None):
-    """nvcc command for one `*.cu.cc` against the imported TF's headers.
-
-    CUDA's own headers come from nvcc's toolkit, never from the copy bundled with TF
-    (include/third_party/gpus/cuda/include, CUDA 12.5 for TF 2.21): nvcc generates launch stubs for its own runtime
-    headers, and with a newer nvcc (13) the bundled crt/host_runtime.h breaks every file that defines a kernel
-    (`macro "__cudaLaunch" passed 2 arguments, but takes just 1`).
-    """
-    return (["nvcc", "-c", "-x", "cu", "-std=c++17", "--expt-relaxed-constexpr", "-DGOOGLE_CUDA=1", "-Xcompiler",
-             "-fPIC", "-O2"] + list(NVCC_ARCHS if archs is None else archs) + cuda_include_flags() + list(include)
-            + [f for f in tf_compile_flags() if f != "--std=c++17"] + [source, "-o", output])
 
 
 def build_all(with_cuda=None, force=False):

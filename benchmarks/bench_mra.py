@@ -1,0 +1,143 @@
+"""MRA (multi-resolution attention on the block_sparse custom ops): our forward (and forward+backward) time and
+peak memory against HF PyTorch MRA, whose three CUDA kernel calls run on the pure-torch stand-in of
+tests/parity/mra/hf_kernels.py (HF's own kernels need CUDA); and our custom ops against their pure-TF twins.
+Each measurement runs in a fresh process; medians of repeats.
+
+    python benchmarks/bench_mra.py [--lengths 512,1024,2048,4096,8192,16384] [--repeats 5]
+
+The model: hidden 256, 4 heads, 2 layers, batch 1, an all-ones attention mask (HF is only right unpadded),
+max_position_embeddings = length, so the high-resolution budget is 4 blocks of 32 x 32 per block row
+(block_per_row 4, as in mra-base-512-4) at every length.
+
+Targets (issue 6): forward <= 0.7x HF's time at 4096; linear growth (ours at 16384 <= 4.5x ours at 4096);
+custom op >= 3x faster than its twin (the MRA attention itself: the `attention` rows time one layer's
+mra2_attention on [1, 4, length, 64] queries/keys/values, custom op vs twin).
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
+
+from benchmarks.common import format_table, measure, megabytes, ratio, seconds, set_torch_threads  # noqa: E402
+
+BASE = dict(vocab_size=1000, hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=1024,
+            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, block_per_row=4)
+
+
+def config(length):
+    return dict(BASE, max_position_embeddings=max(length, 512))
+
+
+def _inputs(length, batch=1):
+    import numpy as np
+    rng = np.random.RandomState(0)
+    ids = rng.randint(5, BASE["vocab_size"], (batch, length)).astype("int32")
+    return ids, np.ones_like(ids)
+
+
+def ours(length, mode, op_mode="custom"):
+    import tensorflow as tf
+    import tfmodels
+    from tfmodels.ops import dispatch
+    dispatch.set_op_mode(op_mode)
+    model = tfmodels.MraModel(tfmodels.MraConfig(**config(length)))
+    ids, mask = (tf.constant(a) for a in _inputs(length))
+    model(input_ids=ids[:, :64], attention_mask=mask[:, :64])
+
+    @tf.function
+    def forward():
+        return tf.reduce_sum(model(input_ids=ids, attention_mask=mask, training=False).last_hidden_state)
+
+    @tf.function
+    def forward_backward():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model(input_ids=ids, attention_mask=mask, training=True).last_hidden_state)
+        return [tf.convert_to_tensor(g) for g in tape.gradient(loss, model.trainable_variables)]
+
+    step = forward if mode == "forward" else forward_backward
+    return lambda: [t.numpy() for t in tf.nest.flatten(step())]
+
+
+def attention(length, op_mode="custom"):
+    """One layer's MRA-2 attention alone (the block-sparse part and the low resolution), [1, 4, length, 64]."""
+    import numpy as np
+    import tensorflow as tf
+    from tfmodels.models.mra.attention import mra2_attention
+    from tfmodels.ops import dispatch
+    dispatch.set_op_mode(op_mode)
+    rng = np.random.RandomState(0)
+    q, k, v = (tf.constant(rng.randn(1, 4, length, 64).astype("float32")) for _ in range(3))
+    mask = tf.ones([1, length], tf.float32)
+    num_blocks = (max(length, 512) // 32) * BASE["block_per_row"]
+
+    @tf.function
+    def step():
+        return mra2_attention(q, k, v, mask, num_blocks=num_blocks)[0]
+    return lambda: step().numpy()
+
+
+def hf(length, mode):
+    import torch
+    import transformers
+    from tests.parity.mra import hf_kernels
+    set_torch_threads()
+    hf_kernels.install()
+    model = transformers.MraModel(transformers.MraConfig(**config(length)))
+    ids, mask = (torch.tensor(a, dtype=torch.long) for a in _inputs(length))
+    if mode == "forward":
+        model.eval()
+
+        def step():
+            with torch.no_grad():
+                return model(input_ids=ids, attention_mask=mask).last_hidden_state.sum().item()
+        return step
+    model.train()
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        model(input_ids=ids, attention_mask=mask).last_hidden_state.sum().backward()
+    return step
+
+
+HEADERS = ["mode", "length", "ours s", "HF s", "ours/HF", "twin s", "twin/ours", "ours MB", "HF MB", "twin MB"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lengths", default="512,1024,2048,4096,8192,16384")
+    parser.add_argument("--modes", default="forward,attention")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    rows, times = [], {}
+    module = "benchmarks.bench_mra"
+    for mode in args.modes.split(","):
+        for length in [int(x) for x in args.lengths.split(",")]:
+            repeats = args.repeats if length <= 4096 else max(3, args.repeats - 2)
+            if mode == "attention":
+                custom = measure(module, "attention", {"length": length}, repeats=repeats)
+                twin = measure(module, "attention", {"length": length, "op_mode": "reference"}, repeats=repeats)
+                reference = {"error": "not measured"}
+            else:
+                reference = measure(module, "hf", {"length": length, "mode": mode}, repeats=repeats)
+                custom = measure(module, "ours", {"length": length, "mode": mode}, repeats=repeats)
+                twin = measure(module, "ours", {"length": length, "mode": mode, "op_mode": "reference"},
+                               repeats=repeats)
+            times[(mode, length)] = custom
+            row = [mode, length, seconds(custom), seconds(reference) if mode != "attention" else "-",
+                   ratio(custom, reference) if mode != "attention" else "-", seconds(twin), ratio(twin, custom),
+                   megabytes(custom), megabytes(reference) if mode != "attention" else "-", megabytes(twin)]
+            rows.append(row)
+            print(format_table(HEADERS, rows[-1:]).splitlines()[-1], flush=True)
+    print()
+    print("MRA, hidden 256, 4 heads, 2 layers, batch 1, block_per_row 4, max_position_embeddings = length; "
+          "CPU, 2 threads")
+    print(format_table(HEADERS, rows))
+    for mode in args.modes.split(","):
+        if (mode, 4096) in times and (mode, 16384) in times:
+            print(f"{mode}: ours at 16384 / ours at 4096 = {ratio(times[(mode, 16384)], times[(mode, 4096)])} "
+                  "(linear: 4.0)")
+
+
+if __name__ == "__main__":
+    main()

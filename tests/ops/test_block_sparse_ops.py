@@ -1,0 +1,215 @@
+"""The block_sparse custom ops (MRA): compiled op vs numpy vs pure-TF twin, outputs and gradients, numerical
+gradient checks, input validation, XLA for the twin, and the TF-free harness's CPU entry points."""
+import ctypes
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.ops import block_sparse_harness_cases as cases
+from tests.ops import cuda_harness
+from tfmodels.ops import block_sparse as bs
+from tfmodels.ops import dispatch
+
+BLOCK = 32
+# batch, row blocks, column blocks, dim, slots (odd dims, a single row, unused slots, more slots than blocks...)
+SHAPES = [(2, 3, 3, 16, 5), (3, 4, 2, 7, 6), (1, 1, 5, 33, 4), (2, 5, 5, 8, 25), (2, 2, 3, 1, 0)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _library():
+    with dispatch.op_mode("custom"):
+        assert dispatch.use_custom_op("block_sparse"), "the block_sparse op library must build here"
+
+
+def make_case(shape, seed, dtype=np.float32, duplicates=False):
+    batch, rows, cols, dim, slots = shape
+    rng = np.random.RandomState(seed)
+    indices = cases.random_indices(rng, batch, rows, cols, slots, duplicates=duplicates)
+    a = rng.randn(batch, rows * BLOCK, dim).astype(dtype)
+    b = rng.randn(batch, cols * BLOCK, dim).astype(dtype)
+    blocks = rng.randn(batch, slots, BLOCK, BLOCK).astype(dtype)
+    return rows, cols, indices, a, b, blocks
+
+
+def all_ops(rows, cols, indices, a, b, blocks):
+    """Every public function on one case: name -> (function of its differentiable inputs, those inputs)."""
+    return {
+        "sddmm": (lambda a, b: bs.sddmm(a, b, indices), (a, b)),
+        "spmm": (lambda blocks, dense: bs.spmm(blocks, indices, dense, rows), (blocks, b)),
+        "spmm_transposed": (lambda blocks, dense: bs.spmm(blocks, indices, dense, cols, transpose_blocks=True),
+                            (blocks, a)),
+        "row_max": (lambda blocks: bs.row_max(blocks, indices, rows, cols), (blocks,)),
+        "row_sum": (lambda blocks: bs.row_sum(blocks, indices, rows, cols), (blocks,)),
+    }
+
+
+def run(mode, fn, inputs, seed=0):
+    """Output and gradients (of a random projection of the output) in one op mode."""
+    tensors = [tf.constant(x) for x in inputs]
+    with dispatch.op_mode(mode), tf.GradientTape() as tape:
+        tape.watch(tensors)
+        out = fn(*tensors)
+        weights = tf.constant(np.random.RandomState(seed).randn(*out.shape).astype(out.dtype.as_numpy_dtype))
+        finite = tf.where(tf.math.is_finite(out), out, tf.zeros_like(out))
+        loss = tf.reduce_sum(finite * weights)
+    grads = tape.gradient(loss, tensors)
+    return out.numpy(), [g.numpy() if g is not None else None for g in grads]
+
+
+def assert_same(x, y, atol, name):
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    assert x.shape == y.shape, f"{name}: {x.shape} vs {y.shape}"
+    same_inf = np.isinf(x) & (x == y)
+    diff = np.abs(np.where(same_inf, 0, x) - np.where(same_inf, 0, y))
+    assert diff.size == 0 or diff.max() <= atol, f"{name}: max difference {diff.max():.3g} > {atol}"
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}R{}C{}D{}K{}".format(*s))
+def test_op_matches_numpy_and_twin_outputs_and_gradients(shape):
+    rows, cols, indices, a, b, blocks = make_case(shape, seed=sum(shape))
+    references = {
+        "sddmm": cases.sddmm_ref(a, b, indices),
+        "spmm": cases.spmm_ref(blocks, indices, b, rows, False),
+        "spmm_transposed": cases.spmm_ref(blocks, indices, a, cols, True),
+        "row_max": cases.row_reduce_ref(blocks, indices, rows, cols, True),
+        "row_sum": cases.row_reduce_ref(blocks, indices, rows, cols, False),
+    }
+    for name, (fn, inputs) in all_ops(rows, cols, indices, a, b, blocks).items():
+        custom, custom_grads = run("custom", fn, inputs)
+        twin, twin_grads = run("reference", fn, inputs)
+        assert_same(custom, references[name], 1e-4, f"{name} op vs numpy")
+        assert_same(custom, twin, 1e-4, f"{name} op vs twin")
+        for i, (g_op, g_twin) in enumerate(zip(custom_grads, twin_grads)):
+            assert_same(g_op, g_twin, 1e-4, f"{name} gradient {i} op vs twin")
+
+
+def test_random_shapes_and_duplicate_slots_op_vs_twin():
+    rng = np.random.RandomState(7)
+    for trial in range(6):
+        shape = (int(rng.randint(1, 4)), int(rng.randint(1, 6)), int(rng.randint(1, 6)), int(rng.randint(1, 70)),
+                 int(rng.randint(0, 12)))
+        rows, cols, indices, a, b, blocks = make_case(shape, seed=trial, duplicates=trial % 2 == 1)
+        for name, (fn, inputs) in all_ops(rows, cols, indices, a, b, blocks).items():
+            custom, custom_grads = run("custom", fn, inputs, seed=trial)
+            twin, twin_grads = run("reference", fn, inputs, seed=trial)
+            assert_same(custom, twin, 1e-4, f"{shape} {name}")
+            for g_op, g_twin in zip(custom_grads, twin_grads):
+                assert_same(g_op, g_twin, 1e-4, f"{shape} {name} gradient")
+
+
+@pytest.mark.parametrize("mode", ["custom", "reference"])
+def test_numerical_gradients(mode):
+    """tf.test.compute_gradient (float64): analytic Jacobians equal finite differences, op and twin alike.
+
+    Each op input is a fixed random linear image of a few parameters and the output is projected to a few values,
+    so the check runs through the op's gradient in random directions with small Jacobians."""
+    rows, cols, indices, a, b, blocks = make_case((2, 2, 3, 3, 4), seed=3, dtype=np.float64)
+    rng = np.random.RandomState(11)
+    params = 5
+    with dispatch.op_mode(mode):
+        for name, (fn, inputs) in all_ops(rows, cols, indices, a, b, blocks).items():
+            bases = [tf.constant(rng.randn(params, *x.shape)) for x in inputs]
+            offsets = [tf.constant(x) for x in inputs]
+            projection = None
+
+            def composite(*thetas):
+                nonlocal projection
+                args = [o + tf.tensordot(t, basis, axes=1) for t, basis, o in zip(thetas, bases, offsets)]
+                out = fn(*args)
+                out = tf.where(tf.math.is_finite(out), out, tf.zeros_like(out))  # rows without blocks: -inf
+                if projection is None:
+                    projection = tf.constant(rng.randn(4, *out.shape))
+                return tf.tensordot(projection, out, axes=out.shape.rank)
+
+            thetas = [tf.constant(rng.randn(params) * 0.1) for _ in inputs]
+            theoretical, numerical = tf.test.compute_gradient(composite, thetas, delta=1e-5)
+            for t, n in zip(theoretical, numerical):
+                np.testing.assert_allclose(t, n, rtol=1e-5, atol=1e-5, err_msg=f"{mode} {name}")
+
+
+def test_row_max_gradient_shares_ties_and_skips_empty_rows():
+    blocks = np.zeros((1, 2, BLOCK, BLOCK), np.float32)
+    blocks[0, 0, 0, :2] = 5.0          # row 0: two maxima in slot 0 ...
+    blocks[0, 1, 0, 7] = 5.0           # ... and one in slot 1
+    indices = np.array([[0, 1]], np.int32)  # both in row block 0 of a 2 x 2 grid; row block 1 has none
+    for mode in ("custom", "reference"):
+        out, (grad,) = run(mode, lambda x: bs.row_max(x, indices, 2, 2), (blocks,))
+        assert np.all(np.isneginf(out[0, BLOCK:])) and out[0, 0] == 5.0
+        with dispatch.op_mode(mode), tf.GradientTape() as tape:
+            x = tf.constant(blocks)
+            tape.watch(x)
+            y = bs.row_max(x, indices, 2, 2)[:, 0]
+        g = tape.gradient(y, x).numpy()
+        np.testing.assert_allclose([g[0, 0, 0, 0], g[0, 0, 0, 1], g[0, 1, 0, 7]], [1 / 3] * 3, rtol=1e-6)
+        assert np.isclose(g.sum(), 1.0)
+
+
+def test_bad_inputs_raise_clear_errors():
+    rows, cols, indices, a, b, blocks = make_case((2, 2, 2, 4, 3), seed=1)
+    bad = indices.copy()
+    bad[1, 0] = rows * cols
+    module = bs._ops()
+    for mode in ("custom", "reference"):
+        with dispatch.op_mode(mode):
+            with pytest.raises(tf.errors.InvalidArgumentError, match="indices"):
+                bs.sddmm(a, b, bad)
+            with pytest.raises(tf.errors.InvalidArgumentError, match="indices"):
+                bs.row_sum(blocks, bad, rows, cols)
+            with pytest.raises(ValueError, match="multiple of the block size"):
+                bs.sddmm(a[:, :-1], b, indices)
+            with pytest.raises(ValueError, match="rank 4"):
+                bs.row_max(blocks[0], indices, rows, cols)
+            with pytest.raises(ValueError, match="agree"):
+                bs.spmm(blocks[:, :2], indices, b, rows)
+            with pytest.raises(ValueError, match=">= 0"):
+                bs.spmm(blocks, indices, b, -1)
+    # The compiled kernels validate on their own (e.g. when called from a graph without the Python checks).
+    with pytest.raises(tf.errors.InvalidArgumentError, match="outside the grid"):
+        module.tf_models_block_sparse_sddmm(a, b, bad)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="multiple of the block size"):
+        module.tf_models_block_sparse_spmm(blocks, indices, b[:, 1:], rows)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="feature size"):
+        module.tf_models_block_sparse_sddmm(a, b[:, :, :3], indices)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="num_col_blocks must be >= 0"):
+        module.tf_models_block_sparse_row_max(blocks, indices, rows, -2)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="batch"):
+        module.tf_models_block_sparse_spmm(blocks, indices, b[:1], rows)
+
+
+def test_graph_mode_dynamic_shapes_and_xla_twin():
+    rows, cols, indices, a, b, blocks = make_case((2, 3, 3, 8, 4), seed=5)
+    spec = tf.TensorSpec([None, None, 8], tf.float32)
+
+    @tf.function(input_signature=[spec, spec, tf.TensorSpec([None, None], tf.int32)])
+    def graph(a, b, indices):
+        blocks = bs.sddmm(a, b, indices)
+        return bs.spmm(blocks, indices, b, tf.shape(a)[1] // BLOCK)
+
+    @tf.function(jit_compile=True)
+    def compiled(a, b, indices):
+        blocks = bs.sddmm(a, b, indices, validate=False)
+        out = bs.spmm(blocks, indices, b, rows, validate=False)
+        return out, bs.row_max(blocks, indices, rows, cols, validate=False), bs.row_sum(blocks, indices, rows, cols,
+                                                                                       validate=False)
+
+    with dispatch.op_mode("custom"):
+        expected = graph(a, b, indices).numpy()
+    with dispatch.op_mode("auto"):  # inside XLA the twin is used even in auto mode
+        out, maxima, sums = compiled(a, b, indices)
+    assert_same(out, expected, 1e-4, "XLA twin vs graph op")
+    assert_same(maxima, cases.row_reduce_ref(cases.sddmm_ref(a, b, indices).astype(np.float32), indices, rows, cols,
+                                             True), 1e-4, "XLA row max")
+    assert np.all(np.isfinite(sums))
+
+
+@pytest.mark.skipif(not cuda_harness.nvcc_available(), reason="nvcc is not installed on this machine")
+def test_harness_cpu_entry_points_match_numpy_and_gpu_when_present(tmp_path):
+    """The TF-free harness builds with nvcc; its CPU entry points match numpy. Its GPU entry points are compared
+    with the CPU ones only where a CUDA GPU is visible (python tests/ops/cuda_harness.py)."""
+    library = ctypes.CDLL(cuda_harness.build_harness("block_sparse", str(tmp_path)))
+    for name, difference, tolerance in cases.run_cpu(library):
+        assert difference <= tolerance, f"{name}: {difference:.3g}"
+    if cuda_harness.gpu_available():
+        for name, difference, tolerance in cases.run(library):
+            assert difference <= tolerance, f"GPU {name}: {difference:.3g}"

@@ -1,0 +1,244 @@
+"""MRA-2 attention (Zeng et al., "Multi Resolution Analysis (MRA) for Approximate Self-Attention", ICML 2022),
+computed as Hugging Face's `mra2_attention` does, on the block-sparse primitives of tfmodels.ops.block_sparse.
+
+Per head, positions form blocks of 32. The low-resolution scores compare block means of queries and keys. The
+`num_blocks` best blocks (after the priors) are computed at full resolution (a block-sparse softmax
+numerator); in approx_mode "full" every other block contributes its low-resolution score, once per key token.
+Both parts share one numerically stable normaliser: each is taken relative to its own maximum and the two are
+rescaled to the larger one before they are added.
+
+Beyond the reference:
+- any sequence length: padded to a multiple of 32 inside, unpadded on the way out;
+- padded batches are handled per example: each example uses the block grid of its own length (up to its last
+  non-masked position) and its own budget `min(num_blocks, its_blocks ** 2)`, so a right-padded example gives
+  what it gives alone (the reference mis-orders its mask over heads for batch > 1, and its integer conversion of
+  the additive mask turns any padding into NaN);
+- the effective attention weights can be returned (the reference has none to return).
+"""
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from tfmodels.models.mra.configuration import BLOCK_SIZE
+from tfmodels.ops import block_sparse as bs
+
+PENALTY = 1e4       # the reference's additive mask value (exp(-1e4) is exactly 0 in float32)
+PRIOR = 5e3         # the reference's bonus for prior blocks in the selection
+EPSILON = 1e-6      # the reference's guard in block means and in the final normaliser
+
+
+def _block_means(x, mask_counts, num_blocks):
+    """[BH, L, D] -> [BH, nb, D]: sums over each block of 32 divided by (token count + 1e-6), as the reference."""
+    sums = tf.reduce_sum(tf.reshape(x, tf.stack([-1, num_blocks, BLOCK_SIZE, x.shape[-1]])), axis=2)
+    return sums / tf.expand_dims(mask_counts + EPSILON, 2)
+
+
+def _repeat_blocks(x, meta, num_blocks):
+    """[BH, nb] -> [BH, nb * 32] or [BH, nb, D] -> [BH, nb * 32, D], each block value repeated 32 times."""
+    if x.shape.rank == 2:
+        tiled = tf.broadcast_to(tf.expand_dims(x, 2), tf.stack([meta, num_blocks, BLOCK_SIZE]))
+        return tf.reshape(tiled, tf.stack([meta, num_blocks * BLOCK_SIZE]))
+    dim = x.shape[-1]
+    tiled = tf.broadcast_to(tf.expand_dims(x, 2), tf.stack([meta, num_blocks, BLOCK_SIZE, dim]))
+    return tf.reshape(tiled, tf.stack([meta, num_blocks * BLOCK_SIZE, dim]))
+
+
+def _repeat_heads(x, batch, heads):
+    """[B] or [B, L] -> [B * heads] or [B * heads, L]: row b * heads + h holds x[b] (the meta-batch order)."""
+    if x.shape.rank == 1:
+        return tf.reshape(tf.broadcast_to(tf.expand_dims(x, 1), tf.stack([batch, heads])), [-1])
+    length = tf.shape(x)[1]
+    tiled = tf.broadcast_to(tf.expand_dims(x, 1), tf.stack([batch, heads, length]))
+    return tf.reshape(tiled, tf.stack([-1, length]))
+
+
+def mra2_attention(query, key, value, mask=None, num_blocks=64, approx_mode="full", initial_prior_first_n_blocks=0,
+                   initial_prior_diagonal_n_blocks=0, scale_dim=None, output_probs=False):
+    """query/key/value [batch, heads, length, dim] (any float dtype; computed in float32), mask [batch, length]
+    (1 keep, 0 padding) or None. Returns (context [batch, heads, length, dim] in the input dtype, probs or None):
+    probs [batch, heads, length, length] are the effective attention weights (context = probs @ value).
+
+    scale_dim: the scores are divided by sqrt(scale_dim); the reference pads heads narrower than 32 with zeros
+    to 32 and scales by sqrt(32) then (default: max(dim, 32)).
+    """
+    if approx_mode not in ("full", "sparse"):
+        raise ValueError(f"approx_mode must be 'full' or 'sparse', got {approx_mode!r}")
+    full = approx_mode == "full"
+    out_dtype = query.dtype
+    query, key, value = (tf.cast(t, tf.float32) for t in (query, key, value))
+    dim, heads, static_length = query.shape[-1], query.shape[1], query.shape[2]
+    scale = math.sqrt(scale_dim if scale_dim is not None else max(dim, 32))
+    batch, _, length, _ = tf.unstack(tf.shape(query))
+
+    # Pad the sequence to whole blocks (python ints when the length is static).
+    aligned = static_length is not None and static_length % BLOCK_SIZE == 0
+    if static_length is not None:
+        padded = static_length + (-static_length) % BLOCK_SIZE
+    else:
+        padded = (length + BLOCK_SIZE - 1) // BLOCK_SIZE * BLOCK_SIZE
+    num_grid = padded // BLOCK_SIZE
+    meta = batch * heads
+    if not aligned:
+        paddings = tf.stack([[0, 0], [0, 0], [0, padded - length], [0, 0]])
+        query, key, value = (tf.pad(t, paddings) for t in (query, key, value))
+        if mask is None:
+            mask = tf.ones([batch, length], tf.float32)  # the internal padding must be masked
+    flat_shape = tf.stack([meta, padded, dim])
+    query, key, value = (tf.reshape(t, flat_shape) for t in (query, key, value))
+    has_mask = mask is not None
+    if has_mask:
+        mask = tf.cast(tf.not_equal(mask, 0), tf.float32)
+        if not aligned:
+            mask = tf.pad(mask, tf.stack([[0, 0], [0, padded - length]]))
+        # Each example's grid ends with the block of its last kept position.
+        extent = tf.reduce_max(mask * tf.range(1.0, tf.cast(padded, tf.float32) + 1.0), axis=1)
+        example_blocks = tf.cast(tf.math.ceil(extent / BLOCK_SIZE), tf.int32)
+        # Meta-batch row b * heads + h belongs to example b (the reference repeats the mask in the wrong order).
+        mask = _repeat_heads(mask, batch, heads)                      # [BH, Lp]
+        grid_blocks = _repeat_heads(example_blocks, batch, heads)     # [BH]
+        mask3 = tf.expand_dims(mask, 2)
+        query, key, value = query * mask3, key * mask3, value * mask3
+        mask_blocks = tf.reshape(mask, tf.stack([meta, num_grid, BLOCK_SIZE]))
+        counts = tf.reduce_sum(mask_blocks, axis=2)                                       # [BH, nb]
+        valid_block = tf.expand_dims(tf.range(num_grid), 0) < tf.expand_dims(grid_blocks, 1)  # [BH, nb]
+        valid_grid = tf.logical_and(tf.expand_dims(valid_block, 2), tf.expand_dims(valid_block, 1))
+    else:
+        counts = tf.fill(tf.stack([meta, num_grid]), float(BLOCK_SIZE))
+
+    # ----- low resolution: block-mean scores -----------------------------------------------------------------
+    query_hat = _block_means(query, counts, num_grid)
+    key_hat = _block_means(key, counts, num_grid)
+    if not full:  # only used to choose the blocks: no gradient, as in the reference
+        query_hat, key_hat = tf.stop_gradient(query_hat), tf.stop_gradient(key_hat)
+    low_logits = tf.matmul(query_hat, key_hat, transpose_b=True) / scale  # [BH, nb, nb]
+    # The row max before the empty-block penalty, over the example's own grid. The shift cancels in the result,
+    # so it carries no gradient.
+    if has_mask:
+        low_max = tf.reduce_max(tf.where(tf.expand_dims(valid_block, 1), low_logits, -np.inf), axis=2,
+                                keepdims=True)
+        low_max = tf.stop_gradient(tf.where(tf.math.is_finite(low_max), low_max, 0.0))
+        empty_pair = tf.cast(tf.expand_dims(counts, 2) * tf.expand_dims(counts, 1) < 0.5, tf.float32)
+        low_logits = low_logits - PENALTY * empty_pair
+    else:
+        low_max = tf.stop_gradient(tf.reduce_max(low_logits, axis=2, keepdims=True))
+
+    # ----- block selection: top blocks of the normalised low-resolution scores plus the priors ---------------
+    scores = tf.stop_gradient(low_logits - low_max)
+    if initial_prior_diagonal_n_blocks > 0 or initial_prior_first_n_blocks > 0:
+        scores = _add_priors(scores, num_grid, initial_prior_first_n_blocks, initial_prior_diagonal_n_blocks)
+    candidates = tf.where(valid_grid, scores, -np.inf) if has_mask else scores
+    candidates = tf.reshape(candidates, tf.stack([meta, num_grid * num_grid]))
+    if isinstance(num_grid, int):
+        selected = min(num_blocks, num_grid * num_grid)
+    else:
+        selected = tf.minimum(num_blocks, num_grid * num_grid)
+    top_values, indices = tf.math.top_k(candidates, selected, sorted=False)
+    if has_mask:
+        chosen = tf.math.is_finite(top_values)                               # [BH, K]
+        indices = tf.where(chosen, indices, -1)
+    if full:
+        # As the reference: every block scoring at least the smallest selected score leaves the low resolution.
+        if has_mask:
+            threshold = tf.reduce_min(tf.where(chosen, top_values, np.inf), axis=1)
+            high_mask = tf.logical_and(scores >= tf.reshape(threshold, [-1, 1, 1]), valid_grid)
+        else:
+            high_mask = scores >= tf.reshape(tf.reduce_min(top_values, axis=1), [-1, 1, 1])
+
+    # ----- high resolution: exact scores on the selected blocks -----------------------------------------------
+    # Scaling the queries (length x dim values) instead of the selected scores (K x 32 x 32) saves a pass over
+    # the blocks; the result differs from the reference's order only by float rounding.
+    logits = bs.sddmm(query * (1.0 / scale), key, indices, validate=False)  # [BH, K, 32, 32]
+    row_max = bs.row_max(tf.stop_gradient(logits), indices, num_grid, num_grid, validate=False)  # [BH, Lp]
+    has_high = tf.math.is_finite(row_max)                                # False: row block without blocks
+    row_max = tf.stop_gradient(tf.where(has_high, row_max, 0.0))
+    safe_indices = tf.maximum(indices, 0)
+    blocks_shape = tf.stack([meta, num_grid, BLOCK_SIZE])
+    slot_max = tf.gather(tf.reshape(row_max, blocks_shape), safe_indices // num_grid, batch_dims=1)
+    if has_mask:
+        slot_max = tf.where(tf.expand_dims(chosen, 2), slot_max, 0.0)
+    high_attn = tf.exp(logits - tf.expand_dims(slot_max, 3))
+    if has_mask:
+        # Padded keys: the reference subtracts 1e4 before the exponential; multiplying by the key mask after it
+        # gives the same exact zeros in one pass less (a padded key's score is 0 <= its row's max, so its
+        # exponential is finite).
+        key_mask = tf.gather(mask_blocks, safe_indices % num_grid, batch_dims=1)
+        high_attn = high_attn * tf.expand_dims(key_mask, 2)
+    high_out = bs.spmm(high_attn, indices, value, num_grid, validate=False)          # [BH, Lp, D]
+    high_norm = bs.row_sum(high_attn, indices, num_grid, num_grid, validate=False)    # [BH, Lp]
+
+    high_corr = low_corr = low_attn = None
+    if full:
+        value_hat = _block_means(value, counts, num_grid)
+        low_attn = tf.exp(low_logits - low_max - PENALTY * tf.cast(high_mask, tf.float32))
+        if has_mask:
+            low_attn = tf.where(valid_grid, low_attn, 0.0)
+        low_attn = low_attn * tf.expand_dims(counts, 1)
+        low_out = _repeat_blocks(tf.matmul(low_attn, value_hat), meta, num_grid)
+        low_norm = _repeat_blocks(tf.reduce_sum(low_attn, axis=2), meta, num_grid)
+        low_max_rows = _repeat_blocks(tf.squeeze(low_max, 2), meta, num_grid)
+        log_correction = tf.where(has_high, low_max_rows - row_max, 0.0)
+        if has_mask:
+            log_correction = log_correction * mask
+        low_corr = tf.exp(tf.minimum(log_correction, 0.0))
+        high_corr = tf.exp(-tf.maximum(log_correction, 0.0))
+        numerator = high_out * tf.expand_dims(high_corr, 2) + low_out * tf.expand_dims(low_corr, 2)
+        denominator = high_norm * high_corr + low_norm * low_corr + EPSILON
+    else:
+        numerator, denominator = high_out, high_norm + EPSILON
+    context = numerator / tf.expand_dims(denominator, 2)
+    if has_mask:
+        context = context * mask3
+    context = tf.reshape(context, tf.stack([batch, heads, padded, dim]))
+    if not aligned:
+        context = context[:, :, :length]
+
+    probs = None
+    if output_probs:
+        probs = _effective_probs(high_attn, indices, high_corr, low_attn, low_corr, counts,
+                                 mask if has_mask else None, denominator, num_grid, meta, padded)
+        probs = tf.reshape(probs, [batch, heads, padded, padded])
+        if not aligned:
+            probs = probs[:, :, :length, :length]
+        probs = tf.cast(probs, out_dtype)
+    return tf.cast(context, out_dtype), probs
+
+
+def _add_priors(scores, num_grid, first_n, diagonal_n):
+    """The reference's selection priors, added in its order: +5e3 on a band of diagonal_n diagonal blocks, then
+    +5e3 on the first first_n block rows and again on the first first_n block columns."""
+    block_range = tf.range(num_grid)
+    rows, cols = block_range[:, None], block_range[None, :]
+    if diagonal_n > 0:
+        band = tf.abs(rows - cols) <= diagonal_n // 2
+        scores = scores + tf.cast(band, tf.float32)[None] * PRIOR
+    if first_n > 0:
+        scores = tf.where((rows < first_n)[None], scores + PRIOR, scores)
+        scores = tf.where((cols < first_n)[None], scores + PRIOR, scores)
+    return scores
+
+
+def _effective_probs(high_attn, indices, high_corr, low_attn, low_corr, counts, mask, denominator, num_grid,
+                     meta, padded):
+    """The dense [BH, Lp, Lp] weights with context = weights @ value (O(length^2): only when asked for)."""
+    chosen = indices >= 0
+    safe = tf.maximum(indices, 0)
+    weights = high_attn
+    if high_corr is not None:
+        corr = tf.gather(tf.reshape(high_corr, [meta, num_grid, BLOCK_SIZE]), safe // num_grid, batch_dims=1)
+        weights = weights * corr[:, :, :, None]
+    weights = tf.where(chosen[:, :, None, None], weights, 0.0)
+    grid = num_grid * num_grid
+    segments = safe + tf.range(meta)[:, None] * grid
+    dense = tf.math.unsorted_segment_sum(weights, segments, meta * grid)    # [BH * nb * nb, 32, 32]
+    dense = tf.reshape(dense, [meta, num_grid, num_grid, BLOCK_SIZE, BLOCK_SIZE])
+    dense = tf.reshape(tf.transpose(dense, [0, 1, 3, 2, 4]), [meta, padded, padded])
+    if low_attn is not None:
+        # Low resolution: the block's weight on each kept key token (value_hat = block sum / (count + 1e-6)).
+        per_token = low_attn / (counts[:, None, :] + EPSILON)
+        per_token = tf.repeat(tf.repeat(per_token, BLOCK_SIZE, axis=1), BLOCK_SIZE, axis=2)
+        dense = dense + per_token * low_corr[:, :, None]
+    dense = dense / denominator[:, :, None]
+    if mask is not None:
+        dense = dense * mask[:, None, :] * mask[:, :, None]
+    return dense

@@ -1,0 +1,321 @@
+"""Block-sparse attention primitives (MRA): custom ops with gradients, and their pure-TF twins.
+
+A grid of `num_row_blocks x num_col_blocks` tiles of 32 x 32 positions. Per batch element b (for attention: the
+batch x heads "meta batch"), `indices[b, s]` (int32) selects a tile as `row_block * num_col_blocks + col_block`;
+a negative index marks an unused slot (it contributes nothing and its block is zero). A selected tile is stored
+densely as `blocks[b, s, i, j]` (row position i, column position j). Dense operands are [batch, length, dim],
+length a multiple of 32.
+
+- `sddmm(a, b, indices)`: dense x dense -> selected blocks, `blocks[b,s,i,j] = a[b, r*32+i] . b[b, c*32+j]`.
+- `spmm(blocks, indices, dense, num_out_blocks)`: selected blocks x dense -> dense, summed per row block;
+  with `transpose_blocks=True` the blocks are transposed (summed per column block).
+- `row_max(blocks, indices, num_row_blocks, num_col_blocks)`: per row position, the max over the selected
+  blocks of its row block (-inf where a row block has none).
+- `row_sum(...)`: the same with sums (0 where none).
+
+Each function uses the compiled op (custom_ops/block_sparse/, CPU and CUDA kernels) when
+`tfmodels.ops.dispatch` says so, else its twin: plain TF ops with the same semantics, which also compile with
+XLA. Gradients: sddmm and spmm are each other's gradients; row_sum's gradient broadcasts back to the blocks;
+row_max's gradient goes to the maximal elements of each row, shared equally between ties.
+"""
+import functools
+
+import numpy as np
+import tensorflow as tf
+
+from tfmodels.ops import dispatch
+
+FAMILY = "block_sparse"
+BLOCK = 32
+_OP_DTYPES = (tf.float32, tf.float64)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Public functions
+
+
+def sddmm(a, b, indices, validate=True):
+    """[B, R*32, D] x [B, C*32, D] -> the selected blocks [B, K, 32, 32] of a @ b^T."""
+    a, b = tf.convert_to_tensor(a), tf.convert_to_tensor(b)
+    indices = _indices(indices)
+    _check_dense("a", a)
+    _check_dense("b", b)
+    _check_rank("indices", indices, 2)
+    if validate:
+        indices = _validated(indices, _num_blocks(a), _num_blocks(b))
+    if _use_custom(a.dtype):
+        return _ops().tf_models_block_sparse_sddmm(a, b, indices)
+    return sddmm_twin(a, b, indices)
+
+
+def spmm(blocks, indices, dense, num_out_blocks, transpose_blocks=False, validate=True):
+    """Selected blocks x dense [B, N*32, D] -> [B, num_out_blocks*32, D].
+
+    transpose_blocks=False: out row block r sums blocks (r, c) @ dense block c (N = number of column blocks);
+    transpose_blocks=True:  out column block c sums blocks (r, c)^T @ dense block r (N = number of row blocks).
+    """
+    blocks, dense = tf.convert_to_tensor(blocks), tf.convert_to_tensor(dense)
+    indices = _indices(indices)
+    _check_blocks(blocks, indices)
+    _check_dense("dense", dense)
+    num_out_blocks = _block_count("num_out_blocks", num_out_blocks)
+    if validate:
+        rows, cols = (_num_blocks(dense), num_out_blocks) if transpose_blocks else (num_out_blocks, _num_blocks(dense))
+        indices = _validated(indices, rows, cols)
+    if _use_custom(blocks.dtype):
+        return _ops().tf_models_block_sparse_spmm(blocks, indices, dense, num_out_blocks,
+                                                  transpose_blocks=bool(transpose_blocks))
+    return spmm_twin(blocks, indices, dense, num_out_blocks, transpose_blocks)
+
+
+def row_max(blocks, indices, num_row_blocks, num_col_blocks, validate=True):
+    """Per row position, the max over its row block's selected blocks: [B, num_row_blocks*32] (-inf: none)."""
+    return _row_reduce(blocks, indices, num_row_blocks, num_col_blocks, validate, is_max=True)
+
+
+def row_sum(blocks, indices, num_row_blocks, num_col_blocks, validate=True):
+    """Per row position, the sum over its row block's selected blocks: [B, num_row_blocks*32] (0: none)."""
+    return _row_reduce(blocks, indices, num_row_blocks, num_col_blocks, validate, is_max=False)
+
+
+def _row_reduce(blocks, indices, num_row_blocks, num_col_blocks, validate, is_max):
+    blocks = tf.convert_to_tensor(blocks)
+    indices = _indices(indices)
+    _check_blocks(blocks, indices)
+    num_row_blocks = _block_count("num_row_blocks", num_row_blocks)
+    num_col_blocks = _block_count("num_col_blocks", num_col_blocks)
+    if validate:
+        indices = _validated(indices, num_row_blocks, num_col_blocks)
+    if _use_custom(blocks.dtype):
+        op = _ops().tf_models_block_sparse_row_max if is_max else _ops().tf_models_block_sparse_row_sum
+        return op(blocks, indices, num_row_blocks, num_col_blocks)
+    twin = row_max_twin if is_max else row_sum_twin
+    return twin(blocks, indices, num_row_blocks, num_col_blocks)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Pure-TF twins (same semantics; XLA-compatible; used in "reference" mode, under XLA and for export)
+
+
+def _decode(indices, num_col_blocks):
+    valid = indices >= 0
+    safe = tf.maximum(indices, 0)
+    return valid, safe // num_col_blocks, safe % num_col_blocks
+
+
+def _tiles(dense):
+    """[B, N*32, D] -> [B, N, 32, D]."""
+    shape = tf.shape(dense)
+    return tf.reshape(dense, [shape[0], shape[1] // BLOCK, BLOCK, _last_dim(dense)])
+
+
+def sddmm_twin(a, b, indices):
+    valid, rows, cols = _decode(indices, tf.shape(b)[1] // BLOCK)
+    a_blocks = tf.gather(_tiles(a), rows, batch_dims=1)  # [B, K, 32, D]
+    b_blocks = tf.gather(_tiles(b), cols, batch_dims=1)
+    products = tf.matmul(a_blocks, b_blocks, transpose_b=True)
+    return tf.where(valid[:, :, None, None], products, tf.zeros([], products.dtype))
+
+
+def spmm_twin(blocks, indices, dense, num_out_blocks, transpose_blocks=False):
+    batch = tf.shape(blocks)[0]
+    num_out_blocks = tf.cast(num_out_blocks, tf.int32)
+    dense_blocks = tf.shape(dense)[1] // BLOCK
+    if transpose_blocks:
+        valid, sources, targets = _decode(indices, num_out_blocks)
+    else:
+        valid, targets, sources = _decode(indices, dense_blocks)
+    gathered = tf.gather(_tiles(dense), sources, batch_dims=1)  # [B, K, 32, D]
+    products = tf.matmul(blocks, gathered, transpose_a=bool(transpose_blocks))
+    products = tf.where(valid[:, :, None, None], products, tf.zeros([], products.dtype))
+    segments = tf.where(valid, targets + tf.range(batch)[:, None] * num_out_blocks, 0)
+    out = tf.math.unsorted_segment_sum(products, segments, batch * num_out_blocks)
+    return tf.reshape(out, [batch, num_out_blocks * BLOCK, _last_dim(dense)])
+
+
+def row_sum_twin(blocks, indices, num_row_blocks, num_col_blocks):
+    batch = tf.shape(blocks)[0]
+    num_row_blocks = tf.cast(num_row_blocks, tf.int32)
+    valid, rows, _ = _decode(indices, tf.cast(num_col_blocks, tf.int32))
+    sums = tf.where(valid[:, :, None], tf.reduce_sum(blocks, axis=-1), tf.zeros([], blocks.dtype))
+    segments = tf.where(valid, rows + tf.range(batch)[:, None] * num_row_blocks, 0)
+    out = tf.math.unsorted_segment_sum(sums, segments, batch * num_row_blocks)
+    return tf.reshape(out, [batch, num_row_blocks * BLOCK])
+
+
+def row_max_twin(blocks, indices, num_row_blocks, num_col_blocks):
+    @tf.custom_gradient
+    def forward(blocks):
+        out = _row_max_values(blocks, indices, num_row_blocks, num_col_blocks)
+
+        def grad(upstream):
+            return _row_max_grad(blocks, indices, out, upstream, num_row_blocks, num_col_blocks, row_sum_twin)
+        return out, grad
+    return forward(blocks)
+
+
+def _row_max_values(blocks, indices, num_row_blocks, num_col_blocks):
+    batch = tf.shape(blocks)[0]
+    num_row_blocks = tf.cast(num_row_blocks, tf.int32)
+    valid, rows, _ = _decode(indices, tf.cast(num_col_blocks, tf.int32))
+    low = tf.constant(-np.inf, blocks.dtype)
+    maxima = tf.where(valid[:, :, None], tf.reduce_max(blocks, axis=-1), low)
+    segments = tf.where(valid, rows + tf.range(batch)[:, None] * num_row_blocks, 0)
+    out = tf.math.unsorted_segment_max(maxima, segments, batch * num_row_blocks)
+    # Row blocks without a selected block come out as the dtype's lowest value: make them -inf, as the op does.
+    counts = tf.math.unsorted_segment_sum(tf.cast(valid, tf.int32), segments, batch * num_row_blocks)
+    out = tf.where(counts[:, None] > 0, out, low)
+    return tf.reshape(out, [batch, num_row_blocks * BLOCK])
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Gradients (the same formulas for the ops and the twins)
+
+
+def _gather_rows(values, indices, num_row_blocks, num_col_blocks):
+    """values [B, R*32] -> per slot its row block's values [B, K, 32] (0 for unused slots)."""
+    valid, rows, _ = _decode(indices, num_col_blocks)
+    shape = tf.shape(values)
+    tiles = tf.reshape(values, [shape[0], num_row_blocks, BLOCK])
+    gathered = tf.gather(tiles, rows, batch_dims=1)
+    return tf.where(valid[:, :, None], gathered, tf.zeros([], values.dtype))
+
+
+def _row_max_grad(blocks, indices, out, upstream, num_row_blocks, num_col_blocks, row_sum_fn):
+    num_row_blocks = tf.cast(num_row_blocks, tf.int32)
+    num_col_blocks = tf.cast(num_col_blocks, tf.int32)
+    valid = (indices >= 0)[:, :, None, None]
+    maxima = _gather_rows(out, indices, num_row_blocks, num_col_blocks)
+    selected = tf.logical_and(tf.equal(blocks, maxima[..., None]), valid)
+    counts = row_sum_fn(tf.cast(selected, blocks.dtype), indices, num_row_blocks, num_col_blocks)
+    share = tf.math.divide_no_nan(upstream, counts)
+    per_slot = _gather_rows(share, indices, num_row_blocks, num_col_blocks)
+    return tf.where(selected, tf.broadcast_to(per_slot[..., None], tf.shape(blocks)), tf.zeros([], blocks.dtype))
+
+
+def _row_sum_grad(blocks, indices, upstream, num_row_blocks, num_col_blocks):
+    per_slot = _gather_rows(upstream, indices, tf.cast(num_row_blocks, tf.int32), tf.cast(num_col_blocks, tf.int32))
+    return tf.broadcast_to(per_slot[..., None], tf.shape(blocks))
+
+
+@tf.RegisterGradient("TFModels>BlockSparseSddmm")
+def _sddmm_grad(op, upstream):
+    a, b, indices = op.inputs
+    module = _ops()
+    grad_a = module.tf_models_block_sparse_spmm(upstream, indices, b, tf.shape(a)[1] // BLOCK, transpose_blocks=False)
+    grad_b = module.tf_models_block_sparse_spmm(upstream, indices, a, tf.shape(b)[1] // BLOCK, transpose_blocks=True)
+    return [grad_a, grad_b, None]
+
+
+@tf.RegisterGradient("TFModels>BlockSparseSpmm")
+def _spmm_grad(op, upstream):
+    blocks, indices, dense, _ = op.inputs
+    module = _ops()
+    dense_blocks = tf.shape(dense)[1] // BLOCK
+    if op.get_attr("transpose_blocks"):
+        grad_blocks = module.tf_models_block_sparse_sddmm(dense, upstream, indices)
+        grad_dense = module.tf_models_block_sparse_spmm(blocks, indices, upstream, dense_blocks,
+                                                        transpose_blocks=False)
+    else:
+        grad_blocks = module.tf_models_block_sparse_sddmm(upstream, dense, indices)
+        grad_dense = module.tf_models_block_sparse_spmm(blocks, indices, upstream, dense_blocks,
+                                                        transpose_blocks=True)
+    return [grad_blocks, None, grad_dense, None]
+
+
+@tf.RegisterGradient("TFModels>BlockSparseRowSum")
+def _row_sum_op_grad(op, upstream):
+    blocks, indices, num_row_blocks, num_col_blocks = op.inputs
+    return [_row_sum_grad(blocks, indices, upstream, num_row_blocks, num_col_blocks), None, None, None]
+
+
+@tf.RegisterGradient("TFModels>BlockSparseRowMax")
+def _row_max_op_grad(op, upstream):
+    blocks, indices, num_row_blocks, num_col_blocks = op.inputs
+    module = _ops()
+    grad = _row_max_grad(blocks, indices, op.outputs[0], upstream, num_row_blocks, num_col_blocks,
+                         module.tf_models_block_sparse_row_sum)
+    return [grad, None, None, None]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Helpers: dispatch and validation
+
+
+def _ops():
+    return dispatch.op_module(FAMILY)
+
+
+def _use_custom(dtype):
+    # The kernels are written for float32 and float64; other dtypes (bf16/fp16) take the twin.
+    return dtype in _OP_DTYPES and dispatch.use_custom_op(FAMILY)
+
+
+def _indices(indices):
+    indices = tf.convert_to_tensor(indices)
+    if indices.dtype != tf.int32:
+        if not indices.dtype.is_integer:
+            raise TypeError(f"indices must be an integer tensor, got {indices.dtype.name}")
+        indices = tf.cast(indices, tf.int32)
+    return indices
+
+
+def _last_dim(tensor):
+    static = tensor.shape[-1]
+    return static if static is not None else tf.shape(tensor)[-1]
+
+
+def _check_rank(name, tensor, rank):
+    if tensor.shape.rank is not None and tensor.shape.rank != rank:
+        raise ValueError(f"{name} must have rank {rank}, got shape {tensor.shape}")
+
+
+def _check_dense(name, tensor):
+    _check_rank(name, tensor, 3)
+    length = tensor.shape[1]
+    if length is not None and length % BLOCK:
+        raise ValueError(f"{name} length (dimension 1) must be a multiple of the block size {BLOCK}, "
+                         f"got shape {tensor.shape}")
+
+
+def _check_blocks(blocks, indices):
+    _check_rank("blocks", blocks, 4)
+    _check_rank("indices", indices, 2)
+    if blocks.shape.rank == 4 and tuple(blocks.shape[2:]) not in ((BLOCK, BLOCK), (None, None)):
+        raise ValueError(f"blocks must be [batch, num_slots, {BLOCK}, {BLOCK}], got shape {blocks.shape}")
+    if blocks.shape.rank == 4 and indices.shape.rank == 2 and not blocks.shape[:2].is_compatible_with(indices.shape):
+        raise ValueError(f"blocks {blocks.shape} and indices {indices.shape} must agree on [batch, num_slots]")
+
+
+def _num_blocks(dense):
+    return tf.shape(dense)[1] // BLOCK
+
+
+def _block_count(name, value):
+    if isinstance(value, (int, np.integer)):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+        return int(value)
+    value = tf.convert_to_tensor(value)
+    _check_rank(name, value, 0)
+    return tf.cast(value, tf.int32)
+
+
+def _validated(indices, num_row_blocks, num_col_blocks):
+    """indices < num_row_blocks * num_col_blocks (negative = unused slot). The compiled CPU kernels check this
+    themselves; this check also covers the twins (gathers give silent zeros on GPU) and the GPU kernels."""
+    limit = tf.cast(num_row_blocks, tf.int32) * tf.cast(num_col_blocks, tf.int32)
+    message = "indices must be -1 (unused slot) or a block of the grid (< num_row_blocks * num_col_blocks)"
+    if tf.executing_eagerly():
+        if tf.size(indices) > 0 and int(tf.reduce_max(indices)) >= int(limit):
+            raise tf.errors.InvalidArgumentError(
+                None, None, f"{message}: got index {int(tf.reduce_max(indices))} for a grid of {int(limit)} blocks")
+        return indices
+    with tf.control_dependencies([tf.debugging.assert_less(indices, limit, message=message)]):
+        return tf.identity(indices)
+
+
+@functools.lru_cache(maxsize=None)
+def custom_op_available():
+    """Whether the compiled library loads (builds it on first use)."""
+    return dispatch.op_module(FAMILY) is not None
