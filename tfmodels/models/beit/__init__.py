@@ -11,3 +11,7 @@ __all__ = ["BeitConfig", "BeitImageProcessor", "BeitModel", "BeitForMaskedImageM
            "BeitForImageClassification", "BeitForSemanticSegmentation", "BeitModelOutputWithPooling",
            "BeitPreTrainedModel", "TFBeitModel", "TFBeitForMaskedImageModeling", "TFBeitForImageClassification",
            "TFBeitForSemanticSegmentation"]
+
+from tfmodels.registry import FamilySpec as _FamilySpec  # noqa: E402
+
+__family__ = _FamilySpec("beit", prefix="Beit", image_processor="BeitImageProcessor", modality="image")

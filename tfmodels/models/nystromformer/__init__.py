@@ -5,3 +5,8 @@ from tfmodels.models.nystromformer.modeling import (
     NystromformerPreTrainedModel, TFNystromformerForMaskedLM, TFNystromformerForMultipleChoice,
     TFNystromformerForQuestionAnswering, TFNystromformerForSequenceClassification,
     TFNystromformerForTokenClassification, TFNystromformerModel)
+
+from tfmodels.registry import FamilySpec as _FamilySpec  # noqa: E402
+
+__family__ = _FamilySpec("nystromformer", prefix="Nystromformer", tokenizer="AlbertTokenizer",
+                         tokenizer_assets="albert")

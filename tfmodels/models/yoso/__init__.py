@@ -4,3 +4,7 @@ from tfmodels.models.yoso.modeling import (
     TFYosoForSequenceClassification, TFYosoForTokenClassification, TFYosoModel, YosoForMaskedLM,
     YosoForMultipleChoice, YosoForQuestionAnswering, YosoForSequenceClassification, YosoForTokenClassification,
     YosoModel, YosoPreTrainedModel)
+
+from tfmodels.registry import FamilySpec as _FamilySpec  # noqa: E402
+
+__family__ = _FamilySpec("yoso", prefix="Yoso", tokenizer="AlbertTokenizer", tokenizer_assets="albert")
