@@ -20,8 +20,9 @@ METADATA_FILE = "tfmodels.json"
 
 
 def text_signature_supported(model):
-    from tfmodels.core.export import _signature_rank
-    return _signature_rank(model) == 2
+    """A raw-text signature needs [batch, length] input_ids (not multiple choice's [batch, choices, length])."""
+    return (model.main_input_name == "input_ids" and "input_ids" in model.all_input_names
+            and model.serving_input_spec("input_ids").shape.rank == 2)
 
 
 def export_job_model(model, path, task, family, label_names=None, tokenizer=None, max_length=None,
