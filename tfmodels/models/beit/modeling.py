@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfmodels.core import attention as attn
+from tfmodels.core import attention as attn, blocks
 from tfmodels.core import image_ops, initializers, layers, losses, outputs as out, tasks
 from tfmodels.core.activations import get_activation
 from tfmodels.core.inputs import check_rank
@@ -266,16 +266,6 @@ class BeitAttention(keras.layers.Layer):
         return self.output_(context, training=training), probs
 
 
-class BeitIntermediate(keras.layers.Layer):
-    def __init__(self, config, **kwargs):
-        super().__init__(**kwargs)
-        self.dense = layers.dense(config.intermediate_size, config.initializer_range, name="dense")
-        self.activation = get_activation(config.hidden_act)
-
-    def call(self, hidden_states):
-        return self.activation(self.dense(hidden_states))
-
-
 class BeitOutput(keras.layers.Layer):
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
@@ -293,7 +283,7 @@ class BeitLayer(keras.layers.Layer):
         super().__init__(**kwargs)
         self.config = config
         self.attention = BeitAttention(config, window_size, name="attention")
-        self.intermediate = BeitIntermediate(config, name="intermediate")
+        self.intermediate = blocks.Intermediate(config, name="intermediate")
         self.output_ = BeitOutput(config, name="output")
         self.layernorm_before = layers.layer_norm(config.layer_norm_eps, name="layernorm_before")
         self.layernorm_after = layers.layer_norm(config.layer_norm_eps, name="layernorm_after")

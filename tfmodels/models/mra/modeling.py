@@ -8,9 +8,8 @@ uses config.hidden_act, and the multiple-choice head is pre_classifier + ReLU + 
 import keras
 import tensorflow as tf
 
-from tfmodels.core import attention as attn
+from tfmodels.core import attention as attn, blocks
 from tfmodels.core import layers, outputs as out, tasks
-from tfmodels.core.activations import get_activation
 from tfmodels.core.heads import ClassificationHead, LMHead
 from tfmodels.core.inputs import check_ids_in_range, check_max_length, check_rank, check_same_shape
 from tfmodels.core.layers import apply_chunking
@@ -100,47 +99,15 @@ class MraSelfAttention(keras.layers.Layer):
         return attn.merge_heads(context), probs
 
 
-class MraSelfOutput(keras.layers.Layer):
-    def __init__(self, config, **kwargs):
-        super().__init__(**kwargs)
-        self.dense = layers.dense(config.hidden_size, config.initializer_range, name="dense")
-        self.LayerNorm = layers.layer_norm(config.layer_norm_eps, name="LayerNorm")
-        self.dropout = layers.dropout(config.hidden_dropout_prob)
-
-    def call(self, hidden_states, residual, training=False):
-        return self.LayerNorm(self.dropout(self.dense(hidden_states), training=training) + residual)
-
-
 class MraAttention(keras.layers.Layer):
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
         self.self = MraSelfAttention(config, name="self")
-        self.output_ = MraSelfOutput(config, name="output")
+        self.output_ = blocks.PostNormOutput(config, name="output")
 
     def call(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False, training=False):
         context, probs = self.self(hidden_states, attention_mask, head_mask, output_attentions=output_attentions)
         return self.output_(context, hidden_states, training=training), probs
-
-
-class MraIntermediate(keras.layers.Layer):
-    def __init__(self, config, **kwargs):
-        super().__init__(**kwargs)
-        self.dense = layers.dense(config.intermediate_size, config.initializer_range, name="dense")
-        self.activation = get_activation(config.hidden_act)
-
-    def call(self, hidden_states):
-        return self.activation(self.dense(hidden_states))
-
-
-class MraOutput(keras.layers.Layer):
-    def __init__(self, config, **kwargs):
-        super().__init__(**kwargs)
-        self.dense = layers.dense(config.hidden_size, config.initializer_range, name="dense")
-        self.LayerNorm = layers.layer_norm(config.layer_norm_eps, name="LayerNorm")
-        self.dropout = layers.dropout(config.hidden_dropout_prob)
-
-    def call(self, hidden_states, residual, training=False):
-        return self.LayerNorm(self.dropout(self.dense(hidden_states), training=training) + residual)
 
 
 class MraLayer(keras.layers.Layer):
@@ -148,8 +115,8 @@ class MraLayer(keras.layers.Layer):
         super().__init__(**kwargs)
         self.config = config
         self.attention = MraAttention(config, name="attention")
-        self.intermediate = MraIntermediate(config, name="intermediate")
-        self.output_ = MraOutput(config, name="output")
+        self.intermediate = blocks.Intermediate(config, name="intermediate")
+        self.output_ = blocks.PostNormOutput(config, name="output")
 
     def call(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False, training=False):
         attention_output, probs = self.attention(hidden_states, attention_mask, head_mask,

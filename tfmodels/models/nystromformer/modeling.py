@@ -35,9 +35,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfmodels.core import attention as attn
+from tfmodels.core import attention as attn, blocks
 from tfmodels.core import initializers, layers, outputs as out, tasks
-from tfmodels.core.activations import get_activation
 from tfmodels.core.heads import ClassificationHead, LMHead
 from tfmodels.core.inputs import check_ids_in_range, check_max_length, check_rank, check_same_shape
 from tfmodels.core.layers import apply_chunking
@@ -267,47 +266,15 @@ class NystromformerSelfAttention(keras.layers.Layer):
         return tf.matmul(probs, new_value), probs
 
 
-class NystromformerSelfOutput(keras.layers.Layer):
-    def __init__(self, config, **kwargs):
-        super().__init__(**kwargs)
-        self.dense = layers.dense(config.hidden_size, config.initializer_range, name="dense")
-        self.LayerNorm = layers.layer_norm(config.layer_norm_eps, name="LayerNorm")
-        self.dropout = layers.dropout(config.hidden_dropout_prob)
-
-    def call(self, hidden_states, residual, training=False):
-        return self.LayerNorm(self.dropout(self.dense(hidden_states), training=training) + residual)
-
-
 class NystromformerAttention(keras.layers.Layer):
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
         self.self = NystromformerSelfAttention(config, name="self")
-        self.output_ = NystromformerSelfOutput(config, name="output")
+        self.output_ = blocks.PostNormOutput(config, name="output")
 
     def call(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False, training=False):
         context, probs = self.self(hidden_states, attention_mask, head_mask, output_attentions=output_attentions)
         return self.output_(context, hidden_states, training=training), probs
-
-
-class NystromformerIntermediate(keras.layers.Layer):
-    def __init__(self, config, **kwargs):
-        super().__init__(**kwargs)
-        self.dense = layers.dense(config.intermediate_size, config.initializer_range, name="dense")
-        self.activation = get_activation(config.hidden_act)
-
-    def call(self, hidden_states):
-        return self.activation(self.dense(hidden_states))
-
-
-class NystromformerOutput(keras.layers.Layer):
-    def __init__(self, config, **kwargs):
-        super().__init__(**kwargs)
-        self.dense = layers.dense(config.hidden_size, config.initializer_range, name="dense")
-        self.LayerNorm = layers.layer_norm(config.layer_norm_eps, name="LayerNorm")
-        self.dropout = layers.dropout(config.hidden_dropout_prob)
-
-    def call(self, hidden_states, residual, training=False):
-        return self.LayerNorm(self.dropout(self.dense(hidden_states), training=training) + residual)
 
 
 class NystromformerLayer(keras.layers.Layer):
@@ -315,8 +282,8 @@ class NystromformerLayer(keras.layers.Layer):
         super().__init__(**kwargs)
         self.config = config
         self.attention = NystromformerAttention(config, name="attention")
-        self.intermediate = NystromformerIntermediate(config, name="intermediate")
-        self.output_ = NystromformerOutput(config, name="output")
+        self.intermediate = blocks.Intermediate(config, name="intermediate")
+        self.output_ = blocks.PostNormOutput(config, name="output")
 
     def call(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False, training=False):
         attention_output, probs = self.attention(hidden_states, attention_mask, head_mask,
@@ -379,7 +346,7 @@ class NystromformerMainLayer(keras.layers.Layer):
             if value is not None:
                 check_rank(name, value, 2)
                 check_same_shape("input_ids", reference, name, value)
-        batch, seq_len = tf.shape(reference)[0], tf.shape(reference)[1]
+        seq_len = tf.shape(reference)[1]
         static_len = reference.shape[1]
         asserts = check_max_length("input_ids", static_len if static_len is not None else seq_len,
                                    config.max_position_embeddings,

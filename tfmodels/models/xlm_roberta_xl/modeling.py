@@ -8,9 +8,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfmodels.core import attention as attn
+from tfmodels.core import attention as attn, blocks
 from tfmodels.core import layers, outputs as out, tasks
-from tfmodels.core.activations import get_activation
 from tfmodels.core.heads import ClassificationHead, LMHead
 from tfmodels.core.inputs import check_ids_in_range, check_max_length, check_rank, check_same_shape
 from tfmodels.core.layers import apply_chunking
@@ -149,16 +148,6 @@ class XLMRobertaXLAttention(keras.layers.Layer):
         return self.output_(context, hidden_states, training=training), probs, present
 
 
-class XLMRobertaXLIntermediate(keras.layers.Layer):
-    def __init__(self, config, **kwargs):
-        super().__init__(**kwargs)
-        self.dense = layers.dense(config.intermediate_size, config.initializer_range, name="dense")
-        self.activation = get_activation(config.hidden_act)
-
-    def call(self, hidden_states):
-        return self.activation(self.dense(hidden_states))
-
-
 class XLMRobertaXLOutput(keras.layers.Layer):
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
@@ -176,7 +165,7 @@ class XLMRobertaXLLayer(keras.layers.Layer):
         if config.add_cross_attention:
             self.crossattention = XLMRobertaXLAttention(config, position_embedding_type="absolute",
                                                         name="crossattention")
-        self.intermediate = XLMRobertaXLIntermediate(config, name="intermediate")
+        self.intermediate = blocks.Intermediate(config, name="intermediate")
         self.output_ = XLMRobertaXLOutput(config, name="output")
         self.LayerNorm = layers.layer_norm(config.layer_norm_eps, name="LayerNorm")
 

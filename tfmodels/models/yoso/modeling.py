@@ -27,9 +27,8 @@ predictions, exports and saved models are reproducible; in training every step s
 import keras
 import tensorflow as tf
 
-from tfmodels.core import attention as attn
+from tfmodels.core import attention as attn, blocks
 from tfmodels.core import initializers, layers, outputs as out, tasks
-from tfmodels.core.activations import get_activation
 from tfmodels.core.heads import ClassificationHead, LMHead
 from tfmodels.core.inputs import check_ids_in_range, check_max_length, check_rank, check_same_shape
 from tfmodels.core.layers import apply_chunking
@@ -178,47 +177,15 @@ class YosoSelfAttention(keras.layers.Layer):
         return attn.merge_heads(context)
 
 
-class YosoSelfOutput(keras.layers.Layer):
-    def __init__(self, config, **kwargs):
-        super().__init__(**kwargs)
-        self.dense = layers.dense(config.hidden_size, config.initializer_range, name="dense")
-        self.LayerNorm = layers.layer_norm(config.layer_norm_eps, name="LayerNorm")
-        self.dropout = layers.dropout(config.hidden_dropout_prob)
-
-    def call(self, hidden_states, residual, training=False):
-        return self.LayerNorm(self.dropout(self.dense(hidden_states), training=training) + residual)
-
-
 class YosoAttention(keras.layers.Layer):
     def __init__(self, config, layer_index=0, **kwargs):
         super().__init__(**kwargs)
         self.self = YosoSelfAttention(config, layer_index, name="self")
-        self.output_ = YosoSelfOutput(config, name="output")
+        self.output_ = blocks.PostNormOutput(config, name="output")
 
     def call(self, hidden_states, attention_mask, head_mask=None, training=False):
         context = self.self(hidden_states, attention_mask, head_mask, training=training)
         return self.output_(context, hidden_states, training=training), context
-
-
-class YosoIntermediate(keras.layers.Layer):
-    def __init__(self, config, **kwargs):
-        super().__init__(**kwargs)
-        self.dense = layers.dense(config.intermediate_size, config.initializer_range, name="dense")
-        self.activation = get_activation(config.hidden_act)
-
-    def call(self, hidden_states):
-        return self.activation(self.dense(hidden_states))
-
-
-class YosoOutput(keras.layers.Layer):
-    def __init__(self, config, **kwargs):
-        super().__init__(**kwargs)
-        self.dense = layers.dense(config.hidden_size, config.initializer_range, name="dense")
-        self.LayerNorm = layers.layer_norm(config.layer_norm_eps, name="LayerNorm")
-        self.dropout = layers.dropout(config.hidden_dropout_prob)
-
-    def call(self, hidden_states, residual, training=False):
-        return self.LayerNorm(self.dropout(self.dense(hidden_states), training=training) + residual)
 
 
 class YosoLayer(keras.layers.Layer):
@@ -226,8 +193,8 @@ class YosoLayer(keras.layers.Layer):
         super().__init__(**kwargs)
         self.config = config
         self.attention = YosoAttention(config, layer_index, name="attention")
-        self.intermediate = YosoIntermediate(config, name="intermediate")
-        self.output_ = YosoOutput(config, name="output")
+        self.intermediate = blocks.Intermediate(config, name="intermediate")
+        self.output_ = blocks.PostNormOutput(config, name="output")
 
     def feed_forward(self, attention_output, training=False):
         return self.output_(self.intermediate(attention_output), attention_output, training=training)
