@@ -12,6 +12,12 @@
 //   RowMax     out[b, r*32+i]    = max over slots of row r and over j of blocks[b,s,i,j]  (-inf: no slot)
 //   RowSum     out[b, r*32+i]    = sum over slots of row r and over j of blocks[b,s,i,j]  (0: no slot)
 //
+// And the fused high-resolution part of MRA attention, which never materialises the selected blocks in memory:
+//   Attention  per row block r, over its slots (r, c):  S = scale * q_r k_c^T * key_mask_c[j] (a masked key
+//              scores 0), m_i = max over slots and j of S[i][j] (-inf: no slot), A = exp(S - m_i) * key_mask_c[j];
+//              out_r = sum A v_c,  norm_i = sum A[i][:],  row_max = m.  AttentionGrad gives d query, d key,
+//              d value for upstream d out and d norm (row_max is a stabilising shift: no gradient).
+//
 // Everything that accumulates is computed per output block, over the slots in index order, so results are
 // deterministic and independent of the number of threads. The CPU code is parallelised through a
 // `ParallelFor` callable (see common/parallel.h).
@@ -19,6 +25,7 @@
 #define TFMODELS_BLOCK_SPARSE_KERNELS_H_
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -117,6 +124,46 @@ inline void BlockABt(const T* a_block, const T* bt, int64_t dim, T* out) {
   }
 }
 
+#if defined(__GNUC__) && !defined(__CUDACC__)
+// float fast paths with GCC vector extensions (16 floats: one AVX-512 register, two AVX2 registers): the
+// accumulators are named vectors, so they stay in registers (GCC spills the plain array versions above).
+#define TFMODELS_BLOCK_SPARSE_VECTORS 1
+typedef float Vec16 __attribute__((vector_size(64), aligned(4)));
+
+inline Vec16 LoadVec(const float* p) {
+  Vec16 v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+inline void StoreVec(float* p, Vec16 v) { __builtin_memcpy(p, &v, sizeof(v)); }
+
+template <>
+inline void BlockABt<float>(const float* a_block, const float* bt, int64_t dim, float* out) {
+  for (int i0 = 0; i0 < kBlock; i0 += 8) {
+    Vec16 c00 = {}, c01 = {}, c10 = {}, c11 = {}, c20 = {}, c21 = {}, c30 = {}, c31 = {};
+    Vec16 c40 = {}, c41 = {}, c50 = {}, c51 = {}, c60 = {}, c61 = {}, c70 = {}, c71 = {};
+    const float* a = a_block + i0 * dim;
+    for (int64_t d = 0; d < dim; ++d) {
+      const Vec16 b0 = LoadVec(bt + d * kBlock), b1 = LoadVec(bt + d * kBlock + 16);
+      float v;
+      v = a[d];           c00 += v * b0; c01 += v * b1;
+      v = a[dim + d];     c10 += v * b0; c11 += v * b1;
+      v = a[2 * dim + d]; c20 += v * b0; c21 += v * b1;
+      v = a[3 * dim + d]; c30 += v * b0; c31 += v * b1;
+      v = a[4 * dim + d]; c40 += v * b0; c41 += v * b1;
+      v = a[5 * dim + d]; c50 += v * b0; c51 += v * b1;
+      v = a[6 * dim + d]; c60 += v * b0; c61 += v * b1;
+      v = a[7 * dim + d]; c70 += v * b0; c71 += v * b1;
+    }
+    float* o = out + i0 * kBlock;
+    StoreVec(o, c00); StoreVec(o + 16, c01); StoreVec(o + 32, c10); StoreVec(o + 48, c11);
+    StoreVec(o + 64, c20); StoreVec(o + 80, c21); StoreVec(o + 96, c30); StoreVec(o + 112, c31);
+    StoreVec(o + 128, c40); StoreVec(o + 144, c41); StoreVec(o + 160, c50); StoreVec(o + 176, c51);
+    StoreVec(o + 192, c60); StoreVec(o + 208, c61); StoreVec(o + 224, c70); StoreVec(o + 240, c71);
+  }
+}
+#endif
+
 // Tiles of b, transposed: bt[batch, num_blocks, dim, 32] from b[batch, num_blocks * 32, dim].
 template <typename T, typename ParallelFor>
 void TransposeTiles(const ParallelFor& parallel_for, const T* b, T* bt, int64_t tiles, int64_t dim) {
@@ -210,6 +257,56 @@ inline void AccumulateBlock(const T* block, const T* dense_block, int64_t dim, T
   }
 }
 
+#ifdef TFMODELS_BLOCK_SPARSE_VECTORS
+// float fast path: 4 output rows x 64 dims of vector accumulators, one broadcast weight per (row, source row).
+template <bool kTranspose>
+inline void AccumulateBlockFloat(const float* block, const float* dense_block, int64_t dim, float* out_block) {
+  const int64_t full = dim / 64 * 64;
+  for (int p0 = 0; p0 < kBlock; p0 += 4) {
+    for (int64_t d0 = 0; d0 < full; d0 += 64) {
+      float* o0 = out_block + (p0 + 0) * dim + d0;
+      float* o1 = out_block + (p0 + 1) * dim + d0;
+      float* o2 = out_block + (p0 + 2) * dim + d0;
+      float* o3 = out_block + (p0 + 3) * dim + d0;
+      Vec16 a00 = LoadVec(o0), a01 = LoadVec(o0 + 16), a02 = LoadVec(o0 + 32), a03 = LoadVec(o0 + 48);
+      Vec16 a10 = LoadVec(o1), a11 = LoadVec(o1 + 16), a12 = LoadVec(o1 + 32), a13 = LoadVec(o1 + 48);
+      Vec16 a20 = LoadVec(o2), a21 = LoadVec(o2 + 16), a22 = LoadVec(o2 + 32), a23 = LoadVec(o2 + 48);
+      Vec16 a30 = LoadVec(o3), a31 = LoadVec(o3 + 16), a32 = LoadVec(o3 + 32), a33 = LoadVec(o3 + 48);
+      for (int q = 0; q < kBlock; ++q) {
+        const float* src = dense_block + q * dim + d0;
+        const Vec16 x0 = LoadVec(src), x1 = LoadVec(src + 16), x2 = LoadVec(src + 32), x3 = LoadVec(src + 48);
+        float w;
+        w = BlockWeight<kTranspose>(block, p0 + 0, q); a00 += w * x0; a01 += w * x1; a02 += w * x2; a03 += w * x3;
+        w = BlockWeight<kTranspose>(block, p0 + 1, q); a10 += w * x0; a11 += w * x1; a12 += w * x2; a13 += w * x3;
+        w = BlockWeight<kTranspose>(block, p0 + 2, q); a20 += w * x0; a21 += w * x1; a22 += w * x2; a23 += w * x3;
+        w = BlockWeight<kTranspose>(block, p0 + 3, q); a30 += w * x0; a31 += w * x1; a32 += w * x2; a33 += w * x3;
+      }
+      StoreVec(o0, a00); StoreVec(o0 + 16, a01); StoreVec(o0 + 32, a02); StoreVec(o0 + 48, a03);
+      StoreVec(o1, a10); StoreVec(o1 + 16, a11); StoreVec(o1 + 32, a12); StoreVec(o1 + 48, a13);
+      StoreVec(o2, a20); StoreVec(o2 + 16, a21); StoreVec(o2 + 32, a22); StoreVec(o2 + 48, a23);
+      StoreVec(o3, a30); StoreVec(o3 + 16, a31); StoreVec(o3 + 32, a32); StoreVec(o3 + 48, a33);
+    }
+    for (int r = 0; r < 4 && full < dim; ++r) {  // remaining dims (< 64)
+      float* o = out_block + (p0 + r) * dim;
+      for (int q = 0; q < kBlock; ++q) {
+        const float w = BlockWeight<kTranspose>(block, p0 + r, q);
+        const float* src = dense_block + q * dim;
+        for (int64_t d = full; d < dim; ++d) o[d] += w * src[d];
+      }
+    }
+  }
+}
+
+template <>
+inline void AccumulateBlock<false, float>(const float* block, const float* dense_block, int64_t dim, float* out) {
+  AccumulateBlockFloat<false>(block, dense_block, dim, out);
+}
+template <>
+inline void AccumulateBlock<true, float>(const float* block, const float* dense_block, int64_t dim, float* out) {
+  AccumulateBlockFloat<true>(block, dense_block, dim, out);
+}
+#endif
+
 // transpose == false: out has num_row_blocks blocks, dense has num_col_blocks blocks.
 // transpose == true:  out has num_col_blocks blocks, dense has num_row_blocks blocks.
 template <typename T, typename ParallelFor>
@@ -299,6 +396,219 @@ void RowReduce(const ParallelFor& parallel_for, const T* blocks, const int32_t* 
       }
     }
   });
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Fused attention (forward and backward).
+
+// exp(x) for float, written so that loops over it vectorise (no libm call, no branches): Cephes' expf as in
+// Eigen's vectorised exp (same range reduction and polynomial, about 1 ulp); below -87.3 it returns 0. GCC
+// if-converts the selects only without -ftrapping-math, so these functions are compiled with
+// -fno-trapping-math (we never rely on floating-point exception flags). double: std::exp.
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
+#pragma GCC push_options
+#pragma GCC optimize("no-trapping-math")
+#endif
+inline float ExpApprox(float x) {
+  const float lo = -87.3365447504f, hi = 88.3762626647949f;
+  const int32_t keep = -static_cast<int32_t>(x >= lo);  // all ones unless the result flushes to 0
+  float xc = x < lo ? lo : x;
+  xc = xc > hi ? hi : xc;
+  const float fx = xc * 1.44269504088896341f + 0.5f;
+  int32_t n = static_cast<int32_t>(fx);
+  n -= static_cast<int32_t>(static_cast<float>(n) > fx);  // floor
+  const float fn = static_cast<float>(n);
+  xc = xc - fn * 0.693359375f + fn * 2.12194440e-4f;
+  const float z = xc * xc;
+  float y = 1.9875691500e-4f;
+  y = y * xc + 1.3981999507e-3f;
+  y = y * xc + 8.3334519073e-3f;
+  y = y * xc + 4.1665795894e-2f;
+  y = y * xc + 1.6666665459e-1f;
+  y = y * xc + 5.0000001201e-1f;
+  y = y * z + xc + 1.0f;
+  const int32_t scale_bits = (n + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &scale_bits, sizeof(scale));
+  const float result = y * scale;
+  int32_t result_bits;
+  std::memcpy(&result_bits, &result, sizeof(result_bits));
+  result_bits &= keep;
+  float flushed;
+  std::memcpy(&flushed, &result_bits, sizeof(flushed));
+  return flushed;
+}
+inline double ExpApprox(double x) { return std::exp(x); }
+
+// A[i][j] = exp(S[i][j] - m[i]) * mask[j] (mask may be nullptr: all ones), in place.
+template <typename T>
+void ExpShiftMask(T* a, const T* m, const T* mask) {
+  for (int i = 0; i < kBlock; ++i) {
+    T* line = a + i * kBlock;
+    const T shift = m[i];
+    if (mask != nullptr) {
+      for (int j = 0; j < kBlock; ++j) line[j] = ExpApprox(line[j] - shift) * mask[j];
+    } else {
+      for (int j = 0; j < kBlock; ++j) line[j] = ExpApprox(line[j] - shift);
+    }
+  }
+}
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
+#pragma GCC pop_options
+#endif
+
+// S *= scale * mask[j] (mask may be nullptr: all ones), in place.
+template <typename T>
+inline void ScaleScores(T* a, T scale, const T* mask) {
+  for (int i = 0; i < kBlock; ++i) {
+    T* line = a + i * kBlock;
+    if (mask != nullptr) {
+#pragma GCC ivdep
+      for (int j = 0; j < kBlock; ++j) line[j] *= scale * mask[j];
+    } else {
+#pragma GCC ivdep
+      for (int j = 0; j < kBlock; ++j) line[j] *= scale;
+    }
+  }
+}
+
+// dS = (gO_r v_c^T + gN_r) * A for one slot (a = A on entry, dS on exit); vt: v_c transposed [dim_v][32].
+// Returns scale * dS (the gradient with respect to the unscaled product q_r k_c^T) in a.
+template <typename T>
+inline void ScoreGrad(const T* grad_out_rows, const T* vt, const T* grad_norm_rows, int64_t dim_v, T scale, T* a,
+                      T* work) {
+  BlockABt(grad_out_rows, vt, dim_v, work);
+  for (int i = 0; i < kBlock; ++i) {
+    const T g = grad_norm_rows != nullptr ? grad_norm_rows[i] : T(0);
+#pragma GCC ivdep
+    for (int j = 0; j < kBlock; ++j) a[i * kBlock + j] *= (work[i * kBlock + j] + g) * scale;
+  }
+}
+
+struct AttentionShape {
+  int64_t batch, num_row_blocks, num_col_blocks, dim, dim_v, num_slots;
+  double scale;
+};
+
+// Forward. key_t: scratch of batch * num_col_blocks * 32 * dim (key tiles transposed here).
+template <typename T, typename ParallelFor>
+void Attention(const ParallelFor& parallel_for, const AttentionShape& sh, const T* query, const T* key,
+               const T* value, const T* key_mask, const int32_t* indices, T* out, T* norm, T* row_max, T* key_t) {
+  const int64_t R = sh.num_row_blocks, C = sh.num_col_blocks, D = sh.dim, E = sh.dim_v, K = sh.num_slots;
+  const T scale = static_cast<T>(sh.scale);
+  TransposeTiles(parallel_for, key, key_t, sh.batch * C, D);
+  SlotGroups groups;
+  GroupSlots(parallel_for, indices, sh.batch, K, C, R, false, &groups);
+  const int64_t per_row = R > 0 ? (K + R - 1) / R : 0;
+  parallel_for(sh.batch * R, (2 * kBlockArea * (D + E) + 40 * kBlockArea) * std::max<int64_t>(per_row, 1),
+               [&](int64_t begin, int64_t end) {
+    std::vector<T> scores;
+    alignas(64) T acc[kBlockArea];
+    for (int64_t n = begin; n < end; ++n) {
+      const int64_t bi = n / R, r = n % R;
+      const int32_t* first = groups.begin(bi, r);
+      const int64_t count = groups.end(bi, r) - first;
+      T* o = out + n * kBlock * E;
+      T* nm = norm + n * kBlock;
+      T* mx = row_max + n * kBlock;
+      std::fill(o, o + kBlock * E, T(0));
+      if (count == 0) {
+        for (int i = 0; i < kBlock; ++i) {
+          nm[i] = T(0);
+          mx[i] = -std::numeric_limits<T>::infinity();
+        }
+        continue;
+      }
+      scores.resize(count * kBlockArea);
+      const T* q_rows = query + n * kBlock * D;
+      for (int64_t t = 0; t < count; ++t) {
+        const int64_t c = indices[bi * K + first[t]] % C;
+        T* block = scores.data() + t * kBlockArea;
+        BlockABt(q_rows, key_t + (bi * C + c) * kBlock * D, D, block);
+        ScaleScores(block, scale, key_mask != nullptr ? key_mask + (bi * C + c) * kBlock : nullptr);
+      }
+      // Row maxima over all the row block's slots (before masking, as the reference).
+      std::copy(scores.data(), scores.data() + kBlockArea, acc);
+      for (int64_t t = 1; t < count; ++t) {
+        const T* block = scores.data() + t * kBlockArea;
+#pragma GCC ivdep
+        for (int64_t e = 0; e < kBlockArea; ++e) acc[e] = Combine<true>(acc[e], block[e]);
+      }
+      ReduceRows<true>(acc, mx);
+      std::fill(acc, acc + kBlockArea, T(0));
+      for (int64_t t = 0; t < count; ++t) {
+        const int64_t c = indices[bi * K + first[t]] % C;
+        T* a = scores.data() + t * kBlockArea;
+        ExpShiftMask(a, mx, key_mask != nullptr ? key_mask + (bi * C + c) * kBlock : nullptr);
+#pragma GCC ivdep
+        for (int64_t e = 0; e < kBlockArea; ++e) acc[e] += a[e];
+        AccumulateBlock<false>(a, value + (bi * C + c) * kBlock * E, E, o);
+      }
+      ReduceRows<false>(acc, nm);
+    }
+  });
+}
+
+// Backward. key_t, value_t: scratch of batch * num_col_blocks * 32 * dim (resp. dim_v). grad_norm may be nullptr.
+template <typename T, typename ParallelFor>
+void AttentionGrad(const ParallelFor& parallel_for, const AttentionShape& sh, const T* query, const T* key,
+                   const T* value, const T* key_mask, const int32_t* indices, const T* row_max, const T* grad_out,
+                   const T* grad_norm, T* grad_query, T* grad_key, T* grad_value, T* key_t, T* value_t) {
+  const int64_t R = sh.num_row_blocks, C = sh.num_col_blocks, D = sh.dim, E = sh.dim_v, K = sh.num_slots;
+  const T scale = static_cast<T>(sh.scale);
+  TransposeTiles(parallel_for, key, key_t, sh.batch * C, D);
+  TransposeTiles(parallel_for, value, value_t, sh.batch * C, E);
+  // A and scale * dS of one slot, recomputed where needed (no block is kept between the passes). A masked key has
+  // A = 0, hence dS = 0: its gradients vanish as through the reference's key * mask.
+  auto slot_grad = [&](int64_t bi, int64_t r, int64_t c, T* a, T* work) {
+    const T* mask = key_mask != nullptr ? key_mask + (bi * C + c) * kBlock : nullptr;
+    BlockABt(query + (bi * R + r) * kBlock * D, key_t + (bi * C + c) * kBlock * D, D, a);
+    ScaleScores(a, scale, mask);
+    ExpShiftMask(a, row_max + (bi * R + r) * kBlock, mask);
+    std::copy(a, a + kBlockArea, work + kBlockArea);  // keep A
+    ScoreGrad(grad_out + (bi * R + r) * kBlock * E, value_t + (bi * C + c) * kBlock * E,
+              grad_norm != nullptr ? grad_norm + (bi * R + r) * kBlock : nullptr, E, scale, a, work);
+  };
+  const int64_t cost = (6 * kBlockArea * (D + E) + 40 * kBlockArea) * std::max<int64_t>(R > 0 ? (K + R - 1) / R : 0, 1);
+  {  // d query, per row block
+    SlotGroups groups;
+    GroupSlots(parallel_for, indices, sh.batch, K, C, R, false, &groups);
+    parallel_for(sh.batch * R, cost, [&](int64_t begin, int64_t end) {
+      alignas(64) T a[kBlockArea];
+      alignas(64) T work[2 * kBlockArea];
+      for (int64_t n = begin; n < end; ++n) {
+        const int64_t bi = n / R, r = n % R;
+        T* gq = grad_query + n * kBlock * D;
+        std::fill(gq, gq + kBlock * D, T(0));
+        for (const int32_t* s = groups.begin(bi, r); s != groups.end(bi, r); ++s) {
+          const int64_t c = indices[bi * K + *s] % C;
+          slot_grad(bi, r, c, a, work);
+          AccumulateBlock<false>(a, key + (bi * C + c) * kBlock * D, D, gq);
+        }
+      }
+    });
+  }
+  {  // d key and d value, per column block
+    SlotGroups groups;
+    GroupSlots(parallel_for, indices, sh.batch, K, C, C, true, &groups);
+    parallel_for(sh.batch * C, cost, [&](int64_t begin, int64_t end) {
+      alignas(64) T a[kBlockArea];
+      alignas(64) T work[2 * kBlockArea];
+      for (int64_t n = begin; n < end; ++n) {
+        const int64_t bi = n / C, c = n % C;
+        T* gk = grad_key + n * kBlock * D;
+        T* gv = grad_value + n * kBlock * E;
+        std::fill(gk, gk + kBlock * D, T(0));
+        std::fill(gv, gv + kBlock * E, T(0));
+        for (const int32_t* s = groups.begin(bi, c); s != groups.end(bi, c); ++s) {
+          const int64_t r = indices[bi * K + *s] / C;
+          slot_grad(bi, r, c, a, work);
+          AccumulateBlock<true>(a, query + (bi * R + r) * kBlock * D, D, gk);
+          AccumulateBlock<true>(work + kBlockArea, grad_out + (bi * R + r) * kBlock * E, E, gv);
+        }
+      }
+    });
+  }
 }
 
 }  // namespace block_sparse

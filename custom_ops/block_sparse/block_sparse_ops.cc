@@ -6,6 +6,9 @@
 //        transpose_blocks=true:  M = C = num_out_blocks columns, N = R rows
 //   TFModels>BlockSparseRowMax  (blocks, indices, num_row_blocks, num_col_blocks)       -> [B, R*32]
 //   TFModels>BlockSparseRowSum  (blocks, indices, num_row_blocks, num_col_blocks)       -> [B, R*32]
+//   TFModels>BlockSparseAttention (query [B, R*32, D], key [B, C*32, D], value [B, C*32, E],
+//                                  key_mask [B, C*32] or [0] (none), indices)      -> out, norm, row_max
+//   TFModels>BlockSparseAttentionGrad (..., row_max, grad_out, grad_norm)          -> d query, d key, d value
 //
 // Gradients are registered in Python (tfmodels/ops/block_sparse.py) in terms of these ops. Bad inputs raise
 // InvalidArgument naming the input; nothing here can crash on user data.
@@ -85,7 +88,59 @@ absl::Status RowReduceShape(InferenceContext* c) {
   return absl::OkStatus();
 }
 
+absl::Status AttentionShapeFn(InferenceContext* c) {
+  ShapeHandle query, key, value, indices;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 3, &query));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 3, &key));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 3, &value));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(4), 2, &indices));
+  DimensionHandle batch;
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(query, 0), c->Dim(key, 0), &batch));
+  TF_RETURN_IF_ERROR(c->Merge(batch, c->Dim(value, 0), &batch));
+  TF_RETURN_IF_ERROR(c->Merge(batch, c->Dim(indices, 0), &batch));
+  c->set_output(0, c->MakeShape({batch, c->Dim(query, 1), c->Dim(value, 2)}));
+  c->set_output(1, c->MakeShape({batch, c->Dim(query, 1)}));
+  c->set_output(2, c->MakeShape({batch, c->Dim(query, 1)}));
+  return absl::OkStatus();
+}
+
+absl::Status AttentionGradShapeFn(InferenceContext* c) {
+  for (int i = 0; i < 3; ++i) c->set_output(i, c->input(i));
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+REGISTER_OP("TFModels>BlockSparseAttention")
+    .Input("query: T")
+    .Input("key: T")
+    .Input("value: T")
+    .Input("key_mask: T")
+    .Input("indices: int32")
+    .Output("out: T")
+    .Output("norm: T")
+    .Output("row_max: T")
+    .Attr("T: {float, double}")
+    .Attr("scale: float = 1.0")
+    .SetShapeFn(AttentionShapeFn)
+    .Doc("Fused high-resolution MRA attention over the selected blocks (see block_sparse_kernels.h).");
+
+REGISTER_OP("TFModels>BlockSparseAttentionGrad")
+    .Input("query: T")
+    .Input("key: T")
+    .Input("value: T")
+    .Input("key_mask: T")
+    .Input("indices: int32")
+    .Input("row_max: T")
+    .Input("grad_out: T")
+    .Input("grad_norm: T")
+    .Output("grad_query: T")
+    .Output("grad_key: T")
+    .Output("grad_value: T")
+    .Attr("T: {float, double}")
+    .Attr("scale: float = 1.0")
+    .SetShapeFn(AttentionGradShapeFn)
+    .Doc("Gradient of TFModels>BlockSparseAttention with respect to query, key and value.");
 
 REGISTER_OP("TFModels>BlockSparseSddmm")
     .Input("a: T")
@@ -244,6 +299,108 @@ class RowReduceCpuOp : public OpKernel {
   }
 };
 
+// Checks shared by the fused attention ops; fills *shape. key_mask may be empty (no mask).
+bool CheckAttentionInputs(OpKernelContext* ctx, AttentionShape* shape) {
+  const Tensor& query = ctx->input(0);
+  const Tensor& key = ctx->input(1);
+  const Tensor& value = ctx->input(2);
+  const Tensor& key_mask = ctx->input(3);
+  const Tensor& indices = ctx->input(4);
+  if (!CheckRank(ctx, indices, 2, "indices")) return false;
+  const int64_t batch = indices.dim_size(0);
+  if (!CheckDense(ctx, query, "query", batch) || !CheckDense(ctx, key, "key", batch) ||
+      !CheckDense(ctx, value, "value", batch))
+    return false;
+  if (!CheckDim(ctx, key, 2, query.dim_size(2), "key", "the feature size of query") ||
+      !CheckDim(ctx, value, 1, key.dim_size(1), "value", "the length of key"))
+    return false;
+  if (key_mask.NumElements() != 0 || key_mask.dims() != 1) {
+    if (!CheckRank(ctx, key_mask, 2, "key_mask") || !CheckDim(ctx, key_mask, 0, batch, "key_mask", "the batch size") ||
+        !CheckDim(ctx, key_mask, 1, key.dim_size(1), "key_mask", "the length of key"))
+      return false;
+  }
+  *shape = AttentionShape{batch, query.dim_size(1) / kBlock, key.dim_size(1) / kBlock, query.dim_size(2),
+                          value.dim_size(2), indices.dim_size(1), 1.0};
+  return CheckIndexRange<void>(ctx, indices, shape->num_row_blocks, shape->num_col_blocks);
+}
+
+template <typename T>
+const T* MaskOrNull(const Tensor& key_mask) {
+  return key_mask.NumElements() == 0 ? nullptr : key_mask.flat<T>().data();
+}
+
+template <typename T>
+class AttentionCpuOp : public OpKernel {
+ public:
+  explicit AttentionCpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("scale", &scale_));
+  }
+  void Compute(OpKernelContext* ctx) override {
+    AttentionShape shape;
+    if (!CheckAttentionInputs(ctx, &shape)) return;
+    shape.scale = scale_;
+    const Tensor& query = ctx->input(0);
+    Tensor *out = nullptr, *norm = nullptr, *row_max = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({shape.batch, query.dim_size(1), shape.dim_v}), &out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({shape.batch, query.dim_size(1)}), &norm));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({shape.batch, query.dim_size(1)}), &row_max));
+    Tensor key_t;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(::tensorflow::DataTypeToEnum<T>::value, ctx->input(1).shape(), &key_t));
+    TfParallelFor pf(ctx);
+    Attention<T>(pf, shape, query.flat<T>().data(), ctx->input(1).flat<T>().data(), ctx->input(2).flat<T>().data(),
+                 MaskOrNull<T>(ctx->input(3)), ctx->input(4).flat<int32_t>().data(), out->flat<T>().data(),
+                 norm->flat<T>().data(), row_max->flat<T>().data(), key_t.flat<T>().data());
+  }
+
+ private:
+  float scale_ = 1.0f;
+};
+
+template <typename T>
+class AttentionGradCpuOp : public OpKernel {
+ public:
+  explicit AttentionGradCpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("scale", &scale_));
+  }
+  void Compute(OpKernelContext* ctx) override {
+    AttentionShape shape;
+    if (!CheckAttentionInputs(ctx, &shape)) return;
+    shape.scale = scale_;
+    const Tensor& query = ctx->input(0);
+    const Tensor& row_max = ctx->input(5);
+    const Tensor& grad_out = ctx->input(6);
+    const Tensor& grad_norm = ctx->input(7);
+    const int64_t length = query.dim_size(1);
+    if (!CheckThat(ctx, row_max.dims() == 2 && row_max.dim_size(0) == shape.batch && row_max.dim_size(1) == length,
+                   absl::StrCat("row_max must be [batch, query length], got ", row_max.shape().DebugString())) ||
+        !CheckThat(ctx, grad_out.dims() == 3 && grad_out.dim_size(0) == shape.batch &&
+                            grad_out.dim_size(1) == length && grad_out.dim_size(2) == shape.dim_v,
+                   absl::StrCat("grad_out must be [batch, query length, value dim], got ",
+                                grad_out.shape().DebugString())) ||
+        !CheckThat(ctx, grad_norm.NumElements() == 0 || (grad_norm.dims() == 2 && grad_norm.dim_size(0) == shape.batch &&
+                                                         grad_norm.dim_size(1) == length),
+                   absl::StrCat("grad_norm must be [batch, query length] or empty, got ",
+                                grad_norm.shape().DebugString())))
+      return;
+    Tensor *grad_query = nullptr, *grad_key = nullptr, *grad_value = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, query.shape(), &grad_query));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, ctx->input(1).shape(), &grad_key));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, ctx->input(2).shape(), &grad_value));
+    Tensor key_t, value_t;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(::tensorflow::DataTypeToEnum<T>::value, ctx->input(1).shape(), &key_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(::tensorflow::DataTypeToEnum<T>::value, ctx->input(2).shape(), &value_t));
+    TfParallelFor pf(ctx);
+    AttentionGrad<T>(pf, shape, query.flat<T>().data(), ctx->input(1).flat<T>().data(), ctx->input(2).flat<T>().data(),
+                     MaskOrNull<T>(ctx->input(3)), ctx->input(4).flat<int32_t>().data(), row_max.flat<T>().data(),
+                     grad_out.flat<T>().data(), grad_norm.NumElements() == 0 ? nullptr : grad_norm.flat<T>().data(),
+                     grad_query->flat<T>().data(), grad_key->flat<T>().data(), grad_value->flat<T>().data(),
+                     key_t.flat<T>().data(), value_t.flat<T>().data());
+  }
+
+ private:
+  float scale_ = 1.0f;
+};
+
 #define TFMODELS_REGISTER_CPU(T)                                                                              \
   REGISTER_KERNEL_BUILDER(                                                                                    \
       Name("TFModels>BlockSparseSddmm").Device(::tensorflow::DEVICE_CPU).TypeConstraint<T>("T"),             \
@@ -255,7 +412,13 @@ class RowReduceCpuOp : public OpKernel {
       RowReduceCpuOp<T, true>);                                                                               \
   REGISTER_KERNEL_BUILDER(                                                                                    \
       Name("TFModels>BlockSparseRowSum").Device(::tensorflow::DEVICE_CPU).TypeConstraint<T>("T"),             \
-      RowReduceCpuOp<T, false>);
+      RowReduceCpuOp<T, false>);                                                                              \
+  REGISTER_KERNEL_BUILDER(                                                                                    \
+      Name("TFModels>BlockSparseAttention").Device(::tensorflow::DEVICE_CPU).TypeConstraint<T>("T"),         \
+      AttentionCpuOp<T>);                                                                                     \
+  REGISTER_KERNEL_BUILDER(                                                                                    \
+      Name("TFModels>BlockSparseAttentionGrad").Device(::tensorflow::DEVICE_CPU).TypeConstraint<T>("T"),     \
+      AttentionGradCpuOp<T>);
 
 TFMODELS_REGISTER_CPU(float)
 TFMODELS_REGISTER_CPU(double)

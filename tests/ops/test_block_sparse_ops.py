@@ -213,3 +213,168 @@ def test_harness_cpu_entry_points_match_numpy_and_gpu_when_present(tmp_path):
     if cuda_harness.gpu_available():
         for name, difference, tolerance in cases.run(library):
             assert difference <= tolerance, f"GPU {name}: {difference:.3g}"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The fused high-resolution attention (TFModels>BlockSparseAttention) vs its twin (the primitives composed)
+
+
+def make_attention_case(shape, seed, dtype=np.float32, masked=True, duplicates=False):
+    """query/key/value, indices with unused slots and row blocks without slots, and a key mask with a fully
+    masked column block (or None)."""
+    batch, rows, cols, dim, dim_v, slots = shape
+    rng = np.random.RandomState(seed)
+    indices = cases.random_indices(rng, batch, rows, cols, slots, duplicates=duplicates)
+    if rows > 1:  # the last row block of example 0 has no slot
+        indices[0][indices[0] // cols == rows - 1] = -1
+    query = (rng.randn(batch, rows * BLOCK, dim) * 0.5).astype(dtype)
+    key = (rng.randn(batch, cols * BLOCK, dim) * 0.5).astype(dtype)
+    value = rng.randn(batch, cols * BLOCK, dim_v).astype(dtype)
+    mask = None
+    if masked:
+        mask = (rng.rand(batch, cols * BLOCK) > 0.3).astype(dtype)
+        mask[0, :BLOCK] = 0  # a column block with every key masked
+    return query, key, value, indices, mask
+
+
+def run_attention(mode, query, key, value, indices, mask, scale, use_norm=True, seed=0):
+    tensors = [tf.constant(x) for x in (query, key, value)]
+    with dispatch.op_mode(mode), tf.GradientTape() as tape:
+        tape.watch(tensors)
+        out, norm, row_max = bs.attention(*tensors, indices, mask, scale=scale)
+        rng = np.random.RandomState(seed)
+        loss = tf.reduce_sum(out * rng.randn(*out.shape).astype(out.dtype.as_numpy_dtype))
+        if use_norm:
+            loss += tf.reduce_sum(norm * rng.randn(*norm.shape).astype(norm.dtype.as_numpy_dtype))
+    grads = tape.gradient(loss, tensors)
+    return [out.numpy(), norm.numpy(), row_max.numpy()], [g.numpy() for g in grads]
+
+
+def assert_close_relative(x, y, rtol, name):
+    """|x - y| <= rtol * max |y| (+inf/-inf must agree)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    assert x.shape == y.shape, f"{name}: {x.shape} vs {y.shape}"
+    assert np.array_equal(np.isinf(x), np.isinf(y)) and np.array_equal(x[np.isinf(x)], y[np.isinf(y)]), name
+    finite = np.isfinite(y)
+    assert np.all(np.isfinite(x[finite])), f"{name}: not finite"
+    if finite.any():
+        scale = max(np.abs(y[finite]).max(), 1.0)
+        diff = np.abs(x[finite] - y[finite]).max()
+        assert diff <= rtol * scale, f"{name}: max difference {diff:.3g} > {rtol} * {scale:.3g}"
+
+
+ATTENTION_SHAPES = [(2, 3, 3, 16, 16, 5), (3, 4, 2, 7, 9, 6), (1, 1, 5, 33, 64, 4), (2, 5, 5, 64, 64, 25),
+                    (2, 2, 3, 1, 3, 0), (1, 3, 3, 70, 65, 9)]
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["nomask", "mask"])
+@pytest.mark.parametrize("shape", ATTENTION_SHAPES, ids=lambda s: "B{}R{}C{}D{}E{}K{}".format(*s))
+def test_attention_op_matches_twin_outputs_and_gradients(shape, masked):
+    query, key, value, indices, mask = make_attention_case(shape, seed=sum(shape), masked=masked)
+    for use_norm in (True, False):  # False: no upstream gradient for norm (the op's grad_norm is empty)
+        custom, custom_grads = run_attention("custom", query, key, value, indices, mask, 0.3, use_norm)
+        twin, twin_grads = run_attention("reference", query, key, value, indices, mask, 0.3, use_norm)
+        for name, x, y in zip(("out", "norm", "row_max"), custom, twin):
+            assert_close_relative(x, y, 1e-5, f"{name} op vs twin")
+        for name, x, y in zip(("query", "key", "value"), custom_grads, twin_grads):
+            assert_close_relative(x, y, 1e-5, f"d {name} op vs twin (use_norm={use_norm})")
+    # Row blocks without slots: out 0, norm 0, row_max -inf (example 0's last row block when it has more than one).
+    if shape[1] > 1:
+        assert np.all(custom[0][0, -BLOCK:] == 0) and np.all(custom[1][0, -BLOCK:] == 0)
+        assert np.all(np.isneginf(custom[2][0, -BLOCK:]))
+    if masked:  # masked keys get no weight, hence no key or value gradient
+        dead = mask == 0
+        assert np.all(custom_grads[1][dead] == 0) and np.all(custom_grads[2][dead] == 0)
+
+
+def test_attention_random_shapes_and_duplicate_slots_op_vs_twin():
+    rng = np.random.RandomState(17)
+    for trial in range(6):
+        shape = tuple(int(x) for x in (rng.randint(1, 4), rng.randint(1, 6), rng.randint(1, 6), rng.randint(1, 70),
+                                       rng.randint(1, 70), rng.randint(0, 12)))
+        query, key, value, indices, mask = make_attention_case(shape, seed=trial, masked=trial % 2 == 0,
+                                                               duplicates=trial % 3 == 1)
+        scale = float(rng.uniform(0.05, 1.0))
+        custom, custom_grads = run_attention("custom", query, key, value, indices, mask, scale, seed=trial)
+        twin, twin_grads = run_attention("reference", query, key, value, indices, mask, scale, seed=trial)
+        for x, y in zip(custom + custom_grads, twin + twin_grads):
+            assert_close_relative(x, y, 1e-5, f"{shape}")
+
+
+def test_attention_on_gpu_composes_the_compiled_primitives(monkeypatch):
+    """The fused op has no CUDA kernel: where TF sees a GPU, attention() composes sddmm/row_max/spmm/row_sum
+    (compiled, with CUDA kernels). Simulated here: same numbers, and no fused op in the graph."""
+    query, key, value, indices, mask = make_attention_case((2, 3, 3, 16, 8, 6), seed=4)
+    fused, fused_grads = run_attention("custom", query, key, value, indices, mask, 0.25)
+    monkeypatch.setattr(bs, "_gpu_visible", lambda: True)
+    composed, composed_grads = run_attention("custom", query, key, value, indices, mask, 0.25)
+    for x, y in zip(composed + composed_grads, fused + fused_grads):
+        assert_close_relative(x, y, 1e-5, "composed vs fused")
+    with dispatch.op_mode("custom"):
+        graph = tf.function(lambda q, k, v: bs.attention(q, k, v, indices, mask, scale=0.25)).get_concrete_function(
+            *(tf.TensorSpec(x.shape, tf.float32) for x in (query, key, value))).graph
+    types = {op.type for op in graph.get_operations()}
+    assert "TFModels>BlockSparseAttention" not in types and "TFModels>BlockSparseSddmm" in types, types
+
+
+@pytest.mark.parametrize("mode", ["custom", "reference"])
+@pytest.mark.parametrize("masked", [False, True], ids=["nomask", "mask"])
+def test_attention_numerical_gradients(mode, masked):
+    """tf.test.compute_gradient (float64) through the fused op's gradient op (custom) and the twin, in random
+    directions of query, key and value. row_max is a stabilising shift without gradient, so the checked values
+    are the shift-free out * exp(row_max) and norm * exp(row_max) (sums of exp(S) v and exp(S)), projected."""
+    query, key, value, indices, mask = make_attention_case((2, 2, 3, 3, 2, 4), seed=9, dtype=np.float64,
+                                                           masked=masked)
+    rng = np.random.RandomState(12)
+    params = 4
+    inputs = (query, key, value)
+    bases = [tf.constant(rng.randn(params, *x.shape)) for x in inputs]
+    offsets = [tf.constant(x) for x in inputs]
+    project_out = tf.constant(rng.randn(3, *query.shape[:2], value.shape[2]))
+    project_norm = tf.constant(rng.randn(3, *query.shape[:2]))
+
+    def composite(tq, tk, tv):
+        args = [o + tf.tensordot(t, basis, axes=1) for t, basis, o in zip((tq, tk, tv), bases, offsets)]
+        out, norm, row_max = bs.attention(*args, indices, mask, scale=0.7)
+        unshift = tf.exp(tf.where(tf.math.is_finite(row_max), row_max, tf.zeros_like(row_max)))
+        out, norm = out * unshift[..., None], norm * unshift
+        return tf.tensordot(project_out, out, axes=3) + tf.tensordot(project_norm, norm, axes=2)
+
+    thetas = [tf.constant(rng.randn(params) * 0.1) for _ in inputs]
+    with dispatch.op_mode(mode):
+        theoretical, numerical = tf.test.compute_gradient(composite, thetas, delta=1e-5)
+    for t, n in zip(theoretical, numerical):
+        np.testing.assert_allclose(t, n, rtol=1e-5, atol=1e-5, err_msg=f"{mode}")
+
+
+def test_attention_bad_inputs_raise_clear_errors():
+    query, key, value, indices, mask = make_attention_case((2, 2, 2, 4, 3, 3), seed=2)
+    bad = indices.copy()
+    bad[1, 0] = 4
+    for mode in ("custom", "reference"):
+        with dispatch.op_mode(mode):
+            with pytest.raises(tf.errors.InvalidArgumentError, match="indices"):
+                bs.attention(query, key, value, bad, mask)
+            with pytest.raises(ValueError, match="multiple of the block size"):
+                bs.attention(query[:, :-1], key, value, indices, mask)
+            with pytest.raises(ValueError, match="rank 2"):
+                bs.attention(query, key, value, indices, mask[0])
+    module = bs._ops()
+    no_mask = np.zeros([0], np.float32)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="outside the grid"):
+        module.tf_models_block_sparse_attention(query, key, value, mask, bad)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="feature size"):
+        module.tf_models_block_sparse_attention(query, key[:, :, :3], value, no_mask, indices)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="length of key"):
+        module.tf_models_block_sparse_attention(query, key, value[:, :BLOCK], no_mask, indices)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="key_mask"):
+        module.tf_models_block_sparse_attention(query, key, value, mask[:, :BLOCK], indices)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="batch"):
+        module.tf_models_block_sparse_attention(query[:1], key, value, mask, indices)
+    out, norm, row_max = module.tf_models_block_sparse_attention(query, key, value, mask, indices)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="row_max"):
+        module.tf_models_block_sparse_attention_grad(query, key, value, mask, indices, row_max[:, 1:], out, norm)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="grad_out"):
+        module.tf_models_block_sparse_attention_grad(query, key, value, mask, indices, row_max, out[..., :1], norm)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="grad_norm"):
+        module.tf_models_block_sparse_attention_grad(query, key, value, mask, indices, row_max, out, norm[:1])

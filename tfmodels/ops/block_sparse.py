@@ -12,6 +12,12 @@ length a multiple of 32.
 - `row_max(blocks, indices, num_row_blocks, num_col_blocks)`: per row position, the max over the selected
   blocks of its row block (-inf where a row block has none).
 - `row_sum(...)`: the same with sums (0 where none).
+- `attention(query, key, value, indices, key_mask, scale)`: the high-resolution part of MRA attention fused
+  into one op that never stores the selected blocks: per row block, S = scale * q_r k_c^T over its selected
+  blocks with masked keys scoring 0, m = the row max of S (-inf: none), A = exp(S - m) * key_mask; returns
+  (sum A v, row sums of A, m). m is a stabilising shift and carries no gradient. Same as composing the four
+  primitives (that composition is its twin). The fused op has a CPU kernel only: where TF sees a GPU,
+  attention() composes the compiled primitives (which have CUDA kernels) instead.
 
 Each function uses the compiled op (custom_ops/block_sparse/, CPU and CUDA kernels) when
 `tfmodels.ops.dispatch` says so, else its twin: plain TF ops with the same semantics, which also compile with
@@ -76,6 +82,32 @@ def row_max(blocks, indices, num_row_blocks, num_col_blocks, validate=True):
 def row_sum(blocks, indices, num_row_blocks, num_col_blocks, validate=True):
     """Per row position, the sum over its row block's selected blocks: [B, num_row_blocks*32] (0: none)."""
     return _row_reduce(blocks, indices, num_row_blocks, num_col_blocks, validate, is_max=False)
+
+
+def attention(query, key, value, indices, key_mask=None, scale=1.0, validate=True):
+    """Fused high-resolution attention: query [B, R*32, D], key [B, C*32, D], value [B, C*32, E], indices
+    [B, K], key_mask [B, C*32] (1 keep, 0 drop) or None, scale (python float) ->
+    (out [B, R*32, E], norm [B, R*32], row_max [B, R*32]).
+    """
+    query, key, value = (tf.convert_to_tensor(t) for t in (query, key, value))
+    indices = _indices(indices)
+    for name, tensor in (("query", query), ("key", key), ("value", value)):
+        _check_dense(name, tensor)
+    _check_rank("indices", indices, 2)
+    if key_mask is not None:
+        key_mask = tf.cast(key_mask, query.dtype)
+        _check_rank("key_mask", key_mask, 2)
+    if validate:
+        indices = _validated(indices, _num_blocks(query), _num_blocks(key))
+    if _use_custom(query.dtype):
+        if _gpu_visible():
+            # The fused op has a CPU kernel only (no CUDA kernel yet). Where a GPU is visible, compose the four
+            # primitives instead: each has a CUDA kernel, and the numbers are the same (it is the twin's
+            # composition with the compiled primitives), only the 32 x 32 blocks are materialised.
+            return _compose_attention(query, key, value, indices, key_mask, scale, _custom_primitives())
+        mask = key_mask if key_mask is not None else tf.zeros([0], query.dtype)
+        return tuple(_ops().tf_models_block_sparse_attention(query, key, value, mask, indices, scale=float(scale)))
+    return attention_twin(query, key, value, indices, key_mask, scale)
 
 
 def _row_reduce(blocks, indices, num_row_blocks, num_col_blocks, validate, is_max):
@@ -168,6 +200,43 @@ def _row_max_values(blocks, indices, num_row_blocks, num_col_blocks):
     return tf.reshape(out, [batch, num_row_blocks * BLOCK])
 
 
+def attention_twin(query, key, value, indices, key_mask=None, scale=1.0):
+    """The fused attention as the composition of the primitives' twins (autodiff gives its gradient)."""
+    twins = (sddmm_twin, row_max_twin, spmm_twin, row_sum_twin)
+    return _compose_attention(query, key, value, indices, key_mask, scale, twins)
+
+
+def _custom_primitives():
+    """The compiled primitives (CPU and CUDA kernels), without re-validating the indices."""
+    return (lambda a, b, indices: sddmm(a, b, indices, validate=False),
+            lambda blocks, indices, rows, cols: row_max(blocks, indices, rows, cols, validate=False),
+            lambda blocks, indices, dense, rows: spmm(blocks, indices, dense, rows, validate=False),
+            lambda blocks, indices, rows, cols: row_sum(blocks, indices, rows, cols, validate=False))
+
+
+def _compose_attention(query, key, value, indices, key_mask, scale, primitives):
+    """attention() from the primitives (sddmm, row_max, spmm, row_sum): the 32 x 32 blocks are materialised."""
+    sddmm_fn, row_max_fn, spmm_fn, row_sum_fn = primitives
+    num_rows = tf.shape(query)[1] // BLOCK
+    num_cols = tf.shape(key)[1] // BLOCK
+    scores = sddmm_fn(query, key, indices) * tf.cast(scale, query.dtype)
+    slot_mask = None
+    if key_mask is not None:
+        _, _, cols = _decode(indices, num_cols)
+        key_tiles = tf.reshape(key_mask, [tf.shape(key_mask)[0], num_cols, BLOCK])
+        slot_mask = tf.gather(key_tiles, cols, batch_dims=1)[:, :, None, :]
+        scores = scores * slot_mask
+    row_max = tf.stop_gradient(row_max_fn(tf.stop_gradient(scores), indices, num_rows, num_cols))
+    shift = _gather_rows(tf.where(tf.math.is_finite(row_max), row_max, tf.zeros_like(row_max)), indices, num_rows,
+                         num_cols)
+    weights = tf.exp(scores - shift[..., None])
+    if slot_mask is not None:
+        weights = weights * slot_mask
+    out = spmm_fn(weights, indices, value, num_rows)
+    norm = row_sum_fn(weights, indices, num_rows, num_cols)
+    return out, norm, row_max
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Gradients (the same formulas for the ops and the twins)
 
@@ -223,6 +292,18 @@ def _spmm_grad(op, upstream):
     return [grad_blocks, None, grad_dense, None]
 
 
+@tf.RegisterGradient("TFModels>BlockSparseAttention")
+def _attention_grad(op, grad_out, grad_norm, grad_row_max):
+    query, key, value, key_mask, indices = op.inputs
+    if grad_norm is None:
+        grad_norm = tf.zeros([0], query.dtype)
+    if grad_out is None:
+        grad_out = tf.zeros_like(op.outputs[0])
+    grads = _ops().tf_models_block_sparse_attention_grad(query, key, value, key_mask, indices, op.outputs[2],
+                                                         grad_out, grad_norm, scale=op.get_attr("scale"))
+    return list(grads) + [None, None]
+
+
 @tf.RegisterGradient("TFModels>BlockSparseRowSum")
 def _row_sum_op_grad(op, upstream):
     blocks, indices, num_row_blocks, num_col_blocks = op.inputs
@@ -244,6 +325,12 @@ def _row_max_op_grad(op, upstream):
 
 def _ops():
     return dispatch.op_module(FAMILY)
+
+
+@functools.lru_cache(maxsize=None)
+def _gpu_visible():
+    """Whether TF sees a GPU (then attention() composes the primitives, which have CUDA kernels)."""
+    return bool(tf.config.list_physical_devices("GPU"))
 
 
 def _use_custom(dtype):

@@ -28,10 +28,16 @@ PRIOR = 5e3         # the reference's bonus for prior blocks in the selection
 EPSILON = 1e-6      # the reference's guard in block means and in the final normaliser
 
 
-def _block_means(x, mask_counts, num_blocks):
-    """[BH, L, D] -> [BH, nb, D]: sums over each block of 32 divided by (token count + 1e-6), as the reference."""
-    sums = tf.reduce_sum(tf.reshape(x, tf.stack([-1, num_blocks, BLOCK_SIZE, x.shape[-1]])), axis=2)
-    return sums / tf.expand_dims(mask_counts + EPSILON, 2)
+def _block_means(x, mask, counts, meta, num_blocks):
+    """[BH, L, D] -> [BH, nb, D]: sums of the kept positions of each block of 32 divided by (their count + 1e-6),
+    as the reference (which zeroes padded positions first; a [1, 32] x [32, D] product per block here)."""
+    dim = x.shape[-1]
+    tiles = tf.reshape(x, tf.stack([meta * num_blocks, BLOCK_SIZE, dim]))
+    if mask is None:
+        sums = tf.reduce_sum(tiles, axis=1)
+    else:
+        sums = tf.matmul(tf.reshape(mask, tf.stack([meta * num_blocks, 1, BLOCK_SIZE])), tiles)
+    return tf.reshape(sums, tf.stack([meta, num_blocks, dim])) / tf.expand_dims(counts + EPSILON, 2)
 
 
 def _repeat_blocks(x, meta, num_blocks):
@@ -97,18 +103,18 @@ def mra2_attention(query, key, value, mask=None, num_blocks=64, approx_mode="ful
         # Meta-batch row b * heads + h belongs to example b (the reference repeats the mask in the wrong order).
         mask = _repeat_heads(mask, batch, heads)                      # [BH, Lp]
         grid_blocks = _repeat_heads(example_blocks, batch, heads)     # [BH]
-        mask3 = tf.expand_dims(mask, 2)
-        query, key, value = query * mask3, key * mask3, value * mask3
-        mask_blocks = tf.reshape(mask, tf.stack([meta, num_grid, BLOCK_SIZE]))
-        counts = tf.reduce_sum(mask_blocks, axis=2)                                       # [BH, nb]
+        # Padded positions are left out of the block sums and the selected scores below instead of being zeroed
+        # here (the reference multiplies query, key and value by the mask: the same numbers, three passes more).
+        counts = tf.reduce_sum(tf.reshape(mask, tf.stack([meta, num_grid, BLOCK_SIZE])), axis=2)  # [BH, nb]
         valid_block = tf.expand_dims(tf.range(num_grid), 0) < tf.expand_dims(grid_blocks, 1)  # [BH, nb]
         valid_grid = tf.logical_and(tf.expand_dims(valid_block, 2), tf.expand_dims(valid_block, 1))
     else:
         counts = tf.fill(tf.stack([meta, num_grid]), float(BLOCK_SIZE))
 
     # ----- low resolution: block-mean scores -----------------------------------------------------------------
-    query_hat = _block_means(query, counts, num_grid)
-    key_hat = _block_means(key, counts, num_grid)
+    block_mask = mask if has_mask else None
+    query_hat = _block_means(query, block_mask, counts, meta, num_grid)
+    key_hat = _block_means(key, block_mask, counts, meta, num_grid)
     if not full:  # only used to choose the blocks: no gradient, as in the reference
         query_hat, key_hat = tf.stop_gradient(query_hat), tf.stop_gradient(key_hat)
     low_logits = tf.matmul(query_hat, key_hat, transpose_b=True) / scale  # [BH, nb, nb]
@@ -146,35 +152,27 @@ def mra2_attention(query, key, value, mask=None, num_blocks=64, approx_mode="ful
             high_mask = scores >= tf.reshape(tf.reduce_min(top_values, axis=1), [-1, 1, 1])
 
     # ----- high resolution: exact scores on the selected blocks -----------------------------------------------
-    # Scaling the queries (length x dim values) instead of the selected scores (K x 32 x 32) saves a pass over
-    # the blocks; the result differs from the reference's order only by float rounding.
-    logits = bs.sddmm(query * (1.0 / scale), key, indices, validate=False)  # [BH, K, 32, 32]
-    row_max = bs.row_max(tf.stop_gradient(logits), indices, num_grid, num_grid, validate=False)  # [BH, Lp]
+    key_mask = mask if has_mask else None
+    if output_probs:
+        # The weights need the selected blocks themselves: the primitives step by step (the fused op's numbers).
+        high_out, high_norm, row_max, high_attn = _high_resolution_blocks(query * (1.0 / scale), key, value,
+                                                                          indices, key_mask, num_grid, meta)
+    else:
+        # A padded key scores 0 (as the reference's zeroed key) and gets weight 0.
+        high_out, high_norm, row_max = bs.attention(query, key, value, indices, key_mask, scale=1.0 / scale,
+                                                    validate=False)
+        high_attn = None
     has_high = tf.math.is_finite(row_max)                                # False: row block without blocks
     row_max = tf.stop_gradient(tf.where(has_high, row_max, 0.0))
-    safe_indices = tf.maximum(indices, 0)
-    blocks_shape = tf.stack([meta, num_grid, BLOCK_SIZE])
-    slot_max = tf.gather(tf.reshape(row_max, blocks_shape), safe_indices // num_grid, batch_dims=1)
-    if has_mask:
-        slot_max = tf.where(tf.expand_dims(chosen, 2), slot_max, 0.0)
-    high_attn = tf.exp(logits - tf.expand_dims(slot_max, 3))
-    if has_mask:
-        # Padded keys: the reference subtracts 1e4 before the exponential; multiplying by the key mask after it
-        # gives the same exact zeros in one pass less (a padded key's score is 0 <= its row's max, so its
-        # exponential is finite).
-        key_mask = tf.gather(mask_blocks, safe_indices % num_grid, batch_dims=1)
-        high_attn = high_attn * tf.expand_dims(key_mask, 2)
-    high_out = bs.spmm(high_attn, indices, value, num_grid, validate=False)          # [BH, Lp, D]
-    high_norm = bs.row_sum(high_attn, indices, num_grid, num_grid, validate=False)    # [BH, Lp]
 
     high_corr = low_corr = low_attn = None
     if full:
-        value_hat = _block_means(value, counts, num_grid)
+        value_hat = _block_means(value, block_mask, counts, meta, num_grid)
         low_attn = tf.exp(low_logits - low_max - PENALTY * tf.cast(high_mask, tf.float32))
         if has_mask:
             low_attn = tf.where(valid_grid, low_attn, 0.0)
         low_attn = low_attn * tf.expand_dims(counts, 1)
-        low_out = _repeat_blocks(tf.matmul(low_attn, value_hat), meta, num_grid)
+        low_out = tf.matmul(low_attn, value_hat)                                          # [BH, nb, D] per block
         low_norm = _repeat_blocks(tf.reduce_sum(low_attn, axis=2), meta, num_grid)
         low_max_rows = _repeat_blocks(tf.squeeze(low_max, 2), meta, num_grid)
         log_correction = tf.where(has_high, low_max_rows - row_max, 0.0)
@@ -182,13 +180,22 @@ def mra2_attention(query, key, value, mask=None, num_blocks=64, approx_mode="ful
             log_correction = log_correction * mask
         low_corr = tf.exp(tf.minimum(log_correction, 0.0))
         high_corr = tf.exp(-tf.maximum(log_correction, 0.0))
-        numerator = high_out * tf.expand_dims(high_corr, 2) + low_out * tf.expand_dims(low_corr, 2)
         denominator = high_norm * high_corr + low_norm * low_corr + EPSILON
+        # (high_out * high_corr + low_out * low_corr) / denominator * mask, with the per-position factors folded
+        # first and the low-resolution rows broadcast over their block instead of repeated.
+        high_weight, low_weight = high_corr / denominator, low_corr / denominator
+        if has_mask:
+            high_weight, low_weight = high_weight * mask, low_weight * mask
+        rows_shape = tf.stack([meta, num_grid, BLOCK_SIZE, 1])
+        context = (tf.reshape(high_out, tf.stack([meta, num_grid, BLOCK_SIZE, dim])) *
+                   tf.reshape(high_weight, rows_shape) +
+                   tf.expand_dims(low_out, 2) * tf.reshape(low_weight, rows_shape))
     else:
-        numerator, denominator = high_out, high_norm + EPSILON
-    context = numerator / tf.expand_dims(denominator, 2)
-    if has_mask:
-        context = context * mask3
+        denominator = high_norm + EPSILON
+        high_weight = 1.0 / denominator
+        if has_mask:
+            high_weight = high_weight * mask
+        context = high_out * tf.expand_dims(high_weight, 2)
     context = tf.reshape(context, tf.stack([batch, heads, padded, dim]))
     if not aligned:
         context = context[:, :, :length]
@@ -202,6 +209,26 @@ def mra2_attention(query, key, value, mask=None, num_blocks=64, approx_mode="ful
             probs = probs[:, :, :length, :length]
         probs = tf.cast(probs, out_dtype)
     return tf.cast(context, out_dtype), probs
+
+
+def _high_resolution_blocks(query, key, value, indices, key_mask, num_grid, meta):
+    """bs.attention on the primitives, keeping the blocks: (out, norm, row_max, weights [BH, K, 32, 32])."""
+    logits = bs.sddmm(query, key, indices, validate=False)                                  # [BH, K, 32, 32]
+    row_max = tf.stop_gradient(bs.row_max(tf.stop_gradient(logits), indices, num_grid, num_grid, validate=False))
+    safe_indices = tf.maximum(indices, 0)
+    blocks_shape = tf.stack([meta, num_grid, BLOCK_SIZE])
+    shift = tf.where(tf.math.is_finite(row_max), row_max, 0.0)
+    slot_max = tf.gather(tf.reshape(shift, blocks_shape), safe_indices // num_grid, batch_dims=1)
+    slot_max = tf.where(tf.expand_dims(indices >= 0, 2), slot_max, 0.0)
+    weights = tf.exp(logits - tf.expand_dims(slot_max, 3))
+    if key_mask is not None:
+        # Padded keys: the reference subtracts 1e4 before the exponential; multiplying by the key mask after it
+        # gives the same exact zeros (a padded key's score is 0 <= its row's max, so its exponential is finite).
+        key_tiles = tf.gather(tf.reshape(key_mask, blocks_shape), safe_indices % num_grid, batch_dims=1)
+        weights = weights * tf.expand_dims(key_tiles, 2)
+    out = bs.spmm(weights, indices, value, num_grid, validate=False)                 # [BH, Lp, D]
+    norm = bs.row_sum(weights, indices, num_grid, num_grid, validate=False)          # [BH, Lp]
+    return out, norm, row_max, weights
 
 
 def _add_priors(scores, num_grid, first_n, diagonal_n):
