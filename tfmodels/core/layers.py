@@ -45,6 +45,33 @@ def dropout(rate, name=None):
     return keras.layers.Dropout(rate or 0.0, name=name)
 
 
+def apply_dense(layer, inputs, activation=None):
+    """`activation(layer(inputs))` for a keras Dense `layer`, computed as a 2-D MatMul + BiasAdd (+ activation).
+
+    The same numbers as calling the layer (same variables, the inputs' compute dtype), but on CPU grappler's
+    oneDNN remapper fuses MatMul + BiasAdd (+ Gelu / Relu / Tanh ...) into one kernel, which it does not do for
+    the batched matmul and add that a Keras 3 Dense emits for rank-3 inputs: a transformer feed-forward block
+    with exact GELU runs about 30% faster. The layer is built here if needed (it is never `__call__`ed).
+    A quantized layer (its kernel is not a plain float matrix) is called as usual."""
+    if not layer.built:
+        layer.build(inputs.shape)
+    if getattr(layer, "quantization_mode", None):
+        outputs = layer(inputs)
+        return activation(outputs) if activation is not None else outputs
+    dtype = inputs.dtype
+    outputs = tf.matmul(tf.reshape(inputs, [-1, inputs.shape[-1]]), tf.cast(layer.kernel, dtype))
+    if layer.use_bias:
+        outputs = tf.nn.bias_add(outputs, tf.cast(layer.bias, dtype))
+    if layer.activation is not None and layer.activation is not keras.activations.linear:
+        outputs = layer.activation(outputs)
+    if activation is not None:
+        outputs = activation(outputs)
+    shape = tf.concat([tf.shape(inputs)[:-1], [layer.units]], axis=0)
+    outputs = tf.reshape(outputs, shape)
+    outputs.set_shape(inputs.shape[:-1].concatenate([layer.units]))
+    return outputs
+
+
 def add_weight(layer, name, shape, initializer, trainable=True, dtype=None):
     """layer.add_weight that also remembers the initializer, so that a weight a checkpoint lacks can be
     initialised properly after a build that skipped initialisation (see initializers.skip_init)."""

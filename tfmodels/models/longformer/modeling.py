@@ -22,7 +22,7 @@ from tfmodels.core import layers, outputs as out, tasks
 from tfmodels.core.activations import get_activation
 from tfmodels.core.heads import ClassificationHead, LMHead
 from tfmodels.core.inputs import check_ids_in_range, check_max_length, check_rank, check_same_shape
-from tfmodels.core.layers import apply_chunking
+from tfmodels.core.layers import apply_chunking, apply_dense
 from tfmodels.core.logging import warn_once
 from tfmodels.core.modeling import PreTrainedModel
 from tfmodels.core.padding import pad_to_multiple, unpad
@@ -188,9 +188,9 @@ class LongformerSelfAttention(keras.layers.Layer):
         dtype = hidden_states.dtype
         w = self.one_sided_attn_window_size
         scale = tf.cast(math.sqrt(self.head_dim), dtype)
-        query = self._split(self.query(hidden_states) / scale)
-        key = self._split(self.key(hidden_states))
-        value = self._split(self.value(hidden_states))
+        query = self._split(apply_dense(self.query, hidden_states) / scale)
+        key = self._split(apply_dense(self.key, hidden_states))
+        value = self._split(apply_dense(self.value, hidden_states))
         global_key = tf.gather(key, plan.positions, batch_dims=1)        # [B, X, H, D]
         global_value = tf.gather(value, plan.positions, batch_dims=1)
         scores = sliding_window_qk(query, key, w, plan.local, global_key, plan.valid)  # [B, S, H, X + 2w + 1]
@@ -225,7 +225,7 @@ class LongformerSelfAttention(keras.layers.Layer):
         heads, dim, embed = self.num_heads, self.head_dim, self.embed_dim
         global_hidden = tf.gather(hidden_states, plan.positions, batch_dims=1)          # [B, X, E]
         scale = tf.cast(math.sqrt(dim), dtype)
-        query = self._split(self.query_global(global_hidden) / scale)                   # [B, X, H, D]
+        query = self._split(apply_dense(self.query_global, global_hidden) / scale)      # [B, X, H, D]
         key_kernel = tf.reshape(tf.cast(self.key_global.kernel, dtype), [embed, heads, dim])
         key_bias = tf.reshape(tf.cast(self.key_global.bias, dtype), [heads, dim])
         value_kernel = tf.reshape(tf.cast(self.value_global.kernel, dtype), [embed, heads, dim])
@@ -237,7 +237,7 @@ class LongformerSelfAttention(keras.layers.Layer):
                 tf.einsum("bxhd,hd->bhx", query, key_bias)[..., None]
 
         def direct_scores():
-            keys = self._split(self.key_global(hidden_states))
+            keys = self._split(apply_dense(self.key_global, hidden_states))
             return tf.einsum("bxhd,bshd->bhxs", query, keys)
 
         num_slots = plan.num_slots
@@ -261,7 +261,7 @@ class LongformerSelfAttention(keras.layers.Layer):
             return tf.einsum("bxhe,ehd->bxhd", summary, value_kernel) + weights[..., None] * value_bias
 
         def direct_output():
-            values = self._split(self.value_global(hidden_states))
+            values = self._split(apply_dense(self.value_global, hidden_states))
             return tf.einsum("bhxs,bshd->bxhd", probs, values)
 
         if isinstance(fold, bool):
@@ -274,12 +274,18 @@ class LongformerSelfAttention(keras.layers.Layer):
 class LongformerSelfOutput(keras.layers.Layer):
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
+        self.hidden_size = config.hidden_size
         self.dense = layers.dense(config.hidden_size, config.initializer_range, name="dense")
         self.LayerNorm = layers.layer_norm(config.layer_norm_eps, name="LayerNorm")
         self.dropout = layers.dropout(config.hidden_dropout_prob)
 
+    def build(self, input_shape=None):
+        self.dense.build([None, None, self.hidden_size])
+        self.LayerNorm.build([None, None, self.hidden_size])
+        self.built = True
+
     def call(self, hidden_states, input_tensor, training=False):
-        hidden_states = self.dropout(self.dense(hidden_states), training=training)
+        hidden_states = self.dropout(apply_dense(self.dense, hidden_states), training=training)
         return self.LayerNorm(hidden_states + input_tensor)
 
 
@@ -298,22 +304,33 @@ class LongformerAttention(keras.layers.Layer):
 class LongformerIntermediate(keras.layers.Layer):
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
+        self.hidden_size = config.hidden_size
         self.dense = layers.dense(config.intermediate_size, config.initializer_range, name="dense")
         self.activation = get_activation(config.hidden_act)
 
+    def build(self, input_shape=None):
+        self.dense.build([None, None, self.hidden_size])
+        self.built = True
+
     def call(self, hidden_states):
-        return self.activation(self.dense(hidden_states))
+        return apply_dense(self.dense, hidden_states, self.activation)
 
 
 class LongformerOutput(keras.layers.Layer):
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
+        self.sizes = (config.intermediate_size, config.hidden_size)
         self.dense = layers.dense(config.hidden_size, config.initializer_range, name="dense")
         self.LayerNorm = layers.layer_norm(config.layer_norm_eps, name="LayerNorm")
         self.dropout = layers.dropout(config.hidden_dropout_prob)
 
+    def build(self, input_shape=None):
+        self.dense.build([None, None, self.sizes[0]])
+        self.LayerNorm.build([None, None, self.sizes[1]])
+        self.built = True
+
     def call(self, hidden_states, input_tensor, training=False):
-        hidden_states = self.dropout(self.dense(hidden_states), training=training)
+        hidden_states = self.dropout(apply_dense(self.dense, hidden_states), training=training)
         return self.LayerNorm(hidden_states + input_tensor)
 
 
