@@ -18,8 +18,7 @@ import keras
 import tensorflow as tf
 
 from tfmodels.core import attention as attn
-from tfmodels.core import layers, outputs as out, tasks
-from tfmodels.core.activations import get_activation
+from tfmodels.core import blocks, layers, outputs as out, tasks
 from tfmodels.core.heads import ClassificationHead, LMHead
 from tfmodels.core.inputs import check_ids_in_range, check_max_length, check_rank, check_same_shape
 from tfmodels.core.layers import apply_chunking, apply_dense
@@ -271,29 +270,11 @@ class LongformerSelfAttention(keras.layers.Layer):
         return output, probs
 
 
-class LongformerSelfOutput(keras.layers.Layer):
-    def __init__(self, config, **kwargs):
-        super().__init__(**kwargs)
-        self.hidden_size = config.hidden_size
-        self.dense = layers.dense(config.hidden_size, config.initializer_range, name="dense")
-        self.LayerNorm = layers.layer_norm(config.layer_norm_eps, name="LayerNorm")
-        self.dropout = layers.dropout(config.hidden_dropout_prob)
-
-    def build(self, input_shape=None):
-        self.dense.build([None, None, self.hidden_size])
-        self.LayerNorm.build([None, None, self.hidden_size])
-        self.built = True
-
-    def call(self, hidden_states, input_tensor, training=False):
-        hidden_states = self.dropout(apply_dense(self.dense, hidden_states), training=training)
-        return self.LayerNorm(hidden_states + input_tensor)
-
-
 class LongformerAttention(keras.layers.Layer):
     def __init__(self, config, layer_id=0, **kwargs):
         super().__init__(**kwargs)
         self.self = LongformerSelfAttention(config, layer_id, name="self")
-        self.output_ = LongformerSelfOutput(config, name="output")
+        self.output_ = blocks.PostNormOutput(config, name="output")
 
     def call(self, hidden_states, plan, layer_head_mask=None, output_attentions=False, training=False):
         context, probs, global_probs = self.self(hidden_states, plan=plan, layer_head_mask=layer_head_mask,
@@ -301,46 +282,13 @@ class LongformerAttention(keras.layers.Layer):
         return self.output_(context, hidden_states, training=training), probs, global_probs
 
 
-class LongformerIntermediate(keras.layers.Layer):
-    def __init__(self, config, **kwargs):
-        super().__init__(**kwargs)
-        self.hidden_size = config.hidden_size
-        self.dense = layers.dense(config.intermediate_size, config.initializer_range, name="dense")
-        self.activation = get_activation(config.hidden_act)
-
-    def build(self, input_shape=None):
-        self.dense.build([None, None, self.hidden_size])
-        self.built = True
-
-    def call(self, hidden_states):
-        return apply_dense(self.dense, hidden_states, self.activation)
-
-
-class LongformerOutput(keras.layers.Layer):
-    def __init__(self, config, **kwargs):
-        super().__init__(**kwargs)
-        self.sizes = (config.intermediate_size, config.hidden_size)
-        self.dense = layers.dense(config.hidden_size, config.initializer_range, name="dense")
-        self.LayerNorm = layers.layer_norm(config.layer_norm_eps, name="LayerNorm")
-        self.dropout = layers.dropout(config.hidden_dropout_prob)
-
-    def build(self, input_shape=None):
-        self.dense.build([None, None, self.sizes[0]])
-        self.LayerNorm.build([None, None, self.sizes[1]])
-        self.built = True
-
-    def call(self, hidden_states, input_tensor, training=False):
-        hidden_states = self.dropout(apply_dense(self.dense, hidden_states), training=training)
-        return self.LayerNorm(hidden_states + input_tensor)
-
-
 class LongformerLayer(keras.layers.Layer):
     def __init__(self, config, layer_id=0, **kwargs):
         super().__init__(**kwargs)
         self.config = config
         self.attention = LongformerAttention(config, layer_id, name="attention")
-        self.intermediate = LongformerIntermediate(config, name="intermediate")
-        self.output_ = LongformerOutput(config, name="output")
+        self.intermediate = blocks.Intermediate(config, name="intermediate")
+        self.output_ = blocks.PostNormOutput(config, config.intermediate_size, name="output")
 
     def feed_forward(self, attention_output, training=False):
         return self.output_(self.intermediate(attention_output), attention_output, training=training)

@@ -116,7 +116,7 @@ class MraLayer(keras.layers.Layer):
         self.config = config
         self.attention = MraAttention(config, name="attention")
         self.intermediate = blocks.Intermediate(config, name="intermediate")
-        self.output_ = blocks.PostNormOutput(config, name="output")
+        self.output_ = blocks.PostNormOutput(config, config.intermediate_size, name="output")
 
     def call(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False, training=False):
         attention_output, probs = self.attention(hidden_states, attention_mask, head_mask,

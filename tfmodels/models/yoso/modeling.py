@@ -194,7 +194,7 @@ class YosoLayer(keras.layers.Layer):
         self.config = config
         self.attention = YosoAttention(config, layer_index, name="attention")
         self.intermediate = blocks.Intermediate(config, name="intermediate")
-        self.output_ = blocks.PostNormOutput(config, name="output")
+        self.output_ = blocks.PostNormOutput(config, config.intermediate_size, name="output")
 
     def feed_forward(self, attention_output, training=False):
         return self.output_(self.intermediate(attention_output), attention_output, training=training)
