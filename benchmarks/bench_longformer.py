@@ -96,12 +96,14 @@ def hf_tf(length, mode, batch=1):
         return tf.reduce_sum(model(input_ids=ids, attention_mask=mask, global_attention_mask=global_mask,
                                    training=False).last_hidden_state)
 
-    @tf.function
+    # HF TF's backward fails inside a tf.function (transformers 4.57.6, tf-keras: "Incompatible shapes:
+    # [1,512,4,258] vs. [1,512,4,257]" in the gradient of its global-attention scores); it runs eagerly.
     def forward_backward():
         with tf.GradientTape() as tape:
             loss = tf.reduce_sum(model(input_ids=ids, attention_mask=mask, global_attention_mask=global_mask,
                                        training=True).last_hidden_state)
-        return [tf.convert_to_tensor(g) for g in tape.gradient(loss, model.trainable_variables)]
+        # (its pooler gets no gradient: None)
+        return [tf.convert_to_tensor(g) for g in tape.gradient(loss, model.trainable_variables) if g is not None]
 
     step = forward if mode == "forward" else forward_backward
     return lambda: [t.numpy() for t in tf.nest.flatten(step())]
