@@ -81,6 +81,7 @@ def test_max_positions():
     assert registry.get_family("xlm-roberta-xl").max_positions(config) == 128
     assert registry.FamilySpec("a", "A").max_positions(config) == 130
     assert registry.FamilySpec("a", "A", max_length=64).max_positions(config) == 64
+    assert registry.get_family("xlnet").max_positions(tfmodels.XLNetConfig()) is None  # no limit (reports -1)
 
 
 # ---------------------------------------------------------------------------------------------------------------
