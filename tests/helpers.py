@@ -207,13 +207,18 @@ def export_and_check(models_and_inputs, tmp_path, atol=1e-5):
 
     preprocessor: None, a tokenizer (raw: texts; checks serving_text) or an image processor (raw: encoded
     images as bytes; checks serving_image against the numpy-path processor on the same decoded images).
-    serving_int64 is checked for models with integer inputs in their signature."""
+    serving_int64 is checked for models with integer inputs in their signature.
+    An optional sixth item, export(model, path) -> signature names, replaces `model.export` (e.g. the training
+    job's exporter, which also writes the metadata)."""
     jobs = []
-    for name, model, inputs, preprocessor, raw in models_and_inputs:
+    for name, model, inputs, preprocessor, raw, *export in models_and_inputs:
         path = os.path.join(str(tmp_path), f"export_{name}")
         is_image = getattr(preprocessor, "model_input_names", None) == ["pixel_values"]
-        signatures = model.export(path, tokenizer=None if is_image else preprocessor,
-                                  image_processor=preprocessor if is_image else None)
+        if export:
+            signatures = export[0](model, path)
+        else:
+            signatures = model.export(path, tokenizer=None if is_image else preprocessor,
+                                      image_processor=preprocessor if is_image else None)
         assert "serving_default" in signatures
         has_int = any(model.serving_input_spec(n).dtype.is_integer for n in inputs if n in model.serving_input_names)
         assert ("serving_int64" in signatures) == has_int, signatures

@@ -144,7 +144,9 @@ class FamilySpec:
             return int(self.max_length(config))
         if self.max_length is not None:
             return int(self.max_length)
-        return getattr(config, "max_position_embeddings", None)
+        value = getattr(config, "max_position_embeddings", None)
+        # XLNet's relative positions have no limit: its config reports max_position_embeddings = -1, as HF's.
+        return int(value) if value is not None and value > 0 else None
 
     def configs(self):
         """Config files in configs/ for this family (by model_type)."""

@@ -1,7 +1,9 @@
-"""End to end, every text task type from its recipe (tiny model, a few steps): train with fit, crash in the
-middle of an epoch, resume from the BackupAndRestore checkpoint to the same step count (and, without dropout,
-to the same weights as an uninterrupted run), then export every trained head and check the SavedModels in ONE
-fresh process that never imports tfmodels: same outputs as the Keras models (tests/serving_check.py)."""
+"""End to end, every task type from its recipe (tiny model, a few steps): the text tasks with XLM-RoBERTa-XL, image
+classification and semantic segmentation with BEiT. Train with fit, crash in the middle of an epoch, resume from
+the BackupAndRestore checkpoint to the same step count (and, without dropout, to the same weights as an
+uninterrupted run), then export every trained head with the job's exporter and check the SavedModels in ONE
+fresh process that never imports tfmodels: same outputs as the Keras models, through serving_default and the
+raw-text / encoded-image signatures (tests/serving_check.py)."""
 import json
 import os
 
@@ -9,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests import helpers
-from tfmodels.training import callbacks, recipe as recipe_lib, runner
+from tfmodels.training import callbacks, data, exporting, recipe as recipe_lib, runner
 from tfmodels.training.predict import examples_from
 
 TEXT_RECIPES = {
@@ -19,6 +21,13 @@ TEXT_RECIPES = {
     "masked-lm": "mlm-xlm-roberta-xl",
     "multiple-choice": "multiple-choice-xlm-roberta-xl",
 }
+IMAGE_RECIPES = {
+    "image-classification": "image-classification-beit",
+    "semantic-segmentation": "semantic-segmentation-beit",
+}
+RECIPES = {**TEXT_RECIPES, **IMAGE_RECIPES}
+# Tasks whose run keeps per-epoch validation (its metrics are checked); the CLI test covers it for classification.
+VALIDATED = ("question-answering", "semantic-segmentation")
 # 2 epochs x 3 steps, a checkpoint every 2 steps; the crash comes after step 5 (mid-epoch 2, after the
 # checkpoint at step 4), so one step is lost and must be trained again.
 TINY = ["data.limit=24", "data.eval_limit=8", "data.batch_size=8", "data.eval_batch_size=8", "training.epochs=2",
@@ -29,6 +38,8 @@ CRASH_AFTER = 5
 
 
 def tiny_recipe(name, output_dir, extra=()):
+    if name in IMAGE_RECIPES.values():
+        extra = ["model.overrides.drop_path_rate=0.0"] + list(extra)
     return recipe_lib.load_recipe(name, TINY + [f"training.output_dir={output_dir}"] + list(extra))
 
 
@@ -38,25 +49,24 @@ def weights(model):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """Every text task: an uninterrupted run, and a run that crashes and resumes (same output_dir)."""
+    """Every task: a run that crashes and resumes (same output_dir)."""
     runs = {}
-    for task, name in TEXT_RECIPES.items():
+    for task, name in RECIPES.items():
         root = tmp_path_factory.mktemp(task)
-        # per-epoch validation only where its metrics are checked (QA); the CLI test covers it for classification
-        recipe = tiny_recipe(name, root / "crashed", [] if task == "question-answering" else ["data.validation=null"])
+        recipe = tiny_recipe(name, root / "crashed", [] if task in VALIDATED else ["data.validation=null"])
         with pytest.raises(callbacks.SimulatedCrash):
             runner.train(recipe, extra_callbacks=[callbacks.FailAfterSteps(CRASH_AFTER)], evaluate_after=False,
                          export_after=False)
         checkpoint_dir = root / "crashed" / "checkpoints"
         with open(checkpoint_dir / callbacks.METADATA_FILE) as f:
             saved = json.load(f)
-        resumed = runner.train(recipe, evaluate_after=task == "question-answering", export_after=False)
+        resumed = runner.train(recipe, evaluate_after=task in VALIDATED, export_after=False)
         runs[task] = {"recipe": recipe, "resumed": resumed, "saved": saved, "root": root}
     return runs
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", list(TEXT_RECIPES))
+@pytest.mark.parametrize("task", list(RECIPES))
 def test_resume_after_crash_keeps_step_count(trained, task):
     run = trained[task]
     assert run["saved"]["optimizer_step"] == 4 and run["saved"]["mid_epoch"]
@@ -92,6 +102,26 @@ def test_qa_evaluation_reports_exact_match_and_f1(trained):
 
 
 @pytest.mark.slow
+def test_segmentation_reports_mean_iou(trained):
+    run = trained["semantic-segmentation"]
+    metrics = run["resumed"]["metrics"]
+    assert {"validation_loss", "validation_mean_iou", "validation_pixel_accuracy"} <= set(metrics) or \
+        {"test_loss", "test_mean_iou", "test_pixel_accuracy"} <= set(metrics), metrics
+    assert all(0.0 <= v <= 1.0 for k, v in metrics.items() if k.endswith(("mean_iou", "pixel_accuracy")))
+    history = run["resumed"]["history"]
+    assert "mean_iou" in history and "val_mean_iou" in history, history
+    assert os.path.isfile(run["root"] / "crashed" / "best" / "config.json")  # chosen by val_mean_iou
+
+
+def job_exporter(job):
+    """export(model, path) -> signatures, through the training job's exporter (tfmodels train / export)."""
+    def export(model, path):
+        runner.export(job, model, path)
+        return exporting.read_metadata(path)["signatures"]
+    return export
+
+
+@pytest.mark.slow
 def test_exports_reload_in_a_fresh_process_and_match(trained, tmp_path):
     jobs = []
     for task, run in trained.items():
@@ -100,18 +130,22 @@ def test_exports_reload_in_a_fresh_process_and_match(trained, tmp_path):
         dataset = job.dataset("train", model.config)
         batch = next(iter(dataset.model_inputs(4)))
         inputs = {k: v.numpy() for k, v in batch.items() if k in model.serving_input_names}
-        texts = None
+        preprocessor, raw = None, None
         if task == "sequence-classification":
-            texts = ["What a wonderful and lovely film.", "Der Zug war schrecklich."]
+            preprocessor, raw = job.tokenizer, ["What a wonderful and lovely film.", "Der Zug war schrecklich."]
         elif task == "token-classification":
-            texts = ["Anna Schmidt visited Berlin with Acme Corp ."]
-        tokenizer = job.tokenizer if texts else None
-        jobs.append((task, model, inputs, tokenizer, texts))
+            preprocessor, raw = job.tokenizer, ["Anna Schmidt visited Berlin with Acme Corp ."]
+        elif task in IMAGE_RECIPES:
+            # encoded files from the validation split, against the training pipeline's preprocessing
+            preprocessor = data.PipelineImageProcessor(job.image_settings())
+            raw = [open(row["image"], "rb").read() for row in job.rows("validation") or job.rows("test")][:3]
+        jobs.append((task, model, inputs, preprocessor, raw, job_exporter(job)))
     helpers.export_and_check(jobs, tmp_path)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["token-classification", "question-answering", "masked-lm", "multiple-choice"])
+@pytest.mark.parametrize("task", ["token-classification", "question-answering", "masked-lm", "multiple-choice",
+                                  "image-classification", "semantic-segmentation"])
 def test_exported_job_models_predict_readable_results(trained, task, tmp_path):
     from tfmodels.training import predict
     run = trained[task]
@@ -132,6 +166,19 @@ def test_exported_job_models_predict_readable_results(trained, task, tmp_path):
     elif task == "masked-lm":
         result = predict.predict(served, examples_from(task, ["The cat is <mask> today."]))[0]
         assert len(result["masks"]) == 1
-    else:
+    elif task == "multiple-choice":
         rows = examples_from(task, ["Anna lives in Oslo. Where does Anna live? | Rome | Oslo | Lima | Paris"])
         assert predict.predict(served, rows)[0]["answer"] in ("Rome", "Oslo", "Lima", "Paris")
+    else:  # images through serving_image, and the checkpoint runner on the same files agrees
+        rows = examples_from(task, input_path=job.path(run["recipe"]["data"]["test"]), limit=3)
+        results = predict.predict(served, rows)
+        from_checkpoint = predict.predict(predict.load_runner(run["resumed"]["final_dir"]), rows)
+        assert len(results) == 3
+        if task == "image-classification":
+            assert all(r["label"] in job.label_names for r in results)
+            assert [r["label"] for r in results] == [r["label"] for r in from_checkpoint]
+            np.testing.assert_allclose([r["score"] for r in results], [r["score"] for r in from_checkpoint],
+                                       atol=1e-5)
+        else:
+            assert all(set(r["classes"]) <= set(job.label_names) for r in results)
+            assert [r["classes"] for r in results] == [r["classes"] for r in from_checkpoint]

@@ -251,29 +251,34 @@ def test_image_processor_settings_are_read_from_the_processor():
 
 
 def test_encoded_image_signature_preprocesses_like_the_pipeline(tmp_path):
-    """exporting.add_image_signature on a SavedModel whose serving_default takes pixel_values (as the image heads'
-    exports do): serving_image(encoded bytes) == serving_default(pipeline pixels); other signatures are kept."""
+    """The job exporter (exporting.export_job_model: the core exporter with data.PipelineImageProcessor) on a tiny
+    BEiT: serving_image(encoded bytes) == serving_default(pixels from the training pipeline), for channels-first
+    and channels-last settings; the processor called on decoded images gives the pipeline's pixels too."""
+    from tfmodels import BeitConfig, BeitForImageClassification
     from tfmodels.training import exporting
 
-    class Summed(tf.Module):
-        def __init__(self):
-            super().__init__()
-            self.scale = tf.Variable([1.0, 2.0, 3.0])
-
-        @tf.function(input_signature=[tf.TensorSpec([None, 3, None, None], tf.float32, name="pixel_values")])
-        def serve(self, pixel_values):
-            return {"logits": tf.reduce_mean(pixel_values, axis=[2, 3]) * self.scale}
-
-    module = Summed()
-    path = str(tmp_path / "export" / "1")
-    tf.saved_model.save(module, path, signatures={"serving_default": module.serve.get_concrete_function()})
-    settings = data.image_settings(overrides={"image_size": 16})
-    assert exporting.add_image_signature(path, settings) == "serving_image"
-    rows = readers.read(readers.resolve_path("assets:data/shapes/validation"))[:4]
-    loaded = tf.saved_model.load(path)
-    assert {"serving_default", "serving_image"} <= set(loaded.signatures)
-    served = loaded.signatures["serving_image"](image_bytes=tf.stack([tf.io.read_file(r["image"]) for r in rows]))
-    pixels = next(iter(data.ImageDataset(rows, settings, "image-classification", list(synthetic_data.SHAPES))
-                       .epoch(4, shuffle=False)))["pixel_values"]
-    expected = loaded.signatures["serving_default"](pixel_values=pixels)["logits"]
-    np.testing.assert_allclose(served["logits"].numpy(), expected.numpy(), atol=1e-5)
+    rows = readers.read(readers.resolve_path("assets:data/shapes/validation"))[::4][:4]
+    encoded = tf.stack([tf.io.read_file(r["image"]) for r in rows])
+    model = BeitForImageClassification(BeitConfig(image_size=16, patch_size=8, hidden_size=16, num_hidden_layers=1,
+                                                  num_attention_heads=2, intermediate_size=20, num_labels=3))
+    model.build_model()
+    for channels_first in (True, False):
+        settings = data.image_settings(overrides={"image_size": 16, "channels_first": channels_first,
+                                                  "image_mean": [0.4, 0.5, 0.6]})
+        path = str(tmp_path / f"export_{channels_first}" / "1")
+        signatures = exporting.export_job_model(model, path, "image-classification", get_family("beit"),
+                                                list(synthetic_data.SHAPES), image_settings=settings)
+        assert signatures == ["serving_default", "serving_image"]
+        assert exporting.read_metadata(path)["image_settings"]["channels_first"] is channels_first
+        loaded = tf.saved_model.load(path)
+        served = loaded.signatures["serving_image"](image_bytes=encoded)
+        pixels = next(iter(data.ImageDataset(rows, settings, "image-classification", list(synthetic_data.SHAPES))
+                           .epoch(4, shuffle=False)))["pixel_values"]
+        processor = data.PipelineImageProcessor(settings)
+        decoded = [tf.io.decode_png(e, channels=3).numpy() for e in encoded.numpy()]
+        np.testing.assert_array_equal(processor(decoded, return_tensors="np")["pixel_values"], pixels.numpy())
+        # serving_default takes NCHW pixel_values (the model's serving spec) whatever the pipeline's layout
+        nchw = pixels if channels_first else tf.transpose(pixels, [0, 3, 1, 2])
+        expected = loaded.signatures["serving_default"](pixel_values=nchw)["logits"]
+        np.testing.assert_allclose(served["logits"].numpy(), expected.numpy(), atol=1e-5)
+        np.testing.assert_allclose(expected.numpy(), model(pixels)["logits"].numpy(), atol=1e-5)

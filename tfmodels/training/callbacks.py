@@ -111,12 +111,13 @@ class EvaluationCallback(keras.callbacks.Callback):
 
 
 class BestModelCheckpoint(keras.callbacks.Callback):
-    def __init__(self, directory, monitor, mode="max", tokenizer=None):
+    def __init__(self, directory, monitor, mode="max", preprocessor=None):
+        """preprocessor: the tokenizer (or image pipeline settings) saved beside the best model."""
         super().__init__()
         self.directory = directory
         self.monitor = monitor
         self.mode = mode
-        self.tokenizer = tokenizer
+        self.preprocessor = preprocessor
         self.state_path = os.path.join(directory, "best.json")
         self.best = -math.inf if mode == "max" else math.inf
         if os.path.isfile(self.state_path):
@@ -134,8 +135,8 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         if self._better(float(value)):
             self.best = float(value)
             self.model.save_pretrained(self.directory)
-            if self.tokenizer is not None:
-                self.tokenizer.save_pretrained(self.directory)
+            if self.preprocessor is not None:
+                self.preprocessor.save_pretrained(self.directory)
             with open(self.state_path, "w", encoding="utf-8") as f:
                 json.dump({"monitor": self.monitor, "value": self.best, "epoch": epoch + 1}, f)
 

@@ -450,10 +450,10 @@ def image_settings(processor=None, overrides=None):
     return settings
 
 
-def preprocess_image_bytes(encoded, settings):
-    """Encoded image (PNG / JPEG / BMP / GIF bytes, scalar string) -> float32 pixel values, as the model wants
-    them. Used by the tf.data pipeline and by the exported encoded-image signature alike."""
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+def preprocess_image(image, settings):
+    """A decoded image [height, width, 3] (values 0..255) -> float32 pixel values, as the model wants them:
+    bilinear resize to image_size, rescale, normalise, channels-first unless settings say otherwise."""
+    image = tf.convert_to_tensor(image)
     image.set_shape([None, None, 3])
     image = tf.image.resize(tf.cast(image, tf.float32), settings["image_size"], method="bilinear")
     image = image * settings["rescale_factor"]
@@ -461,6 +461,65 @@ def preprocess_image_bytes(encoded, settings):
     if settings["channels_first"]:
         image = tf.transpose(image, [2, 0, 1])
     return image
+
+
+def decode_image_bytes(encoded):
+    """Encoded image (PNG / JPEG / BMP / GIF bytes, scalar string) -> uint8 [height, width, 3]."""
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def preprocess_image_bytes(encoded, settings):
+    """Encoded image bytes -> float32 pixel values. Used by the tf.data pipeline and, through
+    PipelineImageProcessor.in_graph(), by the exported encoded-image signature alike."""
+    return preprocess_image(decode_image_bytes(encoded), settings)
+
+
+class PipelineImageProcessor:
+    """The training pipeline's image preprocessing (`settings` from `image_settings`) in the shape of an image
+    processor, so that the core exporter (`model.export(path, image_processor=...)`) builds the `serving_image`
+    signature from exactly the code the model was trained with: `in_graph()` maps encoded images [batch] to
+    {"pixel_values": ...}; calling it on decoded images (uint8 [H, W, 3] arrays) gives the same pixel values."""
+
+    model_input_names = ["pixel_values"]
+    file_name = "image_pipeline.json"
+
+    def __init__(self, settings):
+        self.settings = dict(settings)
+
+    def save_pretrained(self, directory):
+        """Written beside checkpoints (best/, final/), so that `predict` on a checkpoint preprocesses images as
+        the training did."""
+        import json
+        import os
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, self.file_name), "w", encoding="utf-8") as f:
+            json.dump(self.settings, f, indent=2)
+
+    @classmethod
+    def from_pretrained(cls, directory):
+        import json
+        import os
+        with open(os.path.join(directory, cls.file_name), encoding="utf-8") as f:
+            return cls(json.load(f))
+
+    def __call__(self, images, return_tensors=None):
+        pixels = tf.stack([preprocess_image(image, self.settings) for image in images])
+        return {"pixel_values": pixels.numpy() if return_tensors == "np" else pixels}
+
+    def in_graph(self):
+        return _PipelineImagesInGraph(self.settings)
+
+
+class _PipelineImagesInGraph:
+    def __init__(self, settings):
+        self.settings = settings
+
+    def __call__(self, image_bytes):
+        pixels = tf.map_fn(lambda data: preprocess_image_bytes(data, self.settings), image_bytes,
+                           fn_output_signature=tf.float32)
+        return {"pixel_values": pixels}
 
 
 def preprocess_mask_bytes(encoded, settings):

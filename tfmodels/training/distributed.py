@@ -112,7 +112,7 @@ def train_multi_worker(job, strategy, extra_callbacks=()):
             callbacks.insert(0, cb.EvaluationCallback(validation, job.task, job.eval_batch_size, job.tokenizer,
                                                       job.label_names))
             callbacks.append(cb.BestModelCheckpoint(os.path.join(job.output_dir, "best"), monitor, mode,
-                                                    job.tokenizer))
+                                                    job.preprocessor))
         callbacks.append(keras.callbacks.CSVLogger(os.path.join(job.output_dir, "history.csv"), append=True))
         if training["tensorboard"]:
             callbacks.append(cb.TensorBoardScalars(os.path.join(job.output_dir, "logs")))
@@ -143,8 +143,8 @@ def train_multi_worker(job, strategy, extra_callbacks=()):
     final_dir = os.path.join(job.output_dir, "final")
     if chief:
         model.save_pretrained(final_dir)
-        if job.tokenizer is not None:
-            job.tokenizer.save_pretrained(final_dir)
+        if job.preprocessor is not None:
+            job.preprocessor.save_pretrained(final_dir)
         shutil.rmtree(chief_dir, ignore_errors=True)
     else:
         shutil.rmtree(os.path.join(job.output_dir, ".scratch", _task_index()), ignore_errors=True)

@@ -3,17 +3,16 @@ the task head; this module adds what serving a trained job needs beside it:
 
 - `assets.extra/tfmodels.json`: task, family, label names, signature names, max length (read by `predict`);
 - `assets.extra/tokenizer/`: the tokenizer files, so `predict` can show tokens and answer strings;
-- for image heads, a `serving_image` signature taking encoded images (PNG / JPEG bytes, [batch] strings) and
-  preprocessing them in the graph exactly as the training pipeline did (decode, resize, rescale, normalise).
+- for image heads, the core exporter's `serving_image` signature (encoded PNG / JPEG bytes, [batch] strings)
+  with the training pipeline's preprocessing in the graph (data.PipelineImageProcessor: decode, resize,
+  rescale, normalise exactly as the model was trained).
 
 Exports go to numbered version folders (`export/1`), the layout TF Serving's model server expects.
 """
 import json
 import os
 
-import tensorflow as tf
-
-from tfmodels.training.data import preprocess_image_bytes
+from tfmodels.training.data import PipelineImageProcessor
 
 METADATA_DIR = "assets.extra"
 METADATA_FILE = "tfmodels.json"
@@ -30,9 +29,9 @@ def export_job_model(model, path, task, family, label_names=None, tokenizer=None
     """Export `model` (a float32 model outside any distribution strategy) to `path`; returns the signatures."""
     use_tokenizer = tokenizer if (tokenizer is not None and text_signature_supported(model)
                                   and family.modality == "text") else None
-    signatures = list(model.export(path, tokenizer=use_tokenizer, max_length=max_length))
-    if image_settings is not None:
-        signatures.append(add_image_signature(path, image_settings, model.main_input_name))
+    image_processor = PipelineImageProcessor(image_settings) if image_settings is not None else None
+    signatures = list(model.export(path, tokenizer=use_tokenizer, max_length=max_length,
+                                   image_processor=image_processor))
     extra = os.path.join(path, METADATA_DIR)
     os.makedirs(extra, exist_ok=True)
     metadata = {"task": task, "family": family.name, "model_class": type(model).__name__,
@@ -53,39 +52,3 @@ def read_metadata(path):
         return {}
     with open(file_path, encoding="utf-8") as f:
         return json.load(f)
-
-
-def add_image_signature(path, settings, input_name="pixel_values", name="serving_image"):
-    """Re-save the SavedModel at `path` with one more signature: encoded images -> the serving_default outputs.
-    The existing signatures are kept unchanged."""
-    loaded = tf.saved_model.load(path)
-    default = loaded.signatures["serving_default"]
-    input_names = list(default.structured_input_signature[1])
-    if input_name not in input_names:
-        raise ValueError(f"serving_default of {path} takes {input_names}, not {input_name!r}")
-    float_dtype = default.structured_input_signature[1][input_name].dtype
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")], autograph=False)
-    def serve_image(image_bytes):
-        pixels = tf.map_fn(lambda b: preprocess_image_bytes(b, settings), image_bytes,
-                           fn_output_signature=tf.TensorSpec(None, tf.float32))
-        return default(**{input_name: tf.cast(pixels, float_dtype)})
-
-    root = tf.Module()
-    root.loaded = loaded
-    root.serve_image = serve_image
-    signatures = dict(loaded.signatures)
-    signatures[name] = serve_image.get_concrete_function()
-    staging = path.rstrip("/") + ".staging"
-    tf.saved_model.save(root, staging, signatures=signatures)
-    _replace_dir(staging, path)
-    return name
-
-
-def _replace_dir(source, target):
-    import shutil
-    keep = os.path.join(target, METADATA_DIR)
-    if os.path.isdir(keep):
-        shutil.copytree(keep, os.path.join(source, METADATA_DIR), dirs_exist_ok=True)
-    shutil.rmtree(target)
-    os.replace(source, target)

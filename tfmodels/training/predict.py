@@ -119,8 +119,12 @@ class CheckpointRunner:
                 else family.default_tokenizer()
         self.metadata = {"image_settings": None}
         if family.modality == "image":
-            from tfmodels.training.data import image_settings
-            self.metadata["image_settings"] = image_settings()
+            from tfmodels.training.data import PipelineImageProcessor, image_settings
+            if os.path.isfile(os.path.join(path, PipelineImageProcessor.file_name)):  # saved by `tfmodels train`
+                self.metadata["image_settings"] = PipelineImageProcessor.from_pretrained(path).settings
+            else:
+                size = getattr(self.model.config, "image_size", None)
+                self.metadata["image_settings"] = image_settings(overrides={"image_size": size})
 
     def text(self, texts, pairs=None):
         encoded = self.tokenizer(texts, pairs, padding=True, return_tensors="np")

@@ -89,6 +89,11 @@ class Job:
         return self.task in IMAGE_TASKS
 
     @property
+    def preprocessor(self):
+        """What is saved beside checkpoints: the tokenizer, or the image pipeline's settings."""
+        return data_lib.PipelineImageProcessor(self.image_settings()) if self.is_image else self.tokenizer
+
+    @property
     def tokenizer(self):
         if self._tokenizer is None and not self.is_image:
             self._tokenizer = self._build_tokenizer()
@@ -134,9 +139,16 @@ class Job:
                 given = [line.strip() for line in f if line.strip()]
         columns = self.recipe["data"]["columns"]
         if self.task in ("sequence-classification", "image-classification"):
-            rows = self.rows("train") or self.rows("test")
             if given:
                 return [str(x) for x in given]
+            if self.task == "image-classification":
+                # Class folders: every sub-folder is a class, also when data.limit keeps only the first rows
+                # (which come class by class).
+                for split in ("train", "test"):
+                    folder = self.path(self.recipe["data"][split])
+                    if folder and os.path.isdir(folder) and readers.detect_format(folder) == "image_folder":
+                        return sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+            rows = self.rows("train") or self.rows("test")
             if rows is None or columns.get("label_column", "label") not in rows[0]:
                 return self._config_labels()
             return data_lib.label_names_from(rows, columns.get("label_column", "label"))
@@ -352,8 +364,12 @@ def train_stream(job, train_data, consumed, total_steps, data_steps):
     start_epoch, skip = divmod(consumed, data_steps)
     extra = {"augment": job.recipe["data"]["augment"]} if job.is_image else \
         {"bucket_pool": job.recipe["data"]["bucket_pool"]}
-    return train_data.train_stream(job.batch_size, data_epochs, seed=job.recipe["training"]["seed"],
-                                   start_epoch=start_epoch, skip_batches=skip, **extra)
+    stream = train_data.train_stream(job.batch_size, data_epochs, seed=job.recipe["training"]["seed"],
+                                     start_epoch=start_epoch, skip_batches=skip, **extra)
+    # An unknown cardinality, so that Keras keeps one iterator over the whole stream. With a known one (image
+    # pipelines: no filtering or bucketing) Keras counts the steps it hands out, including the ones a resumed
+    # run passes over without reading a batch (ResumableBackup), and stops the epoch early ("ran out of data").
+    return stream.filter(lambda *_: True)
 
 
 def train(recipe, extra_callbacks=(), evaluate_after=True, export_after=None):
@@ -417,7 +433,8 @@ def _train_fit(job, strategy, extra_callbacks):
         keras.callbacks.CSVLogger(os.path.join(job.output_dir, "history.csv"), append=True),
     ]
     if validation is not None:
-        callbacks.append(cb.BestModelCheckpoint(os.path.join(job.output_dir, "best"), monitor, mode, job.tokenizer))
+        callbacks.append(cb.BestModelCheckpoint(os.path.join(job.output_dir, "best"), monitor, mode,
+                                                job.preprocessor))
     if job.recipe["training"]["tensorboard"]:
         callbacks.append(cb.TensorBoardScalars(os.path.join(job.output_dir, "logs")))
     callbacks += list(extra_callbacks)
@@ -428,8 +445,8 @@ def _train_fit(job, strategy, extra_callbacks):
                         verbose=job.recipe["training"]["verbose"], shuffle=False)
     final_dir = os.path.join(job.output_dir, "final")
     model.save_pretrained(final_dir)
-    if job.tokenizer is not None:
-        job.tokenizer.save_pretrained(final_dir)
+    if job.preprocessor is not None:
+        job.preprocessor.save_pretrained(final_dir)
     return {"steps": int(model.optimizer.iterations.numpy()), "planned_steps": total_steps,
             "history": {k: [float(x) for x in v] for k, v in history.history.items()},
             "final_dir": final_dir, "model": model, "config": config}
