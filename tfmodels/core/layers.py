@@ -118,6 +118,9 @@ def apply_chunking(fn, chunk_size, hidden_states):
 
 def _seed_generators(layer):
     """The Keras SeedGenerators of `layer` and its sub-layers (Dropout keeps its own)."""
+    if not isinstance(layer, keras.layers.Layer):
+        raise TypeError(f"run_layer needs the Keras layer itself (its dropout seeds are replayed in the "
+                        f"recomputation), not {type(layer).__name__}; pass extra arguments as keyword arguments")
     found, seen = [], set()
     for sub in layer._flatten_layers(include_self=True, recursive=True):
         for generator in getattr(sub, "_seed_generators", []):

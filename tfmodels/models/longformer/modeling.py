@@ -315,10 +315,11 @@ class LongformerEncoder(keras.layers.Layer):
         for i, layer_module in enumerate(self.layer):
             if output_hidden_states:
                 all_hidden.append(hidden_states)
+            # The layer itself (its dropout seeds are replayed in the recomputation); the plan and the head mask
+            # need no gradient and are passed as keyword arguments.
             hidden_states, probs, global_probs = layers.run_layer(
-                lambda h, hm, m=layer_module: m(h, plan=plan, layer_head_mask=hm,
-                                                output_attentions=output_attentions, training=training),
-                self.config.gradient_checkpointing and training, hidden_states, head_masks[i])
+                layer_module, self.config.gradient_checkpointing and training, hidden_states, plan=plan,
+                layer_head_mask=head_masks[i], output_attentions=output_attentions, training=training)
             if output_attentions:
                 all_attentions.append(probs)
                 all_global.append(global_probs)
