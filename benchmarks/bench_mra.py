@@ -10,8 +10,13 @@ max_position_embeddings = length, so the high-resolution budget is 4 blocks of 3
 (block_per_row 4, as in mra-base-512-4) at every length.
 
 Targets (issue 6): forward <= 0.7x HF's time at 4096; linear growth (ours at 16384 <= 4.5x ours at 4096);
-custom op >= 3x faster than its twin (the MRA attention itself: the `attention` rows time one layer's
-mra2_attention on [1, 4, length, 64] queries/keys/values, custom op vs twin).
+custom op >= 3x faster than its twin. Two levels: the `ops` rows time the block-sparse ops alone (the fused
+high-resolution attention `block_sparse.attention`, forward and the gradients of q, k, v, on [4, length, 64] with
+4 selected 32 x 32 blocks per block row and a key mask) against their pure-TF twins; the `attention` rows time one
+layer's whole mra2_attention (which also runs the low-resolution part, block means and top-k selection in plain TF
+on both paths), custom op vs twin.
+
+    python benchmarks/bench_mra.py --modes ops          # the ops alone
 """
 import argparse
 import os
@@ -77,6 +82,33 @@ def attention(length, op_mode="custom"):
     return lambda: step().numpy()
 
 
+def ops(length, op_mode="custom"):
+    """The fused block-sparse attention op (or its twin) forward + gradients, 4 blocks per block row."""
+    import numpy as np
+    import tensorflow as tf
+    from tfmodels.ops import block_sparse as bs, dispatch
+    dispatch.set_op_mode(op_mode)
+    rng = np.random.RandomState(0)
+    q, k, v = (tf.constant(rng.randn(4, length, 64).astype("float32")) for _ in range(3))
+    mask = tf.constant((rng.rand(4, length) > 0.1).astype("float32"))
+    blocks = length // 32
+    rows = []
+    for _ in range(4):  # per head: the diagonal block and 3 others in each block row, sorted
+        chosen = [sorted({r} | set(rng.choice(blocks, 3, replace=False).tolist()))[:4] for r in range(blocks)]
+        rows.append([r * blocks + c for r, cols in enumerate(chosen) for c in cols])
+    width = min(len(r) for r in rows)
+    indices = tf.constant(np.array([r[:width] for r in rows], dtype=np.int32))
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            tape.watch([q, k, v])
+            out, norm, _ = bs.attention(q, k, v, indices, mask, scale=0.125, validate=False)
+            loss = tf.reduce_sum(out) + tf.reduce_sum(norm)
+        return [loss] + tape.gradient(loss, [q, k, v])
+    return lambda: [t.numpy() for t in step()]
+
+
 def hf(length, mode):
     import torch
     import transformers
@@ -114,9 +146,9 @@ def main():
     for mode in args.modes.split(","):
         for length in [int(x) for x in args.lengths.split(",")]:
             repeats = args.repeats if length <= 4096 else max(3, args.repeats - 2)
-            if mode == "attention":
-                custom = measure(module, "attention", {"length": length}, repeats=repeats)
-                twin = measure(module, "attention", {"length": length, "op_mode": "reference"}, repeats=repeats)
+            if mode in ("attention", "ops"):
+                custom = measure(module, mode, {"length": length}, repeats=repeats)
+                twin = measure(module, mode, {"length": length, "op_mode": "reference"}, repeats=repeats)
                 reference = {"error": "not measured"}
             else:
                 reference = measure(module, "hf", {"length": length, "mode": mode}, repeats=repeats)
@@ -124,9 +156,10 @@ def main():
                 twin = measure(module, "ours", {"length": length, "mode": mode, "op_mode": "reference"},
                                repeats=repeats)
             times[(mode, length)] = custom
-            row = [mode, length, seconds(custom), seconds(reference) if mode != "attention" else "-",
-                   ratio(custom, reference) if mode != "attention" else "-", seconds(twin), ratio(twin, custom),
-                   megabytes(custom), megabytes(reference) if mode != "attention" else "-", megabytes(twin)]
+            with_hf = mode not in ("attention", "ops")
+            row = [mode, length, seconds(custom), seconds(reference) if with_hf else "-",
+                   ratio(custom, reference) if with_hf else "-", seconds(twin), ratio(twin, custom),
+                   megabytes(custom), megabytes(reference) if with_hf else "-", megabytes(twin)]
             rows.append(row)
             print(format_table(HEADERS, rows[-1:]).splitlines()[-1], flush=True)
     print()
