@@ -105,6 +105,25 @@ def check_same_shape(name_a, a, name_b, b):
             raise ValueError(f"{name_b} has shape {tuple(b.shape)} but {name_a} has shape {tuple(a.shape)}")
 
 
+def text_reference(input_ids, inputs_embeds, **aligned):
+    """Checks a text encoder's inputs and returns a [batch, length] tensor to measure them by: exactly one of
+    input_ids [batch, length] and inputs_embeds [batch, length, hidden]; every `aligned` tensor (masks, token
+    types, positions; None ones are skipped) of rank 2 and the same shape."""
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("Pass exactly one of input_ids and inputs_embeds")
+    if input_ids is not None:
+        check_rank("input_ids", input_ids, 2)
+        reference = input_ids
+    else:
+        check_rank("inputs_embeds", inputs_embeds, 3)
+        reference = inputs_embeds[:, :, 0]
+    for name, value in aligned.items():
+        if value is not None:
+            check_rank(name, value, 2)
+            check_same_shape("input_ids", reference, name, value)
+    return reference
+
+
 def check_max_length(name, length, maximum, reason):
     """length (python int or scalar tensor) <= maximum."""
     if isinstance(length, int) or (tf.is_tensor(length) and tf.executing_eagerly()):

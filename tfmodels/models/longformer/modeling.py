@@ -20,7 +20,7 @@ import tensorflow as tf
 from tfmodels.core import attention as attn
 from tfmodels.core import blocks, layers, outputs as out, tasks
 from tfmodels.core.heads import ClassificationHead, LMHead
-from tfmodels.core.inputs import check_ids_in_range, check_max_length, check_rank, check_same_shape
+from tfmodels.core.inputs import check_ids_in_range, check_max_length, text_reference
 from tfmodels.core.layers import apply_chunking, apply_dense
 from tfmodels.core.logging import warn_once
 from tfmodels.core.modeling import PreTrainedModel
@@ -364,20 +364,12 @@ class LongformerMainLayer(keras.layers.Layer):
              token_type_ids=None, position_ids=None, inputs_embeds=None, output_attentions=False,
              output_hidden_states=False, training=False):
         config = self.config
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of input_ids and inputs_embeds")
+        reference = text_reference(input_ids, inputs_embeds, attention_mask=attention_mask,
+                                   global_attention_mask=global_attention_mask, token_type_ids=token_type_ids,
+                                   position_ids=position_ids)
         if input_ids is not None:
-            check_rank("input_ids", input_ids, 2)
             input_ids = check_ids_in_range("input_ids", input_ids, config.vocab_size)
             reference = input_ids
-        else:
-            check_rank("inputs_embeds", inputs_embeds, 3)
-            reference = inputs_embeds[:, :, 0]
-        for name, value in (("attention_mask", attention_mask), ("global_attention_mask", global_attention_mask),
-                            ("token_type_ids", token_type_ids), ("position_ids", position_ids)):
-            if value is not None:
-                check_rank(name, value, 2)
-                check_same_shape("input_ids", reference, name, value)
         batch, seq_len = tf.shape(reference)[0], tf.shape(reference)[1]
         if position_ids is None and input_ids is not None:
             asserts = check_max_length("input_ids", seq_len, config.max_position_embeddings - config.pad_token_id - 1,

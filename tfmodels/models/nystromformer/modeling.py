@@ -38,7 +38,7 @@ import tensorflow as tf
 from tfmodels.core import attention as attn, blocks
 from tfmodels.core import initializers, layers, outputs as out, tasks
 from tfmodels.core.heads import ClassificationHead, LMHead
-from tfmodels.core.inputs import check_ids_in_range, check_max_length, check_rank, check_same_shape
+from tfmodels.core.inputs import check_ids_in_range, check_max_length, check_rank, check_same_shape, text_reference
 from tfmodels.core.layers import apply_chunking
 from tfmodels.core.modeling import PreTrainedModel
 from tfmodels.models.nystromformer.checkpoint import NYSTROMFORMER_CHECKPOINT_MAP
@@ -334,18 +334,7 @@ class NystromformerMainLayer(keras.layers.Layer):
     def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
              inputs_embeds=None, output_attentions=False, output_hidden_states=False, training=False):
         config = self.config
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of input_ids and inputs_embeds")
-        if input_ids is not None:
-            check_rank("input_ids", input_ids, 2)
-            reference = input_ids
-        else:
-            check_rank("inputs_embeds", inputs_embeds, 3)
-            reference = inputs_embeds[:, :, 0]
-        for name, value in (("token_type_ids", token_type_ids), ("position_ids", position_ids)):
-            if value is not None:
-                check_rank(name, value, 2)
-                check_same_shape("input_ids", reference, name, value)
+        reference = text_reference(input_ids, inputs_embeds, token_type_ids=token_type_ids, position_ids=position_ids)
         seq_len = tf.shape(reference)[1]
         static_len = reference.shape[1]
         asserts = check_max_length("input_ids", static_len if static_len is not None else seq_len,

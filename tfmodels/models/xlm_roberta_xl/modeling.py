@@ -11,7 +11,7 @@ import tensorflow as tf
 from tfmodels.core import attention as attn, blocks
 from tfmodels.core import layers, outputs as out, tasks
 from tfmodels.core.heads import ClassificationHead, LMHead
-from tfmodels.core.inputs import check_ids_in_range, check_max_length, check_rank, check_same_shape
+from tfmodels.core.inputs import check_ids_in_range, check_max_length, check_rank, check_same_shape, text_reference
 from tfmodels.core.layers import apply_chunking
 from tfmodels.core.modeling import PreTrainedModel
 from tfmodels.models.xlm_roberta_xl.checkpoint import XLM_ROBERTA_XL_CHECKPOINT_MAP
@@ -250,18 +250,7 @@ class XLMRobertaXLMainLayer(keras.layers.Layer):
              inputs_embeds=None, encoder_hidden_states=None, encoder_attention_mask=None, past_key_values=None,
              use_cache=None, output_attentions=False, output_hidden_states=False, training=False):
         config = self.config
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of input_ids and inputs_embeds")
-        if input_ids is not None:
-            check_rank("input_ids", input_ids, 2)
-            reference = input_ids
-        else:
-            check_rank("inputs_embeds", inputs_embeds, 3)
-            reference = inputs_embeds[:, :, 0]
-        for name, value in (("token_type_ids", token_type_ids), ("position_ids", position_ids)):
-            if value is not None:
-                check_rank(name, value, 2)
-                check_same_shape("input_ids", reference, name, value)
+        reference = text_reference(input_ids, inputs_embeds, token_type_ids=token_type_ids, position_ids=position_ids)
         use_cache = bool(use_cache) and config.is_decoder
         batch, seq_len = tf.shape(reference)[0], tf.shape(reference)[1]
         past_length = 0

@@ -21,7 +21,7 @@ from tfmodels.core import attention as attn
 from tfmodels.core import initializers, layers, losses, outputs as out, tasks
 from tfmodels.core.activations import get_activation
 from tfmodels.core.heads import SequenceSummary
-from tfmodels.core.inputs import check_ids_in_range, check_rank, check_same_shape
+from tfmodels.core.inputs import check_ids_in_range, check_rank, check_same_shape, text_reference
 from tfmodels.core.layers import apply_chunking
 from tfmodels.core.modeling import PreTrainedModel
 from tfmodels.models.xlnet.checkpoint import XLNET_CHECKPOINT_MAP
@@ -326,21 +326,10 @@ class XLNetMainLayer(keras.layers.Layer):
              token_type_ids=None, input_mask=None, head_mask=None, inputs_embeds=None, use_mems=None,
              output_attentions=False, output_hidden_states=False, use_cache=None, training=False):
         config = self.config
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of input_ids and inputs_embeds")
-        if input_ids is not None:
-            check_rank("input_ids", input_ids, 2)
-            reference = input_ids
-        else:
-            check_rank("inputs_embeds", inputs_embeds, 3)
-            reference = inputs_embeds[:, :, 0]
         if attention_mask is not None and input_mask is not None:
             raise ValueError("You can only use one of input_mask (1 for padding) and attention_mask (0 for padding)")
-        for name, value in (("attention_mask", attention_mask), ("input_mask", input_mask),
-                            ("token_type_ids", token_type_ids)):
-            if value is not None:
-                check_rank(name, value, 2)
-                check_same_shape("input_ids", reference, name, value)
+        reference = text_reference(input_ids, inputs_embeds, attention_mask=attention_mask, input_mask=input_mask,
+                                   token_type_ids=token_type_ids)
         if use_cache is not None:
             warnings.warn("XLNet: `use_cache` is deprecated, use `use_mems`", FutureWarning)
             use_mems = use_cache if use_mems is None else use_mems
