@@ -248,14 +248,15 @@ def _report(ours, hf, args):
     import numpy as np
 
     weights_gb = ours["weight_bytes"] / GB
-    headers = ["", "load s", "peak RSS GB", "peak / weights", "RSS after import GB", "forward s (2nd)",
-               "forward s (1st)"]
+    headers = ["", "load s", "peak RSS GB", "peak / weights", "RSS after import GB", "peak - import GB",
+               "forward s (2nd)", "forward s (1st)"]
     rows = []
     for name, r in (("ours (TF, bf16)", ours), ("HF PyTorch (bf16)", hf)):
         if r is None:
             continue
         rows.append([name, f"{r['load_s']:.1f}", f"{r['peak_rss_gb']:.2f}", f"{r['peak_rss_gb'] / weights_gb:.2f}",
-                     f"{r['import_rss_gb']:.2f}", f"{r['forward_s']:.1f}", f"{r['forward_first_s']:.1f}"])
+                     f"{r['import_rss_gb']:.2f}", f"{r['peak_rss_gb'] - r['import_rss_gb']:.2f}",
+                     f"{r['forward_s']:.1f}", f"{r['forward_first_s']:.1f}"])
     print()
     print(f"XLM-RoBERTa-XL bf16, {ours['weight_bytes'] / 1e9:.2f} GB of model weights "
           f"({weights_gb:.2f} GiB); forward on {args.batch} x {args.length} tokens; CPU")

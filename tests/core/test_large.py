@@ -3,6 +3,7 @@ the target dtype, half-precision numerics, gradient checkpointing, sharded savin
 variables, and weights partitioned across parameter servers."""
 import json
 import os
+import struct
 import subprocess
 import sys
 
@@ -145,6 +146,106 @@ def test_loaded_variables_adopt_the_read_buffers(tmp_path):
     np.testing.assert_array_equal(variable.numpy().astype(np.float32), [[1.5, 1.5], [1.5, -2]])
     variable.assign_add(tf.ones([2, 2], tf.bfloat16))  # TF moves a foreign buffer into its own before updating
     assert float(half[0, 0]) == 1.5 and float(variable[0, 0]) == 2.5
+
+
+def _mapped_ranges(path):
+    """(start, end) address ranges at which this process maps file `path`."""
+    ranges = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and os.path.realpath(fields[5].strip()) == os.path.realpath(path):
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                ranges.append((start, end))
+    return ranges
+
+
+class _DLPack:
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+    def __dlpack__(self, stream=None, **kwargs):
+        return tf.experimental.dlpack.to_dlpack(self.tensor)
+
+    def __dlpack_device__(self):
+        return (1, 0)  # CPU
+
+
+def _address(variable):
+    """Address of the buffer behind a CPU variable: reading a resource variable shares its buffer, and DLPack
+    hands that buffer to numpy without a copy (`.numpy()` would copy)."""
+    value = ckpt.backing_variable(variable).read_value()
+    if value.dtype == tf.bfloat16:
+        value = tf.bitcast(value, tf.uint16)
+    return np.from_dlpack(_DLPack(value)).ctypes.data
+
+
+def test_unchanged_tensors_are_memory_mapped_copy_on_write(tmp_path):
+    """Tensors that need no conversion (the embedding tables, norms, biases) are adopted as copy-on-write views
+    of the memory-mapped file; converted ones (transposed Dense kernels) are read into memory. Updating a mapped
+    weight never writes the file, and saving over the very file that is mapped works."""
+    directory = str(tmp_path)
+    source = _tiny_model(vocab_size=256, hidden_size=32)
+    source.save_pretrained(directory, hf_format=True)
+    path = os.path.join(directory, "model.safetensors")
+    with SafetensorsFile(path) as f:
+        on_disk = f.get("roberta.embeddings.word_embeddings.weight")
+    model = tfmodels.XLMRobertaXLForMaskedLM.from_pretrained(directory)
+    table = model.roberta.embeddings.word_embeddings.embeddings
+    kernel = model.roberta.encoder.layer[0].intermediate.dense.kernel
+    ranges = _mapped_ranges(path)
+    inside = lambda address: any(start <= address < end for start, end in ranges)  # noqa: E731
+    assert ranges and inside(_address(table)), "the embedding table should live in the mapped file"
+    assert not inside(_address(kernel)), "a transposed kernel cannot be a view of the file"
+    np.testing.assert_array_equal(table.numpy(), on_disk)
+    table.assign_add(tf.ones_like(table))
+    with SafetensorsFile(path) as f:
+        np.testing.assert_array_equal(f.get("roberta.embeddings.word_embeddings.weight"), on_disk)
+    np.testing.assert_array_equal(table.numpy(), on_disk + 1)
+    model.save_pretrained(directory, hf_format=True)  # replaces the mapped file: the old mapping stays valid
+    np.testing.assert_array_equal(table.numpy(), on_disk + 1)
+    reloaded = tfmodels.XLMRobertaXLForMaskedLM.from_pretrained(directory, mmap=False)
+    assert not inside(_address(reloaded.roberta.embeddings.word_embeddings.embeddings))
+    np.testing.assert_array_equal(reloaded.roberta.embeddings.word_embeddings.embeddings.numpy(), on_disk + 1)
+
+
+def test_written_tensor_data_is_64_byte_aligned_and_unaligned_files_still_load(tmp_path):
+    """Our writer starts the data on a 64-byte boundary and puts tensors of a multiple of 64 bytes first, so
+    they can all be mapped; the safetensors package reads the file alike. A file whose data is not aligned (any
+    writer may produce one) loads by reading instead, with the same values."""
+    import safetensors.numpy
+    rng = np.random.RandomState(0)
+    tensors = {"a_small": rng.randn(3).astype(np.float32), "b_big": rng.randn(16, 4).astype(np.float32),
+               "c_odd": rng.randn(5, 3).astype(np.float32), "d_big": rng.randn(4, 32).astype(np.float32)}
+    path = os.path.join(str(tmp_path), "t.safetensors")
+    write_safetensors(path, tensors)
+    with SafetensorsFile(path) as f:
+        assert f._data_start % 64 == 0
+        for name in ("b_big", "d_big"):
+            assert f.entries[name]["data_offsets"][0] % 64 == 0, name
+            view = f.mapped(name)
+            assert view.ctypes.data % 64 == 0
+            np.testing.assert_array_equal(view, tensors[name])
+    for name, value in safetensors.numpy.load_file(path).items():
+        np.testing.assert_array_equal(value, tensors[name])
+
+    directory = os.path.join(str(tmp_path), "unaligned")
+    source = _tiny_model(vocab_size=256, hidden_size=32)
+    source.save_pretrained(directory, hf_format=True)
+    model_path = os.path.join(directory, "model.safetensors")
+    with open(model_path, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        header, data = f.read(size).rstrip(b" "), f.read()
+    header += b" " * ((8 - (8 + len(header)) % 64) % 64)  # data now starts at 8 mod 64
+    with open(model_path, "wb") as f:
+        f.write(struct.pack("<Q", len(header)) + header + data)
+    model = tfmodels.XLMRobertaXLForMaskedLM.from_pretrained(directory)
+    table = model.roberta.embeddings.word_embeddings.embeddings
+    assert not any(start <= _address(table) < end for start, end in _mapped_ranges(model_path))
+    np.testing.assert_array_equal(table.numpy(), source.roberta.embeddings.word_embeddings.embeddings.numpy())
+    ids, mask = helpers.padded_ids(2, 7, 256, 1)
+    helpers.assert_close(model(input_ids=ids, attention_mask=mask).logits,
+                         source(input_ids=ids, attention_mask=mask).logits, 1e-6)
 
 
 @pytest.mark.parametrize("checkpoint_dtype", ["bfloat16", "float32"])

@@ -8,10 +8,11 @@ modules, so most names already agree; what differs is declared per family in a `
 keys to ignore, special layouts). One loader applies it: it streams tensors from safetensors (sharded or
 not) into the variables, and reports missing, unexpected and mis-shaped weights by name.
 
-Memory: loading never holds more than the model plus one chunk. Tensors are read with explicit file reads
-(no memory map whose pages would count in RSS), converted to the variable's dtype chunk by chunk (at most
-`LOAD_CHUNK_BYTES` at a time, rows of the checkpoint tensor), and written in place into the variable's own
-buffer; the variables themselves were created without initialising their memory (initializers.skip_init).
+Memory: loading never holds more than the model plus one chunk. Tensors that need a new layout or dtype (a
+Dense kernel is transposed) are read with explicit file reads, converted chunk by chunk (at most
+`LOAD_CHUNK_BYTES` at a time, rows of the checkpoint tensor) into a buffer the variable adopts; tensors that
+need no change are memory-mapped and adopted as they lie in the file (load_tensor), as PyTorch's loaders do.
+The variables themselves were created without initialising their memory (initializers.skip_init).
 Writing (`hf_state_dict(..., lazy=True)` + `write_hf_weights`) streams variable by variable the same way.
 """
 import dataclasses
@@ -25,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmodels.core import initializers
+from tfmodels.core.host_memory import aligned_empty, is_shareable, tensor_from_numpy
 from tfmodels.core.logging import logger
 from tfmodels.core.safetensors_io import LazyTensor, SafetensorsFile, write_safetensors
 
@@ -236,6 +238,11 @@ class CheckpointReader:
         out[...] = f[name][start:stop]
         return out
 
+    def mapped(self, name):
+        """A copy-on-write memory-mapped view of a tensor (see SafetensorsFile.mapped), or None."""
+        f = self._open(self._where[name])
+        return f.mapped(name) if isinstance(f, SafetensorsFile) else None
+
     def release(self, file_name):
         f = self._files.pop(file_name, None)
         if isinstance(f, SafetensorsFile):
@@ -297,10 +304,6 @@ def _resolve(name, checkpoint_map, available, prefix):
 
 
 LOAD_CHUNK_BYTES = 64 << 20  # at most this much of a tensor is in flight (read, permuted, cast) at a time
-_ALIGNMENT = 64               # TensorFlow's EIGEN_MAX_ALIGN_BYTES: buffers it adopts must be aligned so
-# dtypes that DLPack hands from numpy to TensorFlow without a copy (bfloat16 goes as uint16 + bitcast)
-_DLPACK_DTYPES = {np.dtype(t) for t in ("float16", "float32", "float64", "int8", "int16", "int32", "int64",
-                                        "uint8", "uint16", "uint32", "uint64")}
 
 
 def backing_variable(variable):
@@ -311,38 +314,13 @@ def backing_variable(variable):
     return variable
 
 
-def aligned_empty(shape, dtype):
-    """An uninitialised C-contiguous numpy array whose data is aligned for TensorFlow (no page is touched
-    until written)."""
-    dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    raw = np.empty(nbytes + _ALIGNMENT, np.uint8)
-    offset = (-raw.ctypes.data) % _ALIGNMENT
-    return raw[offset:offset + nbytes].view(dtype).reshape(shape)
-
-
-def tensor_from_numpy(array):
-    """A CPU tf.Tensor that shares `array`'s memory when it can (aligned, C-contiguous, writable, a DLPack
-    dtype or bfloat16); otherwise a copy. Assigning such a tensor to a CPU variable makes the variable adopt
-    the buffer: loading then costs no copy at all. (The first in-place update of that variable, e.g. by an
-    optimizer, moves it into TensorFlow's own memory once, because TF does not update foreign buffers.)"""
-    array = np.asarray(array)
-    shareable = (array.flags.c_contiguous and array.flags.writeable and array.ctypes.data % _ALIGNMENT == 0
-                 and array.size > 0)
-    if shareable and array.dtype == np.dtype(ml_dtypes.bfloat16):
-        return tf.bitcast(tf.experimental.dlpack.from_dlpack(array.view(np.uint16).__dlpack__()), tf.bfloat16)
-    if shareable and array.dtype in _DLPACK_DTYPES:
-        return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
-    return tf.convert_to_tensor(array)
-
-
 def assign_array(variable, array):
     """Give a (Keras or TF) variable the value of a numpy array, without a copy on CPU when the array is
     aligned (see tensor_from_numpy); a ShardedVariable takes its shards' slices."""
     backing_variable(variable).assign(tensor_from_numpy(array))
 
 
-def load_tensor(reader, key, named, transform=None, chunk_bytes=None):
+def load_tensor(reader, key, named, transform=None, chunk_bytes=None, mmap=True):
     """Read checkpoint tensor `key` into the variable of `named` (a NamedVariable), converting layout and dtype.
 
     Returns None on success or (checkpoint shape in our layout, model shape) on a shape mismatch.
@@ -350,7 +328,12 @@ def load_tensor(reader, key, named, transform=None, chunk_bytes=None):
     The value is assembled in an aligned buffer of the variable's dtype and layout, which the variable then
     adopts (no further copy on CPU). Rows of the checkpoint tensor are read, permuted and cast into it at most
     `chunk_bytes` at a time; when neither layout nor dtype changes they are read straight into it. So loading
-    a tensor costs its own size plus one chunk, and a model its own size plus one chunk."""
+    a tensor costs its own size plus one chunk, and a model its own size plus one chunk.
+
+    With `mmap`, a tensor that needs no change (same layout and dtype, e.g. embedding tables, norms, biases)
+    and lies 64-byte aligned in a safetensors file is not read at all: the variable adopts a copy-on-write view
+    of the memory-mapped file, so only the pages a computation touches become resident (an embedding lookup
+    touches only the rows it gathers), and an update writes private pages, never the file."""
     chunk_bytes = LOAD_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
     variable = named.variable
     model_shape = tuple(int(d) for d in variable.shape)
@@ -372,6 +355,12 @@ def load_tensor(reader, key, named, transform=None, chunk_bytes=None):
     ours = tuple(shape[p] for p in permutation) if permutation else tuple(shape)
     if ours != model_shape:
         return ours, model_shape
+    unchanged = permutation is None and source_dtype == dtype
+    if mmap and unchanged and isinstance(backing_variable(variable), tf.Variable):
+        view = reader.mapped(key)
+        if view is not None and is_shareable(view):
+            assign_array(variable, view)
+            return None
     out = aligned_empty(model_shape, dtype)
     if not shape:
         out[...] = reader.get(key)
@@ -396,9 +385,9 @@ def load_tensor(reader, key, named, transform=None, chunk_bytes=None):
 
 
 def load_hf_weights(model, directory, checkpoint_map, prefix, allow_pickle=False, ignore_mismatched_sizes=False,
-                    initialised_missing=True, chunk_bytes=None):
+                    initialised_missing=True, chunk_bytes=None, mmap=True):
     """Assign the tensors of an HF checkpoint directory to the (built) model's variables, file by file (each
-    shard is closed before the next is opened) and tensor by tensor (see `load_tensor`)."""
+    shard is closed before the next is opened) and tensor by tensor (see `load_tensor`, also for `mmap`)."""
     reader = CheckpointReader(directory, allow_pickle=allow_pickle)
     available = set(reader.keys())
     targets, missing = {}, []
@@ -413,7 +402,8 @@ def load_hf_weights(model, directory, checkpoint_map, prefix, allow_pickle=False
     for file_name, names in reader.files():
         for key in names:
             for named in targets.get(key, []):
-                problem = load_tensor(reader, key, named, checkpoint_map.transform_for(named.name), chunk_bytes)
+                problem = load_tensor(reader, key, named, checkpoint_map.transform_for(named.name), chunk_bytes,
+                                      mmap=mmap)
                 if problem is not None:
                     mismatched.append((named.name,) + problem)
                     missing.append(named)

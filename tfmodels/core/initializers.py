@@ -2,7 +2,7 @@
 
 Loading a 3.5B-parameter checkpoint should not first draw 3.5B random numbers, nor even write 7 GB of zeros:
 inside `skip_init()` every initializer made here returns a placeholder that costs nothing. Small tensors are
-zeros; large ones (>= SKIP_UNINITIALISED_BYTES) are *uninitialised* memory (`tf.raw_ops.Empty`), which the
+zeros; large ones (>= SKIP_UNINITIALISED_BYTES) are *uninitialised* memory (numpy's, see placeholder()), which the
 operating system does not back with pages until written, so a model built under skip_init occupies almost no
 memory until its weights arrive, and the buffers the loader hands over replace these placeholders without a
 second copy ever being resident. The contract: whoever builds under skip_init assigns every variable
@@ -13,6 +13,8 @@ import threading
 
 import keras
 import tensorflow as tf
+
+from tfmodels.core import host_memory
 
 _state = threading.local()
 SKIP_UNINITIALISED_BYTES = 1 << 20
@@ -60,7 +62,10 @@ def placeholder(shape, dtype):
         size *= d
     if size * dtype.size < SKIP_UNINITIALISED_BYTES:
         return tf.zeros(shape, dtype=dtype)
-    return tf.raw_ops.Empty(shape=shape, dtype=dtype, init=False)
+    if not tf.executing_eagerly():  # inside a graph (a tf.function, some strategies): numpy cannot help there
+        return tf.raw_ops.Empty(shape=shape, dtype=dtype, init=False)
+    # Numpy memory, not tf.raw_ops.Empty: TensorFlow's CPU allocator would pool it (see core.host_memory).
+    return host_memory.tensor_from_numpy(host_memory.aligned_empty(shape, dtype.as_numpy_dtype))
 
 
 def normal(stddev):

@@ -258,11 +258,14 @@ class PreTrainedModel(keras.Model):
 
     @classmethod
     def from_pretrained(cls, path, config=None, dtype=None, allow_pickle=False, ignore_mismatched_sizes=False,
-                        output_loading_info=False, strict=True, **config_overrides):
+                        output_loading_info=False, strict=True, mmap=True, **config_overrides):
         """Load our own directory (config.json + model.weights.h5) or a Hugging Face checkpoint directory
         (config.json + model.safetensors, sharded or not). `dtype` ("float32", "bfloat16", "float16" or a
         Keras policy such as "mixed_bfloat16") creates the variables in that dtype directly.
-        `allow_pickle=True` is needed to read pytorch_model.bin (unpickling runs code)."""
+        `allow_pickle=True` is needed to read pytorch_model.bin (unpickling runs code). With `mmap` (the
+        default), safetensors tensors that need no conversion are memory-mapped rather than read (see
+        core.checkpoint.load_tensor); `mmap=False` reads everything into memory, e.g. for files on a network
+        file system that may change under the process."""
         if not os.path.isdir(path):
             raise FileNotFoundError(f"{path} is not a directory with config.json and weights")
         if config is None:
@@ -280,7 +283,8 @@ class PreTrainedModel(keras.Model):
                                     unexpected=[], mismatched=[], source=f"{path} (tfmodels)")
         else:
             info = ckpt.load_hf_weights(model, path, cls.checkpoint_map, cls.base_model_prefix,
-                                        allow_pickle=allow_pickle, ignore_mismatched_sizes=ignore_mismatched_sizes)
+                                        allow_pickle=allow_pickle, ignore_mismatched_sizes=ignore_mismatched_sizes,
+                                        mmap=mmap)
             ckpt.log_loading_info(info, cls.__name__)
         return (model, info) if output_loading_info else model
 

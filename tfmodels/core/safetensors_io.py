@@ -3,10 +3,15 @@
 Why our own: the `safetensors` package's numpy API has no bfloat16, and the big checkpoints are bf16. The
 format is simple (an 8-byte little-endian header size, a JSON header, then raw little-endian tensors).
 
-Reading uses explicit file reads into arrays we own, not a memory map: pages of a memory-mapped file count in
-the process's resident memory for as long as the map lives, so mapping a 5 GB shard to copy it into variables
-would add up to 5 GB to the peak. A read copies only what is asked for (a whole tensor, or a range of rows of
-it), and the page cache it goes through is the kernel's, reclaimable and not part of the process.
+Two ways to read. `read_rows` reads into arrays we own: used when a tensor must be converted (transposed, cast)
+anyway; mapping a shard to copy it would keep every page read in the process's resident memory while the map
+lives, whereas a read goes through the kernel's page cache, reclaimable and not part of the process.
+`mapped` gives a copy-on-write view of the memory-mapped file: used for tensors that are kept as they are,
+which a variable then adopts (only the pages a computation touches become resident).
+
+Writing aligns tensor data to 64 bytes where the format allows (the header is padded with spaces so that the
+data starts on a 64-byte boundary, and tensors whose size is a multiple of 64 bytes come first), so that the
+files we write can be mapped and adopted by TensorFlow, which needs 64-byte-aligned buffers.
 
 Writing streams too: a tensor may be given as a `LazyTensor` (shape, dtype and a function yielding its data in
 row chunks), so that a checkpoint larger than memory can be written, or a model saved variable by variable,
@@ -26,6 +31,7 @@ DTYPES = {
 }
 CODES = {dtype: code for code, dtype in DTYPES.items()}
 
+ALIGNMENT = 64      # tensor data alignment in the files we write (TensorFlow shares 64-byte-aligned buffers)
 _MAX_READ = 1 << 30  # bytes per read() call (Linux caps a single read at just under 2 GB)
 
 
@@ -74,6 +80,7 @@ class SafetensorsFile:
         self.entries = header
         self._data_start = 8 + header_size
         self._file = None
+        self._map = None
 
     def keys(self):
         return list(self.entries)
@@ -121,7 +128,23 @@ class SafetensorsFile:
             _read_exact(self._handle(), self._data_start + begin + start * row_bytes, out.reshape(-1).view(np.uint8))
         return out
 
+    def mapped(self, name):
+        """The tensor as a copy-on-write view of the memory-mapped file (writes go to private pages, never to
+        the file), or None for a 0-d or empty tensor. Nothing is read until the view's pages are touched; the
+        map lives as long as the view (or anything adopting its memory), also after close()."""
+        shape, dtype = self.shape(name), self.dtype(name)
+        begin, end = self.entries[name]["data_offsets"]
+        if not shape or begin == end:
+            return None
+        if end - begin != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+            raise ValueError(f"{self.path}: tensor {name!r} has {end - begin} bytes, its shape {shape} needs "
+                             f"{int(np.prod(shape, dtype=np.int64)) * dtype.itemsize}")
+        if self._map is None:
+            self._map = np.memmap(self.path, dtype=np.uint8, mode="c")
+        return self._map[self._data_start + begin:self._data_start + end].view(dtype).reshape(shape)
+
     def close(self):
+        self._map = None  # views handed out keep the mapping alive
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -148,20 +171,24 @@ def write_safetensors(path, tensors, metadata=None):
     """Write {name: numpy array or LazyTensor} to `path` (any DTYPES dtype, bfloat16 included).
 
     Lazy tensors are produced and written one chunk at a time, so the file may be larger than memory."""
+    specs = {name: _spec(name, value) for name, value in tensors.items()}
+    # tensors of a multiple of 64 bytes first (stable order otherwise): all of them then start 64-byte aligned
+    order = sorted(tensors, key=lambda name: specs[name][2] % ALIGNMENT != 0)
     header, offset = {}, 0
-    for name, value in tensors.items():
-        dtype, shape, nbytes = _spec(name, value)
+    for name in order:
+        dtype, shape, nbytes = specs[name]
         header[name] = {"dtype": CODES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    encoded += b" " * ((8 - len(encoded) % 8) % 8)  # keep tensor data 8-byte aligned
+    encoded += b" " * ((-(8 + len(encoded))) % ALIGNMENT)  # data starts 64-byte aligned
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(encoded)))
         f.write(encoded)
-        for name, value in tensors.items():
+        for name in order:
+            value = tensors[name]
             expected = header[name]["data_offsets"][1] - header[name]["data_offsets"][0]
             written = 0
             parts = value.chunks() if isinstance(value, LazyTensor) else [value]
