@@ -545,3 +545,50 @@ def test_partitioned_training_on_two_parameter_servers_equals_single_process():
     assert all(result["slots_colocated"]), "optimizer slots live beside their shard"
     assert result["partitioned_lookups"] == ["ShardedVariable"], "embeddings gather rows from the shards"
     assert result["servers"] == 3 and result["servers_stopped"]
+
+
+FAMILIES_IN_BF16 = {
+    # name: (HF config class, config, inputs)
+    "BeitForImageClassification": (
+        "BeitConfig", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                           image_size=32, patch_size=8, num_labels=5, use_relative_position_bias=True,
+                           layer_scale_init_value=0.1, use_mean_pooling=True),
+        lambda: {"pixel_values": np.random.RandomState(1).randn(2, 3, 32, 32).astype(np.float32)}),
+    "NystromformerForMaskedLM": (
+        "NystromformerConfig", dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                    intermediate_size=37, max_position_embeddings=80, segment_means_seq_len=64,
+                                    num_landmarks=8, conv_kernel_size=5),
+        lambda: dict(zip(("input_ids", "attention_mask"), helpers.padded_ids(2, 64, 99, 1, lengths=[64, 50])))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES_IN_BF16))
+def test_other_families_load_hf_checkpoints_in_bfloat16_mapped_or_read(name, tmp_path):
+    """Beyond XLM-R-XL: an HF-written checkpoint, re-written in bf16 with our aligned writer, loads in bfloat16 with
+    memory-mapping and without it to the same weights (converted kernels read, the rest mapped), and the bf16
+    model agrees with HF PyTorch's float32 outputs to bf16 precision."""
+    import safetensors.numpy
+    import torch
+    import transformers
+    config_class, config, make_inputs = FAMILIES_IN_BF16[name]
+    directory = str(tmp_path)
+    reference = helpers.hf_checkpoint(getattr(transformers, name), getattr(transformers, config_class)(**config),
+                                      directory)
+    path = os.path.join(directory, "model.safetensors")
+    tensors = {k: v.astype(ml_dtypes.bfloat16) if v.dtype == np.float32 else v
+               for k, v in safetensors.numpy.load_file(path).items()}  # a bf16 checkpoint, as the big ones are
+    write_safetensors(path, tensors, metadata={"format": "pt"})
+    mapped = getattr(tfmodels, name).from_pretrained(directory, dtype="bfloat16")
+    read = getattr(tfmodels, name).from_pretrained(directory, dtype="bfloat16", mmap=False)
+    ranges = _mapped_ranges(path)
+    in_file = [n.name for n in ckpt.named_variables(mapped)
+               if any(start <= _address(n.variable) < end for start, end in ranges)]
+    assert in_file, "some unconverted weights should be views of the mapped file"
+    for a, b in zip(ckpt.named_variables(mapped), ckpt.named_variables(read)):
+        assert a.name == b.name and a.variable.dtype == "bfloat16"
+        np.testing.assert_array_equal(a.variable.numpy(), b.variable.numpy(), a.name)
+    inputs = make_inputs()
+    with torch.no_grad():
+        expected = reference(**helpers.torch_inputs(inputs)).logits.numpy()
+    got = tf.cast(mapped(**inputs, training=False).logits, tf.float32).numpy()
+    assert np.abs(got - expected).max() <= 0.05 * max(1.0, np.abs(expected).max()), np.abs(got - expected).max()
