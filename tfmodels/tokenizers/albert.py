@@ -14,10 +14,9 @@ Preprocessing, as the reference (transformers' slow AlbertTokenizer):
 import unicodedata
 
 import tensorflow as tf
-import tensorflow_text as tf_text
 
 from tfmodels.tokenizers.base import Template
-from tfmodels.tokenizers.in_graph import _WS_CLASS, SentencePieceInGraphTokenizer, template_items
+from tfmodels.tokenizers.in_graph import _WS_CLASS, SentencePieceInGraphTokenizer, _tf_text, template_items
 from tfmodels.tokenizers.sentencepiece import SPIECE_UNDERLINE, SentencePieceTokenizer
 
 
@@ -190,7 +189,7 @@ class AlbertInGraphTokenizer(SentencePieceInGraphTokenizer):
     def _lower_outside_specials(self, text):
         if self._pattern is None:
             return _lower_each_character(text)
-        pieces = tf_text.regex_split(text, self._pattern, self._pattern)
+        pieces = _tf_text().regex_split(text, self._pattern, self._pattern)
         flat = pieces.flat_values
         is_special = tf.reduce_any(tf.stack([tf.equal(flat, t) for t in self.special_strings], axis=1), axis=1)
         lowered = tf.where(is_special, flat, _lower_each_character(flat))
@@ -203,7 +202,7 @@ class AlbertInGraphTokenizer(SentencePieceInGraphTokenizer):
         text = tf.strings.regex_replace(text, "``", '"')
         text = tf.strings.regex_replace(text, "''", '"')
         if not self.keep_accents:
-            text = tf_text.normalize_utf8(text, "NFKD")
+            text = _tf_text().normalize_utf8(text, "NFKD")
             text = tf.strings.regex_replace(text, self.combining_class, "")
         if self.do_lower_case:
             text = tf.strings.lower(text, encoding="utf-8")
