@@ -72,6 +72,17 @@ def scaled_dot_product_attention(query, key, value, additive_mask=None, head_mas
     extra_scores is added before scaling (relative position terms, as XLM-R-XL does); additive_mask after
     scaling (padding masks, and biases that the reference adds to the scaled scores, as BEiT does).
     """
+    # The scores come from a helper so that no name here holds them while the softmax runs: stable_softmax
+    # can then free them before its float32 work (peak memory of half-precision inference).
+    probs = stable_softmax(_scaled_scores(query, key, additive_mask, extra_scores))
+    if dropout is not None:
+        probs = dropout(probs, training=training)
+    if head_mask is not None:
+        probs = probs * head_mask
+    return tf.matmul(probs, value), probs
+
+
+def _scaled_scores(query, key, additive_mask, extra_scores):
     # Scaling the query (seq x dim values) instead of the scores (seq x seq) saves a full pass over the
     # score matrix in the forward and the backward pass; the result differs from scaling afterwards only by
     # float rounding (~1e-7).
@@ -81,16 +92,19 @@ def scaled_dot_product_attention(query, key, value, additive_mask=None, head_mas
         scores = scores + extra_scores * scale
     if additive_mask is not None:
         scores = scores + tf.cast(additive_mask, scores.dtype)
-    probs = stable_softmax(scores)
-    if dropout is not None:
-        probs = dropout(probs, training=training)
-    if head_mask is not None:
-        probs = probs * head_mask
-    return tf.matmul(probs, value), probs
+    return scores
 
 
 def stable_softmax(scores):
-    """Softmax over the last axis, computed in float32 for half-precision inputs."""
-    if scores.dtype in (tf.float16, tf.bfloat16):
-        return tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32), axis=-1), scores.dtype)
-    return tf.nn.softmax(scores, axis=-1)
+    """Softmax over the last axis, computed in float32 for half-precision inputs.
+
+    In the half-precision path each intermediate is released as soon as the next exists (in eager mode the
+    peak is two float32 copies of the scores, not two plus the input), which is most of the activation
+    memory of a long-sequence forward pass."""
+    if scores.dtype not in (tf.float16, tf.bfloat16):
+        return tf.nn.softmax(scores, axis=-1)
+    dtype = scores.dtype
+    wide = tf.cast(scores, tf.float32)
+    del scores  # frees the input if the caller passed a temporary
+    wide = tf.nn.softmax(wide, axis=-1)
+    return tf.cast(wide, dtype)
