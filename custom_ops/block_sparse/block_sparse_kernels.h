@@ -137,6 +137,17 @@ inline Vec16 LoadVec(const float* p) {
 }
 inline void StoreVec(float* p, Vec16 v) { __builtin_memcpy(p, &v, sizeof(v)); }
 
+// A load into a register that GCC may not fold into its users: where one loaded vector feeds several FMAs, GCC
+// otherwise re-reads it from memory in each (a memory operand), and the loads, not the FMAs, become the limit
+// (Zen 4 and similar cores load one 64-byte vector per cycle).
+inline Vec16 LoadReg(const float* p) {
+  Vec16 v = LoadVec(p);
+#if defined(__x86_64__)
+  asm("" : "+v"(v));
+#endif
+  return v;
+}
+
 template <>
 inline void BlockABt<float>(const float* a_block, const float* bt, int64_t dim, float* out) {
   for (int i0 = 0; i0 < kBlock; i0 += 8) {
@@ -400,6 +411,13 @@ void RowReduce(const ParallelFor& parallel_for, const T* blocks, const int32_t* 
 
 // ---------------------------------------------------------------------------------------------------------
 // Fused attention (forward and backward).
+//
+// The per-slot 32 x 32 blocks here are key-major: X[j][i] with j the key position in the slot's column block and
+// i the query position in its row block, i.e. the transpose of S. Why: the scores then come out of BlockABt with
+// the key tile (row-major, straight from the input) as the row operand and only the row block's query tile
+// transposed (32 x dim, once per row block, in L1), so no pass over the whole key/value tensors is needed; and
+// the per-query reductions (row max, norm) and shifts become element-wise over lines of 32. Every sum is still
+// formed in the same order as in the query-major form (slots in index order, then source rows in order).
 
 // exp(x) for float, written so that loops over it vectorise (no libm call, no branches): Cephes' expf as in
 // Eigen's vectorised exp (same range reduction and polynomial, about 1 ulp); below -87.3 it returns 0. GCC
@@ -440,172 +458,316 @@ inline float ExpApprox(float x) {
 }
 inline double ExpApprox(double x) { return std::exp(x); }
 
-// A[i][j] = exp(S[i][j] - m[i]) * mask[j] (mask may be nullptr: all ones), in place.
+// X[j][i] = exp(X[j][i] - m[i]) * mask[j] (mask may be nullptr: all ones), in place.
 template <typename T>
-void ExpShiftMask(T* a, const T* m, const T* mask) {
-  for (int i = 0; i < kBlock; ++i) {
-    T* line = a + i * kBlock;
-    const T shift = m[i];
-    if (mask != nullptr) {
-      for (int j = 0; j < kBlock; ++j) line[j] = ExpApprox(line[j] - shift) * mask[j];
-    } else {
-      for (int j = 0; j < kBlock; ++j) line[j] = ExpApprox(line[j] - shift);
-    }
+void ExpShiftMask(T* x, const T* m, const T* mask) {
+  for (int j = 0; j < kBlock; ++j) {
+    T* line = x + j * kBlock;
+    const T weight = mask != nullptr ? mask[j] : T(1);
+    for (int i = 0; i < kBlock; ++i) line[i] = ExpApprox(line[i] - m[i]) * weight;
   }
 }
+
 #if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
 #pragma GCC pop_options
 #endif
 
-// S *= scale * mask[j] (mask may be nullptr: all ones), in place.
+#ifdef TFMODELS_BLOCK_SPARSE_VECTORS
+typedef int32_t IntVec16 __attribute__((vector_size(64), aligned(4)));
+
+// ExpApprox on 16 lanes, operation for operation (the scalar loop vectorised poorly: a quarter of the forward's
+// time). Outside the no-trapping-math region on purpose: the selects are explicit here, and GCC does not inline
+// across different optimize attributes (LoadVec would become a call).
+inline Vec16 ExpApprox(Vec16 x) {
+  const float lo = -87.3365447504f, hi = 88.3762626647949f;
+  const IntVec16 keep = x >= lo;  // all ones unless the result flushes to 0
+  Vec16 xc = x < lo ? lo : x;
+  xc = xc > hi ? hi : xc;
+  const Vec16 fx = xc * 1.44269504088896341f + 0.5f;
+  IntVec16 n = __builtin_convertvector(fx, IntVec16);  // truncation, as static_cast
+  n += __builtin_convertvector(n, Vec16) > fx;          // floor: comparisons give -1 where true
+  const Vec16 fn = __builtin_convertvector(n, Vec16);
+  xc = xc - fn * 0.693359375f + fn * 2.12194440e-4f;
+  const Vec16 z = xc * xc;
+  Vec16 y = xc * 1.9875691500e-4f + 1.3981999507e-3f;
+  y = y * xc + 8.3334519073e-3f;
+  y = y * xc + 4.1665795894e-2f;
+  y = y * xc + 1.6666665459e-1f;
+  y = y * xc + 5.0000001201e-1f;
+  y = y * z + xc + 1.0f;
+  const Vec16 scale = reinterpret_cast<Vec16>((n + 127) << 23);
+  return reinterpret_cast<Vec16>(reinterpret_cast<IntVec16>(y * scale) & keep);
+}
+
+// An overload, not a specialisation: a specialisation would inherit the template's optimize attribute.
+inline void ExpShiftMask(float* x, const float* m, const float* mask) {
+  const Vec16 m0 = LoadVec(m), m1 = LoadVec(m + 16);
+  for (int j = 0; j < kBlock; ++j) {
+    float* line = x + j * kBlock;
+    const float weight = mask != nullptr ? mask[j] : 1.0f;
+    StoreVec(line, ExpApprox(LoadVec(line) - m0) * weight);
+    StoreVec(line + 16, ExpApprox(LoadVec(line + 16) - m1) * weight);
+  }
+}
+#endif
+
+// X[j][:] *= scale * mask[j] (mask may be nullptr: all ones), in place.
 template <typename T>
-inline void ScaleScores(T* a, T scale, const T* mask) {
-  for (int i = 0; i < kBlock; ++i) {
-    T* line = a + i * kBlock;
-    if (mask != nullptr) {
+inline void ScaleScores(T* x, T scale, const T* mask) {
+  for (int j = 0; j < kBlock; ++j) {
+    T* line = x + j * kBlock;
+    const T weight = mask != nullptr ? scale * mask[j] : scale;
 #pragma GCC ivdep
-      for (int j = 0; j < kBlock; ++j) line[j] *= scale * mask[j];
-    } else {
+    for (int i = 0; i < kBlock; ++i) line[i] *= weight;
+  }
+}
+
+// acc[e] = Combine(acc[e], x[e]) over a whole block (max or sum over slots, element-wise).
+template <bool kMax, typename T>
+inline void CombineBlock(const T* x, T* acc) {
 #pragma GCC ivdep
-      for (int j = 0; j < kBlock; ++j) line[j] *= scale;
+  for (int64_t e = 0; e < kBlockArea; ++e) acc[e] = Combine<kMax>(acc[e], x[e]);
+}
+
+// o[i] = max or sum over the lines j of acc[j][i], combining lines (j, j + 16), then (j, j + 8), ... (the
+// pairing ReduceRows uses within a row), element-wise over i.
+template <bool kMax, typename T>
+inline void ReduceLines(const T* acc, T* o) {
+  alignas(64) T t[kBlock / 2][kBlock];
+  for (int k = 0; k < kBlock / 2; ++k)
+    for (int i = 0; i < kBlock; ++i) t[k][i] = Combine<kMax>(acc[k * kBlock + i], acc[(k + kBlock / 2) * kBlock + i]);
+  for (int width = kBlock / 4; width >= 1; width /= 2)
+    for (int k = 0; k < width; ++k)
+      for (int i = 0; i < kBlock; ++i) t[k][i] = Combine<kMax>(t[k][i], t[k + width][i]);
+  for (int i = 0; i < kBlock; ++i) o[i] = t[0][i];
+}
+
+// dst[d][i] = src[i][d]: one 32-row tile [32][dim] transposed to [dim][32].
+template <typename T>
+inline void TransposeTile(const T* src, int64_t dim, T* dst) {
+  for (int i = 0; i < kBlock; ++i)
+    for (int64_t d = 0; d < dim; ++d) dst[d * kBlock + i] = src[i * dim + d];
+}
+
+// Scores of one slot, key-major: X = scale * k_c q_r^T with masked keys scoring 0. query_t: q_r as [dim][32].
+template <typename T>
+inline void SlotScores(const T* key_rows, const T* query_t, int64_t dim, T scale, const T* mask, T* x) {
+  BlockABt(key_rows, query_t, dim, x);
+  ScaleScores(x, scale, mask);
+}
+
+// scale * dS of one slot, key-major, in place of p: on entry p = v_c gO_r^T, a = A; then
+// dS = A * (p + gN[i]) (grad_norm_rows may be nullptr: 0), times scale (the gradient of the unscaled q k^T).
+template <typename T>
+inline void ScoreGrad(const T* a, const T* grad_norm_rows, T scale, T* p) {
+  alignas(64) T g[kBlock];
+  for (int i = 0; i < kBlock; ++i) g[i] = grad_norm_rows != nullptr ? grad_norm_rows[i] : T(0);
+  for (int j = 0; j < kBlock; ++j) {
+#pragma GCC ivdep
+    for (int i = 0; i < kBlock; ++i) p[j * kBlock + i] = a[j * kBlock + i] * ((p[j * kBlock + i] + g[i]) * scale);
+  }
+}
+
+// out[32][dim] = sum over t < count of op(blocks[t]) x dense[t] (each [32][dim]), op as in AccumulateBlock: the
+// slots in order, each over its 32 source rows in order. Generic version: repeated AccumulateBlock.
+template <bool kTranspose, typename T>
+inline void AccumulateSlots(const T* const* blocks, const T* const* dense, int64_t count, int64_t dim, T* out) {
+  std::fill(out, out + kBlock * dim, T(0));
+  for (int64_t t = 0; t < count; ++t) AccumulateBlock<kTranspose>(blocks[t], dense[t], dim, out);
+}
+
+#ifdef TFMODELS_BLOCK_SPARSE_VECTORS
+// float: the same sums, with 4 output rows x 64 dims of accumulators kept in registers across all the slots, so
+// that out is written once and never read (storing and reloading it per slot cost a quarter of the FMA time).
+template <bool kTranspose>
+inline void AccumulateSlotsFloat(const float* const* blocks, const float* const* dense, int64_t count,
+                                 int64_t dim, float* out) {
+  const int64_t full = dim / 64 * 64;
+  for (int p0 = 0; p0 < kBlock; p0 += 4) {
+    for (int64_t d0 = 0; d0 < full; d0 += 64) {
+      Vec16 a00 = {}, a01 = {}, a02 = {}, a03 = {}, a10 = {}, a11 = {}, a12 = {}, a13 = {};
+      Vec16 a20 = {}, a21 = {}, a22 = {}, a23 = {}, a30 = {}, a31 = {}, a32 = {}, a33 = {};
+      for (int64_t t = 0; t < count; ++t) {
+        const float* block = blocks[t];
+        const float* src = dense[t] + d0;
+        for (int q = 0; q < kBlock; ++q, src += dim) {
+          const Vec16 x0 = LoadReg(src), x1 = LoadReg(src + 16), x2 = LoadReg(src + 32), x3 = LoadReg(src + 48);
+          float w;
+          w = BlockWeight<kTranspose>(block, p0 + 0, q); a00 += w * x0; a01 += w * x1; a02 += w * x2; a03 += w * x3;
+          w = BlockWeight<kTranspose>(block, p0 + 1, q); a10 += w * x0; a11 += w * x1; a12 += w * x2; a13 += w * x3;
+          w = BlockWeight<kTranspose>(block, p0 + 2, q); a20 += w * x0; a21 += w * x1; a22 += w * x2; a23 += w * x3;
+          w = BlockWeight<kTranspose>(block, p0 + 3, q); a30 += w * x0; a31 += w * x1; a32 += w * x2; a33 += w * x3;
+        }
+      }
+      float* o0 = out + (p0 + 0) * dim + d0;
+      float* o1 = out + (p0 + 1) * dim + d0;
+      float* o2 = out + (p0 + 2) * dim + d0;
+      float* o3 = out + (p0 + 3) * dim + d0;
+      StoreVec(o0, a00); StoreVec(o0 + 16, a01); StoreVec(o0 + 32, a02); StoreVec(o0 + 48, a03);
+      StoreVec(o1, a10); StoreVec(o1 + 16, a11); StoreVec(o1 + 32, a12); StoreVec(o1 + 48, a13);
+      StoreVec(o2, a20); StoreVec(o2 + 16, a21); StoreVec(o2 + 32, a22); StoreVec(o2 + 48, a23);
+      StoreVec(o3, a30); StoreVec(o3 + 16, a31); StoreVec(o3 + 32, a32); StoreVec(o3 + 48, a33);
+    }
+    for (int r = 0; r < 4 && full < dim; ++r) {  // remaining dims (< 64)
+      float* o = out + (p0 + r) * dim;
+      std::fill(o + full, o + dim, 0.0f);
+      for (int64_t t = 0; t < count; ++t) {
+        for (int q = 0; q < kBlock; ++q) {
+          const float w = BlockWeight<kTranspose>(blocks[t], p0 + r, q);
+          const float* src = dense[t] + q * dim;
+          for (int64_t d = full; d < dim; ++d) o[d] += w * src[d];
+        }
+      }
     }
   }
 }
 
-// dS = (gO_r v_c^T + gN_r) * A for one slot (a = A on entry, dS on exit); vt: v_c transposed [dim_v][32].
-// Returns scale * dS (the gradient with respect to the unscaled product q_r k_c^T) in a.
-template <typename T>
-inline void ScoreGrad(const T* grad_out_rows, const T* vt, const T* grad_norm_rows, int64_t dim_v, T scale, T* a,
-                      T* work) {
-  BlockABt(grad_out_rows, vt, dim_v, work);
-  for (int i = 0; i < kBlock; ++i) {
-    const T g = grad_norm_rows != nullptr ? grad_norm_rows[i] : T(0);
-#pragma GCC ivdep
-    for (int j = 0; j < kBlock; ++j) a[i * kBlock + j] *= (work[i * kBlock + j] + g) * scale;
-  }
+template <>
+inline void AccumulateSlots<false, float>(const float* const* blocks, const float* const* dense, int64_t count,
+                                          int64_t dim, float* out) {
+  AccumulateSlotsFloat<false>(blocks, dense, count, dim, out);
 }
+template <>
+inline void AccumulateSlots<true, float>(const float* const* blocks, const float* const* dense, int64_t count,
+                                         int64_t dim, float* out) {
+  AccumulateSlotsFloat<true>(blocks, dense, count, dim, out);
+}
+#endif
 
 struct AttentionShape {
   int64_t batch, num_row_blocks, num_col_blocks, dim, dim_v, num_slots;
   double scale;
 };
 
-// Forward. key_t: scratch of batch * num_col_blocks * 32 * dim (key tiles transposed here).
+// Forward: per row block, the key-major scores of its slots (kept in a per-thread buffer), their row max, then
+// A = exp(S - m) * mask in place, norm = its row sums and out = A v over the slots.
 template <typename T, typename ParallelFor>
 void Attention(const ParallelFor& parallel_for, const AttentionShape& sh, const T* query, const T* key,
-               const T* value, const T* key_mask, const int32_t* indices, T* out, T* norm, T* row_max, T* key_t) {
+               const T* value, const T* key_mask, const int32_t* indices, T* out, T* norm, T* row_max) {
   const int64_t R = sh.num_row_blocks, C = sh.num_col_blocks, D = sh.dim, E = sh.dim_v, K = sh.num_slots;
   const T scale = static_cast<T>(sh.scale);
-  TransposeTiles(parallel_for, key, key_t, sh.batch * C, D);
   SlotGroups groups;
   GroupSlots(parallel_for, indices, sh.batch, K, C, R, false, &groups);
   const int64_t per_row = R > 0 ? (K + R - 1) / R : 0;
   parallel_for(sh.batch * R, (2 * kBlockArea * (D + E) + 40 * kBlockArea) * std::max<int64_t>(per_row, 1),
                [&](int64_t begin, int64_t end) {
-    std::vector<T> scores;
+    std::vector<T> query_t(D * kBlock), scores;
+    std::vector<const T*> weights, values;
     alignas(64) T acc[kBlockArea];
     for (int64_t n = begin; n < end; ++n) {
-      const int64_t bi = n / R, r = n % R;
-      const int32_t* first = groups.begin(bi, r);
-      const int64_t count = groups.end(bi, r) - first;
-      T* o = out + n * kBlock * E;
+      const int64_t bi = n / R;
+      const int32_t* first = groups.begin(bi, n % R);
+      const int64_t count = groups.end(bi, n % R) - first;
       T* nm = norm + n * kBlock;
       T* mx = row_max + n * kBlock;
-      std::fill(o, o + kBlock * E, T(0));
       if (count == 0) {
-        for (int i = 0; i < kBlock; ++i) {
-          nm[i] = T(0);
-          mx[i] = -std::numeric_limits<T>::infinity();
-        }
+        std::fill(out + n * kBlock * E, out + (n + 1) * kBlock * E, T(0));
+        std::fill(nm, nm + kBlock, T(0));
+        std::fill(mx, mx + kBlock, -std::numeric_limits<T>::infinity());
         continue;
       }
+      TransposeTile(query + n * kBlock * D, D, query_t.data());
       scores.resize(count * kBlockArea);
-      const T* q_rows = query + n * kBlock * D;
+      weights.resize(count);
+      values.resize(count);
       for (int64_t t = 0; t < count; ++t) {
-        const int64_t c = indices[bi * K + first[t]] % C;
-        T* block = scores.data() + t * kBlockArea;
-        BlockABt(q_rows, key_t + (bi * C + c) * kBlock * D, D, block);
-        ScaleScores(block, scale, key_mask != nullptr ? key_mask + (bi * C + c) * kBlock : nullptr);
+        const int64_t tile = bi * C + indices[bi * K + first[t]] % C;
+        T* x = scores.data() + t * kBlockArea;
+        SlotScores(key + tile * kBlock * D, query_t.data(), D, scale,
+                   key_mask != nullptr ? key_mask + tile * kBlock : nullptr, x);
+        if (t == 0) {
+          std::copy(x, x + kBlockArea, acc);
+        } else {
+          CombineBlock<true>(x, acc);
+        }
+        weights[t] = x;
+        values[t] = value + tile * kBlock * E;
       }
-      // Row maxima over all the row block's slots (before masking, as the reference).
-      std::copy(scores.data(), scores.data() + kBlockArea, acc);
-      for (int64_t t = 1; t < count; ++t) {
-        const T* block = scores.data() + t * kBlockArea;
-#pragma GCC ivdep
-        for (int64_t e = 0; e < kBlockArea; ++e) acc[e] = Combine<true>(acc[e], block[e]);
-      }
-      ReduceRows<true>(acc, mx);
+      ReduceLines<true>(acc, mx);  // over all the row block's slots, before masking (as the reference)
       std::fill(acc, acc + kBlockArea, T(0));
       for (int64_t t = 0; t < count; ++t) {
-        const int64_t c = indices[bi * K + first[t]] % C;
-        T* a = scores.data() + t * kBlockArea;
-        ExpShiftMask(a, mx, key_mask != nullptr ? key_mask + (bi * C + c) * kBlock : nullptr);
-#pragma GCC ivdep
-        for (int64_t e = 0; e < kBlockArea; ++e) acc[e] += a[e];
-        AccumulateBlock<false>(a, value + (bi * C + c) * kBlock * E, E, o);
+        const int64_t tile = bi * C + indices[bi * K + first[t]] % C;
+        T* x = scores.data() + t * kBlockArea;
+        ExpShiftMask(x, mx, key_mask != nullptr ? key_mask + tile * kBlock : nullptr);
+        CombineBlock<false>(x, acc);
       }
-      ReduceRows<false>(acc, nm);
+      ReduceLines<false>(acc, nm);
+      AccumulateSlots<true>(weights.data(), values.data(), count, E, out + n * kBlock * E);
     }
   });
 }
 
-// Backward. key_t, value_t: scratch of batch * num_col_blocks * 32 * dim (resp. dim_v). grad_norm may be nullptr.
+// Backward, in two passes that share per-slot blocks through slot_blocks (scratch of 2 * batch * num_slots * 32 *
+// 32 values, no zeroing needed), so that A and dS are computed once per slot:
+//   per row block:    A and scale * dS of each of its slots (stored), d query = sum dS k;
+//   per column block: d key = sum dS^T q and d value = sum A^T d out over its slots (read back).
+// A masked key has A = 0, hence dS = 0: its gradients vanish as through the reference's key * mask.
+// grad_norm may be nullptr.
 template <typename T, typename ParallelFor>
 void AttentionGrad(const ParallelFor& parallel_for, const AttentionShape& sh, const T* query, const T* key,
                    const T* value, const T* key_mask, const int32_t* indices, const T* row_max, const T* grad_out,
-                   const T* grad_norm, T* grad_query, T* grad_key, T* grad_value, T* key_t, T* value_t) {
+                   const T* grad_norm, T* grad_query, T* grad_key, T* grad_value, T* slot_blocks) {
   const int64_t R = sh.num_row_blocks, C = sh.num_col_blocks, D = sh.dim, E = sh.dim_v, K = sh.num_slots;
   const T scale = static_cast<T>(sh.scale);
-  TransposeTiles(parallel_for, key, key_t, sh.batch * C, D);
-  TransposeTiles(parallel_for, value, value_t, sh.batch * C, E);
-  // A and scale * dS of one slot, recomputed where needed (no block is kept between the passes). A masked key has
-  // A = 0, hence dS = 0: its gradients vanish as through the reference's key * mask.
-  auto slot_grad = [&](int64_t bi, int64_t r, int64_t c, T* a, T* work) {
-    const T* mask = key_mask != nullptr ? key_mask + (bi * C + c) * kBlock : nullptr;
-    BlockABt(query + (bi * R + r) * kBlock * D, key_t + (bi * C + c) * kBlock * D, D, a);
-    ScaleScores(a, scale, mask);
-    ExpShiftMask(a, row_max + (bi * R + r) * kBlock, mask);
-    std::copy(a, a + kBlockArea, work + kBlockArea);  // keep A
-    ScoreGrad(grad_out + (bi * R + r) * kBlock * E, value_t + (bi * C + c) * kBlock * E,
-              grad_norm != nullptr ? grad_norm + (bi * R + r) * kBlock : nullptr, E, scale, a, work);
-  };
-  const int64_t cost = (6 * kBlockArea * (D + E) + 40 * kBlockArea) * std::max<int64_t>(R > 0 ? (K + R - 1) / R : 0, 1);
-  {  // d query, per row block
+  T* const weights = slot_blocks;                                     // A, key-major, per slot
+  T* const score_grads = slot_blocks + sh.batch * K * kBlockArea;     // scale * dS, key-major, per slot
+  const int64_t per_row = std::max<int64_t>(R > 0 ? (K + R - 1) / R : 0, 1);
+  const int64_t per_col = std::max<int64_t>(C > 0 ? (K + C - 1) / C : 0, 1);
+  {  // d query, per row block (and the slots' A and dS)
     SlotGroups groups;
     GroupSlots(parallel_for, indices, sh.batch, K, C, R, false, &groups);
-    parallel_for(sh.batch * R, cost, [&](int64_t begin, int64_t end) {
-      alignas(64) T a[kBlockArea];
-      alignas(64) T work[2 * kBlockArea];
+    parallel_for(sh.batch * R, (6 * kBlockArea * (D + E) + 40 * kBlockArea) * per_row,
+                 [&](int64_t begin, int64_t end) {
+      std::vector<T> query_t(D * kBlock), grad_out_t(E * kBlock);
+      std::vector<const T*> grads, keys;
       for (int64_t n = begin; n < end; ++n) {
-        const int64_t bi = n / R, r = n % R;
-        T* gq = grad_query + n * kBlock * D;
-        std::fill(gq, gq + kBlock * D, T(0));
-        for (const int32_t* s = groups.begin(bi, r); s != groups.end(bi, r); ++s) {
-          const int64_t c = indices[bi * K + *s] % C;
-          slot_grad(bi, r, c, a, work);
-          AccumulateBlock<false>(a, key + (bi * C + c) * kBlock * D, D, gq);
+        const int64_t bi = n / R;
+        const int32_t* first = groups.begin(bi, n % R);
+        const int64_t count = groups.end(bi, n % R) - first;
+        grads.resize(count);
+        keys.resize(count);
+        if (count > 0) {
+          TransposeTile(query + n * kBlock * D, D, query_t.data());
+          TransposeTile(grad_out + n * kBlock * E, E, grad_out_t.data());
         }
+        for (int64_t t = 0; t < count; ++t) {
+          const int64_t slot = bi * K + first[t], tile = bi * C + indices[slot] % C;
+          const T* mask = key_mask != nullptr ? key_mask + tile * kBlock : nullptr;
+          T* a = weights + slot * kBlockArea;
+          T* ds = score_grads + slot * kBlockArea;
+          SlotScores(key + tile * kBlock * D, query_t.data(), D, scale, mask, a);
+          ExpShiftMask(a, row_max + n * kBlock, mask);
+          BlockABt(value + tile * kBlock * E, grad_out_t.data(), E, ds);
+          ScoreGrad(a, grad_norm != nullptr ? grad_norm + n * kBlock : nullptr, scale, ds);
+          grads[t] = ds;
+          keys[t] = key + tile * kBlock * D;
+        }
+        AccumulateSlots<true>(grads.data(), keys.data(), count, D, grad_query + n * kBlock * D);
       }
     });
   }
   {  // d key and d value, per column block
     SlotGroups groups;
     GroupSlots(parallel_for, indices, sh.batch, K, C, C, true, &groups);
-    parallel_for(sh.batch * C, cost, [&](int64_t begin, int64_t end) {
-      alignas(64) T a[kBlockArea];
-      alignas(64) T work[2 * kBlockArea];
+    parallel_for(sh.batch * C, 4 * kBlockArea * (D + E) * per_col, [&](int64_t begin, int64_t end) {
+      std::vector<const T*> grads, queries, probs, grad_outs;
       for (int64_t n = begin; n < end; ++n) {
-        const int64_t bi = n / C, c = n % C;
-        T* gk = grad_key + n * kBlock * D;
-        T* gv = grad_value + n * kBlock * E;
-        std::fill(gk, gk + kBlock * D, T(0));
-        std::fill(gv, gv + kBlock * E, T(0));
-        for (const int32_t* s = groups.begin(bi, c); s != groups.end(bi, c); ++s) {
-          const int64_t r = indices[bi * K + *s] / C;
-          slot_grad(bi, r, c, a, work);
-          AccumulateBlock<true>(a, query + (bi * R + r) * kBlock * D, D, gk);
-          AccumulateBlock<true>(work + kBlockArea, grad_out + (bi * R + r) * kBlock * E, E, gv);
+        const int64_t bi = n / C;
+        const int32_t* first = groups.begin(bi, n % C);
+        const int64_t count = groups.end(bi, n % C) - first;
+        grads.resize(count);
+        queries.resize(count);
+        probs.resize(count);
+        grad_outs.resize(count);
+        for (int64_t t = 0; t < count; ++t) {
+          const int64_t slot = bi * K + first[t], row = bi * R + indices[slot] / C;
+          grads[t] = score_grads + slot * kBlockArea;
+          queries[t] = query + row * kBlock * D;
+          probs[t] = weights + slot * kBlockArea;
+          grad_outs[t] = grad_out + row * kBlock * E;
         }
+        AccumulateSlots<false>(grads.data(), queries.data(), count, D, grad_key + n * kBlock * D);
+        AccumulateSlots<false>(probs.data(), grad_outs.data(), count, E, grad_value + n * kBlock * E);
       }
     });
   }
