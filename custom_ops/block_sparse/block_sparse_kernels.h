@@ -697,16 +697,17 @@ void Attention(const ParallelFor& parallel_for, const AttentionShape& sh, const 
   });
 }
 
-// Backward, in two passes that share per-slot blocks through slot_blocks (scratch of 2 * batch * num_slots * 32 *
-// 32 values, no zeroing needed), so that A and dS are computed once per slot:
+// Backward of a chunk of batch elements, in two passes that share per-slot blocks through slot_blocks (scratch
+// of 2 * batch * num_slots * 32 * 32 values, no zeroing needed), so that A and dS are computed once per slot:
 //   per row block:    A and scale * dS of each of its slots (stored), d query = sum dS k;
 //   per column block: d key = sum dS^T q and d value = sum A^T d out over its slots (read back).
 // A masked key has A = 0, hence dS = 0: its gradients vanish as through the reference's key * mask.
 // grad_norm may be nullptr.
 template <typename T, typename ParallelFor>
-void AttentionGrad(const ParallelFor& parallel_for, const AttentionShape& sh, const T* query, const T* key,
-                   const T* value, const T* key_mask, const int32_t* indices, const T* row_max, const T* grad_out,
-                   const T* grad_norm, T* grad_query, T* grad_key, T* grad_value, T* slot_blocks) {
+void AttentionGradChunk(const ParallelFor& parallel_for, const AttentionShape& sh, const T* query, const T* key,
+                        const T* value, const T* key_mask, const int32_t* indices, const T* row_max,
+                        const T* grad_out, const T* grad_norm, T* grad_query, T* grad_key, T* grad_value,
+                        T* slot_blocks) {
   const int64_t R = sh.num_row_blocks, C = sh.num_col_blocks, D = sh.dim, E = sh.dim_v, K = sh.num_slots;
   const T scale = static_cast<T>(sh.scale);
   T* const weights = slot_blocks;                                     // A, key-major, per slot
@@ -770,6 +771,34 @@ void AttentionGrad(const ParallelFor& parallel_for, const AttentionShape& sh, co
         AccumulateSlots<false>(probs.data(), grad_outs.data(), count, E, grad_value + n * kBlock * E);
       }
     });
+  }
+}
+
+// Batch elements per chunk of the backward. The scratch holds a chunk's slot blocks; kept to about 8 MB it is
+// mostly still in cache when the column pass reads it back, and small enough for the allocator to reuse rather
+// than map fresh pages on every call (at length 16384, 4 x 2048 slots would need 64 MB).
+inline int64_t GradChunkSize(int64_t batch, int64_t num_slots, int64_t value_size) {
+  const int64_t per_element = std::max<int64_t>(2 * num_slots * kBlockArea * value_size, 1);
+  return std::max<int64_t>(std::min<int64_t>((int64_t{8} << 20) / per_element, batch), 1);
+}
+
+// Backward: AttentionGradChunk over chunks of GradChunkSize(batch, num_slots, sizeof(T)) batch elements;
+// slot_blocks: scratch of 2 * chunk * num_slots * 32 * 32 values.
+template <typename T, typename ParallelFor>
+void AttentionGrad(const ParallelFor& parallel_for, const AttentionShape& sh, const T* query, const T* key,
+                   const T* value, const T* key_mask, const int32_t* indices, const T* row_max, const T* grad_out,
+                   const T* grad_norm, T* grad_query, T* grad_key, T* grad_value, T* slot_blocks) {
+  const int64_t chunk = GradChunkSize(sh.batch, sh.num_slots, sizeof(T));
+  const int64_t query_size = sh.num_row_blocks * kBlock, key_size = sh.num_col_blocks * kBlock;
+  for (int64_t b = 0; b < sh.batch; b += chunk) {
+    AttentionShape part = sh;
+    part.batch = std::min(chunk, sh.batch - b);
+    AttentionGradChunk(parallel_for, part, query + b * query_size * sh.dim, key + b * key_size * sh.dim,
+                       value + b * key_size * sh.dim_v, key_mask != nullptr ? key_mask + b * key_size : nullptr,
+                       indices + b * sh.num_slots, row_max + b * query_size, grad_out + b * query_size * sh.dim_v,
+                       grad_norm != nullptr ? grad_norm + b * query_size : nullptr,
+                       grad_query + b * query_size * sh.dim, grad_key + b * key_size * sh.dim,
+                       grad_value + b * key_size * sh.dim_v, slot_blocks);
   }
 }
 
