@@ -96,13 +96,69 @@ void GroupSlots(const ParallelFor& parallel_for, const int32_t* indices, int64_t
   });
 }
 
+// Software prefetch of a list of memory ranges into L2, one 64-byte line per Step(). The fused attention kernels
+// read each slot's tiles wherever the indices point, which the hardware prefetchers cannot guess, and waited on
+// memory about as long as they computed. Issuing the next target block's lines one per inner-loop iteration of
+// the current block's kernels overlaps the two (a burst of prefetches up front does not: it stalls the loads).
+class LinePrefetcher {
+ public:
+  void Clear() {
+    count_ = 0;
+    next_ = 0;
+    line_ = end_ = nullptr;
+  }
+  // Lines of [p, p + bytes) are requested after those added before; for_write: they will be overwritten.
+  void Add(const void* p, int64_t bytes, bool for_write = false) {
+    if (count_ < kMaxRanges) ranges_[count_++] = Range{static_cast<const char*>(p), bytes, for_write};
+  }
+  void Step() {
+    if (line_ == end_ && !NextRange()) return;
+#if defined(__GNUC__)
+    if (write_) {
+      __builtin_prefetch(line_, 1, 1);
+    } else {
+      __builtin_prefetch(line_, 0, 1);
+    }
+#endif
+    line_ += 64;
+    if (line_ > end_) line_ = end_;
+  }
+
+ private:
+  struct Range {
+    const char* begin;
+    int64_t bytes;
+    bool for_write;
+  };
+  static constexpr int kMaxRanges = 64;
+  bool NextRange() {
+    if (next_ >= count_) return false;
+    const Range& r = ranges_[next_++];
+    line_ = r.begin;
+    end_ = r.begin + r.bytes;
+    write_ = r.for_write;
+    return true;
+  }
+  Range ranges_[kMaxRanges];
+  int count_ = 0, next_ = 0;
+  const char* line_ = nullptr;
+  const char* end_ = nullptr;
+  bool write_ = false;
+};
+
+// Steps prefetch (may be nullptr) once.
+inline void PrefetchStep(LinePrefetcher* prefetch) {
+  if (prefetch != nullptr) prefetch->Step();
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Sddmm: dense x dense -> selected blocks.
 
 // out[32][32] = a_block[32][dim] x b_block[32][dim]^T, with b_block given transposed: bt[dim][32].
 // Register-blocked: 8 output rows x 32 columns of accumulators, one broadcast a value per (row, d).
+// prefetch (may be nullptr) is stepped once per d of each row group.
 template <typename T>
-inline void BlockABt(const T* a_block, const T* bt, int64_t dim, T* out) {
+inline void BlockABt(const T* a_block, const T* bt, int64_t dim, T* out, LinePrefetcher* prefetch = nullptr) {
   constexpr int kRows = 8;
   for (int i0 = 0; i0 < kBlock; i0 += kRows) {
     T acc[kRows][kBlock];
@@ -110,6 +166,7 @@ inline void BlockABt(const T* a_block, const T* bt, int64_t dim, T* out) {
       for (int j = 0; j < kBlock; ++j) acc[r][j] = T(0);
     const T* a_rows = a_block + i0 * dim;
     for (int64_t d = 0; d < dim; ++d) {
+      PrefetchStep(prefetch);
       const T* brow = bt + d * kBlock;
       T v[kRows];
       for (int r = 0; r < kRows; ++r) v[r] = a_rows[r * dim + d];
@@ -149,12 +206,14 @@ inline Vec16 LoadReg(const float* p) {
 }
 
 template <>
-inline void BlockABt<float>(const float* a_block, const float* bt, int64_t dim, float* out) {
+inline void BlockABt<float>(const float* a_block, const float* bt, int64_t dim, float* out,
+                            LinePrefetcher* prefetch) {
   for (int i0 = 0; i0 < kBlock; i0 += 8) {
     Vec16 c00 = {}, c01 = {}, c10 = {}, c11 = {}, c20 = {}, c21 = {}, c30 = {}, c31 = {};
     Vec16 c40 = {}, c41 = {}, c50 = {}, c51 = {}, c60 = {}, c61 = {}, c70 = {}, c71 = {};
     const float* a = a_block + i0 * dim;
     for (int64_t d = 0; d < dim; ++d) {
+      PrefetchStep(prefetch);
       const Vec16 b0 = LoadVec(bt + d * kBlock), b1 = LoadVec(bt + d * kBlock + 16);
       float v;
       v = a[d];           c00 += v * b0; c01 += v * b1;
@@ -551,8 +610,9 @@ inline void TransposeTile(const T* src, int64_t dim, T* dst) {
 
 // Scores of one slot, key-major: X = scale * k_c q_r^T with masked keys scoring 0. query_t: q_r as [dim][32].
 template <typename T>
-inline void SlotScores(const T* key_rows, const T* query_t, int64_t dim, T scale, const T* mask, T* x) {
-  BlockABt(key_rows, query_t, dim, x);
+inline void SlotScores(const T* key_rows, const T* query_t, int64_t dim, T scale, const T* mask, T* x,
+                       LinePrefetcher* prefetch) {
+  BlockABt(key_rows, query_t, dim, x, prefetch);
   ScaleScores(x, scale, mask);
 }
 
@@ -570,10 +630,15 @@ inline void ScoreGrad(const T* a, const T* grad_norm_rows, T scale, T* p) {
 
 // out[32][dim] = sum over t < count of op(blocks[t]) x dense[t] (each [32][dim]), op as in AccumulateBlock: the
 // slots in order, each over its 32 source rows in order. Generic version: repeated AccumulateBlock.
+// prefetch (may be nullptr) is stepped once per slot and source row of each group of output rows.
 template <bool kTranspose, typename T>
-inline void AccumulateSlots(const T* const* blocks, const T* const* dense, int64_t count, int64_t dim, T* out) {
+inline void AccumulateSlots(const T* const* blocks, const T* const* dense, int64_t count, int64_t dim, T* out,
+                            LinePrefetcher* prefetch = nullptr) {
   std::fill(out, out + kBlock * dim, T(0));
-  for (int64_t t = 0; t < count; ++t) AccumulateBlock<kTranspose>(blocks[t], dense[t], dim, out);
+  for (int64_t t = 0; t < count; ++t) {
+    for (int q = 0; q < 4 * kBlock; ++q) PrefetchStep(prefetch);
+    AccumulateBlock<kTranspose>(blocks[t], dense[t], dim, out);
+  }
 }
 
 #ifdef TFMODELS_BLOCK_SPARSE_VECTORS
@@ -581,7 +646,7 @@ inline void AccumulateSlots(const T* const* blocks, const T* const* dense, int64
 // that out is written once and never read (storing and reloading it per slot cost a quarter of the FMA time).
 template <bool kTranspose>
 inline void AccumulateSlotsFloat(const float* const* blocks, const float* const* dense, int64_t count,
-                                 int64_t dim, float* out) {
+                                 int64_t dim, float* out, LinePrefetcher* prefetch) {
   const int64_t full = dim / 64 * 64;
   for (int p0 = 0; p0 < kBlock; p0 += 4) {
     for (int64_t d0 = 0; d0 < full; d0 += 64) {
@@ -591,6 +656,7 @@ inline void AccumulateSlotsFloat(const float* const* blocks, const float* const*
         const float* block = blocks[t];
         const float* src = dense[t] + d0;
         for (int q = 0; q < kBlock; ++q, src += dim) {
+          PrefetchStep(prefetch);
           const Vec16 x0 = LoadReg(src), x1 = LoadReg(src + 16), x2 = LoadReg(src + 32), x3 = LoadReg(src + 48);
           float w;
           w = BlockWeight<kTranspose>(block, p0 + 0, q); a00 += w * x0; a01 += w * x1; a02 += w * x2; a03 += w * x3;
@@ -624,13 +690,13 @@ inline void AccumulateSlotsFloat(const float* const* blocks, const float* const*
 
 template <>
 inline void AccumulateSlots<false, float>(const float* const* blocks, const float* const* dense, int64_t count,
-                                          int64_t dim, float* out) {
-  AccumulateSlotsFloat<false>(blocks, dense, count, dim, out);
+                                          int64_t dim, float* out, LinePrefetcher* prefetch) {
+  AccumulateSlotsFloat<false>(blocks, dense, count, dim, out, prefetch);
 }
 template <>
 inline void AccumulateSlots<true, float>(const float* const* blocks, const float* const* dense, int64_t count,
-                                         int64_t dim, float* out) {
-  AccumulateSlotsFloat<true>(blocks, dense, count, dim, out);
+                                         int64_t dim, float* out, LinePrefetcher* prefetch) {
+  AccumulateSlotsFloat<true>(blocks, dense, count, dim, out, prefetch);
 }
 #endif
 
@@ -649,12 +715,24 @@ void Attention(const ParallelFor& parallel_for, const AttentionShape& sh, const 
   SlotGroups groups;
   GroupSlots(parallel_for, indices, sh.batch, K, C, R, false, &groups);
   const int64_t per_row = R > 0 ? (K + R - 1) / R : 0;
+  auto prefetch_row = [&](int64_t n, LinePrefetcher* prefetch) {  // the tiles row block n reads
+    const int64_t bi = n / R;
+    prefetch->Add(query + n * kBlock * D, kBlock * D * sizeof(T));
+    for (const int32_t* s = groups.begin(bi, n % R); s != groups.end(bi, n % R); ++s) {
+      const int64_t tile = bi * C + indices[bi * K + *s] % C;
+      prefetch->Add(key + tile * kBlock * D, kBlock * D * sizeof(T));
+      prefetch->Add(value + tile * kBlock * E, kBlock * E * sizeof(T));
+    }
+  };
   parallel_for(sh.batch * R, (2 * kBlockArea * (D + E) + 40 * kBlockArea) * std::max<int64_t>(per_row, 1),
                [&](int64_t begin, int64_t end) {
     std::vector<T> query_t(D * kBlock), scores;
     std::vector<const T*> weights, values;
     alignas(64) T acc[kBlockArea];
+    LinePrefetcher prefetch;
     for (int64_t n = begin; n < end; ++n) {
+      prefetch.Clear();
+      if (n + 1 < end) prefetch_row(n + 1, &prefetch);
       const int64_t bi = n / R;
       const int32_t* first = groups.begin(bi, n % R);
       const int64_t count = groups.end(bi, n % R) - first;
@@ -674,7 +752,7 @@ void Attention(const ParallelFor& parallel_for, const AttentionShape& sh, const 
         const int64_t tile = bi * C + indices[bi * K + first[t]] % C;
         T* x = scores.data() + t * kBlockArea;
         SlotScores(key + tile * kBlock * D, query_t.data(), D, scale,
-                   key_mask != nullptr ? key_mask + tile * kBlock : nullptr, x);
+                   key_mask != nullptr ? key_mask + tile * kBlock : nullptr, x, &prefetch);
         if (t == 0) {
           std::copy(x, x + kBlockArea, acc);
         } else {
@@ -692,7 +770,7 @@ void Attention(const ParallelFor& parallel_for, const AttentionShape& sh, const 
         CombineBlock<false>(x, acc);
       }
       ReduceLines<false>(acc, nm);
-      AccumulateSlots<true>(weights.data(), values.data(), count, E, out + n * kBlock * E);
+      AccumulateSlots<true>(weights.data(), values.data(), count, E, out + n * kBlock * E, &prefetch);
     }
   });
 }
@@ -717,11 +795,26 @@ void AttentionGradChunk(const ParallelFor& parallel_for, const AttentionShape& s
   {  // d query, per row block (and the slots' A and dS)
     SlotGroups groups;
     GroupSlots(parallel_for, indices, sh.batch, K, C, R, false, &groups);
+    auto prefetch_row = [&](int64_t n, LinePrefetcher* prefetch) {  // what row block n reads and writes
+      const int64_t bi = n / R;
+      prefetch->Add(query + n * kBlock * D, kBlock * D * sizeof(T));
+      prefetch->Add(grad_out + n * kBlock * E, kBlock * E * sizeof(T));
+      for (const int32_t* s = groups.begin(bi, n % R); s != groups.end(bi, n % R); ++s) {
+        const int64_t slot = bi * K + *s, tile = bi * C + indices[slot] % C;
+        prefetch->Add(key + tile * kBlock * D, kBlock * D * sizeof(T));
+        prefetch->Add(value + tile * kBlock * E, kBlock * E * sizeof(T));
+        prefetch->Add(weights + slot * kBlockArea, kBlockArea * sizeof(T), true);
+        prefetch->Add(score_grads + slot * kBlockArea, kBlockArea * sizeof(T), true);
+      }
+    };
     parallel_for(sh.batch * R, (6 * kBlockArea * (D + E) + 40 * kBlockArea) * per_row,
                  [&](int64_t begin, int64_t end) {
       std::vector<T> query_t(D * kBlock), grad_out_t(E * kBlock);
       std::vector<const T*> grads, keys;
+      LinePrefetcher prefetch;
       for (int64_t n = begin; n < end; ++n) {
+        prefetch.Clear();
+        if (n + 1 < end) prefetch_row(n + 1, &prefetch);
         const int64_t bi = n / R;
         const int32_t* first = groups.begin(bi, n % R);
         const int64_t count = groups.end(bi, n % R) - first;
@@ -736,23 +829,39 @@ void AttentionGradChunk(const ParallelFor& parallel_for, const AttentionShape& s
           const T* mask = key_mask != nullptr ? key_mask + tile * kBlock : nullptr;
           T* a = weights + slot * kBlockArea;
           T* ds = score_grads + slot * kBlockArea;
-          SlotScores(key + tile * kBlock * D, query_t.data(), D, scale, mask, a);
+          SlotScores(key + tile * kBlock * D, query_t.data(), D, scale, mask, a, &prefetch);
           ExpShiftMask(a, row_max + n * kBlock, mask);
-          BlockABt(value + tile * kBlock * E, grad_out_t.data(), E, ds);
+          BlockABt(value + tile * kBlock * E, grad_out_t.data(), E, ds, &prefetch);
           ScoreGrad(a, grad_norm != nullptr ? grad_norm + n * kBlock : nullptr, scale, ds);
           grads[t] = ds;
           keys[t] = key + tile * kBlock * D;
         }
-        AccumulateSlots<true>(grads.data(), keys.data(), count, D, grad_query + n * kBlock * D);
+        AccumulateSlots<true>(grads.data(), keys.data(), count, D, grad_query + n * kBlock * D, &prefetch);
       }
     });
   }
   {  // d key and d value, per column block
     SlotGroups groups;
     GroupSlots(parallel_for, indices, sh.batch, K, C, C, true, &groups);
+    auto prefetch_col = [&](int64_t n, LinePrefetcher* prefetch) {  // what column block n reads
+      const int64_t bi = n / C;
+      for (const int32_t* s = groups.begin(bi, n % C); s != groups.end(bi, n % C); ++s) {
+        const int64_t slot = bi * K + *s, row = bi * R + indices[slot] / C;
+        prefetch->Add(score_grads + slot * kBlockArea, kBlockArea * sizeof(T));
+        prefetch->Add(query + row * kBlock * D, kBlock * D * sizeof(T));
+      }
+      for (const int32_t* s = groups.begin(bi, n % C); s != groups.end(bi, n % C); ++s) {
+        const int64_t slot = bi * K + *s, row = bi * R + indices[slot] / C;
+        prefetch->Add(weights + slot * kBlockArea, kBlockArea * sizeof(T));
+        prefetch->Add(grad_out + row * kBlock * E, kBlock * E * sizeof(T));
+      }
+    };
     parallel_for(sh.batch * C, 4 * kBlockArea * (D + E) * per_col, [&](int64_t begin, int64_t end) {
       std::vector<const T*> grads, queries, probs, grad_outs;
+      LinePrefetcher prefetch;
       for (int64_t n = begin; n < end; ++n) {
+        prefetch.Clear();
+        if (n + 1 < end) prefetch_col(n + 1, &prefetch);
         const int64_t bi = n / C;
         const int32_t* first = groups.begin(bi, n % C);
         const int64_t count = groups.end(bi, n % C) - first;
@@ -767,8 +876,8 @@ void AttentionGradChunk(const ParallelFor& parallel_for, const AttentionShape& s
           probs[t] = weights + slot * kBlockArea;
           grad_outs[t] = grad_out + row * kBlock * E;
         }
-        AccumulateSlots<false>(grads.data(), queries.data(), count, D, grad_key + n * kBlock * D);
-        AccumulateSlots<false>(probs.data(), grad_outs.data(), count, E, grad_value + n * kBlock * E);
+        AccumulateSlots<false>(grads.data(), queries.data(), count, D, grad_key + n * kBlock * D, &prefetch);
+        AccumulateSlots<false>(probs.data(), grad_outs.data(), count, E, grad_value + n * kBlock * E, &prefetch);
       }
     });
   }
