@@ -32,6 +32,10 @@
 #include <string>
 #include <vector>
 
+#if defined(__AVX512F__) && !defined(__CUDACC__)
+#include <immintrin.h>
+#endif
+
 namespace tfmodels {
 namespace block_sparse {
 
@@ -538,6 +542,27 @@ typedef int32_t IntVec16 __attribute__((vector_size(64), aligned(4)));
 // time). Outside the no-trapping-math region on purpose: the selects are explicit here, and GCC does not inline
 // across different optimize attributes (LoadVec would become a call).
 inline Vec16 ExpApprox(Vec16 x) {
+#if defined(__AVX512F__)
+  // The same arithmetic with AVX-512's floor (vrndscaleps) and exact y * 2^n (vscalefps) in place of the integer
+  // round trip, and the FMAs GCC contracts the portable version into: bit-identical for x <= 88.3 (the shifted
+  // scores are <= 0), 9 instructions fewer.
+  const __m512 v = reinterpret_cast<__m512>(x);
+  const __mmask16 keep = _mm512_cmp_ps_mask(v, _mm512_set1_ps(-87.3365447504f), _CMP_GE_OQ);
+  __m512 xc = _mm512_max_ps(_mm512_set1_ps(-87.3365447504f), v);  // (lo > x ? lo : x): NaN stays NaN
+  xc = _mm512_min_ps(_mm512_set1_ps(88.3762626647949f), xc);
+  const __m512 fx = _mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f));
+  const __m512 fn = _mm512_roundscale_ps(fx, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  xc = _mm512_fmadd_ps(fn, _mm512_set1_ps(-0.693359375f), xc);
+  xc = _mm512_fmadd_ps(fn, _mm512_set1_ps(2.12194440e-4f), xc);
+  const __m512 z = _mm512_mul_ps(xc, xc);
+  __m512 y = _mm512_fmadd_ps(xc, _mm512_set1_ps(1.9875691500e-4f), _mm512_set1_ps(1.3981999507e-3f));
+  y = _mm512_fmadd_ps(y, xc, _mm512_set1_ps(8.3334519073e-3f));
+  y = _mm512_fmadd_ps(y, xc, _mm512_set1_ps(4.1665795894e-2f));
+  y = _mm512_fmadd_ps(y, xc, _mm512_set1_ps(1.6666665459e-1f));
+  y = _mm512_fmadd_ps(y, xc, _mm512_set1_ps(5.0000001201e-1f));
+  y = _mm512_add_ps(_mm512_fmadd_ps(y, z, xc), _mm512_set1_ps(1.0f));
+  return reinterpret_cast<Vec16>(_mm512_maskz_mov_ps(keep, _mm512_scalef_ps(y, fn)));
+#else
   const float lo = -87.3365447504f, hi = 88.3762626647949f;
   const IntVec16 keep = x >= lo;  // all ones unless the result flushes to 0
   Vec16 xc = x < lo ? lo : x;
@@ -556,6 +581,7 @@ inline Vec16 ExpApprox(Vec16 x) {
   y = y * z + xc + 1.0f;
   const Vec16 scale = reinterpret_cast<Vec16>((n + 127) << 23);
   return reinterpret_cast<Vec16>(reinterpret_cast<IntVec16>(y * scale) & keep);
+#endif
 }
 
 // An overload, not a specialisation: a specialisation would inherit the template's optimize attribute.
@@ -607,6 +633,49 @@ inline void TransposeTile(const T* src, int64_t dim, T* dst) {
   for (int i = 0; i < kBlock; ++i)
     for (int64_t d = 0; d < dim; ++d) dst[d * kBlock + i] = src[i * dim + d];
 }
+
+#if defined(__AVX512F__) && defined(TFMODELS_BLOCK_SPARSE_VECTORS)
+// dst[c][r] = src[r][c] for a 16 x 16 float block (row strides in floats): interleave pairs of rows, then
+// quadruples within 128-bit lanes, then the lanes of four-row groups. About 4x faster than the scalar loop,
+// which ran once per row block (twice in the backward) at about half a BlockABt's time.
+inline void Transpose16x16(const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * src_stride);
+  for (int i = 0; i < 16; i += 2) {  // per lane L: t[i] = rows i, i+1 at columns 4L, 4L+1; t[i+1]: 4L+2, 4L+3
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {  // r[4g + k], lane L: rows 4g..4g+3 at column 4L + k
+    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int k = 0; k < 4; ++k) {  // t[k]: lanes (g0.L0, g0.L2, g1.L0, g1.L2); t[4+k]: the odd lanes; t[8+k], t[12+k]: g2, g3
+    t[k] = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88);
+    t[4 + k] = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xDD);
+    t[8 + k] = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88);
+    t[12 + k] = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xDD);
+  }
+  for (int k = 0; k < 4; ++k) {  // column 4L + k = lane L of groups 0..3
+    r[k] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0x88);
+    r[8 + k] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0xDD);
+    r[4 + k] = _mm512_shuffle_f32x4(t[4 + k], t[12 + k], 0x88);
+    r[12 + k] = _mm512_shuffle_f32x4(t[4 + k], t[12 + k], 0xDD);
+  }
+  for (int c = 0; c < 16; ++c) _mm512_storeu_ps(dst + c * dst_stride, r[c]);
+}
+
+// An overload (preferred for float), in 16 x 16 blocks where dim allows.
+inline void TransposeTile(const float* src, int64_t dim, float* dst) {
+  if (dim % 16 != 0) {
+    TransposeTile<float>(src, dim, dst);
+    return;
+  }
+  for (int i0 = 0; i0 < kBlock; i0 += 16)
+    for (int64_t d0 = 0; d0 < dim; d0 += 16) Transpose16x16(src + i0 * dim + d0, dim, dst + d0 * kBlock + i0, kBlock);
+}
+#endif
 
 // Scores of one slot, key-major: X = scale * k_c q_r^T with masked keys scoring 0. query_t: q_r as [dim][32].
 template <typename T>
@@ -700,6 +769,16 @@ inline void AccumulateSlots<true, float>(const float* const* blocks, const float
 }
 #endif
 
+// Runs fn(0, total) on the calling thread. The attention kernels group their slots with it: that is one cheap
+// pass over the indices, not worth a parallel region (each region ends in a barrier, which costs most when
+// another process holds one of the cores).
+struct InlineFor {
+  template <typename Fn>
+  void operator()(int64_t total, int64_t /*cost_per_unit*/, Fn&& fn) const {
+    if (total > 0) fn(0, total);
+  }
+};
+
 struct AttentionShape {
   int64_t batch, num_row_blocks, num_col_blocks, dim, dim_v, num_slots;
   double scale;
@@ -713,7 +792,7 @@ void Attention(const ParallelFor& parallel_for, const AttentionShape& sh, const 
   const int64_t R = sh.num_row_blocks, C = sh.num_col_blocks, D = sh.dim, E = sh.dim_v, K = sh.num_slots;
   const T scale = static_cast<T>(sh.scale);
   SlotGroups groups;
-  GroupSlots(parallel_for, indices, sh.batch, K, C, R, false, &groups);
+  GroupSlots(InlineFor(), indices, sh.batch, K, C, R, false, &groups);
   const int64_t per_row = R > 0 ? (K + R - 1) / R : 0;
   auto prefetch_row = [&](int64_t n, LinePrefetcher* prefetch) {  // the tiles row block n reads
     const int64_t bi = n / R;
@@ -794,7 +873,7 @@ void AttentionGradChunk(const ParallelFor& parallel_for, const AttentionShape& s
   const int64_t per_col = std::max<int64_t>(C > 0 ? (K + C - 1) / C : 0, 1);
   {  // d query, per row block (and the slots' A and dS)
     SlotGroups groups;
-    GroupSlots(parallel_for, indices, sh.batch, K, C, R, false, &groups);
+    GroupSlots(InlineFor(), indices, sh.batch, K, C, R, false, &groups);
     auto prefetch_row = [&](int64_t n, LinePrefetcher* prefetch) {  // what row block n reads and writes
       const int64_t bi = n / R;
       prefetch->Add(query + n * kBlock * D, kBlock * D * sizeof(T));
@@ -842,7 +921,7 @@ void AttentionGradChunk(const ParallelFor& parallel_for, const AttentionShape& s
   }
   {  // d key and d value, per column block
     SlotGroups groups;
-    GroupSlots(parallel_for, indices, sh.batch, K, C, C, true, &groups);
+    GroupSlots(InlineFor(), indices, sh.batch, K, C, C, true, &groups);
     auto prefetch_col = [&](int64_t n, LinePrefetcher* prefetch) {  // what column block n reads
       const int64_t bi = n / C;
       for (const int32_t* s = groups.begin(bi, n % C); s != groups.end(bi, n % C); ++s) {
