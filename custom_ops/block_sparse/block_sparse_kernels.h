@@ -475,12 +475,13 @@ void RowReduce(const ParallelFor& parallel_for, const T* blocks, const int32_t* 
 // ---------------------------------------------------------------------------------------------------------
 // Fused attention (forward and backward).
 //
-// The per-slot 32 x 32 blocks here are key-major: X[j][i] with j the key position in the slot's column block and
-// i the query position in its row block, i.e. the transpose of S. Why: the scores then come out of BlockABt with
-// the key tile (row-major, straight from the input) as the row operand and only the row block's query tile
-// transposed (32 x dim, once per row block, in L1), so no pass over the whole key/value tensors is needed; and
-// the per-query reductions (row max, norm) and shifts become element-wise over lines of 32. Every sum is still
-// formed in the same order as in the query-major form (slots in index order, then source rows in order).
+// The forward keeps its per-slot 32 x 32 blocks key-major: X[j][i] with j the key position in the slot's column
+// block and i the query position in its row block, i.e. the transpose of S. Why: the scores then come out of
+// BlockABt with the key tile (row-major, straight from the input) as the row operand and only the row block's
+// query tile transposed (once per row block, in L1), and the per-query reductions (row max, norm) and shifts are
+// element-wise over lines of 32. The backward's column pass works the other way round (query-major, the column's
+// key and value tiles transposed once). Every sum is formed in the same order as the plain query-major
+// formulation (slots in index order, then source rows in order): the results do not depend on the layout.
 
 // exp(x) for float, written so that loops over it vectorise (no libm call, no branches): Cephes' expf as in
 // Eigen's vectorised exp (same range reduction and polynomial, about 1 ulp); below -87.3 it returns 0. GCC
@@ -528,6 +529,18 @@ void ExpShiftMask(T* x, const T* m, const T* mask) {
     T* line = x + j * kBlock;
     const T weight = mask != nullptr ? mask[j] : T(1);
     for (int i = 0; i < kBlock; ++i) line[i] = ExpApprox(line[i] - m[i]) * weight;
+  }
+}
+
+
+// Query-major (S[i][j], row i = query position; the backward's column pass): A[i][j] = exp(S[i][j] - m[i]) *
+// mask[j] (mask may be nullptr: all ones), in place.
+template <typename T>
+void ExpShiftMaskQueryMajor(T* s, const T* m, const T* mask) {
+  for (int i = 0; i < kBlock; ++i) {
+    T* line = s + i * kBlock;
+    const T shift = m[i];
+    for (int j = 0; j < kBlock; ++j) line[j] = ExpApprox(line[j] - shift) * (mask != nullptr ? mask[j] : T(1));
   }
 }
 
@@ -592,6 +605,16 @@ inline void ExpShiftMask(float* x, const float* m, const float* mask) {
     const float weight = mask != nullptr ? mask[j] : 1.0f;
     StoreVec(line, ExpApprox(LoadVec(line) - m0) * weight);
     StoreVec(line + 16, ExpApprox(LoadVec(line + 16) - m1) * weight);
+  }
+}
+
+inline void ExpShiftMaskQueryMajor(float* s, const float* m, const float* mask) {
+  const Vec16 w0 = mask != nullptr ? LoadVec(mask) : Vec16{} + 1.0f;
+  const Vec16 w1 = mask != nullptr ? LoadVec(mask + 16) : Vec16{} + 1.0f;
+  for (int i = 0; i < kBlock; ++i) {
+    float* line = s + i * kBlock;
+    StoreVec(line, ExpApprox(LoadVec(line) - m[i]) * w0);
+    StoreVec(line + 16, ExpApprox(LoadVec(line + 16) - m[i]) * w1);
   }
 }
 #endif
@@ -685,15 +708,25 @@ inline void SlotScores(const T* key_rows, const T* query_t, int64_t dim, T scale
   ScaleScores(x, scale, mask);
 }
 
-// scale * dS of one slot, key-major, in place of p: on entry p = v_c gO_r^T, a = A; then
-// dS = A * (p + gN[i]) (grad_norm_rows may be nullptr: 0), times scale (the gradient of the unscaled q k^T).
+// Query-major S[i][j] *= scale * mask[j] (mask may be nullptr: all ones), in place.
 template <typename T>
-inline void ScoreGrad(const T* a, const T* grad_norm_rows, T scale, T* p) {
-  alignas(64) T g[kBlock];
-  for (int i = 0; i < kBlock; ++i) g[i] = grad_norm_rows != nullptr ? grad_norm_rows[i] : T(0);
-  for (int j = 0; j < kBlock; ++j) {
+inline void ScaleScoresQueryMajor(T* s, T scale, const T* mask) {
+  alignas(64) T weight[kBlock];
+  for (int j = 0; j < kBlock; ++j) weight[j] = mask != nullptr ? scale * mask[j] : scale;
+  for (int i = 0; i < kBlock; ++i) {
 #pragma GCC ivdep
-    for (int i = 0; i < kBlock; ++i) p[j * kBlock + i] = a[j * kBlock + i] * ((p[j * kBlock + i] + g[i]) * scale);
+    for (int j = 0; j < kBlock; ++j) s[i * kBlock + j] *= weight[j];
+  }
+}
+
+// scale * dS of one slot, query-major, in place of p: on entry p = gO_r v_c^T and a = A; on exit
+// p = A * (p + gN[i]) * scale (grad_norm_rows may be nullptr: 0), the gradient of the unscaled q k^T.
+template <typename T>
+inline void ScoreGradQueryMajor(const T* a, const T* grad_norm_rows, T scale, T* p) {
+  for (int i = 0; i < kBlock; ++i) {
+    const T g = grad_norm_rows != nullptr ? grad_norm_rows[i] : T(0);
+#pragma GCC ivdep
+    for (int j = 0; j < kBlock; ++j) p[i * kBlock + j] = a[i * kBlock + j] * ((p[i * kBlock + j] + g) * scale);
   }
 }
 
@@ -854,10 +887,13 @@ void Attention(const ParallelFor& parallel_for, const AttentionShape& sh, const 
   });
 }
 
-// Backward of a chunk of batch elements, in two passes that share per-slot blocks through slot_blocks (scratch
-// of 2 * batch * num_slots * 32 * 32 values, no zeroing needed), so that A and dS are computed once per slot:
-//   per row block:    A and scale * dS of each of its slots (stored), d query = sum dS k;
-//   per column block: d key = sum dS^T q and d value = sum A^T d out over its slots (read back).
+// Backward of a chunk of batch elements, in two passes that share scale * dS per slot through slot_blocks
+// (scratch of batch * num_slots * 32 * 32 values, no zeroing needed), so that A and dS are computed once:
+//   per column block: A and dS of each of its slots (query-major, from the column's key and value tiles
+//                     transposed once), d key = sum dS^T q and d value = sum A^T d out; dS stored;
+//   per row block:    d query = sum dS k over its slots (read back).
+// Column pass first: each slot's random reads are then its query and grad-out tiles (needed for d key and d value
+// anyway) plus the key tile in the row pass, and only dS crosses between the passes.
 // A masked key has A = 0, hence dS = 0: its gradients vanish as through the reference's key * mask.
 // grad_norm may be nullptr.
 template <typename T, typename ParallelFor>
@@ -867,28 +903,76 @@ void AttentionGradChunk(const ParallelFor& parallel_for, const AttentionShape& s
                         T* slot_blocks) {
   const int64_t R = sh.num_row_blocks, C = sh.num_col_blocks, D = sh.dim, E = sh.dim_v, K = sh.num_slots;
   const T scale = static_cast<T>(sh.scale);
-  T* const weights = slot_blocks;                                     // A, key-major, per slot
-  T* const score_grads = slot_blocks + sh.batch * K * kBlockArea;     // scale * dS, key-major, per slot
+  T* const score_grads = slot_blocks;  // scale * dS, query-major, per slot
   const int64_t per_row = std::max<int64_t>(R > 0 ? (K + R - 1) / R : 0, 1);
   const int64_t per_col = std::max<int64_t>(C > 0 ? (K + C - 1) / C : 0, 1);
-  {  // d query, per row block (and the slots' A and dS)
+  {  // d key and d value, per column block (and the slots' dS)
     SlotGroups groups;
-    GroupSlots(InlineFor(), indices, sh.batch, K, C, R, false, &groups);
-    auto prefetch_row = [&](int64_t n, LinePrefetcher* prefetch) {  // what row block n reads and writes
-      const int64_t bi = n / R;
-      prefetch->Add(query + n * kBlock * D, kBlock * D * sizeof(T));
-      prefetch->Add(grad_out + n * kBlock * E, kBlock * E * sizeof(T));
-      for (const int32_t* s = groups.begin(bi, n % R); s != groups.end(bi, n % R); ++s) {
-        const int64_t slot = bi * K + *s, tile = bi * C + indices[slot] % C;
-        prefetch->Add(key + tile * kBlock * D, kBlock * D * sizeof(T));
-        prefetch->Add(value + tile * kBlock * E, kBlock * E * sizeof(T));
-        prefetch->Add(weights + slot * kBlockArea, kBlockArea * sizeof(T), true);
+    GroupSlots(InlineFor(), indices, sh.batch, K, C, C, true, &groups);
+    auto prefetch_col = [&](int64_t n, LinePrefetcher* prefetch) {  // what column block n reads and writes
+      const int64_t bi = n / C;
+      prefetch->Add(key + n * kBlock * D, kBlock * D * sizeof(T));
+      prefetch->Add(value + n * kBlock * E, kBlock * E * sizeof(T));
+      for (const int32_t* s = groups.begin(bi, n % C); s != groups.end(bi, n % C); ++s) {
+        const int64_t slot = bi * K + *s, row = bi * R + indices[slot] / C;
+        prefetch->Add(query + row * kBlock * D, kBlock * D * sizeof(T));
+        prefetch->Add(grad_out + row * kBlock * E, kBlock * E * sizeof(T));
         prefetch->Add(score_grads + slot * kBlockArea, kBlockArea * sizeof(T), true);
       }
     };
-    parallel_for(sh.batch * R, (6 * kBlockArea * (D + E) + 40 * kBlockArea) * per_row,
+    parallel_for(sh.batch * C, (4 * kBlockArea * (D + E) + 40 * kBlockArea) * per_col,
                  [&](int64_t begin, int64_t end) {
-      std::vector<T> query_t(D * kBlock), grad_out_t(E * kBlock);
+      std::vector<T> key_t(D * kBlock), value_t(E * kBlock), probs;
+      std::vector<const T*> grads, queries, prob_blocks, grad_outs;
+      LinePrefetcher prefetch;
+      for (int64_t n = begin; n < end; ++n) {
+        prefetch.Clear();
+        if (n + 1 < end) prefetch_col(n + 1, &prefetch);
+        const int64_t bi = n / C;
+        const int32_t* first = groups.begin(bi, n % C);
+        const int64_t count = groups.end(bi, n % C) - first;
+        const T* mask = key_mask != nullptr ? key_mask + n * kBlock : nullptr;
+        probs.resize(count * kBlockArea);
+        grads.resize(count);
+        queries.resize(count);
+        prob_blocks.resize(count);
+        grad_outs.resize(count);
+        if (count > 0) {
+          TransposeTile(key + n * kBlock * D, D, key_t.data());
+          TransposeTile(value + n * kBlock * E, E, value_t.data());
+        }
+        for (int64_t t = 0; t < count; ++t) {
+          const int64_t slot = bi * K + first[t], row = bi * R + indices[slot] / C;
+          T* a = probs.data() + t * kBlockArea;
+          T* ds = score_grads + slot * kBlockArea;
+          BlockABt(query + row * kBlock * D, key_t.data(), D, a, &prefetch);
+          ScaleScoresQueryMajor(a, scale, mask);
+          ExpShiftMaskQueryMajor(a, row_max + row * kBlock, mask);
+          BlockABt(grad_out + row * kBlock * E, value_t.data(), E, ds, &prefetch);
+          ScoreGradQueryMajor(a, grad_norm != nullptr ? grad_norm + row * kBlock : nullptr, scale, ds);
+          grads[t] = ds;
+          queries[t] = query + row * kBlock * D;
+          prob_blocks[t] = a;
+          grad_outs[t] = grad_out + row * kBlock * E;
+        }
+        AccumulateSlots<true>(grads.data(), queries.data(), count, D, grad_key + n * kBlock * D, &prefetch);
+        AccumulateSlots<true>(prob_blocks.data(), grad_outs.data(), count, E, grad_value + n * kBlock * E,
+                              &prefetch);
+      }
+    });
+  }
+  {  // d query, per row block
+    SlotGroups groups;
+    GroupSlots(InlineFor(), indices, sh.batch, K, C, R, false, &groups);
+    auto prefetch_row = [&](int64_t n, LinePrefetcher* prefetch) {  // what row block n reads
+      const int64_t bi = n / R;
+      for (const int32_t* s = groups.begin(bi, n % R); s != groups.end(bi, n % R); ++s) {
+        const int64_t slot = bi * K + *s, tile = bi * C + indices[slot] % C;
+        prefetch->Add(score_grads + slot * kBlockArea, kBlockArea * sizeof(T));
+        prefetch->Add(key + tile * kBlock * D, kBlock * D * sizeof(T));
+      }
+    };
+    parallel_for(sh.batch * R, 2 * kBlockArea * D * per_row, [&](int64_t begin, int64_t end) {
       std::vector<const T*> grads, keys;
       LinePrefetcher prefetch;
       for (int64_t n = begin; n < end; ++n) {
@@ -899,64 +983,12 @@ void AttentionGradChunk(const ParallelFor& parallel_for, const AttentionShape& s
         const int64_t count = groups.end(bi, n % R) - first;
         grads.resize(count);
         keys.resize(count);
-        if (count > 0) {
-          TransposeTile(query + n * kBlock * D, D, query_t.data());
-          TransposeTile(grad_out + n * kBlock * E, E, grad_out_t.data());
-        }
         for (int64_t t = 0; t < count; ++t) {
           const int64_t slot = bi * K + first[t], tile = bi * C + indices[slot] % C;
-          const T* mask = key_mask != nullptr ? key_mask + tile * kBlock : nullptr;
-          T* a = weights + slot * kBlockArea;
-          T* ds = score_grads + slot * kBlockArea;
-          SlotScores(key + tile * kBlock * D, query_t.data(), D, scale, mask, a, &prefetch);
-          ExpShiftMask(a, row_max + n * kBlock, mask);
-          BlockABt(value + tile * kBlock * E, grad_out_t.data(), E, ds, &prefetch);
-          ScoreGrad(a, grad_norm != nullptr ? grad_norm + n * kBlock : nullptr, scale, ds);
-          grads[t] = ds;
+          grads[t] = score_grads + slot * kBlockArea;
           keys[t] = key + tile * kBlock * D;
         }
-        AccumulateSlots<true>(grads.data(), keys.data(), count, D, grad_query + n * kBlock * D, &prefetch);
-      }
-    });
-  }
-  {  // d key and d value, per column block
-    SlotGroups groups;
-    GroupSlots(InlineFor(), indices, sh.batch, K, C, C, true, &groups);
-    auto prefetch_col = [&](int64_t n, LinePrefetcher* prefetch) {  // what column block n reads
-      const int64_t bi = n / C;
-      for (const int32_t* s = groups.begin(bi, n % C); s != groups.end(bi, n % C); ++s) {
-        const int64_t slot = bi * K + *s, row = bi * R + indices[slot] / C;
-        prefetch->Add(score_grads + slot * kBlockArea, kBlockArea * sizeof(T));
-        prefetch->Add(query + row * kBlock * D, kBlock * D * sizeof(T));
-      }
-      for (const int32_t* s = groups.begin(bi, n % C); s != groups.end(bi, n % C); ++s) {
-        const int64_t slot = bi * K + *s, row = bi * R + indices[slot] / C;
-        prefetch->Add(weights + slot * kBlockArea, kBlockArea * sizeof(T));
-        prefetch->Add(grad_out + row * kBlock * E, kBlock * E * sizeof(T));
-      }
-    };
-    parallel_for(sh.batch * C, 4 * kBlockArea * (D + E) * per_col, [&](int64_t begin, int64_t end) {
-      std::vector<const T*> grads, queries, probs, grad_outs;
-      LinePrefetcher prefetch;
-      for (int64_t n = begin; n < end; ++n) {
-        prefetch.Clear();
-        if (n + 1 < end) prefetch_col(n + 1, &prefetch);
-        const int64_t bi = n / C;
-        const int32_t* first = groups.begin(bi, n % C);
-        const int64_t count = groups.end(bi, n % C) - first;
-        grads.resize(count);
-        queries.resize(count);
-        probs.resize(count);
-        grad_outs.resize(count);
-        for (int64_t t = 0; t < count; ++t) {
-          const int64_t slot = bi * K + first[t], row = bi * R + indices[slot] / C;
-          grads[t] = score_grads + slot * kBlockArea;
-          queries[t] = query + row * kBlock * D;
-          probs[t] = weights + slot * kBlockArea;
-          grad_outs[t] = grad_out + row * kBlock * E;
-        }
-        AccumulateSlots<false>(grads.data(), queries.data(), count, D, grad_key + n * kBlock * D, &prefetch);
-        AccumulateSlots<false>(probs.data(), grad_outs.data(), count, E, grad_value + n * kBlock * E, &prefetch);
+        AccumulateSlots<false>(grads.data(), keys.data(), count, D, grad_query + n * kBlock * D, &prefetch);
       }
     });
   }
@@ -966,12 +998,12 @@ void AttentionGradChunk(const ParallelFor& parallel_for, const AttentionShape& s
 // mostly still in cache when the column pass reads it back, and small enough for the allocator to reuse rather
 // than map fresh pages on every call (at length 16384, 4 x 2048 slots would need 64 MB).
 inline int64_t GradChunkSize(int64_t batch, int64_t num_slots, int64_t value_size) {
-  const int64_t per_element = std::max<int64_t>(2 * num_slots * kBlockArea * value_size, 1);
+  const int64_t per_element = std::max<int64_t>(num_slots * kBlockArea * value_size, 1);
   return std::max<int64_t>(std::min<int64_t>((int64_t{8} << 20) / per_element, batch), 1);
 }
 
 // Backward: AttentionGradChunk over chunks of GradChunkSize(batch, num_slots, sizeof(T)) batch elements;
-// slot_blocks: scratch of 2 * chunk * num_slots * 32 * 32 values.
+// slot_blocks: scratch of chunk * num_slots * 32 * 32 values.
 template <typename T, typename ParallelFor>
 void AttentionGrad(const ParallelFor& parallel_for, const AttentionShape& sh, const T* query, const T* key,
                    const T* value, const T* key_mask, const int32_t* indices, const T* row_max, const T* grad_out,

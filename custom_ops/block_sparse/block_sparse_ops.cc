@@ -384,11 +384,11 @@ class AttentionGradCpuOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, query.shape(), &grad_query));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, ctx->input(1).shape(), &grad_key));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, ctx->input(2).shape(), &grad_value));
-    // Per slot A and scale * dS of one chunk of batch elements, passed from the row pass to the column pass.
+    // Per slot scale * dS of one chunk of batch elements, passed from the column pass to the row pass.
     Tensor slot_blocks;
     const int64_t chunk = GradChunkSize(shape.batch, shape.num_slots, sizeof(T));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(::tensorflow::DataTypeToEnum<T>::value,
-                                           TensorShape({2, chunk, shape.num_slots, kBlock, kBlock}), &slot_blocks));
+                                           TensorShape({chunk, shape.num_slots, kBlock, kBlock}), &slot_blocks));
     TfParallelFor pf(ctx);
     AttentionGrad<T>(pf, shape, query.flat<T>().data(), ctx->input(1).flat<T>().data(), ctx->input(2).flat<T>().data(),
                      MaskOrNull<T>(ctx->input(3)), ctx->input(4).flat<int32_t>().data(), row_max.flat<T>().data(),
