@@ -203,7 +203,7 @@ inline void StoreVec(float* p, Vec16 v) { __builtin_memcpy(p, &v, sizeof(v)); }
 // (Zen 4 and similar cores load one 64-byte vector per cycle).
 inline Vec16 LoadReg(const float* p) {
   Vec16 v = LoadVec(p);
-#if defined(__x86_64__)
+#if defined(__x86_64__) && defined(__AVX512F__)  // one zmm register; without AVX-512 a Vec16 is two registers
   asm("" : "+v"(v));
 #endif
   return v;
