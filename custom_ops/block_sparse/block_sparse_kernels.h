@@ -116,7 +116,9 @@ class LinePrefetcher {
     if (count_ < kMaxRanges) ranges_[count_++] = Range{static_cast<const char*>(p), bytes, for_write};
   }
   void Step() {
-    if (line_ == end_ && !NextRange()) return;
+    while (line_ == end_) {
+      if (!NextRange()) return;
+    }
 #if defined(__GNUC__)
     if (write_) {
       __builtin_prefetch(line_, 1, 1);
@@ -124,8 +126,7 @@ class LinePrefetcher {
       __builtin_prefetch(line_, 0, 1);
     }
 #endif
-    line_ += 64;
-    if (line_ > end_) line_ = end_;
+    line_ += std::min<int64_t>(64, end_ - line_);
   }
 
  private:
