@@ -344,12 +344,10 @@ class AttentionCpuOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({shape.batch, query.dim_size(1), shape.dim_v}), &out));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({shape.batch, query.dim_size(1)}), &norm));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({shape.batch, query.dim_size(1)}), &row_max));
-    Tensor key_t;
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(::tensorflow::DataTypeToEnum<T>::value, ctx->input(1).shape(), &key_t));
     TfParallelFor pf(ctx);
     Attention<T>(pf, shape, query.flat<T>().data(), ctx->input(1).flat<T>().data(), ctx->input(2).flat<T>().data(),
                  MaskOrNull<T>(ctx->input(3)), ctx->input(4).flat<int32_t>().data(), out->flat<T>().data(),
-                 norm->flat<T>().data(), row_max->flat<T>().data(), key_t.flat<T>().data());
+                 norm->flat<T>().data(), row_max->flat<T>().data());
   }
 
  private:
@@ -386,15 +384,17 @@ class AttentionGradCpuOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, query.shape(), &grad_query));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, ctx->input(1).shape(), &grad_key));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, ctx->input(2).shape(), &grad_value));
-    Tensor key_t, value_t;
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(::tensorflow::DataTypeToEnum<T>::value, ctx->input(1).shape(), &key_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(::tensorflow::DataTypeToEnum<T>::value, ctx->input(2).shape(), &value_t));
+    // Per slot scale * dS of one chunk of batch elements, passed from the column pass to the row pass.
+    Tensor slot_blocks;
+    const int64_t chunk = GradChunkSize(shape.batch, shape.num_slots, sizeof(T));
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(::tensorflow::DataTypeToEnum<T>::value,
+                                           TensorShape({chunk, shape.num_slots, kBlock, kBlock}), &slot_blocks));
     TfParallelFor pf(ctx);
     AttentionGrad<T>(pf, shape, query.flat<T>().data(), ctx->input(1).flat<T>().data(), ctx->input(2).flat<T>().data(),
                      MaskOrNull<T>(ctx->input(3)), ctx->input(4).flat<int32_t>().data(), row_max.flat<T>().data(),
                      grad_out.flat<T>().data(), grad_norm.NumElements() == 0 ? nullptr : grad_norm.flat<T>().data(),
                      grad_query->flat<T>().data(), grad_key->flat<T>().data(), grad_value->flat<T>().data(),
-                     key_t.flat<T>().data(), value_t.flat<T>().data());
+                     slot_blocks.flat<T>().data());
   }
 
  private:
