@@ -3,7 +3,8 @@ measurement's alone and no framework warms another's caches.
 
 A benchmark script defines measurement functions `def measure_x(**params) -> callable` that build a model and
 return the step to time (a zero-argument function). `measure(spec)` runs one in a subprocess and returns
-{"median_s", "min_s", "peak_mb"}: the median of `repeats` timed calls after `warmup` calls, and the peak resident
+{"median_s", "min_s", "peak_mb"}: the median of `repeats` timed samples after `warmup` calls (a
+sample of a short step repeats it for ~MIN_SAMPLE_S and gives the time per call), and the peak resident
 memory added by the step (warm-up included) over the process's memory after building (Linux VmHWM, reset through clear_refs).
 Compare ratios measured in one run: these machines are noisy (about ±20% run to run).
 """
@@ -17,6 +18,7 @@ import sys
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+MIN_SAMPLE_S = 0.2  # a timed sample lasts at least about this long (short steps are repeated within it)
 
 
 def _status_kb(field):
@@ -45,13 +47,21 @@ def _child(module_name, function_name, params, repeats, warmup):
     # took, so a peak measured after warm-up would miss the step's real working set.
     baseline = _status_kb("VmRSS")
     _reset_peak()
+    last = None
     for _ in range(warmup):
+        start = time.perf_counter()
         step()
+        last = time.perf_counter() - start
+    # A step of a few milliseconds is at the mercy of the scheduler: each timed sample then runs the step
+    # `calls` times back to back (enough for ~MIN_SAMPLE_S, judged by the last warm-up call) and records the
+    # time per call.
+    calls = 1 if last is None else max(1, min(1000, int(MIN_SAMPLE_S / max(last, 1e-6))))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
+        for _ in range(calls):
+            step()
+        times.append((time.perf_counter() - start) / calls)
     peak = _status_kb("VmHWM")
     return {"median_s": statistics.median(times), "min_s": min(times),
             "peak_mb": max(0.0, (peak - baseline) / 1024.0), "rss_mb": peak / 1024.0}
