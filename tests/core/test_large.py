@@ -592,3 +592,30 @@ def test_other_families_load_hf_checkpoints_in_bfloat16_mapped_or_read(name, tmp
         expected = reference(**helpers.torch_inputs(inputs)).logits.numpy()
     got = tf.cast(mapped(**inputs, training=False).logits, tf.float32).numpy()
     assert np.abs(got - expected).max() <= 0.05 * max(1.0, np.abs(expected).max()), np.abs(got - expected).max()
+
+
+@pytest.mark.parametrize("position_embedding_type", ["absolute", "relative_key_query"])
+def test_attention_in_head_chunks_gives_the_same_outputs(monkeypatch, position_embedding_type):
+    """Without output_attentions, dense attention runs a few heads at a time (core.attention.CHUNK_SCORE_BYTES)
+    to bound the score matrices alive at once; outputs equal the all-heads computation (which
+    output_attentions=True forces), with padding, a head mask and per-head relative position scores."""
+    from tfmodels.core import attention as attention_module
+    model = _tiny_model(tfmodels.XLMRobertaXLModel, num_attention_heads=4,
+                        position_embedding_type=position_embedding_type)
+    ids, mask = helpers.padded_ids(2, 9, 99, 1, lengths=[9, 6])
+    head_mask = tf.constant([1.0, 0.5, 0.0, 1.0])
+    calls = []
+    original = attention_module.scaled_dot_product_attention
+
+    def counting(query, *args, **kwargs):
+        calls.append(query.shape[1])
+        return original(query, *args, **kwargs)
+
+    monkeypatch.setattr(attention_module, "CHUNK_SCORE_BYTES", 2 * 9 * 9 * 4)  # one head per chunk
+    monkeypatch.setattr(attention_module, "scaled_dot_product_attention", counting)
+    full = model(input_ids=ids, attention_mask=mask, head_mask=head_mask, output_attentions=True)
+    assert set(calls) == {4}
+    calls.clear()
+    chunked = model(input_ids=ids, attention_mask=mask, head_mask=head_mask)
+    assert 1 in calls and chunked.attentions is None
+    helpers.assert_close(chunked.last_hidden_state, full.last_hidden_state, 1e-6)

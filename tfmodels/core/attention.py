@@ -65,13 +65,31 @@ def merge_heads(x):
     return tf.reshape(x, [batch, seq, heads * dim])
 
 
+CHUNK_SCORE_BYTES = 16 << 20  # float32 scores per head chunk when the attention weights are not needed
+
+
 def scaled_dot_product_attention(query, key, value, additive_mask=None, head_mask=None, dropout=None,
-                                 training=False, extra_scores=None):
+                                 training=False, extra_scores=None, need_probs=True):
     """Dense softmax attention. query/key/value [batch, heads, seq, dim]; returns (context, probs).
 
     extra_scores is added before scaling (relative position terms, as XLM-R-XL does); additive_mask after
     scaling (padding masks, and biases that the reference adds to the scaled scores, as BEiT does).
+
+    With `need_probs=False` (the caller will not return the attention weights) and no dropout in play, heads
+    are processed in chunks whose float32 scores stay under CHUNK_SCORE_BYTES, and probs is None: the same
+    numbers, with the score matrices of a few heads alive at a time instead of all (the largest activations of
+    a long-sequence forward pass). Needs static shapes (always so in eager mode); otherwise one chunk.
     """
+    heads_per_chunk = _heads_per_chunk(query, key) if not need_probs and (dropout is None or not training) \
+        else None
+    if heads_per_chunk is not None:
+        contexts = []
+        for start in range(0, query.shape[1], heads_per_chunk):
+            part = slice(start, start + heads_per_chunk)
+            contexts.append(scaled_dot_product_attention(
+                query[:, part], key[:, part], value[:, part], _heads(additive_mask, part),
+                _heads(head_mask, part), extra_scores=_heads(extra_scores, part))[0])
+        return tf.concat(contexts, axis=1), None
     # The scores come from a helper so that no name here holds them while the softmax runs: stable_softmax
     # can then free them before its float32 work (peak memory of half-precision inference).
     probs = stable_softmax(_scaled_scores(query, key, additive_mask, extra_scores))
@@ -80,6 +98,24 @@ def scaled_dot_product_attention(query, key, value, additive_mask=None, head_mas
     if head_mask is not None:
         probs = probs * head_mask
     return tf.matmul(probs, value), probs
+
+
+def _heads_per_chunk(query, key):
+    """Heads per chunk for chunked attention, or None when one chunk holds them all (or shapes are dynamic)."""
+    batch, heads, query_len = query.shape[:3]
+    key_len = key.shape[2]
+    if None in (batch, heads, query_len, key_len):
+        return None
+    per_head = batch * query_len * key_len * 4
+    chunk = max(1, CHUNK_SCORE_BYTES // max(per_head, 1))
+    return chunk if chunk < heads else None
+
+
+def _heads(tensor, part):
+    """The heads `part` of a [batch, heads, ...] tensor that may broadcast over heads (size 1 there)."""
+    if tensor is None or tensor.shape.rank is None or tensor.shape.rank < 4 or tensor.shape[1] == 1:
+        return tensor
+    return tensor[:, part]
 
 
 def _scaled_scores(query, key, additive_mask, extra_scores):

@@ -86,7 +86,7 @@ class XLMRobertaXLSelfAttention(keras.layers.Layer):
                                                        name="distance_embedding")
 
     def call(self, hidden_states, attention_mask=None, head_mask=None, encoder_hidden_states=None,
-             past_key_value=None, training=False):
+             past_key_value=None, training=False, need_probs=True):
         query = attn.split_heads(self.query(hidden_states), self.num_heads, self.head_dim)
         is_cross = encoder_hidden_states is not None
         if is_cross and past_key_value is not None:
@@ -102,7 +102,8 @@ class XLMRobertaXLSelfAttention(keras.layers.Layer):
         if self.position_embedding_type in ("relative_key", "relative_key_query"):
             extra = self._relative_scores(query, key, past_key_value is not None)
         context, probs = attn.scaled_dot_product_attention(query, key, value, attention_mask, head_mask,
-                                                           self.dropout, training, extra_scores=extra)
+                                                           self.dropout, training, extra_scores=extra,
+                                                           need_probs=need_probs)
         return attn.merge_heads(context), probs, (key, value)
 
     def _relative_scores(self, query, key, has_past):
@@ -141,10 +142,10 @@ class XLMRobertaXLAttention(keras.layers.Layer):
         self.output_ = XLMRobertaXLSelfOutput(config, name="output")
 
     def call(self, hidden_states, attention_mask=None, head_mask=None, encoder_hidden_states=None,
-             past_key_value=None, training=False):
+             past_key_value=None, training=False, need_probs=True):
         normed = self.self_attn_layer_norm(hidden_states)
         context, probs, present = self.self(normed, attention_mask, head_mask, encoder_hidden_states,
-                                            past_key_value, training=training)
+                                            past_key_value, training=training, need_probs=need_probs)
         return self.output_(context, hidden_states, training=training), probs, present
 
 
@@ -173,10 +174,11 @@ class XLMRobertaXLLayer(keras.layers.Layer):
         return self.output_(self.intermediate(self.LayerNorm(attention_output)), attention_output)
 
     def call(self, hidden_states, attention_mask=None, head_mask=None, encoder_hidden_states=None,
-             encoder_attention_mask=None, past_key_value=None, training=False):
+             encoder_attention_mask=None, past_key_value=None, training=False, need_probs=True):
         self_past = past_key_value[:2] if past_key_value is not None else None
         attention_output, self_probs, present = self.attention(
-            hidden_states, attention_mask, head_mask, past_key_value=self_past, training=training)
+            hidden_states, attention_mask, head_mask, past_key_value=self_past, training=training,
+            need_probs=need_probs)
         cross_probs = None
         if self.config.is_decoder and encoder_hidden_states is not None:
             if not self.config.add_cross_attention:
@@ -184,7 +186,7 @@ class XLMRobertaXLLayer(keras.layers.Layer):
             cross_past = past_key_value[2:] if past_key_value is not None and len(past_key_value) == 4 else None
             attention_output, cross_probs, cross_present = self.crossattention(
                 attention_output, encoder_attention_mask, head_mask, encoder_hidden_states, cross_past,
-                training=training)
+                training=training, need_probs=need_probs)
             present = tuple(present) + tuple(cross_present)
         layer_output = apply_chunking(self.feed_forward, self.config.chunk_size_feed_forward, attention_output)
         return layer_output, self_probs, cross_probs, tuple(present)
@@ -209,7 +211,7 @@ class XLMRobertaXLEncoder(keras.layers.Layer):
             hidden_states, probs, cross_probs, present = layers.run_layer(
                 layer_module, self.config.gradient_checkpointing and training and not use_cache,
                 hidden_states, attention_mask, head_masks[i], encoder_hidden_states, encoder_attention_mask,
-                past, training=training)
+                past, training=training, need_probs=output_attentions)
             if use_cache:
                 presents.append(present)
             if output_attentions:
