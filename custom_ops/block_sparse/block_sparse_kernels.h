@@ -12,11 +12,12 @@
 //   RowMax     out[b, r*32+i]    = max over slots of row r and over j of blocks[b,s,i,j]  (-inf: no slot)
 //   RowSum     out[b, r*32+i]    = sum over slots of row r and over j of blocks[b,s,i,j]  (0: no slot)
 //
-// And the fused high-resolution part of MRA attention, which never materialises the selected blocks in memory:
+// And the fused high-resolution part of MRA attention, which needs no block in memory between its steps:
 //   Attention  per row block r, over its slots (r, c):  S = scale * q_r k_c^T * key_mask_c[j] (a masked key
 //              scores 0), m_i = max over slots and j of S[i][j] (-inf: no slot), A = exp(S - m_i) * key_mask_c[j];
-//              out_r = sum A v_c,  norm_i = sum A[i][:],  row_max = m.  AttentionGrad gives d query, d key,
-//              d value for upstream d out and d norm (row_max is a stabilising shift: no gradient).
+//              out_r = sum A v_c,  norm_i = sum A[i][:],  row_max = m, and weights = A per slot (the only
+//              blocks written: for the backward). AttentionGrad gives d query, d key, d value for upstream
+//              d out and d norm from the weights (row_max is a stabilising shift: no gradient).
 //
 // Everything that accumulates is computed per output block, over the slots in index order, so results are
 // deterministic and independent of the number of threads. The CPU code is parallelised through a
@@ -480,8 +481,9 @@ void RowReduce(const ParallelFor& parallel_for, const T* blocks, const int32_t* 
 // block and i the query position in its row block, i.e. the transpose of S. Why: the scores then come out of
 // BlockABt with the key tile (row-major, straight from the input) as the row operand and only the row block's
 // query tile transposed (once per row block, in L1), and the per-query reductions (row max, norm) and shifts are
-// element-wise over lines of 32. The backward's column pass works the other way round (query-major, the column's
-// key and value tiles transposed once). Every sum is formed in the same order as the plain query-major
+// element-wise over lines of 32. The forward hands its A to the backward query-major (each block transposed on
+// its way out), and the backward's column pass works query-major (the column's value tile transposed once).
+// Every sum is formed in the same order as the plain query-major
 // formulation (slots in index order, then source rows in order): the results do not depend on the layout.
 
 // exp(x) for float, written so that loops over it vectorise (no libm call, no branches): Cephes' expf as in
@@ -533,17 +535,6 @@ void ExpShiftMask(T* x, const T* m, const T* mask) {
   }
 }
 
-
-// Query-major (S[i][j], row i = query position; the backward's column pass): A[i][j] = exp(S[i][j] - m[i]) *
-// mask[j] (mask may be nullptr: all ones), in place.
-template <typename T>
-void ExpShiftMaskQueryMajor(T* s, const T* m, const T* mask) {
-  for (int i = 0; i < kBlock; ++i) {
-    T* line = s + i * kBlock;
-    const T shift = m[i];
-    for (int j = 0; j < kBlock; ++j) line[j] = ExpApprox(line[j] - shift) * (mask != nullptr ? mask[j] : T(1));
-  }
-}
 
 #if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
 #pragma GCC pop_options
@@ -609,15 +600,6 @@ inline void ExpShiftMask(float* x, const float* m, const float* mask) {
   }
 }
 
-inline void ExpShiftMaskQueryMajor(float* s, const float* m, const float* mask) {
-  const Vec16 w0 = mask != nullptr ? LoadVec(mask) : Vec16{} + 1.0f;
-  const Vec16 w1 = mask != nullptr ? LoadVec(mask + 16) : Vec16{} + 1.0f;
-  for (int i = 0; i < kBlock; ++i) {
-    float* line = s + i * kBlock;
-    StoreVec(line, ExpApprox(LoadVec(line) - m[i]) * w0);
-    StoreVec(line + 16, ExpApprox(LoadVec(line + 16) - m[i]) * w1);
-  }
-}
 #endif
 
 // X[j][:] *= scale * mask[j] (mask may be nullptr: all ones), in place.
@@ -707,17 +689,6 @@ inline void SlotScores(const T* key_rows, const T* query_t, int64_t dim, T scale
                        LinePrefetcher* prefetch) {
   BlockABt(key_rows, query_t, dim, x, prefetch);
   ScaleScores(x, scale, mask);
-}
-
-// Query-major S[i][j] *= scale * mask[j] (mask may be nullptr: all ones), in place.
-template <typename T>
-inline void ScaleScoresQueryMajor(T* s, T scale, const T* mask) {
-  alignas(64) T weight[kBlock];
-  for (int j = 0; j < kBlock; ++j) weight[j] = mask != nullptr ? scale * mask[j] : scale;
-  for (int i = 0; i < kBlock; ++i) {
-#pragma GCC ivdep
-    for (int j = 0; j < kBlock; ++j) s[i * kBlock + j] *= weight[j];
-  }
 }
 
 // scale * dS of one slot, query-major, in place of p: on entry p = gO_r v_c^T and a = A; on exit
@@ -819,14 +790,22 @@ struct AttentionShape {
 };
 
 // Forward: per row block, the key-major scores of its slots (kept in a per-thread buffer), their row max, then
-// A = exp(S - m) * mask in place, norm = its row sums and out = A v over the slots.
+// A = exp(S - m) * mask in place, norm = its row sums and out = A v over the slots. slot_weights (may be
+// nullptr) receives each slot's A query-major, [batch, num_slots, 32, 32] as the primitives' blocks (zeros for unused
+// slots): the backward reads them instead of recomputing the scores and their exp (a seventh of the step's block
+// products and all of its exps) at the price of writing them once.
 template <typename T, typename ParallelFor>
 void Attention(const ParallelFor& parallel_for, const AttentionShape& sh, const T* query, const T* key,
-               const T* value, const T* key_mask, const int32_t* indices, T* out, T* norm, T* row_max) {
+               const T* value, const T* key_mask, const int32_t* indices, T* out, T* norm, T* row_max,
+               T* slot_weights = nullptr) {
   const int64_t R = sh.num_row_blocks, C = sh.num_col_blocks, D = sh.dim, E = sh.dim_v, K = sh.num_slots;
   const T scale = static_cast<T>(sh.scale);
   SlotGroups groups;
   GroupSlots(InlineFor(), indices, sh.batch, K, C, R, false, &groups);
+  if (slot_weights != nullptr) {  // unused slots belong to no row block: zero them here
+    for (int64_t slot = 0; slot < sh.batch * K; ++slot)
+      if (indices[slot] < 0) std::fill_n(slot_weights + slot * kBlockArea, kBlockArea, T(0));
+  }
   const int64_t per_row = R > 0 ? (K + R - 1) / R : 0;
   auto prefetch_row = [&](int64_t n, LinePrefetcher* prefetch) {  // the tiles row block n reads
     const int64_t bi = n / R;
@@ -881,6 +860,9 @@ void Attention(const ParallelFor& parallel_for, const AttentionShape& sh, const 
         T* x = scores.data() + t * kBlockArea;
         ExpShiftMask(x, mx, key_mask != nullptr ? key_mask + tile * kBlock : nullptr);
         CombineBlock<false>(x, acc);
+        if (slot_weights != nullptr) {  // query-major, as the backward reads it
+          TransposeTile(x, kBlock, slot_weights + (bi * K + first[t]) * kBlockArea);
+        }
       }
       ReduceLines<false>(acc, nm);
       AccumulateSlots<true>(weights.data(), values.data(), count, E, out + n * kBlock * E, &prefetch);
@@ -888,10 +870,11 @@ void Attention(const ParallelFor& parallel_for, const AttentionShape& sh, const 
   });
 }
 
-// Backward of a chunk of batch elements, in two passes that share scale * dS per slot through slot_blocks
-// (scratch of batch * num_slots * 32 * 32 values, no zeroing needed), so that A and dS are computed once:
-//   per column block: A and dS of each of its slots (query-major, from the column's key and value tiles
-//                     transposed once), d key = sum dS^T q and d value = sum A^T d out; dS stored;
+// Backward of a chunk of batch elements, from the forward's weights (A per slot, query-major), in two passes that
+// share scale * dS per slot through slot_blocks (scratch of batch * num_slots * 32 * 32 values, no zeroing
+// needed), so that dS is computed once:
+//   per column block: dS of each of its slots (query-major, from the column's value tile transposed once),
+//                     d key = sum dS^T q and d value = sum A^T d out; dS stored;
 //   per row block:    d query = sum dS k over its slots (read back).
 // Column pass first: each slot's random reads are then its query and grad-out tiles (needed for d key and d value
 // anyway) plus the key tile in the row pass, and only dS crosses between the passes.
@@ -899,9 +882,8 @@ void Attention(const ParallelFor& parallel_for, const AttentionShape& sh, const 
 // grad_norm may be nullptr.
 template <typename T, typename ParallelFor>
 void AttentionGradChunk(const ParallelFor& parallel_for, const AttentionShape& sh, const T* query, const T* key,
-                        const T* value, const T* key_mask, const int32_t* indices, const T* row_max,
-                        const T* grad_out, const T* grad_norm, T* grad_query, T* grad_key, T* grad_value,
-                        T* slot_blocks) {
+                        const T* value, const int32_t* indices, const T* weights, const T* grad_out,
+                        const T* grad_norm, T* grad_query, T* grad_key, T* grad_value, T* slot_blocks) {
   const int64_t R = sh.num_row_blocks, C = sh.num_col_blocks, D = sh.dim, E = sh.dim_v, K = sh.num_slots;
   const T scale = static_cast<T>(sh.scale);
   T* const score_grads = slot_blocks;  // scale * dS, query-major, per slot
@@ -912,18 +894,18 @@ void AttentionGradChunk(const ParallelFor& parallel_for, const AttentionShape& s
     GroupSlots(InlineFor(), indices, sh.batch, K, C, C, true, &groups);
     auto prefetch_col = [&](int64_t n, LinePrefetcher* prefetch) {  // what column block n reads and writes
       const int64_t bi = n / C;
-      prefetch->Add(key + n * kBlock * D, kBlock * D * sizeof(T));
       prefetch->Add(value + n * kBlock * E, kBlock * E * sizeof(T));
       for (const int32_t* s = groups.begin(bi, n % C); s != groups.end(bi, n % C); ++s) {
         const int64_t slot = bi * K + *s, row = bi * R + indices[slot] / C;
+        prefetch->Add(weights + slot * kBlockArea, kBlockArea * sizeof(T));
         prefetch->Add(query + row * kBlock * D, kBlock * D * sizeof(T));
         prefetch->Add(grad_out + row * kBlock * E, kBlock * E * sizeof(T));
         prefetch->Add(score_grads + slot * kBlockArea, kBlockArea * sizeof(T), true);
       }
     };
-    parallel_for(sh.batch * C, (4 * kBlockArea * (D + E) + 40 * kBlockArea) * per_col,
+    parallel_for(sh.batch * C, (3 * kBlockArea * (D + E) + 8 * kBlockArea) * per_col,
                  [&](int64_t begin, int64_t end) {
-      std::vector<T> key_t(D * kBlock), value_t(E * kBlock), probs;
+      std::vector<T> value_t(E * kBlock);
       std::vector<const T*> grads, queries, prob_blocks, grad_outs;
       LinePrefetcher prefetch;
       for (int64_t n = begin; n < end; ++n) {
@@ -932,23 +914,15 @@ void AttentionGradChunk(const ParallelFor& parallel_for, const AttentionShape& s
         const int64_t bi = n / C;
         const int32_t* first = groups.begin(bi, n % C);
         const int64_t count = groups.end(bi, n % C) - first;
-        const T* mask = key_mask != nullptr ? key_mask + n * kBlock : nullptr;
-        probs.resize(count * kBlockArea);
         grads.resize(count);
         queries.resize(count);
         prob_blocks.resize(count);
         grad_outs.resize(count);
-        if (count > 0) {
-          TransposeTile(key + n * kBlock * D, D, key_t.data());
-          TransposeTile(value + n * kBlock * E, E, value_t.data());
-        }
+        if (count > 0) TransposeTile(value + n * kBlock * E, E, value_t.data());
         for (int64_t t = 0; t < count; ++t) {
           const int64_t slot = bi * K + first[t], row = bi * R + indices[slot] / C;
-          T* a = probs.data() + t * kBlockArea;
+          const T* a = weights + slot * kBlockArea;
           T* ds = score_grads + slot * kBlockArea;
-          BlockABt(query + row * kBlock * D, key_t.data(), D, a, &prefetch);
-          ScaleScoresQueryMajor(a, scale, mask);
-          ExpShiftMaskQueryMajor(a, row_max + row * kBlock, mask);
           BlockABt(grad_out + row * kBlock * E, value_t.data(), E, ds, &prefetch);
           ScoreGradQueryMajor(a, grad_norm != nullptr ? grad_norm + row * kBlock : nullptr, scale, ds);
           grads[t] = ds;
@@ -1004,19 +978,19 @@ inline int64_t GradChunkSize(int64_t batch, int64_t num_slots, int64_t value_siz
 }
 
 // Backward: AttentionGradChunk over chunks of GradChunkSize(batch, num_slots, sizeof(T)) batch elements;
-// slot_blocks: scratch of chunk * num_slots * 32 * 32 values.
+// weights: the forward's; slot_blocks: scratch of chunk * num_slots * 32 * 32 values.
 template <typename T, typename ParallelFor>
 void AttentionGrad(const ParallelFor& parallel_for, const AttentionShape& sh, const T* query, const T* key,
-                   const T* value, const T* key_mask, const int32_t* indices, const T* row_max, const T* grad_out,
-                   const T* grad_norm, T* grad_query, T* grad_key, T* grad_value, T* slot_blocks) {
+                   const T* value, const int32_t* indices, const T* weights, const T* grad_out, const T* grad_norm,
+                   T* grad_query, T* grad_key, T* grad_value, T* slot_blocks) {
   const int64_t chunk = GradChunkSize(sh.batch, sh.num_slots, sizeof(T));
   const int64_t query_size = sh.num_row_blocks * kBlock, key_size = sh.num_col_blocks * kBlock;
   for (int64_t b = 0; b < sh.batch; b += chunk) {
     AttentionShape part = sh;
     part.batch = std::min(chunk, sh.batch - b);
     AttentionGradChunk(parallel_for, part, query + b * query_size * sh.dim, key + b * key_size * sh.dim,
-                       value + b * key_size * sh.dim_v, key_mask != nullptr ? key_mask + b * key_size : nullptr,
-                       indices + b * sh.num_slots, row_max + b * query_size, grad_out + b * query_size * sh.dim_v,
+                       value + b * key_size * sh.dim_v, indices + b * sh.num_slots,
+                       weights + b * sh.num_slots * kBlockArea, grad_out + b * query_size * sh.dim_v,
                        grad_norm != nullptr ? grad_norm + b * query_size : nullptr,
                        grad_query + b * query_size * sh.dim, grad_key + b * key_size * sh.dim,
                        grad_value + b * key_size * sh.dim_v, slot_blocks);

@@ -7,8 +7,10 @@
 //   TFModels>BlockSparseRowMax  (blocks, indices, num_row_blocks, num_col_blocks)       -> [B, R*32]
 //   TFModels>BlockSparseRowSum  (blocks, indices, num_row_blocks, num_col_blocks)       -> [B, R*32]
 //   TFModels>BlockSparseAttention (query [B, R*32, D], key [B, C*32, D], value [B, C*32, E],
-//                                  key_mask [B, C*32] or [0] (none), indices)      -> out, norm, row_max
-//   TFModels>BlockSparseAttentionGrad (..., row_max, grad_out, grad_norm)          -> d query, d key, d value
+//                                  key_mask [B, C*32] or [0] (none), indices)
+//                                                              -> out, norm, row_max, weights [B, K, 32, 32]
+//   TFModels>BlockSparseAttentionGrad (query, key, value, indices, weights, grad_out, grad_norm)
+//                                                              -> d query, d key, d value
 //
 // Gradients are registered in Python (tfmodels/ops/block_sparse.py) in terms of these ops. Bad inputs raise
 // InvalidArgument naming the input; nothing here can crash on user data.
@@ -101,6 +103,7 @@ absl::Status AttentionShapeFn(InferenceContext* c) {
   c->set_output(0, c->MakeShape({batch, c->Dim(query, 1), c->Dim(value, 2)}));
   c->set_output(1, c->MakeShape({batch, c->Dim(query, 1)}));
   c->set_output(2, c->MakeShape({batch, c->Dim(query, 1)}));
+  c->set_output(3, c->MakeShape({batch, c->Dim(indices, 1), kBlock, kBlock}));
   return absl::OkStatus();
 }
 
@@ -120,6 +123,7 @@ REGISTER_OP("TFModels>BlockSparseAttention")
     .Output("out: T")
     .Output("norm: T")
     .Output("row_max: T")
+    .Output("weights: T")
     .Attr("T: {float, double}")
     .Attr("scale: float = 1.0")
     .SetShapeFn(AttentionShapeFn)
@@ -129,9 +133,8 @@ REGISTER_OP("TFModels>BlockSparseAttentionGrad")
     .Input("query: T")
     .Input("key: T")
     .Input("value: T")
-    .Input("key_mask: T")
     .Input("indices: int32")
-    .Input("row_max: T")
+    .Input("weights: T")
     .Input("grad_out: T")
     .Input("grad_norm: T")
     .Output("grad_query: T")
@@ -195,13 +198,13 @@ bool CheckScalarBlocks(OpKernelContext* ctx, int input, const char* name, int64_
   return CheckThat(ctx, *value >= 0, absl::StrCat(name, " must be >= 0, got ", *value));
 }
 
-bool CheckBlocks(OpKernelContext* ctx, const Tensor& blocks, const Tensor& indices) {
-  if (!CheckRank(ctx, blocks, 4, "blocks") || !CheckRank(ctx, indices, 2, "indices")) return false;
-  if (!CheckDim(ctx, blocks, 2, kBlock, "blocks", "the block size") ||
-      !CheckDim(ctx, blocks, 3, kBlock, "blocks", "the block size"))
+bool CheckBlocks(OpKernelContext* ctx, const Tensor& blocks, const Tensor& indices, const char* name = "blocks") {
+  if (!CheckRank(ctx, blocks, 4, name) || !CheckRank(ctx, indices, 2, "indices")) return false;
+  if (!CheckDim(ctx, blocks, 2, kBlock, name, "the block size") ||
+      !CheckDim(ctx, blocks, 3, kBlock, name, "the block size"))
     return false;
   return CheckThat(ctx, blocks.dim_size(0) == indices.dim_size(0) && blocks.dim_size(1) == indices.dim_size(1),
-                   absl::StrCat("blocks ", blocks.shape().DebugString(), " and indices ",
+                   absl::StrCat(name, " ", blocks.shape().DebugString(), " and indices ",
                                 indices.shape().DebugString(), " must agree on [batch, num_slots]"));
 }
 
@@ -299,13 +302,13 @@ class RowReduceCpuOp : public OpKernel {
   }
 };
 
-// Checks shared by the fused attention ops; fills *shape. key_mask may be empty (no mask).
-bool CheckAttentionInputs(OpKernelContext* ctx, AttentionShape* shape) {
+// Checks shared by the fused attention ops (query, key, value at inputs 0-2); fills *shape. mask_input: the
+// key_mask's input (may be an empty tensor: no mask), or -1 where the op takes none.
+bool CheckAttentionInputs(OpKernelContext* ctx, int mask_input, int indices_input, AttentionShape* shape) {
   const Tensor& query = ctx->input(0);
   const Tensor& key = ctx->input(1);
   const Tensor& value = ctx->input(2);
-  const Tensor& key_mask = ctx->input(3);
-  const Tensor& indices = ctx->input(4);
+  const Tensor& indices = ctx->input(indices_input);
   if (!CheckRank(ctx, indices, 2, "indices")) return false;
   const int64_t batch = indices.dim_size(0);
   if (!CheckDense(ctx, query, "query", batch) || !CheckDense(ctx, key, "key", batch) ||
@@ -314,10 +317,14 @@ bool CheckAttentionInputs(OpKernelContext* ctx, AttentionShape* shape) {
   if (!CheckDim(ctx, key, 2, query.dim_size(2), "key", "the feature size of query") ||
       !CheckDim(ctx, value, 1, key.dim_size(1), "value", "the length of key"))
     return false;
-  if (key_mask.NumElements() != 0 || key_mask.dims() != 1) {
-    if (!CheckRank(ctx, key_mask, 2, "key_mask") || !CheckDim(ctx, key_mask, 0, batch, "key_mask", "the batch size") ||
-        !CheckDim(ctx, key_mask, 1, key.dim_size(1), "key_mask", "the length of key"))
-      return false;
+  if (mask_input >= 0) {
+    const Tensor& key_mask = ctx->input(mask_input);
+    if (key_mask.NumElements() != 0 || key_mask.dims() != 1) {
+      if (!CheckRank(ctx, key_mask, 2, "key_mask") ||
+          !CheckDim(ctx, key_mask, 0, batch, "key_mask", "the batch size") ||
+          !CheckDim(ctx, key_mask, 1, key.dim_size(1), "key_mask", "the length of key"))
+        return false;
+    }
   }
   *shape = AttentionShape{batch, query.dim_size(1) / kBlock, key.dim_size(1) / kBlock, query.dim_size(2),
                           value.dim_size(2), indices.dim_size(1), 1.0};
@@ -329,6 +336,7 @@ const T* MaskOrNull(const Tensor& key_mask) {
   return key_mask.NumElements() == 0 ? nullptr : key_mask.flat<T>().data();
 }
 
+// Inputs: query, key, value, key_mask, indices.
 template <typename T>
 class AttentionCpuOp : public OpKernel {
  public:
@@ -337,23 +345,26 @@ class AttentionCpuOp : public OpKernel {
   }
   void Compute(OpKernelContext* ctx) override {
     AttentionShape shape;
-    if (!CheckAttentionInputs(ctx, &shape)) return;
+    if (!CheckAttentionInputs(ctx, 3, 4, &shape)) return;
     shape.scale = scale_;
     const Tensor& query = ctx->input(0);
-    Tensor *out = nullptr, *norm = nullptr, *row_max = nullptr;
+    Tensor *out = nullptr, *norm = nullptr, *row_max = nullptr, *weights = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({shape.batch, query.dim_size(1), shape.dim_v}), &out));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({shape.batch, query.dim_size(1)}), &norm));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({shape.batch, query.dim_size(1)}), &row_max));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, TensorShape({shape.batch, shape.num_slots, kBlock, kBlock}),
+                                             &weights));
     TfParallelFor pf(ctx);
     Attention<T>(pf, shape, query.flat<T>().data(), ctx->input(1).flat<T>().data(), ctx->input(2).flat<T>().data(),
                  MaskOrNull<T>(ctx->input(3)), ctx->input(4).flat<int32_t>().data(), out->flat<T>().data(),
-                 norm->flat<T>().data(), row_max->flat<T>().data());
+                 norm->flat<T>().data(), row_max->flat<T>().data(), weights->flat<T>().data());
   }
 
  private:
   float scale_ = 1.0f;
 };
 
+// Inputs: query, key, value, indices, weights (the forward's), grad_out, grad_norm (may be empty: zero).
 template <typename T>
 class AttentionGradCpuOp : public OpKernel {
  public:
@@ -362,15 +373,15 @@ class AttentionGradCpuOp : public OpKernel {
   }
   void Compute(OpKernelContext* ctx) override {
     AttentionShape shape;
-    if (!CheckAttentionInputs(ctx, &shape)) return;
+    if (!CheckAttentionInputs(ctx, -1, 3, &shape)) return;
     shape.scale = scale_;
     const Tensor& query = ctx->input(0);
-    const Tensor& row_max = ctx->input(5);
-    const Tensor& grad_out = ctx->input(6);
-    const Tensor& grad_norm = ctx->input(7);
+    const Tensor& indices = ctx->input(3);
+    const Tensor& weights = ctx->input(4);
+    const Tensor& grad_out = ctx->input(5);
+    const Tensor& grad_norm = ctx->input(6);
     const int64_t length = query.dim_size(1);
-    if (!CheckThat(ctx, row_max.dims() == 2 && row_max.dim_size(0) == shape.batch && row_max.dim_size(1) == length,
-                   absl::StrCat("row_max must be [batch, query length], got ", row_max.shape().DebugString())) ||
+    if (!CheckBlocks(ctx, weights, indices, "weights") ||
         !CheckThat(ctx, grad_out.dims() == 3 && grad_out.dim_size(0) == shape.batch &&
                             grad_out.dim_size(1) == length && grad_out.dim_size(2) == shape.dim_v,
                    absl::StrCat("grad_out must be [batch, query length, value dim], got ",
@@ -391,8 +402,8 @@ class AttentionGradCpuOp : public OpKernel {
                                            TensorShape({chunk, shape.num_slots, kBlock, kBlock}), &slot_blocks));
     TfParallelFor pf(ctx);
     AttentionGrad<T>(pf, shape, query.flat<T>().data(), ctx->input(1).flat<T>().data(), ctx->input(2).flat<T>().data(),
-                     MaskOrNull<T>(ctx->input(3)), ctx->input(4).flat<int32_t>().data(), row_max.flat<T>().data(),
-                     grad_out.flat<T>().data(), grad_norm.NumElements() == 0 ? nullptr : grad_norm.flat<T>().data(),
+                     indices.flat<int32_t>().data(), weights.flat<T>().data(), grad_out.flat<T>().data(),
+                     grad_norm.NumElements() == 0 ? nullptr : grad_norm.flat<T>().data(),
                      grad_query->flat<T>().data(), grad_key->flat<T>().data(), grad_value->flat<T>().data(),
                      slot_blocks.flat<T>().data());
   }

@@ -287,6 +287,29 @@ def test_attention_op_matches_twin_outputs_and_gradients(shape, masked):
         assert np.all(custom_grads[1][dead] == 0) and np.all(custom_grads[2][dead] == 0)
 
 
+def test_attention_op_hands_its_weights_to_the_gradient():
+    """The op's fourth output (for the gradient only): A = exp(S - row max) * key mask per selected block,
+    query-major like sddmm's blocks, zeros for unused slots."""
+    query, key, value, indices, mask = make_attention_case((2, 5, 5, 64, 64, 25), seed=3, masked=True)
+    out, norm, row_max, weights = (t.numpy() for t in bs._ops().tf_models_block_sparse_attention(
+        query, key, value, mask, indices, scale=0.3))
+    num_cols = key.shape[1] // BLOCK
+    valid = indices >= 0
+    rows, cols = np.maximum(indices, 0) // num_cols, np.maximum(indices, 0) % num_cols
+    scores = bs.sddmm_twin(query.astype(np.float64), key.astype(np.float64), indices).numpy() * 0.3
+    slot_mask = np.take_along_axis(mask.reshape(mask.shape[0], num_cols, BLOCK), cols[..., None], 1)[:, :, None, :]
+    shift = np.take_along_axis(row_max.reshape(row_max.shape[0], -1, BLOCK), rows[..., None], 1)[..., None]
+    expected = np.where(valid[..., None, None], np.exp(scores * slot_mask - shift) * slot_mask, 0.0)
+    assert (~valid).any() and valid.any()
+    assert np.all(weights[~valid] == 0)
+    assert_close_relative(weights, expected, 1e-5, "weights")
+    # The forward's outputs follow from them: norm = row sums over each row block's slots.
+    norm_from_weights = np.zeros_like(norm.reshape(norm.shape[0], -1, BLOCK), dtype=np.float64)
+    for b, s in zip(*np.nonzero(valid)):
+        norm_from_weights[b, rows[b, s]] += weights[b, s].sum(axis=1)
+    assert_close_relative(norm, norm_from_weights.reshape(norm.shape), 1e-5, "norm")
+
+
 def test_attention_random_shapes_and_duplicate_slots_op_vs_twin():
     rng = np.random.RandomState(17)
     for trial in range(6):
@@ -371,10 +394,12 @@ def test_attention_bad_inputs_raise_clear_errors():
         module.tf_models_block_sparse_attention(query, key, value, mask[:, :BLOCK], indices)
     with pytest.raises(tf.errors.InvalidArgumentError, match="batch"):
         module.tf_models_block_sparse_attention(query[:1], key, value, mask, indices)
-    out, norm, row_max = module.tf_models_block_sparse_attention(query, key, value, mask, indices)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="row_max"):
-        module.tf_models_block_sparse_attention_grad(query, key, value, mask, indices, row_max[:, 1:], out, norm)
+    out, norm, row_max, weights = module.tf_models_block_sparse_attention(query, key, value, mask, indices)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="weights"):
+        module.tf_models_block_sparse_attention_grad(query, key, value, indices, weights[:, 1:], out, norm)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="weights"):
+        module.tf_models_block_sparse_attention_grad(query, key, value, indices, weights[..., 1:], out, norm)
     with pytest.raises(tf.errors.InvalidArgumentError, match="grad_out"):
-        module.tf_models_block_sparse_attention_grad(query, key, value, mask, indices, row_max, out[..., :1], norm)
+        module.tf_models_block_sparse_attention_grad(query, key, value, indices, weights, out[..., :1], norm)
     with pytest.raises(tf.errors.InvalidArgumentError, match="grad_norm"):
-        module.tf_models_block_sparse_attention_grad(query, key, value, mask, indices, row_max, out, norm[:1])
+        module.tf_models_block_sparse_attention_grad(query, key, value, indices, weights, out, norm[:1])

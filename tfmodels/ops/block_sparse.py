@@ -106,7 +106,8 @@ def attention(query, key, value, indices, key_mask=None, scale=1.0, validate=Tru
             # composition with the compiled primitives), only the 32 x 32 blocks are materialised.
             return _compose_attention(query, key, value, indices, key_mask, scale, _custom_primitives())
         mask = key_mask if key_mask is not None else tf.zeros([0], query.dtype)
-        return tuple(_ops().tf_models_block_sparse_attention(query, key, value, mask, indices, scale=float(scale)))
+        # The fourth output, the selected blocks' weights, is there for the gradient only.
+        return tuple(_ops().tf_models_block_sparse_attention(query, key, value, mask, indices, scale=float(scale))[:3])
     return attention_twin(query, key, value, indices, key_mask, scale)
 
 
@@ -293,14 +294,16 @@ def _spmm_grad(op, upstream):
 
 
 @tf.RegisterGradient("TFModels>BlockSparseAttention")
-def _attention_grad(op, grad_out, grad_norm, grad_row_max):
-    query, key, value, key_mask, indices = op.inputs
+def _attention_grad(op, grad_out, grad_norm, grad_row_max, grad_weights):
+    # row_max is a stabilising shift (no gradient, as in the twin); weights is an internal output that
+    # attention() never returns, so nothing downstream can have a gradient for it.
+    query, key, value, _, indices = op.inputs
     if grad_norm is None:
         grad_norm = tf.zeros([0], query.dtype)
     if grad_out is None:
         grad_out = tf.zeros_like(op.outputs[0])
-    grads = _ops().tf_models_block_sparse_attention_grad(query, key, value, key_mask, indices, op.outputs[2],
-                                                         grad_out, grad_norm, scale=op.get_attr("scale"))
+    grads = _ops().tf_models_block_sparse_attention_grad(query, key, value, indices, op.outputs[3], grad_out,
+                                                         grad_norm, scale=op.get_attr("scale"))
     return list(grads) + [None, None]
 
 
