@@ -14,7 +14,11 @@ custom op >= 3x faster than its twin. Two levels: the `ops` rows time the block-
 high-resolution attention `block_sparse.attention`, forward and the gradients of q, k, v, on [4, length, 64] with
 4 selected 32 x 32 blocks per block row and a key mask) against their pure-TF twins; the `attention` rows time one
 layer's whole mra2_attention (which also runs the low-resolution part, block means and top-k selection in plain TF
-on both paths), custom op vs twin.
+on both paths), custom op vs twin. For these two, op and twin run in one process, interleaved
+(common.measure_interleaved): "twin/ours" is the median over rounds of the twin's time / the op's time in the
+same round, with its range in "ratio range" (this machine's speed drifts by tens of percent between processes,
+which single fresh-process medians turned into 2x swings of the ratio); the memory columns come from separate
+fresh processes.
 
     python benchmarks/bench_mra.py --modes ops          # the ops alone
 """
@@ -24,10 +28,17 @@ import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-from benchmarks.common import format_table, measure, megabytes, ratio, seconds, set_torch_threads  # noqa: E402
+from benchmarks.common import (format_table, measure, measure_interleaved, megabytes, ratio, seconds,  # noqa: E402
+                               set_torch_threads)
 
 BASE = dict(vocab_size=1000, hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=1024,
             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, block_per_row=4)
+
+
+# _KEEP_TENSORS: our steps return their outputs as TF tensors, not numpy arrays. A tf.function call on the CPU
+# returns once its outputs are computed (eager execution is synchronous), and a .numpy() of the gradients copies
+# them: 48 MB at 16384 in the `ops` rows, about as long as the backward op itself, a cost that HF's steps
+# (loss.backward(), gradients left in place) never paid.
 
 
 def config(length):
@@ -61,7 +72,7 @@ def ours(length, mode, op_mode="custom"):
         return [tf.convert_to_tensor(g) for g in tape.gradient(loss, model.trainable_variables)]
 
     step = forward if mode == "forward" else forward_backward
-    return lambda: [t.numpy() for t in tf.nest.flatten(step())]
+    return step  # see _KEEP_TENSORS
 
 
 def attention(length, op_mode="custom"):
@@ -79,7 +90,13 @@ def attention(length, op_mode="custom"):
     @tf.function
     def step():
         return mra2_attention(q, k, v, mask, num_blocks=num_blocks)[0]
-    return lambda: step().numpy()
+    step.get_concrete_function()  # traced now, under this op mode
+    return step  # see _KEEP_TENSORS
+
+
+def attention_pair(length):
+    """attention() with the custom op and with its twin, for common.measure_interleaved."""
+    return {"ours": attention(length), "twin": attention(length, "reference")}
 
 
 def ops(length, op_mode="custom"):
@@ -106,7 +123,13 @@ def ops(length, op_mode="custom"):
             out, norm, _ = bs.attention(q, k, v, indices, mask, scale=0.125, validate=False)
             loss = tf.reduce_sum(out) + tf.reduce_sum(norm)
         return [loss] + tape.gradient(loss, [q, k, v])
-    return lambda: [t.numpy() for t in step()]
+    step.get_concrete_function()  # traced now, under this op mode
+    return step  # see _KEEP_TENSORS
+
+
+def ops_pair(length):
+    """ops() with the custom op and with its twin, for common.measure_interleaved."""
+    return {"ours": ops(length), "twin": ops(length, "reference")}
 
 
 def hf(length, mode):
@@ -132,7 +155,8 @@ def hf(length, mode):
     return step
 
 
-HEADERS = ["mode", "length", "ours s", "HF s", "ours/HF", "twin s", "twin/ours", "ours MB", "HF MB", "twin MB"]
+HEADERS = ["mode", "length", "ours s", "HF s", "ours/HF", "twin s", "twin/ours", "ratio range", "ours MB", "HF MB",
+           "twin MB"]
 
 
 def main():
@@ -146,19 +170,32 @@ def main():
     for mode in args.modes.split(","):
         for length in [int(x) for x in args.lengths.split(",")]:
             repeats = args.repeats if length <= 4096 else max(3, args.repeats - 2)
+            spread = "-"
             if mode in ("attention", "ops"):
-                custom = measure(module, mode, {"length": length}, repeats=repeats)
-                twin = measure(module, mode, {"length": length, "op_mode": "reference"}, repeats=repeats)
+                paired = measure_interleaved(module, mode + "_pair", {"length": length}, rounds=2 * repeats + 1)
+                # Memory from separate fresh processes (one process's peak cannot be split between the two).
+                custom_mb = measure(module, mode, {"length": length}, repeats=1)
+                twin_mb = measure(module, mode, {"length": length, "op_mode": "reference"}, repeats=1)
+                if "error" in paired:
+                    custom = twin = paired
+                    twin_over_ours = "n/a"
+                else:
+                    custom = dict(paired["steps"]["ours"], peak_mb=custom_mb.get("peak_mb", float("nan")))
+                    twin = dict(paired["steps"]["twin"], peak_mb=twin_mb.get("peak_mb", float("nan")))
+                    twin_ratio = paired["ratios"]["twin"]
+                    twin_over_ours = f"{twin_ratio['median']:.2f}"
+                    spread = f"{twin_ratio['min']:.2f}-{twin_ratio['max']:.2f}"
                 reference = {"error": "not measured"}
             else:
                 reference = measure(module, "hf", {"length": length, "mode": mode}, repeats=repeats)
                 custom = measure(module, "ours", {"length": length, "mode": mode}, repeats=repeats)
                 twin = measure(module, "ours", {"length": length, "mode": mode, "op_mode": "reference"},
                                repeats=repeats)
+                twin_over_ours = ratio(twin, custom)
             times[(mode, length)] = custom
             with_hf = mode not in ("attention", "ops")
             row = [mode, length, seconds(custom), seconds(reference) if with_hf else "-",
-                   ratio(custom, reference) if with_hf else "-", seconds(twin), ratio(twin, custom),
+                   ratio(custom, reference) if with_hf else "-", seconds(twin), twin_over_ours, spread,
                    megabytes(custom), megabytes(reference) if with_hf else "-", megabytes(twin)]
             rows.append(row)
             print(format_table(HEADERS, rows[-1:]).splitlines()[-1], flush=True)

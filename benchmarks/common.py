@@ -7,6 +7,12 @@ return the step to time (a zero-argument function). `measure(spec)` runs one in 
 sample of a short step repeats it for ~MIN_SAMPLE_S and gives the time per call), and the peak resident
 memory added by the step (warm-up included) over the process's memory after building (Linux VmHWM, reset through clear_refs).
 Compare ratios measured in one run: these machines are noisy (about ±20% run to run).
+
+`measure_interleaved(spec)` times several steps of one process against each other instead: the measurement
+function returns {name: step}, and each round times one sample of every step (the order reversed every other
+round), so that a slow spell of the machine hits all of them alike; it reports each step's median and, per
+step, the median (min, max) over rounds of its time / the first step's time. Use it for ratios of two
+implementations that can share a process (an op and its twin); peak memory is not separable there.
 """
 import argparse
 import importlib
@@ -56,24 +62,55 @@ def _child(module_name, function_name, params, repeats, warmup):
     # `calls` times back to back (enough for ~MIN_SAMPLE_S, judged by the last warm-up call) and records the
     # time per call.
     calls = 1 if last is None else max(1, min(1000, int(MIN_SAMPLE_S / max(last, 1e-6))))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            step()
-        times.append((time.perf_counter() - start) / calls)
+    times = [_sample(step, calls) for _ in range(repeats)]
     peak = _status_kb("VmHWM")
     return {"median_s": statistics.median(times), "min_s": min(times),
             "peak_mb": max(0.0, (peak - baseline) / 1024.0), "rss_mb": peak / 1024.0}
 
 
-def measure(module_name, function_name, params, repeats=5, warmup=2, threads=2, timeout=1800):
+def _calls_per_sample(step, warmup):
+    last = None
+    for _ in range(max(warmup, 1)):
+        start = time.perf_counter()
+        step()
+        last = time.perf_counter() - start
+    return max(1, min(1000, int(MIN_SAMPLE_S / max(last, 1e-6))))
+
+
+def _sample(step, calls):
+    start = time.perf_counter()
+    for _ in range(calls):
+        step()
+    return (time.perf_counter() - start) / calls
+
+
+def _child_interleaved(module_name, function_name, params, rounds, warmup):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.path.insert(0, ROOT)
+    module = importlib.import_module(module_name)
+    steps = getattr(module, function_name)(**params)
+    names = list(steps)
+    calls = {name: _calls_per_sample(steps[name], warmup) for name in names}
+    times = {name: [] for name in names}
+    for index in range(rounds):
+        for name in (names if index % 2 == 0 else names[::-1]):
+            times[name].append(_sample(steps[name], calls[name]))
+    first = times[names[0]]
+    result = {"steps": {name: {"median_s": statistics.median(t), "min_s": min(t)} for name, t in times.items()},
+              "ratios": {}}
+    for name in names[1:]:
+        ratios = [x / y for x, y in zip(times[name], first)]
+        result["ratios"][name] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+    return result
+
+
+def measure(module_name, function_name, params, repeats=5, warmup=2, threads=2, timeout=1800, interleaved=False):
     """Run one measurement in a fresh process; returns its result dict (or {"error": ...})."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS=str(threads),
                TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS="1", CUDA_VISIBLE_DEVICES="",
                TFMODELS_BENCH_THREADS=str(threads), PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    command = [sys.executable, "-m", "benchmarks.common", "--child", module_name, function_name, json.dumps(params),
-               str(repeats), str(warmup)]
+    command = [sys.executable, "-m", "benchmarks.common", "--interleaved" if interleaved else "--child",
+               module_name, function_name, json.dumps(params), str(repeats), str(warmup)]
     try:
         result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -82,6 +119,13 @@ def measure(module_name, function_name, params, repeats=5, warmup=2, threads=2, 
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
     return {"error": (result.stderr or result.stdout)[-1500:]}
+
+
+def measure_interleaved(module_name, function_name, params, rounds=11, warmup=2, threads=2, timeout=1800):
+    """Run one interleaved measurement in a fresh process (see the module's doc); returns
+    {"steps": {name: {"median_s", "min_s"}}, "ratios": {name: {"median", "min", "max"}}} or {"error": ...}."""
+    return measure(module_name, function_name, params, repeats=rounds, warmup=warmup, threads=threads,
+                   timeout=timeout, interleaved=True)
 
 
 def set_torch_threads():
@@ -115,10 +159,13 @@ def megabytes(result):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--child", nargs=5, metavar=("MODULE", "FUNCTION", "PARAMS", "REPEATS", "WARMUP"))
+    group = parser.add_mutually_exclusive_group(required=True)
+    for flag in ("--child", "--interleaved"):
+        group.add_argument(flag, nargs=5, metavar=("MODULE", "FUNCTION", "PARAMS", "REPEATS", "WARMUP"))
     args = parser.parse_args()
-    module_name, function_name, params, repeats, warmup = args.child
-    result = _child(module_name, function_name, json.loads(params), int(repeats), int(warmup))
+    child = _child if args.child else _child_interleaved
+    module_name, function_name, params, repeats, warmup = args.child or args.interleaved
+    result = child(module_name, function_name, json.loads(params), int(repeats), int(warmup))
     print("RESULT " + json.dumps(result))
 
 
