@@ -187,9 +187,12 @@ inline void BlockABt(const T* a_block, const T* bt, int64_t dim, T* out, LinePre
   }
 }
 
-#if defined(__GNUC__) && !defined(__CUDACC__)
-// float fast paths with GCC vector extensions (16 floats: one AVX-512 register, two AVX2 registers): the
-// accumulators are named vectors, so they stay in registers (GCC spills the plain array versions above).
+#if defined(__GNUC__) && !defined(__CUDACC__) && defined(__AVX512F__)
+// float fast paths with GCC vector extensions (16 floats: one AVX-512 register): the accumulators are named
+// vectors, so they stay in registers (GCC spills the plain array versions above). AVX-512 only: built for AVX2
+// (two registers per vector, 16 of them) GCC spills these tiles and moves lanes through the stack one by one,
+// and the fused attention ran ~14x slower than the plain versions, which GCC vectorises well enough there
+// (2048 tokens x 4 heads, one thread, forward + backward: 295 ms vs 20.5 ms; AVX-512 fast paths: 10.5 ms).
 #define TFMODELS_BLOCK_SPARSE_VECTORS 1
 typedef float Vec16 __attribute__((vector_size(64), aligned(4)));
 
@@ -205,9 +208,7 @@ inline void StoreVec(float* p, Vec16 v) { __builtin_memcpy(p, &v, sizeof(v)); }
 // (Zen 4 and similar cores load one 64-byte vector per cycle).
 inline Vec16 LoadReg(const float* p) {
   Vec16 v = LoadVec(p);
-#if defined(__x86_64__) && defined(__AVX512F__)  // one zmm register; without AVX-512 a Vec16 is two registers
-  asm("" : "+v"(v));
-#endif
+  asm("" : "+v"(v));  // one zmm register
   return v;
 }
 
@@ -541,16 +542,13 @@ void ExpShiftMask(T* x, const T* m, const T* mask) {
 #endif
 
 #ifdef TFMODELS_BLOCK_SPARSE_VECTORS
-typedef int32_t IntVec16 __attribute__((vector_size(64), aligned(4)));
-
 // ExpApprox on 16 lanes, operation for operation (the scalar loop vectorised poorly: a quarter of the forward's
 // time). Outside the no-trapping-math region on purpose: the selects are explicit here, and GCC does not inline
 // across different optimize attributes (LoadVec would become a call).
 inline Vec16 ExpApprox(Vec16 x) {
-#if defined(__AVX512F__)
-  // The same arithmetic with AVX-512's floor (vrndscaleps) and exact y * 2^n (vscalefps) in place of the integer
-  // round trip, and the FMAs GCC contracts the portable version into: bit-identical for x <= 88.3 (the shifted
-  // scores are <= 0), 9 instructions fewer.
+  // The scalar ExpApprox's arithmetic, with AVX-512's floor (vrndscaleps) and exact y * 2^n (vscalefps) in place
+  // of the integer round trip, and the FMAs GCC contracts the scalar version into: bit-identical to it for
+  // x <= 88.3 (the shifted scores are <= 0).
   const __m512 v = reinterpret_cast<__m512>(x);
   const __mmask16 keep = _mm512_cmp_ps_mask(v, _mm512_set1_ps(-87.3365447504f), _CMP_GE_OQ);
   __m512 xc = _mm512_max_ps(_mm512_set1_ps(-87.3365447504f), v);  // (lo > x ? lo : x): NaN stays NaN
@@ -567,26 +565,6 @@ inline Vec16 ExpApprox(Vec16 x) {
   y = _mm512_fmadd_ps(y, xc, _mm512_set1_ps(5.0000001201e-1f));
   y = _mm512_add_ps(_mm512_fmadd_ps(y, z, xc), _mm512_set1_ps(1.0f));
   return reinterpret_cast<Vec16>(_mm512_maskz_mov_ps(keep, _mm512_scalef_ps(y, fn)));
-#else
-  const float lo = -87.3365447504f, hi = 88.3762626647949f;
-  const IntVec16 keep = x >= lo;  // all ones unless the result flushes to 0
-  Vec16 xc = x < lo ? lo : x;
-  xc = xc > hi ? hi : xc;
-  const Vec16 fx = xc * 1.44269504088896341f + 0.5f;
-  IntVec16 n = __builtin_convertvector(fx, IntVec16);  // truncation, as static_cast
-  n += __builtin_convertvector(n, Vec16) > fx;          // floor: comparisons give -1 where true
-  const Vec16 fn = __builtin_convertvector(n, Vec16);
-  xc = xc - fn * 0.693359375f + fn * 2.12194440e-4f;
-  const Vec16 z = xc * xc;
-  Vec16 y = xc * 1.9875691500e-4f + 1.3981999507e-3f;
-  y = y * xc + 8.3334519073e-3f;
-  y = y * xc + 4.1665795894e-2f;
-  y = y * xc + 1.6666665459e-1f;
-  y = y * xc + 5.0000001201e-1f;
-  y = y * z + xc + 1.0f;
-  const Vec16 scale = reinterpret_cast<Vec16>((n + 127) << 23);
-  return reinterpret_cast<Vec16>(reinterpret_cast<IntVec16>(y * scale) & keep);
-#endif
 }
 
 // An overload, not a specialisation: a specialisation would inherit the template's optimize attribute.

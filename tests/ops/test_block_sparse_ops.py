@@ -1,6 +1,10 @@
 """The block_sparse custom ops (MRA): compiled op vs numpy vs pure-TF twin, outputs and gradients, numerical
 gradient checks, input validation, XLA for the twin, and the TF-free harness's CPU entry points."""
 import ctypes
+import os
+import platform
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -338,6 +342,49 @@ def test_attention_on_gpu_composes_the_compiled_primitives(monkeypatch):
             *(tf.TensorSpec(x.shape, tf.float32) for x in (query, key, value))).graph
     types = {op.type for op in graph.get_operations()}
     assert "TFModels>BlockSparseAttention" not in types and "TFModels>BlockSparseSddmm" in types, types
+
+
+# Run in a fresh process (a second build of the same ops cannot be loaded next to the first).
+_AVX2_BUILD_CHECK = """
+import glob, os, shutil, subprocess
+import numpy as np
+from tests.ops.test_block_sparse_ops import ATTENTION_SHAPES, make_attention_case, run_attention, assert_close_relative
+from tfmodels.ops import block_sparse as bs
+assert bs._ops() is not None
+libraries = glob.glob(os.path.join(os.environ["TFMODELS_OPS_CACHE"], "*block_sparse*.so"))
+assert libraries, "not built in the test cache"
+if shutil.which("objdump"):  # built for AVX2 indeed: not one AVX-512 register in the code
+    code = subprocess.run(["objdump", "-d", libraries[0]], capture_output=True, text=True, check=True).stdout
+    assert "%zmm" not in code, "the library uses AVX-512"
+for shape in ATTENTION_SHAPES:
+    case = make_attention_case(shape, seed=sum(shape), masked=True)
+    custom = run_attention("custom", *case, 0.3)
+    twin = run_attention("reference", *case, 0.3)
+    for x, y in zip(custom[0] + custom[1], twin[0] + twin[1]):
+        assert_close_relative(x, y, 1e-5, str(shape))
+print("AVX2 BUILD OK")
+"""
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return set(next(line for line in f if line.startswith("flags")).split(":")[1].split())
+    except (OSError, StopIteration):
+        return set()
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64" or not {"avx2", "fma", "bmi2", "movbe", "f16c"} <= _cpu_flags(),
+                    reason="needs an x86-64-v3 (AVX2) CPU")
+def test_attention_built_without_avx512_matches_the_twin(tmp_path):
+    """Built for AVX2 (TFMODELS_OPS_MARCH=x86-64-v3), the kernels take their portable paths (the AVX-512 ones
+    are compiled out); outputs and gradients still match the twin."""
+    env = dict(os.environ, TFMODELS_OPS_MARCH="x86-64-v3", TFMODELS_OPS_CACHE=str(tmp_path),
+               TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    result = subprocess.run([sys.executable, "-c", _AVX2_BUILD_CHECK], env=env, cwd=root, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0 and "AVX2 BUILD OK" in result.stdout, result.stderr[-3000:]
 
 
 @pytest.mark.parametrize("mode", ["custom", "reference"])

@@ -44,6 +44,12 @@ def cache_dir():
     return os.environ.get("TFMODELS_OPS_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "tfmodels", "ops"))
 
 
+def cpu_arch():
+    """The -march the CPU kernels are built for: native (this CPU) unless TFMODELS_OPS_MARCH names another (e.g.
+    x86-64-v3 for a library that must also run on AVX2-only machines, or to test that build on this one)."""
+    return os.environ.get("TFMODELS_OPS_MARCH", "native")
+
+
 def cuda_wanted():
     """Build the CUDA kernels into the library? Only useful where TF can see a GPU (or when asked)."""
     setting = os.environ.get("TFMODELS_BUILD_CUDA", "auto")
@@ -110,6 +116,7 @@ class OpLibrary:
         digest.update(tf.__version__.encode())
         digest.update(" ".join(tf_compile_flags() + tf_link_flags() + WARNING_FLAGS).encode())
         digest.update(b"cuda" if with_cuda else b"cpu")
+        digest.update(cpu_arch().encode())
         digest.update(_cpu_model().encode())  # built with -march=native: never reuse on another CPU
         root = source_root()
         headers = sorted(glob.glob(os.path.join(root, "common", "*"))) if root else []
@@ -157,7 +164,7 @@ class OpLibrary:
                     _run(nvcc_command(source, obj, [os.path.dirname(folder)]))
                     objects.append(obj)
             tmp_target = target + ".tmp"
-            _run(["g++", "-std=c++17", "-shared", "-fPIC", "-O3", "-march=native"] + WARNING_FLAGS + defines
+            _run(["g++", "-std=c++17", "-shared", "-fPIC", "-O3", f"-march={cpu_arch()}"] + WARNING_FLAGS + defines
                  + include + cc + objects + ["-o", tmp_target] + tf_compile_flags() + tf_link_flags()
                  + (["-L/usr/local/cuda/lib64", "-lcudart"] if with_cuda else []))
             os.replace(tmp_target, target)
