@@ -191,8 +191,8 @@ inline void BlockABt(const T* a_block, const T* bt, int64_t dim, T* out, LinePre
 // float fast paths with GCC vector extensions (16 floats: one AVX-512 register): the accumulators are named
 // vectors, so they stay in registers (GCC spills the plain array versions above). AVX-512 only: built for AVX2
 // (two registers per vector, 16 of them) GCC spills these tiles and moves lanes through the stack one by one,
-// and the fused attention ran ~14x slower than the plain versions, which GCC vectorises well enough there
-// (2048 tokens x 4 heads, one thread, forward + backward: 295 ms vs 20.5 ms; AVX-512 fast paths: 10.5 ms).
+// and the fused attention ran ~11x slower than the plain versions, which GCC vectorises well enough there
+// (2048 tokens x 4 heads, one thread, forward + backward: 295 ms vs 27 ms; AVX-512 fast paths: 10.5 ms).
 #define TFMODELS_BLOCK_SPARSE_VECTORS 1
 typedef float Vec16 __attribute__((vector_size(64), aligned(4)));
 
@@ -484,8 +484,8 @@ void RowReduce(const ParallelFor& parallel_for, const T* blocks, const int32_t* 
 // query tile transposed (once per row block, in L1), and the per-query reductions (row max, norm) and shifts are
 // element-wise over lines of 32. The forward hands its A to the backward query-major (each block transposed on
 // its way out), and the backward's column pass works query-major (the column's value tile transposed once).
-// Every sum is formed in the same order as the plain query-major
-// formulation (slots in index order, then source rows in order): the results do not depend on the layout.
+// Every sum is formed in the same order as the plain query-major formulation (slots in index order, then source
+// rows in order): the results do not depend on the layout.
 
 // exp(x) for float, written so that loops over it vectorise (no libm call, no branches): Cephes' expf as in
 // Eigen's vectorised exp (same range reduction and polynomial, about 1 ulp); below -87.3 it returns 0. GCC
