@@ -53,28 +53,23 @@ def _child(module_name, function_name, params, repeats, warmup):
     # took, so a peak measured after warm-up would miss the step's real working set.
     baseline = _status_kb("VmRSS")
     _reset_peak()
-    last = None
-    for _ in range(warmup):
-        start = time.perf_counter()
-        step()
-        last = time.perf_counter() - start
-    # A step of a few milliseconds is at the mercy of the scheduler: each timed sample then runs the step
-    # `calls` times back to back (enough for ~MIN_SAMPLE_S, judged by the last warm-up call) and records the
-    # time per call.
-    calls = 1 if last is None else max(1, min(1000, int(MIN_SAMPLE_S / max(last, 1e-6))))
+    calls = _warm_up(step, warmup)
     times = [_sample(step, calls) for _ in range(repeats)]
     peak = _status_kb("VmHWM")
     return {"median_s": statistics.median(times), "min_s": min(times),
             "peak_mb": max(0.0, (peak - baseline) / 1024.0), "rss_mb": peak / 1024.0}
 
 
-def _calls_per_sample(step, warmup):
+def _warm_up(step, warmup):
+    """Runs the step `warmup` times; returns the calls per timed sample. A step of a few milliseconds is at the
+    mercy of the scheduler: each timed sample then runs the step back to back, enough calls for ~MIN_SAMPLE_S
+    (judged by the last warm-up call; 1 without warm-up), and records the time per call."""
     last = None
-    for _ in range(max(warmup, 1)):
+    for _ in range(warmup):
         start = time.perf_counter()
         step()
         last = time.perf_counter() - start
-    return max(1, min(1000, int(MIN_SAMPLE_S / max(last, 1e-6))))
+    return 1 if last is None else max(1, min(1000, int(MIN_SAMPLE_S / max(last, 1e-6))))
 
 
 def _sample(step, calls):
@@ -90,7 +85,7 @@ def _child_interleaved(module_name, function_name, params, rounds, warmup):
     module = importlib.import_module(module_name)
     steps = getattr(module, function_name)(**params)
     names = list(steps)
-    calls = {name: _calls_per_sample(steps[name], warmup) for name in names}
+    calls = {name: _warm_up(steps[name], warmup) for name in names}
     times = {name: [] for name in names}
     for index in range(rounds):
         for name in (names if index % 2 == 0 else names[::-1]):

@@ -768,21 +768,20 @@ struct AttentionShape {
 };
 
 // Forward: per row block, the key-major scores of its slots (kept in a per-thread buffer), their row max, then
-// A = exp(S - m) * mask in place, norm = its row sums and out = A v over the slots. slot_weights (may be
-// nullptr) receives each slot's A query-major, [batch, num_slots, 32, 32] as the primitives' blocks (zeros for unused
-// slots): the backward reads them instead of recomputing the scores and their exp (a seventh of the step's block
-// products and all of its exps) at the price of writing them once.
+// A = exp(S - m) * mask in place, norm = its row sums and out = A v over the slots. slot_weights receives each
+// slot's A query-major, [batch, num_slots, 32, 32] as the primitives' blocks (zeros for unused slots): the
+// backward reads them instead of recomputing the scores and their exp (a seventh of the step's block products and
+// all of its exps) at the price of writing them once.
 template <typename T, typename ParallelFor>
 void Attention(const ParallelFor& parallel_for, const AttentionShape& sh, const T* query, const T* key,
                const T* value, const T* key_mask, const int32_t* indices, T* out, T* norm, T* row_max,
-               T* slot_weights = nullptr) {
+               T* slot_weights) {
   const int64_t R = sh.num_row_blocks, C = sh.num_col_blocks, D = sh.dim, E = sh.dim_v, K = sh.num_slots;
   const T scale = static_cast<T>(sh.scale);
   SlotGroups groups;
   GroupSlots(InlineFor(), indices, sh.batch, K, C, R, false, &groups);
-  if (slot_weights != nullptr) {  // unused slots belong to no row block: zero them here
-    for (int64_t slot = 0; slot < sh.batch * K; ++slot)
-      if (indices[slot] < 0) std::fill_n(slot_weights + slot * kBlockArea, kBlockArea, T(0));
+  for (int64_t slot = 0; slot < sh.batch * K; ++slot) {  // unused slots belong to no row block: zeroed here
+    if (indices[slot] < 0) std::fill_n(slot_weights + slot * kBlockArea, kBlockArea, T(0));
   }
   const int64_t per_row = R > 0 ? (K + R - 1) / R : 0;
   auto prefetch_row = [&](int64_t n, LinePrefetcher* prefetch) {  // the tiles row block n reads
@@ -838,9 +837,7 @@ void Attention(const ParallelFor& parallel_for, const AttentionShape& sh, const 
         T* x = scores.data() + t * kBlockArea;
         ExpShiftMask(x, mx, key_mask != nullptr ? key_mask + tile * kBlock : nullptr);
         CombineBlock<false>(x, acc);
-        if (slot_weights != nullptr) {  // query-major, as the backward reads it
-          TransposeTile(x, kBlock, slot_weights + (bi * K + first[t]) * kBlockArea);
-        }
+        TransposeTile(x, kBlock, slot_weights + (bi * K + first[t]) * kBlockArea);  // query-major, for the backward
       }
       ReduceLines<false>(acc, nm);
       AccumulateSlots<true>(weights.data(), values.data(), count, E, out + n * kBlock * E, &prefetch);
