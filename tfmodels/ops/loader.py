@@ -11,6 +11,7 @@ Nothing here raises on a missing compiler: `load()` records why a library is una
 ("auto" mode).
 """
 import fcntl
+import functools
 import glob
 import hashlib
 import os
@@ -48,6 +49,30 @@ def cpu_arch():
     """The -march the CPU kernels are built for: native (this CPU) unless TFMODELS_OPS_MARCH names another (e.g.
     x86-64-v3 for a library that must also run on AVX2-only machines, or to test that build on this one)."""
     return os.environ.get("TFMODELS_OPS_MARCH", "native")
+
+
+def cpu_target_flags(arch=None):
+    """The g++ flags that pick the CPU target: `-march=<arch>`, minus AVX512-FP16.
+
+    Why minus FP16: with __AVX512FP16__ defined (-march=native on Sapphire Rapids and later Intel CPUs, or
+    -march=sapphirerapids), Eigen turns on its AVX512-FP16 packet math, and the Eigen snapshot TensorFlow 2.21
+    bundles cannot compile that file: Eigen/src/Core/arch/AVX512/PacketMathFP16.h specialises
+    `predux_half_dowto4`, a template its GenericPacketMath.h no longer declares ("expected initializer before
+    '<'"). TensorFlow itself is built without FP16 vectorisation, so its wheel never meets that code. Our kernels
+    do no FP16 arithmetic, so dropping the one feature loses nothing and keeps every other extension of the
+    target (AVX-512, AMX, ...). A g++ too old to know the flag cannot define __AVX512FP16__ either, so the flag is
+    added only where the compiler accepts it.
+    """
+    arch = arch or cpu_arch()
+    return [f"-march={arch}"] + (["-mno-avx512fp16"] if _compiler_accepts("-mno-avx512fp16") else [])
+
+
+@functools.lru_cache(maxsize=None)
+def _compiler_accepts(flag):
+    if shutil.which("g++") is None:
+        return False
+    probe = subprocess.run(["g++", flag, "-x", "c++", "-E", "-o", os.devnull, os.devnull], capture_output=True)
+    return probe.returncode == 0
 
 
 def cuda_wanted():
@@ -116,7 +141,7 @@ class OpLibrary:
         digest.update(tf.__version__.encode())
         digest.update(" ".join(tf_compile_flags() + tf_link_flags() + WARNING_FLAGS).encode())
         digest.update(b"cuda" if with_cuda else b"cpu")
-        digest.update(cpu_arch().encode())
+        digest.update(" ".join(cpu_target_flags()).encode())
         digest.update(_cpu_model().encode())  # built with -march=native: never reuse on another CPU
         root = source_root()
         headers = sorted(glob.glob(os.path.join(root, "common", "*"))) if root else []
@@ -164,7 +189,7 @@ class OpLibrary:
                     _run(nvcc_command(source, obj, [os.path.dirname(folder)]))
                     objects.append(obj)
             tmp_target = target + ".tmp"
-            _run(["g++", "-std=c++17", "-shared", "-fPIC", "-O3", f"-march={cpu_arch()}"] + WARNING_FLAGS + defines
+            _run(["g++", "-std=c++17", "-shared", "-fPIC", "-O3"] + cpu_target_flags() + WARNING_FLAGS + defines
                  + include + cc + objects + ["-o", tmp_target] + tf_compile_flags() + tf_link_flags()
                  + (["-L/usr/local/cuda/lib64", "-lcudart"] if with_cuda else []))
             os.replace(tmp_target, target)
@@ -205,8 +230,11 @@ def _cpu_model():
 def _run(command):
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
-        tail = (result.stderr or result.stdout)[-3000:]
-        raise RuntimeError(f"compiling failed: {' '.join(command[:3])} ...\n{tail}")
+        output = result.stderr or result.stdout
+        # The first compiler error is the cause; the tail shows its context. Both reach the fallback warning.
+        first = next((line.strip() for line in output.splitlines() if " error: " in line or "fatal error" in line),
+                     f"exit status {result.returncode}")
+        raise RuntimeError(f"compiling failed ({first}): {' '.join(command[:3])} ...\n{output[-3000:]}")
 
 
 def build_all(with_cuda=None, force=False):
