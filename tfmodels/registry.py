@@ -210,10 +210,6 @@ def get_family(name):
     raise ValueError(f"unknown model family {name!r}; known: {', '.join(sorted(specs)) or 'none'}")
 
 
-def family_of_config(config):
-    return get_family(config.model_type)
-
-
 def resolve_config_path(name_or_path):
     """A config file path: an existing path, or a name in configs/ ("xlm-roberta-xl-tiny")."""
     if os.path.isfile(name_or_path):

@@ -52,12 +52,6 @@ def variable_components(variables):
     return components
 
 
-def is_partitioned(variable):
-    """True when a (Keras or TF) variable is stored as several shards."""
-    backing = backing_variable(variable)
-    return not isinstance(backing, tf.Variable) and hasattr(backing, "variables")
-
-
 def shard_devices(variable):
     """Device of each shard of a variable (one entry for an unpartitioned variable)."""
     return [v.device for v in variable_components([variable])]

@@ -132,10 +132,3 @@ def check_max_length(name, length, maximum, reason):
         return []
     return [tf.debugging.assert_less_equal(length, tf.cast(maximum, length.dtype),
                                            message=f"{name} is longer than {maximum} ({reason})")]
-
-
-def static_or_dynamic_shape(tensor):
-    """Shape as a list with python ints where known and scalar tensors elsewhere."""
-    static = tensor.shape.as_list()
-    dynamic = tf.shape(tensor)
-    return [dim if dim is not None else dynamic[i] for i, dim in enumerate(static)]

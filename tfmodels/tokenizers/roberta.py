@@ -18,8 +18,10 @@ import os
 import unicodedata
 
 import numpy as np
+import tensorflow as tf
 
 from tfmodels.tokenizers.base import SPECIAL_TOKEN_ATTRIBUTES, PreTrainedTokenizer, Template
+from tfmodels.tokenizers.in_graph import InGraphTokenizer, _tf_text, template_items
 
 VOCAB_FILES_NAMES = {"vocab_file": "vocab.json", "merges_file": "merges.txt"}
 PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -241,154 +243,132 @@ _PY_SPACE = frozenset(c for c in map(chr, range(0x3001)) if c.isspace())  # str.
 _WORD_PATTERN = ("'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" + _re2_class(WHITESPACE) + "\\p{L}\\p{N}]+")
 
 
-def _build_in_graph_class():
-    import tensorflow as tf
-    import tensorflow_text as tf_text
+class ByteLevelBPEInGraphTokenizer(InGraphTokenizer):
+    """Byte-level BPE with TF ops: RE2 pre-tokenization (TF Text regex_split), the byte mapping and the
+    vocabulary as hash tables, and the merges as a while loop over all the words of the batch at once."""
 
-    from tfmodels.tokenizers.in_graph import InGraphTokenizer, template_items
+    def __init__(self, encoder, merges, unk_id, add_prefix_space=False, **kwargs):
+        super().__init__(**kwargs)
+        self.add_prefix_space = bool(add_prefix_space)
+        byte_map = bytes_to_unicode()
+        self.byte_table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant([bytes([b]) for b in range(256)]),
+                                                tf.constant([byte_map[b].encode("utf-8") for b in range(256)])),
+            default_value="")
+        self.vocab_table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(list(encoder.keys())),
+                                                tf.constant(list(encoder.values()), tf.int64)),
+            default_value=tf.constant(unk_id, tf.int64))
+        self.num_merges = len(merges)
+        keys = [f"{a} {b}" for a, b in merges] or ["\x00 \x00"]
+        self.merge_table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(keys), tf.range(len(keys), dtype=tf.int64)),
+            default_value=tf.constant(np.iinfo(np.int64).max, tf.int64))
 
-    class _ByteLevelBPEInGraphTokenizer(InGraphTokenizer):
-        """Byte-level BPE with TF ops: RE2 pre-tokenization (TF Text regex_split), the byte mapping and the
-        vocabulary as hash tables, and the merges as a while loop over all the words of the batch at once."""
+    @classmethod
+    def from_tokenizer(cls, tokenizer, max_length=None):
+        specials = {t: tokenizer.convert_tokens_to_ids(t) for t in tokenizer.all_special_tokens}
+        strip = {t: tokenizer.token_strip_flags(t) for t in tokenizer.all_special_tokens}
+        merges = [pair for pair, _ in sorted(tokenizer.bpe_ranks.items(), key=lambda item: item[1])]
+        return cls(tokenizer.encoder, merges, tokenizer.unk_token_id, add_prefix_space=tokenizer.add_prefix_space,
+                   special_tokens=specials, strip_flags=strip,
+                   template_single=template_items(tokenizer, tokenizer.template.single),
+                   template_pair=template_items(tokenizer, tokenizer.template.pair),
+                   pad_id=tokenizer.pad_token_id, padding_side=tokenizer.padding_side,
+                   truncation_side=tokenizer.truncation_side, max_length=max_length,
+                   return_token_type_ids="token_type_ids" in tokenizer.model_input_names)
 
-        def __init__(self, encoder, merges, unk_id, add_prefix_space=False, **kwargs):
-            super().__init__(**kwargs)
-            self.add_prefix_space = bool(add_prefix_space)
-            byte_map = bytes_to_unicode()
-            self.byte_table = tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(tf.constant([bytes([b]) for b in range(256)]),
-                                                    tf.constant([byte_map[b].encode("utf-8") for b in range(256)])),
-                default_value="")
-            self.vocab_table = tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(tf.constant(list(encoder.keys())),
-                                                    tf.constant(list(encoder.values()), tf.int64)),
-                default_value=tf.constant(unk_id, tf.int64))
-            self.num_merges = len(merges)
-            keys = [f"{a} {b}" for a, b in merges] or ["\x00 \x00"]
-            self.merge_table = tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(tf.constant(keys), tf.range(len(keys), dtype=tf.int64)),
-                default_value=tf.constant(np.iinfo(np.int64).max, tf.int64))
+    def encode(self, text):
+        text = tf.convert_to_tensor(text, tf.string)
+        if self.add_prefix_space:
+            starts_with_space = tf.strings.regex_full_match(text, "(?s)[" + _re2_class(_PY_SPACE) + "].*")
+            text = tf.where(tf.logical_or(tf.equal(text, ""), starts_with_space), text,
+                            tf.strings.join([" ", text]))
+        return super().encode(text)
 
-        @classmethod
-        def from_tokenizer(cls, tokenizer, max_length=None):
-            specials = {t: tokenizer.convert_tokens_to_ids(t) for t in tokenizer.all_special_tokens}
-            strip = {t: tokenizer.token_strip_flags(t) for t in tokenizer.all_special_tokens}
-            merges = [pair for pair, _ in sorted(tokenizer.bpe_ranks.items(), key=lambda item: item[1])]
-            return cls(tokenizer.encoder, merges, tokenizer.unk_token_id, add_prefix_space=tokenizer.add_prefix_space,
-                       special_tokens=specials, strip_flags=strip,
-                       template_single=template_items(tokenizer, tokenizer.template.single),
-                       template_pair=template_items(tokenizer, tokenizer.template.pair),
-                       pad_id=tokenizer.pad_token_id, padding_side=tokenizer.padding_side,
-                       truncation_side=tokenizer.truncation_side, max_length=max_length,
-                       return_token_type_ids="token_type_ids" in tokenizer.model_input_names)
+    # -----------------------------------------------------------------------------------------------
 
-        def encode(self, text):
-            text = tf.convert_to_tensor(text, tf.string)
-            if self.add_prefix_space:
-                starts_with_space = tf.strings.regex_full_match(text, "(?s)[" + _re2_class(_PY_SPACE) + "].*")
-                text = tf.where(tf.logical_or(tf.equal(text, ""), starts_with_space), text,
-                                tf.strings.join([" ", text]))
-            return super().encode(text)
+    def pretokenize(self, pieces):
+        """[P] strings -> ragged [P, None] pieces of the reference's pattern."""
+        runs = _tf_text().regex_split(pieces, _WS + "+", _WS + "+")         # whitespace runs and the rest
+        flat = runs.flat_values
+        rows = runs.value_rowids()
+        n = tf.shape(flat, out_type=tf.int64)[0]
+        is_ws = tf.strings.regex_full_match(flat, _WS + "+")
+        is_last = tf.logical_not(tf.concat([tf.equal(rows[1:], rows[:-1]), [False]], 0)[:n])
+        length = tf.strings.length(flat, unit="UTF8_CHAR")
+        head = tf.strings.substr(flat, tf.zeros_like(length), tf.maximum(length - 1, 0), unit="UTF8_CHAR")
+        last = tf.strings.substr(flat, tf.maximum(length - 1, 0), tf.ones_like(length), unit="UTF8_CHAR")
+        inner_ws = tf.logical_and(is_ws, tf.logical_not(is_last))
+        gives_space = tf.logical_and(inner_ws, tf.equal(last, " "))
+        # A whitespace run followed by a word keeps all but its last character; that character is a
+        # piece of its own, unless it is a space, which becomes the word's leading space.
+        part_ws = tf.where(is_ws, tf.where(is_last, flat, head), "")
+        part_last = tf.where(tf.logical_and(inner_ws, tf.logical_not(gives_space)), last, "")
+        prefixed = tf.concat([[False], gives_space], 0)[:-1]
+        words = tf.where(is_ws, "", tf.where(prefixed, tf.strings.join([" ", flat]), flat))
+        word_pieces = _tf_text().regex_split(words, _WORD_PATTERN, _WORD_PATTERN)
+        single = lambda x: tf.RaggedTensor.from_tensor(x[:, None])  # noqa: E731
+        combined = tf.concat([single(part_ws), single(part_last), word_pieces], axis=1)
+        combined = tf.ragged.boolean_mask(combined, tf.not_equal(combined, ""))
+        per_piece = tf.RaggedTensor.from_row_splits(combined, runs.row_splits)
+        return per_piece.merge_dims(1, 2)
 
-        # -----------------------------------------------------------------------------------------------
+    def _map_bytes(self, words):
+        """[N] strings -> [N] strings with every byte replaced by its printable character."""
+        chars = tf.strings.bytes_split(words)
+        mapped = tf.ragged.map_flat_values(self.byte_table.lookup, chars)
+        return tf.strings.reduce_join(mapped, axis=-1)
 
-        def pretokenize(self, pieces):
-            """[P] strings -> ragged [P, None] pieces of the reference's pattern."""
-            runs = tf_text.regex_split(pieces, _WS + "+", _WS + "+")         # whitespace runs and the rest
-            flat = runs.flat_values
-            rows = runs.value_rowids()
-            n = tf.shape(flat, out_type=tf.int64)[0]
-            is_ws = tf.strings.regex_full_match(flat, _WS + "+")
-            is_last = tf.logical_not(tf.concat([tf.equal(rows[1:], rows[:-1]), [False]], 0)[:n])
-            length = tf.strings.length(flat, unit="UTF8_CHAR")
-            head = tf.strings.substr(flat, tf.zeros_like(length), tf.maximum(length - 1, 0), unit="UTF8_CHAR")
-            last = tf.strings.substr(flat, tf.maximum(length - 1, 0), tf.ones_like(length), unit="UTF8_CHAR")
-            inner_ws = tf.logical_and(is_ws, tf.logical_not(is_last))
-            gives_space = tf.logical_and(inner_ws, tf.equal(last, " "))
-            # A whitespace run followed by a word keeps all but its last character; that character is a
-            # piece of its own, unless it is a space, which becomes the word's leading space.
-            part_ws = tf.where(is_ws, tf.where(is_last, flat, head), "")
-            part_last = tf.where(tf.logical_and(inner_ws, tf.logical_not(gives_space)), last, "")
-            prefixed = tf.concat([[False], gives_space], 0)[:-1]
-            words = tf.where(is_ws, "", tf.where(prefixed, tf.strings.join([" ", flat]), flat))
-            word_pieces = tf_text.regex_split(words, _WORD_PATTERN, _WORD_PATTERN)
-            single = lambda x: tf.RaggedTensor.from_tensor(x[:, None])  # noqa: E731
-            combined = tf.concat([single(part_ws), single(part_last), word_pieces], axis=1)
-            combined = tf.ragged.boolean_mask(combined, tf.not_equal(combined, ""))
-            per_piece = tf.RaggedTensor.from_row_splits(combined, runs.row_splits)
-            return per_piece.merge_dims(1, 2)
+    def _bpe(self, words):
+        """[U] mapped words -> ragged [U, None] BPE symbols (all words merged together, one loop)."""
+        symbols = tf.strings.unicode_split(words, "UTF-8")
+        values, splits = symbols.flat_values, symbols.row_splits
+        num_rows = tf.shape(splits, out_type=tf.int64)[0] - 1
+        never = tf.constant(np.iinfo(np.int64).max, tf.int64)
 
-        def _map_bytes(self, words):
-            """[N] strings -> [N] strings with every byte replaced by its printable character."""
-            chars = tf.strings.bytes_split(words)
-            mapped = tf.ragged.map_flat_values(self.byte_table.lookup, chars)
-            return tf.strings.reduce_join(mapped, axis=-1)
+        def step(values, splits, _):
+            rows = tf.ragged.row_splits_to_segment_ids(splits)
+            count = tf.shape(values, out_type=tf.int64)[0]
+            pairs = tf.strings.join([values[:-1], values[1:]], separator=" ")
+            same_row = tf.equal(rows[:-1], rows[1:])
+            ranks = tf.where(same_row, self.merge_table.lookup(pairs), never)
+            best = tf.math.unsorted_segment_min(ranks, rows[:-1], num_rows)
+            is_best = tf.logical_and(tf.equal(ranks, tf.gather(best, rows[:-1])), ranks < never)
+            # Leftmost non-overlapping occurrences: in a run of consecutive matches (a pair "a a" in
+            # "a a a"), every other one from the first.
+            index = tf.range(count - 1)
+            starts = tf.logical_and(is_best, tf.logical_not(tf.concat([[False], is_best[:-1]], 0)))
+            run = tf.cumsum(tf.cast(starts, tf.int64))
+            run_start = tf.gather(tf.math.unsorted_segment_min(index, run, tf.reduce_max(
+                tf.concat([run, [0]], 0)) + 1), run)
+            selected = tf.logical_and(is_best, tf.equal((index - run_start) % 2, 0))
+            selected = tf.concat([selected, [False]], 0)
+            following = tf.concat([values[1:], [""]], 0)
+            merged = tf.where(selected, tf.strings.join([values, following]), values)
+            keep = tf.logical_not(tf.concat([[False], selected[:-1]], 0))
+            new_values = tf.boolean_mask(merged, keep)
+            lengths = tf.math.unsorted_segment_sum(tf.cast(keep, tf.int64), rows, num_rows)
+            new_splits = tf.concat([[0], tf.cumsum(lengths)], 0)
+            return new_values, new_splits, tf.reduce_any(selected)
 
-        def _bpe(self, words):
-            """[U] mapped words -> ragged [U, None] BPE symbols (all words merged together, one loop)."""
-            symbols = tf.strings.unicode_split(words, "UTF-8")
-            values, splits = symbols.flat_values, symbols.row_splits
-            num_rows = tf.shape(splits, out_type=tf.int64)[0] - 1
-            never = tf.constant(np.iinfo(np.int64).max, tf.int64)
+        def cond(values, splits, changed):
+            return changed
 
-            def step(values, splits, _):
-                rows = tf.ragged.row_splits_to_segment_ids(splits)
-                count = tf.shape(values, out_type=tf.int64)[0]
-                pairs = tf.strings.join([values[:-1], values[1:]], separator=" ")
-                same_row = tf.equal(rows[:-1], rows[1:])
-                ranks = tf.where(same_row, self.merge_table.lookup(pairs), never)
-                best = tf.math.unsorted_segment_min(ranks, rows[:-1], num_rows)
-                is_best = tf.logical_and(tf.equal(ranks, tf.gather(best, rows[:-1])), ranks < never)
-                # Leftmost non-overlapping occurrences: in a run of consecutive matches (a pair "a a" in
-                # "a a a"), every other one from the first.
-                index = tf.range(count - 1)
-                starts = tf.logical_and(is_best, tf.logical_not(tf.concat([[False], is_best[:-1]], 0)))
-                run = tf.cumsum(tf.cast(starts, tf.int64))
-                run_start = tf.gather(tf.math.unsorted_segment_min(index, run, tf.reduce_max(
-                    tf.concat([run, [0]], 0)) + 1), run)
-                selected = tf.logical_and(is_best, tf.equal((index - run_start) % 2, 0))
-                selected = tf.concat([selected, [False]], 0)
-                following = tf.concat([values[1:], [""]], 0)
-                merged = tf.where(selected, tf.strings.join([values, following]), values)
-                keep = tf.logical_not(tf.concat([[False], selected[:-1]], 0))
-                new_values = tf.boolean_mask(merged, keep)
-                lengths = tf.math.unsorted_segment_sum(tf.cast(keep, tf.int64), rows, num_rows)
-                new_splits = tf.concat([[0], tf.cumsum(lengths)], 0)
-                return new_values, new_splits, tf.reduce_any(selected)
+        def body(values, splits, changed):
+            return step(values, splits, changed)
 
-            def cond(values, splits, changed):
-                return changed
+        values, splits, _ = tf.while_loop(
+            cond, body, [values, splits, tf.shape(values)[0] > 1],
+            shape_invariants=[tf.TensorShape([None]), tf.TensorShape([None]), tf.TensorShape([])])
+        return tf.RaggedTensor.from_row_splits(values, splits)
 
-            def body(values, splits, changed):
-                return step(values, splits, changed)
-
-            values, splits, _ = tf.while_loop(
-                cond, body, [values, splits, tf.shape(values)[0] > 1],
-                shape_invariants=[tf.TensorShape([None]), tf.TensorShape([None]), tf.TensorShape([])])
-            return tf.RaggedTensor.from_row_splits(values, splits)
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
-        def _subword_ids(self, flat_pieces):
-            words = self.pretokenize(flat_pieces)                               # [P, W]
-            mapped = self._map_bytes(words.flat_values)                          # [N]
-            unique, index = tf.unique(mapped)
-            symbols = self._bpe(unique)                                          # [U, None]
-            ids = tf.ragged.map_flat_values(lambda s: tf.cast(self.vocab_table.lookup(s), tf.int32), symbols)
-            per_word = tf.gather(ids, index)                                     # [N, None]
-            return tf.RaggedTensor.from_row_splits(per_word, words.row_splits).merge_dims(1, 2)
-
-    return _ByteLevelBPEInGraphTokenizer
-
-
-class _LazyInGraphClass:
-    """Builds the in-graph class on first use, so that importing the Python tokenizer needs no TensorFlow."""
-
-    _cls = None
-
-    def __getattr__(self, name):
-        if _LazyInGraphClass._cls is None:
-            _LazyInGraphClass._cls = _build_in_graph_class()
-        return getattr(_LazyInGraphClass._cls, name)
-
-
-ByteLevelBPEInGraphTokenizer = _LazyInGraphClass()
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
+    def _subword_ids(self, flat_pieces):
+        words = self.pretokenize(flat_pieces)                               # [P, W]
+        mapped = self._map_bytes(words.flat_values)                          # [N]
+        unique, index = tf.unique(mapped)
+        symbols = self._bpe(unique)                                          # [U, None]
+        ids = tf.ragged.map_flat_values(lambda s: tf.cast(self.vocab_table.lookup(s), tf.int32), symbols)
+        per_word = tf.gather(ids, index)                                     # [N, None]
+        return tf.RaggedTensor.from_row_splits(per_word, words.row_splits).merge_dims(1, 2)

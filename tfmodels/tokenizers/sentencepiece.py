@@ -10,6 +10,7 @@ import shutil
 import sentencepiece as spm
 
 from tfmodels.tokenizers.base import PreTrainedTokenizer
+from tfmodels.tokenizers.in_graph import sentencepiece_in_graph
 
 SPIECE_UNDERLINE = "\u2581"
 
@@ -73,5 +74,4 @@ class SentencePieceTokenizer(PreTrainedTokenizer):
 
     def in_graph(self, max_length=None):
         """The TF Text twin of this tokenizer (for raw-string SavedModel signatures)."""
-        from tfmodels.tokenizers.in_graph import sentencepiece_in_graph
         return sentencepiece_in_graph(self, max_length=max_length)

@@ -12,7 +12,10 @@ import re
 import sys
 import unicodedata
 
+import tensorflow as tf
+
 from tfmodels.tokenizers.base import Template, clean_up_tokenization
+from tfmodels.tokenizers.in_graph import _WS_CLASS, InGraphTokenizer, _tf_text
 from tfmodels.tokenizers.sentencepiece import SPIECE_UNDERLINE, SentencePieceTokenizer
 
 SEG_ID_A, SEG_ID_B, SEG_ID_CLS, SEG_ID_PAD = 0, 1, 2, 3
@@ -186,91 +189,76 @@ def _cached_class(name, predicate):
     return _CLASSES[name]
 
 
-_IN_GRAPH_CLASS = []
+class XLNetInGraphTokenizer(InGraphTokenizer):
+    """Strings -> XLNet inputs with TF / TF Text ops only (what `XLNetTokenizer` does in Python)."""
 
+    def __init__(self, model_proto, do_lower_case=False, remove_space=True, keep_accents=False,
+                 pad_token_type_id=SEG_ID_PAD, **kwargs):
+        super().__init__(**kwargs)
+        self.do_lower_case = do_lower_case
+        self.remove_space = remove_space
+        self.keep_accents = keep_accents
+        self.pad_token_type_id = int(pad_token_type_id)
+        self.pieces = _tf_text().SentencepieceTokenizer(model=model_proto, out_type=tf.string)
+        self._combining = _cached_class("combining", lambda c: unicodedata.combining(c) != 0)
+        self._digit = _cached_class("digit", str.isdigit)
 
-def in_graph_class():
-    """The in-graph twin's class (defined on first use, so that importing the tokenizer does not load TF Text)."""
-    if _IN_GRAPH_CLASS:
-        return _IN_GRAPH_CLASS[0]
-    import tensorflow as tf
-    import tensorflow_text as tf_text
+    def encode(self, text):
+        text = tf.convert_to_tensor(text, tf.string)
+        if self.do_lower_case:
+            # Before the special tokens are split out, as the Python tokenizer (they are lower case). The
+            # reference lowers one character at a time, so a word-final capital sigma becomes σ, not ς.
+            text = tf.strings.lower(tf.strings.regex_replace(text, "\u03a3", "\u03c3"), encoding="utf-8")
+        return super().encode(text)
 
-    from tfmodels.tokenizers.in_graph import _WS_CLASS, InGraphTokenizer
+    def _preprocess(self, text):
+        if self.remove_space:
+            text = tf.strings.regex_replace(text, _WS_CLASS + "+", " ")
+            text = tf.strings.regex_replace(text, "^ | $", "")
+        text = tf.strings.regex_replace(text, "``", '"')
+        text = tf.strings.regex_replace(text, "''", '"')
+        if not self.keep_accents:
+            text = _tf_text().normalize_utf8(text, "NFKD")
+            text = tf.strings.regex_replace(text, self._combining, "")
+        if self.do_lower_case:
+            text = tf.strings.lower(text, encoding="utf-8")
+        return text
 
-    class XLNetInGraphTokenizer(InGraphTokenizer):
-        """Strings -> XLNet inputs with TF / TF Text ops only (what `XLNetTokenizer` does in Python)."""
+    def _subword_ids(self, flat_pieces):
+        """[n] text pieces -> ragged [n, None] ids, with the digit-comma rule applied."""
+        pieces = self.pieces.tokenize(self._preprocess(flat_pieces))      # ragged [n, None] strings
+        flat = pieces.flat_values
+        count = tf.size(flat)
+        hit = tf.strings.regex_full_match(flat, "(?s).*" + self._digit + ",")
+        hits = tf.boolean_mask(flat, hit)
+        length = tf.strings.length(hits, unit="UTF8_CHAR")
+        number = tf.strings.substr(hits, tf.zeros_like(length), length - 1, unit="UTF8_CHAR")
+        parts = self.pieces.tokenize(tf.strings.regex_replace(number, SPIECE_UNDERLINE, ""))  # [m, None]
+        first = tf.squeeze(parts[:, :1].to_tensor(default_value="", shape=[None, 1]), axis=1)
+        starts_word = tf.strings.regex_full_match(hits, SPIECE_UNDERLINE + "(?s).*")
+        first_marked = tf.strings.regex_full_match(first, SPIECE_UNDERLINE + "(?s).*")
+        fix = tf.logical_and(tf.logical_not(starts_word), first_marked)
+        keep_first = tf.logical_not(tf.logical_and(fix, tf.equal(first, SPIECE_UNDERLINE)))
+        first = tf.where(fix, tf.strings.substr(first, 1, -1, unit="UTF8_CHAR"), first)
+        ones = tf.ones([tf.size(hits)], tf.int64)
+        replaced = tf.concat([
+            tf.RaggedTensor.from_row_lengths(tf.boolean_mask(first, keep_first), tf.cast(keep_first, tf.int64)),
+            parts[:, 1:],
+            tf.RaggedTensor.from_row_lengths(tf.fill([tf.size(hits)], ","), ones)], axis=1)
+        # Each piece becomes itself, or (a hit) its replacement.
+        singles = tf.RaggedTensor.from_row_lengths(flat, tf.ones([count], tf.int64))
+        index = tf.where(hit, count + tf.cumsum(tf.cast(hit, tf.int32), exclusive=True), tf.range(count))
+        expanded = tf.gather(tf.concat([singles, replaced], axis=0), index)
+        tokens = tf.RaggedTensor.from_row_splits(expanded, pieces.row_splits).merge_dims(1, 2)
+        return tf.cast(tf.ragged.map_flat_values(self.pieces.string_to_id, tokens), tf.int32)
 
-        def __init__(self, model_proto, do_lower_case=False, remove_space=True, keep_accents=False,
-                     pad_token_type_id=SEG_ID_PAD, **kwargs):
-            super().__init__(**kwargs)
-            self.do_lower_case = do_lower_case
-            self.remove_space = remove_space
-            self.keep_accents = keep_accents
-            self.pad_token_type_id = int(pad_token_type_id)
-            self.pieces = tf_text.SentencepieceTokenizer(model=model_proto, out_type=tf.string)
-            self._combining = _cached_class("combining", lambda c: unicodedata.combining(c) != 0)
-            self._digit = _cached_class("digit", str.isdigit)
-
-        def encode(self, text):
-            text = tf.convert_to_tensor(text, tf.string)
-            if self.do_lower_case:
-                # Before the special tokens are split out, as the Python tokenizer (they are lower case). The
-                # reference lowers one character at a time, so a word-final capital sigma becomes σ, not ς.
-                text = tf.strings.lower(tf.strings.regex_replace(text, "\u03a3", "\u03c3"), encoding="utf-8")
-            return super().encode(text)
-
-        def _preprocess(self, text):
-            if self.remove_space:
-                text = tf.strings.regex_replace(text, _WS_CLASS + "+", " ")
-                text = tf.strings.regex_replace(text, "^ | $", "")
-            text = tf.strings.regex_replace(text, "``", '"')
-            text = tf.strings.regex_replace(text, "''", '"')
-            if not self.keep_accents:
-                text = tf_text.normalize_utf8(text, "NFKD")
-                text = tf.strings.regex_replace(text, self._combining, "")
-            if self.do_lower_case:
-                text = tf.strings.lower(text, encoding="utf-8")
-            return text
-
-        def _subword_ids(self, flat_pieces):
-            """[n] text pieces -> ragged [n, None] ids, with the digit-comma rule applied."""
-            pieces = self.pieces.tokenize(self._preprocess(flat_pieces))      # ragged [n, None] strings
-            flat = pieces.flat_values
-            count = tf.size(flat)
-            hit = tf.strings.regex_full_match(flat, "(?s).*" + self._digit + ",")
-            hits = tf.boolean_mask(flat, hit)
-            length = tf.strings.length(hits, unit="UTF8_CHAR")
-            number = tf.strings.substr(hits, tf.zeros_like(length), length - 1, unit="UTF8_CHAR")
-            parts = self.pieces.tokenize(tf.strings.regex_replace(number, SPIECE_UNDERLINE, ""))  # [m, None]
-            first = tf.squeeze(parts[:, :1].to_tensor(default_value="", shape=[None, 1]), axis=1)
-            starts_word = tf.strings.regex_full_match(hits, SPIECE_UNDERLINE + "(?s).*")
-            first_marked = tf.strings.regex_full_match(first, SPIECE_UNDERLINE + "(?s).*")
-            fix = tf.logical_and(tf.logical_not(starts_word), first_marked)
-            keep_first = tf.logical_not(tf.logical_and(fix, tf.equal(first, SPIECE_UNDERLINE)))
-            first = tf.where(fix, tf.strings.substr(first, 1, -1, unit="UTF8_CHAR"), first)
-            ones = tf.ones([tf.size(hits)], tf.int64)
-            replaced = tf.concat([
-                tf.RaggedTensor.from_row_lengths(tf.boolean_mask(first, keep_first), tf.cast(keep_first, tf.int64)),
-                parts[:, 1:],
-                tf.RaggedTensor.from_row_lengths(tf.fill([tf.size(hits)], ","), ones)], axis=1)
-            # Each piece becomes itself, or (a hit) its replacement.
-            singles = tf.RaggedTensor.from_row_lengths(flat, tf.ones([count], tf.int64))
-            index = tf.where(hit, count + tf.cumsum(tf.cast(hit, tf.int32), exclusive=True), tf.range(count))
-            expanded = tf.gather(tf.concat([singles, replaced], axis=0), index)
-            tokens = tf.RaggedTensor.from_row_splits(expanded, pieces.row_splits).merge_dims(1, 2)
-            return tf.cast(tf.ragged.map_flat_values(self.pieces.string_to_id, tokens), tf.int32)
-
-        def __call__(self, text, text_pair=None, max_length=None, pad_to_max_length=False):
-            result = super().__call__(text, text_pair, max_length=max_length, pad_to_max_length=pad_to_max_length)
-            # Padding takes the padding segment id (3), as in the Python tokenizer.
-            types = result["token_type_ids"]
-            result["token_type_ids"] = tf.where(tf.equal(result["attention_mask"], 1), types,
-                                                tf.cast(self.pad_token_type_id, types.dtype))
-            return result
-
-    _IN_GRAPH_CLASS.append(XLNetInGraphTokenizer)
-    return XLNetInGraphTokenizer
+    def __call__(self, text, text_pair=None, max_length=None, pad_to_max_length=False):
+        result = super().__call__(text, text_pair, max_length=max_length, pad_to_max_length=pad_to_max_length)
+        # Padding takes the padding segment id (3), as in the Python tokenizer.
+        types = result["token_type_ids"]
+        result["token_type_ids"] = tf.where(tf.equal(result["attention_mask"], 1), types,
+                                            tf.cast(self.pad_token_type_id, types.dtype))
+        return result
 
 
 def xlnet_in_graph(tokenizer, max_length=None):
@@ -283,7 +271,7 @@ def xlnet_in_graph(tokenizer, max_length=None):
         return [(item, type_id) if item in ("A", "B") else (tokenizer._special_id(item), type_id)
                 for item, type_id in zip(spec, tokenizer.template_type_ids[kind])]
 
-    return in_graph_class()(
+    return XLNetInGraphTokenizer(
         model_proto=tokenizer.serialized_model, special_tokens=specials, strip_flags=strip, template_single=items("single"),
         template_pair=items("pair"), pad_id=tokenizer.pad_token_id, padding_side=tokenizer.padding_side,
         truncation_side=tokenizer.truncation_side, max_length=max_length, return_token_type_ids=True,

@@ -154,10 +154,6 @@ def load_runner(path, task=None):
     raise ValueError(f"{path} is neither a SavedModel nor a checkpoint directory with config.json")
 
 
-def _tokens(tokenizer, ids, mask):
-    return [tokenizer.convert_ids_to_tokens(int(i)) for i, m in zip(ids, mask) if m]
-
-
 def predict(runner, rows, top_k=1):
     """Readable predictions, one dict per row (also printed by the CLI)."""
     task, tokenizer, names = runner.task, runner.tokenizer, runner.label_names
