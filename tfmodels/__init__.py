@@ -17,3 +17,5 @@ from tfmodels.models.mra import *  # noqa: E402,F401,F403
 from tfmodels.models.xlnet import *  # noqa: E402,F401,F403
 from tfmodels.models.beit import *  # noqa: E402,F401,F403
 from tfmodels.tokenizers import *  # noqa: E402,F401,F403
+from tfmodels.auto import *  # noqa: E402,F401,F403
+from tfmodels.pipelines import pipeline  # noqa: E402,F401

@@ -162,19 +162,19 @@ def test_loading_reports_missing_unexpected_and_mismatched(tmp_path):
     assert info.mismatched[0][0].endswith("embeddings.word_embeddings.weight")
 
 
-def test_pickles_need_opt_in_and_bf16_loading(tmp_path):
+def test_pickles_load_without_opt_in_and_bf16_loading(tmp_path):
     transformers = pytest.importorskip("transformers")
     hf_model = transformers.XLMRobertaXLModel(transformers.XLMRobertaXLConfig(**TINY)).eval()
     hf_model.save_pretrained(str(tmp_path), safe_serialization=False)
-    with pytest.raises(ValueError, match="allow_pickle=True"):
-        tfmodels.XLMRobertaXLModel.from_pretrained(str(tmp_path))
-    model = tfmodels.XLMRobertaXLModel.from_pretrained(str(tmp_path), allow_pickle=True)
+    with pytest.warns(FutureWarning, match="allow_pickle"):  # the old opt-in is accepted and no longer needed
+        tfmodels.XLMRobertaXLModel.from_pretrained(str(tmp_path), allow_pickle=True)
+    model = tfmodels.XLMRobertaXLModel.from_pretrained(str(tmp_path))
     ids = np.array([[5, 6, 7, 8], [9, 10, 1, 1]])
     mask = (ids != 1).astype(np.int32)
     with torch.no_grad():
         expected = hf_model(torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state
     helpers.assert_close(model(input_ids=ids, attention_mask=mask).last_hidden_state, expected)
-    half = tfmodels.XLMRobertaXLModel.from_pretrained(str(tmp_path), allow_pickle=True, dtype="bfloat16")
+    half = tfmodels.XLMRobertaXLModel.from_pretrained(str(tmp_path), dtype="bfloat16")
     assert all(v.dtype == "bfloat16" for v in half.weights)
     out = half(input_ids=ids, attention_mask=mask).last_hidden_state
     assert out.dtype == tf.bfloat16

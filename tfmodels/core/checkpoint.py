@@ -5,8 +5,10 @@ How names line up: `named_variables(model)` walks the layer tree through attribu
 parameter (a Dense `kernel` becomes `weight`, transposed; an attribute `output_` names the module `output`,
 since Keras reserves `output`). Sub-layers are named after the reference's
 modules, so most names already agree; what differs is declared per family in a `CheckpointMap` (renames,
-keys to ignore, special layouts). One loader applies it: it streams tensors from safetensors (sharded or
-not) into the variables, and reports missing, unexpected and mis-shaped weights by name.
+keys to ignore, special layouts). One loader applies it: it streams tensors from safetensors, HF TF h5
+(core.tf_h5, names converted to PyTorch's) or PyTorch zip pickles (core.torch_pickle, read without torch and
+without running pickle code), sharded or not, into the variables, and reports missing, unexpected and
+mis-shaped weights by name.
 
 Memory: loading never holds more than the model plus one chunk. Tensors that need a new layout or dtype (a
 Dense kernel is transposed) are read with explicit file reads, converted chunk by chunk (at most
@@ -25,15 +27,51 @@ import ml_dtypes
 import numpy as np
 import tensorflow as tf
 
-from tfmodels.core import initializers
+from tfmodels.core import initializers, tf_h5
 from tfmodels.core.host_memory import aligned_empty, is_shareable, tensor_from_numpy
 from tfmodels.core.logging import logger
 from tfmodels.core.safetensors_io import LazyTensor, SafetensorsFile, write_safetensors
+from tfmodels.core.torch_pickle import TorchZipFile
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+TF_WEIGHTS_NAME = "tf_model.h5"
+TF_WEIGHTS_INDEX_NAME = "tf_model.h5.index.json"
 PT_WEIGHTS_NAME = "pytorch_model.bin"
 PT_WEIGHTS_INDEX_NAME = "pytorch_model.bin.index.json"
+
+# Weight formats of HF checkpoints in order of preference: format -> (single file, index of a sharded one).
+# safetensors can be memory-mapped; h5 and the torch zip are read tensor by tensor.
+WEIGHT_FORMATS = {
+    "safetensors": (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME),
+    "h5": (TF_WEIGHTS_NAME, TF_WEIGHTS_INDEX_NAME),
+    "bin": (PT_WEIGHTS_NAME, PT_WEIGHTS_INDEX_NAME),
+}
+
+
+def choose_weights(file_names, weights_format=None):
+    """(format, file name) of the weights to load among `file_names`: the index of a sharded checkpoint or
+    the single file, safetensors first, then h5, then bin; `weights_format` restricts the choice to one
+    format. None when there is none."""
+    if weights_format is not None and weights_format not in WEIGHT_FORMATS:
+        raise ValueError(f"weights_format must be one of {', '.join(WEIGHT_FORMATS)}, got {weights_format!r}")
+    names = set(file_names)
+    for fmt in [weights_format] if weights_format else WEIGHT_FORMATS:
+        single, index = WEIGHT_FORMATS[fmt]
+        for file_name in (index, single):
+            if file_name in names:
+                return fmt, file_name
+    return None
+
+
+def read_index(path):
+    """{tensor name: shard file} of a sharded checkpoint's index (names as the shards hold them)."""
+    with open(path, encoding="utf-8") as f:
+        weight_map = dict(json.load(f)["weight_map"])
+    if os.path.basename(path) == TF_WEIGHTS_INDEX_NAME:  # full TF variable names -> PyTorch names
+        return {tf_h5.torch_name(name.split("/", 1)[-1])[0]: file_name for name, file_name in weight_map.items()}
+    return weight_map
+
 
 # How each Keras layer type names and lays out its variables in a PyTorch state dict:
 # variable name -> (torch name, axis permutation that turns the torch array into ours, initializer attribute).
@@ -158,49 +196,32 @@ class CheckpointMap:
 
 
 class CheckpointReader:
-    """Lazy name -> numpy array access over the weight files of an HF checkpoint directory."""
+    """Lazy name -> numpy array access over the weight files of an HF checkpoint directory: safetensors,
+    HF TF h5 or PyTorch zip pickles, single or sharded (see `choose_weights` for which one is read)."""
 
-    def __init__(self, directory, allow_pickle=False):
+    def __init__(self, directory, weights_format=None):
         self.directory = directory
-        self._files = {}        # file name -> SafetensorsFile or dict of arrays
+        self._files = {}        # file name -> SafetensorsFile, TFH5File or TorchZipFile
         self._where = {}        # tensor name -> file name
-        index_path = os.path.join(directory, SAFE_WEIGHTS_INDEX_NAME)
-        single_path = os.path.join(directory, SAFE_WEIGHTS_NAME)
-        pt_index = os.path.join(directory, PT_WEIGHTS_INDEX_NAME)
-        pt_single = os.path.join(directory, PT_WEIGHTS_NAME)
-        if os.path.isfile(index_path):
-            with open(index_path, encoding="utf-8") as f:
-                self._where = dict(json.load(f)["weight_map"])
-            self.kind = "safetensors (sharded)"
-        elif os.path.isfile(single_path):
-            self._open(SAFE_WEIGHTS_NAME)
-            self._where = {k: SAFE_WEIGHTS_NAME for k in self._files[SAFE_WEIGHTS_NAME].keys()}
-            self.kind = "safetensors"
-        elif os.path.isfile(pt_index) or os.path.isfile(pt_single):
-            if not allow_pickle:
-                raise ValueError(
-                    f"{directory} holds only PyTorch pickles ({PT_WEIGHTS_NAME}). Unpickling can run arbitrary "
-                    "code, so it needs an explicit opt-in: from_pretrained(..., allow_pickle=True). Converting "
-                    "the checkpoint to safetensors once is safer.")
-            if os.path.isfile(pt_index):
-                with open(pt_index, encoding="utf-8") as f:
-                    self._where = dict(json.load(f)["weight_map"])
-            else:
-                self._open(PT_WEIGHTS_NAME)
-                self._where = {k: PT_WEIGHTS_NAME for k in self._files[PT_WEIGHTS_NAME]}
-            self.kind = "pytorch pickle"
+        chosen = choose_weights(os.listdir(directory), weights_format)
+        if chosen is None:
+            wanted = [name for fmt in ([weights_format] if weights_format else WEIGHT_FORMATS)
+                      for name in WEIGHT_FORMATS[fmt]]
+            raise FileNotFoundError(f"No weights in {directory}: expected {', '.join(wanted)} or our own "
+                                    "model.weights.h5")
+        self.format, file_name = chosen
+        if file_name.endswith(".index.json"):
+            self._where = read_index(os.path.join(directory, file_name))
+            self.kind = f"{self.format} (sharded)"
         else:
-            raise FileNotFoundError(
-                f"No weights in {directory}: expected {SAFE_WEIGHTS_NAME}, {SAFE_WEIGHTS_INDEX_NAME}, "
-                f"{PT_WEIGHTS_NAME} or our own model.weights.h5")
+            self._where = {k: file_name for k in self._open(file_name).keys()}
+            self.kind = self.format
 
     def _open(self, file_name):
         if file_name not in self._files:
             path = os.path.join(self.directory, file_name)
-            if file_name.endswith(".safetensors"):
-                self._files[file_name] = SafetensorsFile(path)
-            else:
-                self._files[file_name] = _load_torch_pickle(path)
+            opener = {"safetensors": SafetensorsFile, "h5": tf_h5.TFH5File, "bin": TorchZipFile}[self.format]
+            self._files[file_name] = opener(path)
         return self._files[file_name]
 
     def keys(self):
@@ -217,52 +238,27 @@ class CheckpointReader:
         return sorted(by_file.items())
 
     def get(self, name):
-        """The whole tensor as a numpy array (a fresh copy for safetensors files)."""
-        f = self._open(self._where[name])
-        return f.get(name) if isinstance(f, SafetensorsFile) else f[name]
+        """The whole tensor as a numpy array (a fresh copy)."""
+        return self._open(self._where[name]).get(name)
 
     def spec(self, name):
         """(shape, numpy dtype) of a tensor, without reading it."""
         f = self._open(self._where[name])
-        if isinstance(f, SafetensorsFile):
-            return f.shape(name), f.dtype(name)
-        return tuple(f[name].shape), f[name].dtype
+        return tuple(f.shape(name)), np.dtype(f.dtype(name))
 
     def read_rows(self, name, start, stop, out=None):
         """Rows [start, stop) along axis 0 of a tensor, read without touching the rest (into `out` if given)."""
-        f = self._open(self._where[name])
-        if isinstance(f, SafetensorsFile):
-            return f.read_rows(name, start, stop, out=out)
-        if out is None:
-            return f[name][start:stop]
-        out[...] = f[name][start:stop]
-        return out
+        return self._open(self._where[name]).read_rows(name, start, stop, out=out)
 
     def mapped(self, name):
-        """A copy-on-write memory-mapped view of a tensor (see SafetensorsFile.mapped), or None."""
-        f = self._open(self._where[name])
-        return f.mapped(name) if isinstance(f, SafetensorsFile) else None
+        """A copy-on-write memory-mapped view of a tensor (safetensors only, see SafetensorsFile.mapped), or
+        None."""
+        return self._open(self._where[name]).mapped(name)
 
     def release(self, file_name):
         f = self._files.pop(file_name, None)
-        if isinstance(f, SafetensorsFile):
+        if f is not None:
             f.close()
-
-
-def _load_torch_pickle(path):
-    try:
-        import torch
-    except ImportError:
-        raise ImportError(f"Reading {path} needs PyTorch (pip install torch); safetensors files do not.") from None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    out = {}
-    for key, value in state.items():
-        if value.dtype == torch.bfloat16:
-            import ml_dtypes
-            out[key] = value.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-        else:
-            out[key] = value.numpy()
-    return out
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -384,11 +380,12 @@ def load_tensor(reader, key, named, transform=None, chunk_bytes=None, mmap=True)
     return None
 
 
-def load_hf_weights(model, directory, checkpoint_map, prefix, allow_pickle=False, ignore_mismatched_sizes=False,
+def load_hf_weights(model, directory, checkpoint_map, prefix, weights_format=None, ignore_mismatched_sizes=False,
                     initialised_missing=True, chunk_bytes=None, mmap=True):
     """Assign the tensors of an HF checkpoint directory to the (built) model's variables, file by file (each
-    shard is closed before the next is opened) and tensor by tensor (see `load_tensor`, also for `mmap`)."""
-    reader = CheckpointReader(directory, allow_pickle=allow_pickle)
+    shard is closed before the next is opened) and tensor by tensor (see `load_tensor`, also for `mmap`).
+    `weights_format` ("safetensors", "h5", "bin") picks one format where the directory holds several."""
+    reader = CheckpointReader(directory, weights_format=weights_format)
     available = set(reader.keys())
     targets, missing = {}, []
     variables = named_variables(model)

@@ -231,12 +231,15 @@ class PretrainedConfig:
         self.to_json_file(os.path.join(directory, CONFIG_NAME))
 
     @classmethod
-    def from_pretrained(cls, path, strict=True, **overrides):
-        """Read a config from a directory holding config.json (ours or HF's) or from a JSON file."""
-        if os.path.isdir(path):
-            path = os.path.join(path, CONFIG_NAME)
+    def from_pretrained(cls, path, strict=True, revision=None, cache_dir=None, local_files_only=False, token=None,
+                        **overrides):
+        """Read a config from a directory holding config.json (ours or HF's), a JSON file, or a Hub id
+        ("org/name", fetched through huggingface_hub: see core.hub)."""
+        from tfmodels.core import hub
+        options = hub.HubOptions(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+                                 token=token)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"No {CONFIG_NAME} at {path}")
+            path = hub.resolve_file(path, CONFIG_NAME, options)
         return cls.from_json_file(path, strict=strict, **overrides)
 
     def copy(self, **overrides):

@@ -11,6 +11,7 @@ implements `head()`. This base provides the rest, once for every family:
 """
 import os
 import re
+import warnings
 
 import keras
 import numpy as np
@@ -257,17 +258,29 @@ class PreTrainedModel(keras.Model):
             self.save_weights(os.path.join(directory, WEIGHTS_NAME))
 
     @classmethod
-    def from_pretrained(cls, path, config=None, dtype=None, allow_pickle=False, ignore_mismatched_sizes=False,
-                        output_loading_info=False, strict=True, mmap=True, **config_overrides):
-        """Load our own directory (config.json + model.weights.h5) or a Hugging Face checkpoint directory
-        (config.json + model.safetensors, sharded or not). `dtype` ("float32", "bfloat16", "float16" or a
-        Keras policy such as "mixed_bfloat16") creates the variables in that dtype directly.
-        `allow_pickle=True` is needed to read pytorch_model.bin (unpickling runs code). With `mmap` (the
-        default), safetensors tensors that need no conversion are memory-mapped rather than read (see
-        core.checkpoint.load_tensor); `mmap=False` reads everything into memory, e.g. for files on a network
-        file system that may change under the process."""
-        if not os.path.isdir(path):
-            raise FileNotFoundError(f"{path} is not a directory with config.json and weights")
+    def from_pretrained(cls, path, config=None, dtype=None, allow_pickle=None, ignore_mismatched_sizes=False,
+                        output_loading_info=False, strict=True, mmap=True, weights_format=None, revision=None,
+                        cache_dir=None, local_files_only=False, token=None, **config_overrides):
+        """Load our own directory (config.json + model.weights.h5), a Hugging Face checkpoint directory, or a
+        Hub id ("org/name"). HF weights are read from model.safetensors, tf_model.h5 (HF's TF classes) or
+        pytorch_model.bin (read without torch by a reader that runs no pickle code), sharded or not, preferred
+        in that order; `weights_format` ("safetensors", "h5", "bin") picks one.
+
+        Hub ids go through huggingface_hub (`revision`, `cache_dir`, `local_files_only`, `token`; HF_HUB_OFFLINE,
+        HF_ENDPOINT) and fetch only config.json and one set of weights (see core.hub). `dtype` ("float32",
+        "bfloat16", "float16" or a Keras policy such as "mixed_bfloat16") creates the variables in that dtype
+        directly. With `mmap` (the default), safetensors tensors that need no conversion are memory-mapped
+        rather than read (see core.checkpoint.load_tensor); `mmap=False` reads everything into memory, e.g. for
+        files on a network file system that may change under the process. `allow_pickle` is no longer needed
+        (it was the opt-in for torch's unpickler) and is ignored with a warning."""
+        from tfmodels.core import hub
+        if allow_pickle is not None:
+            warnings.warn("from_pretrained(allow_pickle=...) is no longer needed and has no effect: "
+                          "pytorch_model.bin is read by a restricted reader that never runs pickle code",
+                          FutureWarning, stacklevel=2)
+        options = hub.HubOptions(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+                                 token=token)
+        path, weights_format = hub.model_files(path, options, weights_format)
         if config is None:
             config = cls.config_class.from_pretrained(path, strict=strict, **config_overrides)
         elif config_overrides:
@@ -283,8 +296,8 @@ class PreTrainedModel(keras.Model):
                                     unexpected=[], mismatched=[], source=f"{path} (tfmodels)")
         else:
             info = ckpt.load_hf_weights(model, path, cls.checkpoint_map, cls.base_model_prefix,
-                                        allow_pickle=allow_pickle, ignore_mismatched_sizes=ignore_mismatched_sizes,
-                                        mmap=mmap)
+                                        weights_format=weights_format,
+                                        ignore_mismatched_sizes=ignore_mismatched_sizes, mmap=mmap)
             ckpt.log_loading_info(info, cls.__name__)
         return (model, info) if output_loading_info else model
 

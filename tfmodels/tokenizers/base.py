@@ -412,13 +412,18 @@ class PreTrainedTokenizer:
         return {}
 
     @classmethod
-    def from_pretrained(cls, directory, **kwargs):
+    def from_pretrained(cls, directory, revision=None, cache_dir=None, local_files_only=False, token=None,
+                        **kwargs):
         """Load from a directory with the vocabulary files under HF's names (and, optionally, HF's
-        tokenizer_config.json / special_tokens_map.json)."""
+        tokenizer_config.json / special_tokens_map.json), or from a Hub id ("org/name"), which fetches just
+        those files through huggingface_hub (see core.hub)."""
+        from tfmodels.core import hub
+        options = hub.HubOptions(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+                                 token=token)
         settings = {}
         for name in (SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE):
-            path = os.path.join(directory, name)
-            if os.path.isfile(path):
+            path = hub.resolve_file(directory, name, options, required=False)
+            if path is not None:
                 with open(path, encoding="utf-8") as f:
                     settings.update(json.load(f))
         accepted = set(SPECIAL_TOKEN_ATTRIBUTES) | {"model_max_length", "padding_side", "truncation_side",
@@ -427,8 +432,8 @@ class PreTrainedTokenizer:
         init.update(kwargs)
         files = {}
         for arg, file_name in cls.vocab_files_names.items():
-            path = os.path.join(directory, file_name)
-            if not os.path.isfile(path):
+            path = hub.resolve_file(directory, file_name, options, required=False)
+            if path is None:
                 raise FileNotFoundError(f"{cls.__name__} needs {file_name} in {directory}")
             files[arg] = path
         return cls(**files, **init)

@@ -20,6 +20,7 @@ import time
 import keras
 import tensorflow as tf
 
+from tfmodels.core import hub
 from tfmodels.core.layers import dtype_policy_scope
 from tfmodels.core.logging import logger
 from tfmodels.registry import get_family, resolve_config_path
@@ -51,6 +52,7 @@ class Job:
         self.base_dir = os.path.dirname(recipe.get("_path", "")) or None
         self.output_dir = recipe["training"]["output_dir"] or os.path.join("runs", recipe["name"])
         self._pretrained_config = None
+        self._hub_snapshots = {}  # Hub id -> its cached snapshot directory
         family = recipe["model"]["family"]
         if not family:
             family = self._load_config_file()["model_type"]
@@ -75,7 +77,14 @@ class Job:
 
     @property
     def pretrained(self):
-        return self.path(self.recipe["model"]["pretrained"])
+        """The pretrained checkpoint directory; a Hub id ("org/name") is fetched once into the Hugging Face cache
+        (config, weights, tokenizer or image processor files) and read from there."""
+        value = self.path(self.recipe["model"]["pretrained"])
+        if value and not hub.is_local(value):
+            if value not in self._hub_snapshots:
+                self._hub_snapshots[value] = hub.snapshot(value, optional=hub.PREPROCESSOR_FILES)
+            return self._hub_snapshots[value]
+        return value
 
     def _load_config_file(self):
         source = self.pretrained or resolve_config_path(self.path(self.recipe["model"]["config"]) or "")

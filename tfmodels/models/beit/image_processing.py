@@ -424,12 +424,14 @@ class BeitImageProcessor:
         return path
 
     @classmethod
-    def from_pretrained(cls, path, **overrides):
-        """From a directory holding preprocessor_config.json (ours or HF's) or from that JSON file."""
-        if os.path.isdir(path):
-            path = os.path.join(path, IMAGE_PROCESSOR_NAME)
+    def from_pretrained(cls, path, revision=None, cache_dir=None, local_files_only=False, token=None, **overrides):
+        """From a directory holding preprocessor_config.json (ours or HF's), from that JSON file, or from a Hub
+        id ("org/name", fetched through huggingface_hub: see core.hub)."""
+        from tfmodels.core import hub
+        options = hub.HubOptions(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+                                 token=token)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"No {IMAGE_PROCESSOR_NAME} at {path}")
+            path = hub.resolve_file(path, IMAGE_PROCESSOR_NAME, options)
         with open(path, encoding="utf-8") as f:
             return cls.from_dict(json.load(f), **overrides)
 
