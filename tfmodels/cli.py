@@ -84,10 +84,12 @@ def build_parser():
                             description="Load an HF checkpoint directory (config.json + model.safetensors, sharded "
                                         "or not) into the matching tfmodels class and save it with "
                                         "save_pretrained; prints the mapped / missing / unexpected weights.")
-    p.add_argument("source", help="HF checkpoint directory")
+    p.add_argument("source", help="HF checkpoint directory or Hub id (org/name)")
     p.add_argument("output", help="output directory")
     p.add_argument("--task", default=None, help="task head (default: from config.json's architectures)")
-    p.add_argument("--allow-pickle", action="store_true", help="allow reading pytorch_model.bin (runs pickle)")
+    p.add_argument("--revision", default=None, help="Hub branch, tag or commit (Hub ids only)")
+    p.add_argument("--weights-format", default=None, choices=["safetensors", "h5", "bin"],
+                   help="which weights to read when there are several (default: safetensors, then h5, then bin)")
     p.add_argument("--hf-format", action="store_true", help="write HF safetensors instead of Keras weights")
     p.add_argument("--strict", action="store_true", help="fail when any weight is missing or unexpected")
 
@@ -145,8 +147,10 @@ def cmd_predict(args):
 
 
 def cmd_convert(args):
+    from tfmodels.core import hub
     from tfmodels.registry import TASKS, families
-    with open(os.path.join(args.source, "config.json"), encoding="utf-8") as f:
+    options = hub.HubOptions(revision=args.revision)
+    with open(hub.resolve_file(args.source, "config.json", options), encoding="utf-8") as f:
         config = json.load(f)
     spec = next((s for s in families().values() if s.name == config.get("model_type")), None)
     if spec is None:
@@ -158,18 +162,23 @@ def cmd_convert(args):
     if task not in TASKS:
         raise SystemExit(f"unknown task {task!r}")
     cls = spec.head_class(task)
-    model, info = cls.from_pretrained(args.source, allow_pickle=args.allow_pickle, output_loading_info=True,
-                                      strict=False)
+    tokenizer_class = spec.tokenizer_class()
+    tokenizer_files = list(tokenizer_class.vocab_files_names.values()) + ["tokenizer_config.json",
+                                                                        "special_tokens_map.json"] \
+        if tokenizer_class is not None else []
+    # A Hub id becomes the cached snapshot holding the config, one set of weights and the tokenizer files.
+    source = hub.snapshot(args.source, optional=tokenizer_files, options=options, weights_format=args.weights_format)
+    model, info = cls.from_pretrained(source, output_loading_info=True, strict=False,
+                                      weights_format=args.weights_format)
     print(f"{cls.__name__}: {info.report()}")
     print(f"mapped: {len(info.mapped)}, missing: {len(info.missing)}, unexpected: {len(info.unexpected)}, "
           f"mismatched: {len(info.mismatched)}")
     if args.strict and (info.missing or info.unexpected or info.mismatched):
         return 1
     model.save_pretrained(args.output, hf_format=args.hf_format)
-    tokenizer_class = spec.tokenizer_class()
-    if tokenizer_class is not None and all(os.path.isfile(os.path.join(args.source, f))
+    if tokenizer_class is not None and all(os.path.isfile(os.path.join(source, f))
                                            for f in tokenizer_class.vocab_files_names.values()):
-        tokenizer_class.from_pretrained(args.source).save_pretrained(args.output)
+        tokenizer_class.from_pretrained(source).save_pretrained(args.output)
     print(f"saved {args.output}")
     return 0
 
