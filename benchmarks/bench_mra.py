@@ -79,7 +79,7 @@ def attention(length, op_mode="custom"):
     """One layer's MRA-2 attention alone (the block-sparse part and the low resolution), [1, 4, length, 64]."""
     import numpy as np
     import tensorflow as tf
-    from tfmodels.models.mra.attention import mra2_attention
+    from tfmodels.ops.block_sparse_attention import mra2_attention
     from tfmodels.ops import dispatch
     dispatch.set_op_mode(op_mode)
     rng = np.random.RandomState(0)

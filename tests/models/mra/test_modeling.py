@@ -10,7 +10,7 @@ import tensorflow as tf
 import tfmodels
 from tests import helpers
 from tfmodels.core.layers import dtype_policy_scope
-from tfmodels.models.mra.attention import mra2_attention
+from tfmodels.ops.block_sparse_attention import mra2_attention
 from tfmodels.ops import dispatch
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "..", "configs")

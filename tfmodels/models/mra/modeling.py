@@ -14,7 +14,7 @@ from tfmodels.core.heads import ClassificationHead, LMHead
 from tfmodels.core.inputs import check_ids_in_range, check_max_length, check_rank, check_same_shape, text_reference
 from tfmodels.core.layers import apply_chunking
 from tfmodels.core.modeling import PreTrainedModel
-from tfmodels.models.mra.attention import mra2_attention
+from tfmodels.ops.block_sparse_attention import mra2_attention
 from tfmodels.models.mra.checkpoint import MRA_CHECKPOINT_MAP
 from tfmodels.models.mra.configuration import MraConfig
 

@@ -20,7 +20,6 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from tfmodels.models.mra.configuration import BLOCK_SIZE
 from tfmodels.ops import block_sparse as bs
 
 PENALTY = 1e4       # the reference's additive mask value (exp(-1e4) is exactly 0 in float32)
@@ -32,22 +31,22 @@ def _block_means(x, mask, counts, meta, num_blocks):
     """[BH, L, D] -> [BH, nb, D]: sums of the kept positions of each block of 32 divided by (their count + 1e-6),
     as the reference (which zeroes padded positions first; a [1, 32] x [32, D] product per block here)."""
     dim = x.shape[-1]
-    tiles = tf.reshape(x, tf.stack([meta * num_blocks, BLOCK_SIZE, dim]))
+    tiles = tf.reshape(x, tf.stack([meta * num_blocks, bs.BLOCK, dim]))
     if mask is None:
         sums = tf.reduce_sum(tiles, axis=1)
     else:
-        sums = tf.matmul(tf.reshape(mask, tf.stack([meta * num_blocks, 1, BLOCK_SIZE])), tiles)
+        sums = tf.matmul(tf.reshape(mask, tf.stack([meta * num_blocks, 1, bs.BLOCK])), tiles)
     return tf.reshape(sums, tf.stack([meta, num_blocks, dim])) / tf.expand_dims(counts + EPSILON, 2)
 
 
 def _repeat_blocks(x, meta, num_blocks):
     """[BH, nb] -> [BH, nb * 32] or [BH, nb, D] -> [BH, nb * 32, D], each block value repeated 32 times."""
     if x.shape.rank == 2:
-        tiled = tf.broadcast_to(tf.expand_dims(x, 2), tf.stack([meta, num_blocks, BLOCK_SIZE]))
-        return tf.reshape(tiled, tf.stack([meta, num_blocks * BLOCK_SIZE]))
+        tiled = tf.broadcast_to(tf.expand_dims(x, 2), tf.stack([meta, num_blocks, bs.BLOCK]))
+        return tf.reshape(tiled, tf.stack([meta, num_blocks * bs.BLOCK]))
     dim = x.shape[-1]
-    tiled = tf.broadcast_to(tf.expand_dims(x, 2), tf.stack([meta, num_blocks, BLOCK_SIZE, dim]))
-    return tf.reshape(tiled, tf.stack([meta, num_blocks * BLOCK_SIZE, dim]))
+    tiled = tf.broadcast_to(tf.expand_dims(x, 2), tf.stack([meta, num_blocks, bs.BLOCK, dim]))
+    return tf.reshape(tiled, tf.stack([meta, num_blocks * bs.BLOCK, dim]))
 
 
 def _repeat_heads(x, batch, heads):
@@ -78,12 +77,12 @@ def mra2_attention(query, key, value, mask=None, num_blocks=64, approx_mode="ful
     batch, _, length, _ = tf.unstack(tf.shape(query))
 
     # Pad the sequence to whole blocks (python ints when the length is static).
-    aligned = static_length is not None and static_length % BLOCK_SIZE == 0
+    aligned = static_length is not None and static_length % bs.BLOCK == 0
     if static_length is not None:
-        padded = static_length + (-static_length) % BLOCK_SIZE
+        padded = static_length + (-static_length) % bs.BLOCK
     else:
-        padded = (length + BLOCK_SIZE - 1) // BLOCK_SIZE * BLOCK_SIZE
-    num_grid = padded // BLOCK_SIZE
+        padded = (length + bs.BLOCK - 1) // bs.BLOCK * bs.BLOCK
+    num_grid = padded // bs.BLOCK
     meta = batch * heads
     if not aligned:
         paddings = tf.stack([[0, 0], [0, 0], [0, padded - length], [0, 0]])
@@ -99,17 +98,17 @@ def mra2_attention(query, key, value, mask=None, num_blocks=64, approx_mode="ful
             mask = tf.pad(mask, tf.stack([[0, 0], [0, padded - length]]))
         # Each example's grid ends with the block of its last kept position.
         extent = tf.reduce_max(mask * tf.range(1.0, tf.cast(padded, tf.float32) + 1.0), axis=1)
-        example_blocks = tf.cast(tf.math.ceil(extent / BLOCK_SIZE), tf.int32)
+        example_blocks = tf.cast(tf.math.ceil(extent / bs.BLOCK), tf.int32)
         # Meta-batch row b * heads + h belongs to example b (the reference repeats the mask in the wrong order).
         mask = _repeat_heads(mask, batch, heads)                      # [BH, Lp]
         grid_blocks = _repeat_heads(example_blocks, batch, heads)     # [BH]
         # Padded positions are left out of the block sums and the selected scores below instead of being zeroed
         # here (the reference multiplies query, key and value by the mask: the same numbers, three passes more).
-        counts = tf.reduce_sum(tf.reshape(mask, tf.stack([meta, num_grid, BLOCK_SIZE])), axis=2)  # [BH, nb]
+        counts = tf.reduce_sum(tf.reshape(mask, tf.stack([meta, num_grid, bs.BLOCK])), axis=2)  # [BH, nb]
         valid_block = tf.expand_dims(tf.range(num_grid), 0) < tf.expand_dims(grid_blocks, 1)  # [BH, nb]
         valid_grid = tf.logical_and(tf.expand_dims(valid_block, 2), tf.expand_dims(valid_block, 1))
     else:
-        counts = tf.fill(tf.stack([meta, num_grid]), float(BLOCK_SIZE))
+        counts = tf.fill(tf.stack([meta, num_grid]), float(bs.BLOCK))
 
     # ----- low resolution: block-mean scores -----------------------------------------------------------------
     block_mask = mask if has_mask else None
@@ -186,8 +185,8 @@ def mra2_attention(query, key, value, mask=None, num_blocks=64, approx_mode="ful
         high_weight, low_weight = high_corr / denominator, low_corr / denominator
         if has_mask:
             high_weight, low_weight = high_weight * mask, low_weight * mask
-        rows_shape = tf.stack([meta, num_grid, BLOCK_SIZE, 1])
-        context = (tf.reshape(high_out, tf.stack([meta, num_grid, BLOCK_SIZE, dim])) *
+        rows_shape = tf.stack([meta, num_grid, bs.BLOCK, 1])
+        context = (tf.reshape(high_out, tf.stack([meta, num_grid, bs.BLOCK, dim])) *
                    tf.reshape(high_weight, rows_shape) +
                    tf.expand_dims(low_out, 2) * tf.reshape(low_weight, rows_shape))
     else:
@@ -216,7 +215,7 @@ def _high_resolution_blocks(query, key, value, indices, key_mask, num_grid, meta
     logits = bs.sddmm(query, key, indices, validate=False)                                  # [BH, K, 32, 32]
     row_max = tf.stop_gradient(bs.row_max(tf.stop_gradient(logits), indices, num_grid, num_grid, validate=False))
     safe_indices = tf.maximum(indices, 0)
-    blocks_shape = tf.stack([meta, num_grid, BLOCK_SIZE])
+    blocks_shape = tf.stack([meta, num_grid, bs.BLOCK])
     shift = tf.where(tf.math.is_finite(row_max), row_max, 0.0)
     slot_max = tf.gather(tf.reshape(shift, blocks_shape), safe_indices // num_grid, batch_dims=1)
     slot_max = tf.where(tf.expand_dims(indices >= 0, 2), slot_max, 0.0)
@@ -252,18 +251,18 @@ def _effective_probs(high_attn, indices, high_corr, low_attn, low_corr, counts, 
     safe = tf.maximum(indices, 0)
     weights = high_attn
     if high_corr is not None:
-        corr = tf.gather(tf.reshape(high_corr, [meta, num_grid, BLOCK_SIZE]), safe // num_grid, batch_dims=1)
+        corr = tf.gather(tf.reshape(high_corr, [meta, num_grid, bs.BLOCK]), safe // num_grid, batch_dims=1)
         weights = weights * corr[:, :, :, None]
     weights = tf.where(chosen[:, :, None, None], weights, 0.0)
     grid = num_grid * num_grid
     segments = safe + tf.range(meta)[:, None] * grid
     dense = tf.math.unsorted_segment_sum(weights, segments, meta * grid)    # [BH * nb * nb, 32, 32]
-    dense = tf.reshape(dense, [meta, num_grid, num_grid, BLOCK_SIZE, BLOCK_SIZE])
+    dense = tf.reshape(dense, [meta, num_grid, num_grid, bs.BLOCK, bs.BLOCK])
     dense = tf.reshape(tf.transpose(dense, [0, 1, 3, 2, 4]), [meta, padded, padded])
     if low_attn is not None:
         # Low resolution: the block's weight on each kept key token (value_hat = block sum / (count + 1e-6)).
         per_token = low_attn / (counts[:, None, :] + EPSILON)
-        per_token = tf.repeat(tf.repeat(per_token, BLOCK_SIZE, axis=1), BLOCK_SIZE, axis=2)
+        per_token = tf.repeat(tf.repeat(per_token, bs.BLOCK, axis=1), bs.BLOCK, axis=2)
         dense = dense + per_token * low_corr[:, :, None]
     dense = dense / denominator[:, :, None]
     if mask is not None:
