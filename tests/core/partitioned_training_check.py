@@ -3,7 +3,7 @@
 1. Single process, the ordinary way: Keras optimizer on `model.trainable_variables`, N steps (dropout on).
 2. The same model loaded (from_pretrained, inside the strategy scope) into a ParameterServerStrategy whose
    partitioner splits the embeddings and every dense kernel across two parameter-server processes; the same N
-   steps run on a worker process through the ClusterCoordinator, with core.distributed.train_step.
+   steps run on a worker process through the ClusterCoordinator, with training.parameter_server.train_step.
 
 Prints `RESULT {json}`: per-step losses of both, the largest weight difference after training, and where every
 partitioned variable's shards and the optimizer's slots live.
@@ -23,7 +23,7 @@ import tensorflow as tf  # noqa: E402
 
 import tfmodels  # noqa: E402
 from tfmodels.core import checkpoint as ckpt  # noqa: E402
-from tfmodels.core import distributed  # noqa: E402
+from tfmodels.training import parameter_server as distributed  # noqa: E402
 from tfmodels.core.layers import _seed_generators  # noqa: E402
 
 CONFIG = dict(vocab_size=99, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,

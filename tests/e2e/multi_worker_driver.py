@@ -15,14 +15,15 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..",
 def main(argv):
     recipe_name, output = argv[0], argv[1]
     overrides = [a for a in argv[2:] if a != "--set"]
-    from tfmodels.training import recipe as recipe_lib, runner
+    from tfmodels.training import recipe as recipe_lib
     from tfmodels.training.distributed import train_multi_worker
-    name, strategy = runner.choose_strategy("multi_worker")  # before any other TF op
+    from tfmodels.training.job import Job, choose_strategy
+    name, strategy = choose_strategy("multi_worker")  # before any other TF op
     import keras
     import numpy as np
     recipe = recipe_lib.load_recipe(recipe_name, overrides)
     keras.utils.set_random_seed(int(recipe["training"]["seed"]))
-    job = runner.Job(recipe)
+    job = Job(recipe)
     summary = train_multi_worker(job, strategy)
     model = summary["model"]
     np.savez(output, steps=summary["steps"], replicas=strategy.num_replicas_in_sync,

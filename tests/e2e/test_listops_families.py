@@ -9,7 +9,7 @@ import pytest
 
 from tests import helpers
 from tfmodels import registry
-from tfmodels.training import exporting, recipe as recipe_lib, runner
+from tfmodels.training import exporting, job as job_lib, recipe as recipe_lib, runner
 
 TEXT_FAMILIES = sorted(name for name, spec in registry.families().items() if spec.modality == "text")
 TINY = ["data.limit=32", "data.eval_limit=16", "data.batch_size=16", "data.eval_batch_size=16", "training.epochs=1",
@@ -46,7 +46,7 @@ def test_listops_recipe_trains_and_evaluates(trained, family):
     assert np.isfinite(summary["history"]["loss"]).all()
     metrics = summary["metrics"]
     assert {"test_loss", "test_accuracy", "test_f1"} <= set(metrics) and 0.0 <= metrics["test_accuracy"] <= 1.0
-    job = runner.Job(run["recipe"])
+    job = job_lib.Job(run["recipe"])
     assert type(job.model_config()).__name__.lower().startswith(family.replace("-", ""))
 
 
@@ -54,7 +54,7 @@ def test_listops_recipe_trains_and_evaluates(trained, family):
 def test_listops_exports_reload_in_one_fresh_process_and_match(trained, tmp_path):
     jobs = []
     for family, run in trained.items():
-        job = runner.Job(run["recipe"])
+        job = job_lib.Job(run["recipe"])
         model = job.family.head_class(job.task).from_pretrained(run["summary"]["final_dir"])
         batch = next(iter(job.dataset("test", model.config).model_inputs(4)))
         inputs = {k: v.numpy() for k, v in batch.items() if k in model.serving_input_names}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests import helpers
-from tfmodels.training import callbacks, data, exporting, recipe as recipe_lib, runner
+from tfmodels.training import callbacks, data, exporting, job as job_lib, recipe as recipe_lib, runner
 from tfmodels.training.predict import examples_from
 
 TEXT_RECIPES = {
@@ -87,7 +87,7 @@ def test_resumed_run_equals_uninterrupted_run(trained, tmp_path):
     straight = runner.train(tiny_recipe(TEXT_RECIPES["sequence-classification"], tmp_path / "straight",
                                         ["data.validation=null"]), evaluate_after=False, export_after=False)
     assert straight["steps"] == TOTAL_STEPS
-    family = runner.Job(run["recipe"]).family
+    family = job_lib.Job(run["recipe"]).family
     resumed_model = family.head_class("sequence-classification").from_pretrained(run["resumed"]["final_dir"])
     straight_model = family.head_class("sequence-classification").from_pretrained(straight["final_dir"])
     for a, b in zip(weights(resumed_model), weights(straight_model)):
@@ -125,7 +125,7 @@ def job_exporter(job):
 def test_exports_reload_in_a_fresh_process_and_match(trained, tmp_path):
     jobs = []
     for task, run in trained.items():
-        job = runner.Job(run["recipe"])
+        job = job_lib.Job(run["recipe"])
         model = job.family.head_class(task).from_pretrained(run["resumed"]["final_dir"])
         dataset = job.dataset("train", model.config)
         batch = next(iter(dataset.model_inputs(4)))
@@ -149,7 +149,7 @@ def test_exports_reload_in_a_fresh_process_and_match(trained, tmp_path):
 def test_exported_job_models_predict_readable_results(trained, task, tmp_path):
     from tfmodels.training import predict
     run = trained[task]
-    job = runner.Job(run["recipe"])
+    job = job_lib.Job(run["recipe"])
     model = job.family.head_class(task).from_pretrained(run["resumed"]["final_dir"])
     path = runner.export(job, model, str(tmp_path / "export" / "1"))
     served = predict.load_runner(path)

@@ -202,7 +202,7 @@ def test_multiple_choice_inputs(xlmr_tokenizer):
 def test_image_classification_pipeline():
     rows = readers.read(readers.resolve_path("assets:data/shapes/validation"))
     settings = data.image_settings(overrides={"image_size": 32})
-    dataset = data.ImageDataset(rows, settings, "image-classification", list(synthetic_data.SHAPES))
+    dataset = data.ImageDataset(rows, settings, "label", list(synthetic_data.SHAPES))
     batches = _all_batches(dataset.epoch(8, shuffle=False))
     assert len(batches) == dataset.steps(8) == 3
     pixels = batches[0]["pixel_values"]
@@ -212,14 +212,14 @@ def test_image_classification_pipeline():
     raw = tf.io.decode_png(tf.io.read_file(rows[0]["image"])).numpy().astype(np.float32)
     np.testing.assert_allclose(pixels[0], ((raw / 255.0 - 0.5) / 0.5).transpose(2, 0, 1), atol=1e-5)
     last = data.ImageDataset(rows, data.image_settings(overrides={"image_size": 16, "channels_first": False}),
-                             "image-classification", list(synthetic_data.SHAPES))
+                             "label", list(synthetic_data.SHAPES))
     assert next(iter(last.epoch(4, shuffle=False)))["pixel_values"].shape == (4, 16, 16, 3)
 
 
 def test_segmentation_pipeline_masks_and_flips():
     rows = readers.read(readers.resolve_path("assets:data/shapes_segmentation/validation"))
     settings = data.image_settings(overrides={"image_size": 32})
-    dataset = data.ImageDataset(rows, settings, "semantic-segmentation")
+    dataset = data.ImageDataset(rows, settings, "mask")
     plain = _all_batches(dataset.epoch(12, shuffle=False))[0]
     assert plain["pixel_values"].shape == (12, 3, 32, 32) and plain["labels"].shape == (12, 32, 32)
     assert set(np.unique(plain["labels"])) <= {0, 1, 2, 3} and len(np.unique(plain["labels"])) == 4
@@ -233,7 +233,7 @@ def test_segmentation_pipeline_masks_and_flips():
         if not same:
             np.testing.assert_allclose(flipped["pixel_values"][i], plain["pixel_values"][i][:, :, ::-1])
     reduced = data.ImageDataset(rows, data.image_settings(overrides={"image_size": 32, "reduce_labels": True}),
-                                "semantic-segmentation")
+                                "mask")
     labels = next(iter(reduced.epoch(12, shuffle=False)))["labels"].numpy()
     np.testing.assert_array_equal(labels, np.where(plain["labels"] == 0, 255, plain["labels"] - 1))
 
@@ -272,7 +272,7 @@ def test_encoded_image_signature_preprocesses_like_the_pipeline(tmp_path):
         assert exporting.read_metadata(path)["image_settings"]["channels_first"] is channels_first
         loaded = tf.saved_model.load(path)
         served = loaded.signatures["serving_image"](image_bytes=encoded)
-        pixels = next(iter(data.ImageDataset(rows, settings, "image-classification", list(synthetic_data.SHAPES))
+        pixels = next(iter(data.ImageDataset(rows, settings, "label", list(synthetic_data.SHAPES))
                            .epoch(4, shuffle=False)))["pixel_values"]
         processor = data.PipelineImageProcessor(settings)
         decoded = [tf.io.decode_png(e, channels=3).numpy() for e in encoded.numpy()]

@@ -1,5 +1,4 @@
 """The family registry, recipes and overrides, the CLI's commands that need no training, metrics and schedule."""
-import json
 import os
 import subprocess
 import sys

@@ -310,6 +310,20 @@ def backing_variable(variable):
     return variable
 
 
+def variable_components(variables):
+    """The tf.Variables that hold `variables` (Keras or TF): a partitioned variable gives its shards, in order."""
+    components = []
+    for variable in tf.nest.flatten(variables):
+        backing = backing_variable(variable)
+        if isinstance(backing, tf.Variable):
+            components.append(backing)
+        elif hasattr(backing, "variables"):  # ShardedVariable
+            components.extend(backing.variables)
+        else:
+            raise TypeError(f"Not a variable: {variable!r}")
+    return components
+
+
 def assign_array(variable, array):
     """Give a (Keras or TF) variable the value of a numpy array, without a copy on CPU when the array is
     aligned (see tensor_from_numpy); a ShardedVariable takes its shards' slices."""

@@ -294,7 +294,7 @@ def _spmm_grad(op, upstream):
 
 
 @tf.RegisterGradient("TFModels>BlockSparseAttention")
-def _attention_grad(op, grad_out, grad_norm, grad_row_max, grad_weights):
+def _attention_grad(op, grad_out, grad_norm, *_unused):
     # row_max is a stabilising shift (no gradient, as in the twin); weights is an internal output that
     # attention() never returns, so nothing downstream can have a gradient for it.
     query, key, value, _, indices = op.inputs
@@ -403,9 +403,3 @@ def _validated(indices, num_row_blocks, num_col_blocks):
         return indices
     with tf.control_dependencies([tf.debugging.assert_less(indices, limit, message=message)]):
         return tf.identity(indices)
-
-
-@functools.lru_cache(maxsize=None)
-def custom_op_available():
-    """Whether the compiled library loads (builds it on first use)."""
-    return dispatch.op_module(FAMILY) is not None

@@ -259,7 +259,6 @@ class ByteLevelBPEInGraphTokenizer(InGraphTokenizer):
             tf.lookup.KeyValueTensorInitializer(tf.constant(list(encoder.keys())),
                                                 tf.constant(list(encoder.values()), tf.int64)),
             default_value=tf.constant(unk_id, tf.int64))
-        self.num_merges = len(merges)
         keys = [f"{a} {b}" for a, b in merges] or ["\x00 \x00"]
         self.merge_table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(tf.constant(keys), tf.range(len(keys), dtype=tf.int64)),

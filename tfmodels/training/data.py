@@ -50,7 +50,7 @@ def label_index(value, names):
 # Tokenisation helpers
 
 
-def _ids(tokenizer, text):
+def token_ids(tokenizer, text):
     return tokenizer.convert_tokens_to_ids(tokenizer.tokenize(text)) if text else []
 
 
@@ -58,7 +58,7 @@ def _num_special(tokenizer, pair):
     return tokenizer.num_special_tokens_to_add(pair=pair)
 
 
-def _offset_of(tokenizer, part, len_a, len_b):
+def segment_offset(tokenizer, part, len_a, len_b):
     """Position where part "A" or "B" starts in the template output."""
     position = 0
     for item in (tokenizer.template.pair if len_b is not None else tokenizer.template.single):
@@ -88,7 +88,6 @@ class TextTask:
     """Base of the text processors. `encode(rows)` -> {feature: list per example}; `padding` gives each
     feature's pad value; `examples` keeps what evaluation needs to map predictions back (words, contexts)."""
 
-    task = None
     label_features = ("labels",)
 
     def __init__(self, tokenizer, max_length=512, **columns):
@@ -114,7 +113,6 @@ class TextTask:
 
 
 class SequenceClassificationData(TextTask):
-    task = "sequence-classification"
 
     def __init__(self, tokenizer, label_names, max_length=512, **columns):
         super().__init__(tokenizer, max_length, **columns)
@@ -123,8 +121,8 @@ class SequenceClassificationData(TextTask):
     def encode_row(self, row):
         text = row[self.column("text_column", "text")]
         pair_column = self.column("text_pair_column", None)
-        ids_a = _ids(self.tokenizer, text)
-        ids_b = _ids(self.tokenizer, row[pair_column]) if pair_column else None
+        ids_a = token_ids(self.tokenizer, text)
+        ids_b = token_ids(self.tokenizer, row[pair_column]) if pair_column else None
         budget = self.max_length - _num_special(self.tokenizer, ids_b is not None)
         if ids_b is None:
             ids_a = _truncate(ids_a, budget)
@@ -145,7 +143,6 @@ class TokenClassificationData(TextTask):
     """Words + tags (CoNLL rows, or JSONL with `words`/`tokens` and `tags`/`ner_tags`): each word is tokenised
     on its own; its first sub-token carries the tag, the others and the special tokens -100."""
 
-    task = "token-classification"
 
     def __init__(self, tokenizer, label_names, max_length=512, **columns):
         super().__init__(tokenizer, max_length, **columns)
@@ -163,7 +160,7 @@ class TokenClassificationData(TextTask):
         budget = self.max_length - _num_special(self.tokenizer, False)
         ids, labels, word_index = [], [], []
         for i, word in enumerate(words):
-            pieces = _ids(self.tokenizer, word) or [self.tokenizer.unk_token_id]
+            pieces = token_ids(self.tokenizer, word) or [self.tokenizer.unk_token_id]
             if len(ids) + len(pieces) > budget:
                 break
             ids.extend(pieces)
@@ -173,7 +170,7 @@ class TokenClassificationData(TextTask):
                     else int(tags[i])
                 labels.extend([tag] + [IGNORE_INDEX] * (len(pieces) - 1))
         encoded = _encode_pair(self.tokenizer, ids)
-        offset = _offset_of(self.tokenizer, "A", len(ids), None)
+        offset = segment_offset(self.tokenizer, "A", len(ids), None)
         total = len(encoded["input_ids"])
         if tags is not None:
             encoded["labels"] = [IGNORE_INDEX] * offset + labels + [IGNORE_INDEX] * (total - offset - len(ids))
@@ -189,31 +186,30 @@ class QuestionAnsweringData(TextTask):
     """SQuAD rows: (question, context) pairs; the answer's token span is found exactly by tokenising the
     context in three pieces (before, answer, after). Answers cut off by truncation point at the CLS token."""
 
-    task = "question-answering"
     label_features = ("start_positions", "end_positions")
 
     def encode_row(self, row):
         question = row[self.column("question_column", "question")]
         context = row[self.column("context_column", "context")]
         answers = row.get(self.column("answers_column", "answers")) or []
-        q_ids = _ids(self.tokenizer, question)
+        q_ids = token_ids(self.tokenizer, question)
         if answers:
             answer = answers[0]
             start_char = int(answer["answer_start"])
             end_char = start_char + len(answer["text"])
-            before = _ids(self.tokenizer, context[:start_char])
-            inside = _ids(self.tokenizer, context[start_char:end_char])
-            after = _ids(self.tokenizer, context[end_char:])
+            before = token_ids(self.tokenizer, context[:start_char])
+            inside = token_ids(self.tokenizer, context[start_char:end_char])
+            after = token_ids(self.tokenizer, context[end_char:])
             c_ids = before + inside + after
             span = (len(before), len(before) + len(inside) - 1)
         else:
-            c_ids, span = _ids(self.tokenizer, context), None
+            c_ids, span = token_ids(self.tokenizer, context), None
         budget = self.max_length - _num_special(self.tokenizer, True) - len(q_ids)
         if budget <= 0:
             raise ValueError(f"question longer than max_length={self.max_length}: {question!r}")
         c_ids = _truncate(c_ids, budget)
         encoded = _encode_pair(self.tokenizer, q_ids, c_ids)
-        offset = _offset_of(self.tokenizer, "B", len(q_ids), len(c_ids))
+        offset = segment_offset(self.tokenizer, "B", len(q_ids), len(c_ids))
         encoded["context_start"] = offset
         encoded["context_length"] = len(c_ids)
         if span is not None:
@@ -229,16 +225,15 @@ class MultipleChoiceData(TextTask):
     """{"context", "question", "choices": [...], "label"}: each choice is paired with context + question;
     inputs [choices, length]."""
 
-    task = "multiple-choice"
 
     def encode_row(self, row):
         first = " ".join(str(row[c]) for c in (self.column("context_column", "context"),
                                                self.column("question_column", "question")) if row.get(c))
         choices = row[self.column("choices_column", "choices")]
-        first_ids = _ids(self.tokenizer, first)
+        first_ids = token_ids(self.tokenizer, first)
         rows = []
         for choice in choices:
-            choice_ids = _ids(self.tokenizer, str(choice))
+            choice_ids = token_ids(self.tokenizer, str(choice))
             budget = self.max_length - _num_special(self.tokenizer, True) - len(choice_ids)
             rows.append(_encode_pair(self.tokenizer, _truncate(first_ids, budget), choice_ids))
         length = max(len(r["input_ids"]) for r in rows)
@@ -260,14 +255,13 @@ class MultipleChoiceData(TextTask):
 class MaskedLMData(TextTask):
     """Text rows for masked-LM pretraining; masking happens in tf.data (see `mask_tokens`), anew every epoch."""
 
-    task = "masked-lm"
 
     def __init__(self, tokenizer, max_length=512, mlm_probability=0.15, **columns):
         super().__init__(tokenizer, max_length, **columns)
         self.mlm_probability = float(mlm_probability)
 
     def encode_row(self, row):
-        ids = _truncate(_ids(self.tokenizer, row[self.column("text_column", "text")]),
+        ids = _truncate(token_ids(self.tokenizer, row[self.column("text_column", "text")]),
                         self.max_length - _num_special(self.tokenizer, False))
         encoded = _encode_pair(self.tokenizer, ids)
         encoded["special_tokens_mask"] = self.tokenizer.get_special_tokens_mask(ids)
@@ -292,9 +286,6 @@ class MaskedLMData(TextTask):
         batch["input_ids"] = tf.where(chosen & (roll >= 0.8) & (roll < 0.9), random_ids, masked)
         return batch
 
-
-TEXT_TASKS = {cls.task: cls for cls in (SequenceClassificationData, TokenClassificationData, QuestionAnsweringData,
-                                        MultipleChoiceData, MaskedLMData)}
 
 # Features that evaluation needs but the model does not take.
 AUXILIARY_FEATURES = ("word_ids", "context_start", "context_length")
@@ -534,16 +525,17 @@ def preprocess_mask_bytes(encoded, settings):
 
 
 class ImageDataset:
-    """Image classification (`label` rows) or segmentation (`mask` rows) examples."""
+    """Image classification (targets "label": rows with a class label) or segmentation (targets "mask": rows
+    with the path of a mask image) examples."""
 
-    def __init__(self, rows, settings, task, label_names=None):
+    def __init__(self, rows, settings, targets, label_names=None):
         self.rows = rows
         self.settings = settings
-        self.task = task
+        self.targets_kind = targets
         self.label_names = label_names
         self.num_examples = len(rows)
         self.paths = tf.constant([r["image"] for r in rows])
-        if task == "semantic-segmentation":
+        if targets == "mask":
             self.targets = tf.constant([r["mask"] for r in rows])
         else:
             self.targets = tf.constant([label_index(r["label"], label_names) for r in rows], tf.int32)
@@ -554,7 +546,7 @@ class ImageDataset:
     def _load(self, path, target, flip=None):
         pixels = preprocess_image_bytes(tf.io.read_file(path), self.settings)
         width_axis = 2 if self.settings["channels_first"] else 1
-        if self.task == "semantic-segmentation":
+        if self.targets_kind == "mask":
             labels = preprocess_mask_bytes(tf.io.read_file(target), self.settings)
             if flip is not None:
                 pixels = tf.cond(flip, lambda: tf.reverse(pixels, [width_axis]), lambda: pixels)

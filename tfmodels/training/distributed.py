@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from tfmodels.core.logging import logger
 from tfmodels.training import callbacks as cb
+from tfmodels.training.job import check_training_memory, is_chief, save_recipe, train_stream
 from tfmodels.training.optimization import build_optimizer
 
 
@@ -66,12 +67,12 @@ def make_train_step(model, strategy):
 
 
 def train_multi_worker(job, strategy, extra_callbacks=()):
-    from tfmodels.training.runner import _save_recipe, is_chief, plan_steps, train_stream
     chief = is_chief()
     if chief:
-        _save_recipe(job)
+        save_recipe(job)
     with strategy.scope():
         config = job.model_config()
+    check_training_memory(config, "multi-worker", strategy.num_replicas_in_sync)
     train_data = job.dataset("train", config)
     validation = job.dataset("validation", config) if chief else None
     batch_size = job.batch_size

@@ -1,4 +1,4 @@
-"""Metrics: streaming Keras metrics for the progress bar (`fit_metrics`), and task evaluators that score full
+"""Metrics: streaming Keras metrics for the progress bar (each task's `fit_metrics`), and task evaluators that score full
 predictions on a validation / test set with the usual definitions (`Evaluator`):
 
 - sequence / image classification: accuracy, macro F1;
@@ -106,23 +106,6 @@ def mean_iou_from_confusion(matrix):
     union = tf.reduce_sum(matrix, axis=0) + tf.reduce_sum(matrix, axis=1) - tp
     present = tf.cast(union > 0, "float32")
     return tf.math.divide_no_nan(tf.reduce_sum(tf.math.divide_no_nan(tp, union) * present), tf.reduce_sum(present))
-
-
-def fit_metrics(task, num_labels=None, channels_first=True):
-    """Keras metrics for `compile(metrics=...)`, matched to the outputs the model's compute_metrics passes
-    (QA: one list per output, start and end logits)."""
-    if task in ("sequence-classification", "image-classification"):
-        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy"), MacroF1(num_labels, name="f1")]
-    if task in ("token-classification", "masked-lm"):
-        return [MaskedAccuracy(name="accuracy")]
-    if task == "multiple-choice":
-        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-    if task == "question-answering":
-        return [[keras.metrics.SparseCategoricalAccuracy(name="start_accuracy")],
-                [keras.metrics.SparseCategoricalAccuracy(name="end_accuracy")]]
-    if task == "semantic-segmentation":
-        return [SegmentationMeanIoU(num_labels, channels_first=channels_first, name="mean_iou")]
-    return []
 
 
 # ---------------------------------------------------------------------------------------------------------------

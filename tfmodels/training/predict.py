@@ -12,17 +12,9 @@ import numpy as np
 import tensorflow as tf
 
 from tfmodels.training import readers
-from tfmodels.training.data import _ids, _offset_of
 from tfmodels.training.exporting import METADATA_DIR, read_metadata
-from tfmodels.training.metrics import best_span
-
-SPIECE = "\u2581"
-
-
-def _softmax(x):
-    x = np.asarray(x, np.float64)
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+from tfmodels.training.job import tokenizer_class
+from tfmodels.training.tasks import get_task
 
 
 def examples_from(task, texts=None, text_pairs=None, input_path=None, images=None, limit=None):
@@ -31,17 +23,7 @@ def examples_from(task, texts=None, text_pairs=None, input_path=None, images=Non
         rows = [{"image": path} for path in images]
     elif texts:
         pairs = text_pairs or [None] * len(texts)
-        rows = []
-        for text, pair in zip(texts, pairs):
-            if task == "question-answering":
-                rows.append({"question": text, "context": pair or ""})
-            elif task == "multiple-choice":
-                parts = text.split("|")
-                rows.append({"context": parts[0], "choices": [p.strip() for p in parts[1:]]})
-            elif task == "token-classification":
-                rows.append({"words": text.split()})
-            else:
-                rows.append({"text": text, **({"text_pair": pair} if pair else {})})
+        rows = [get_task(task).example(text, pair) for text, pair in zip(texts, pairs)]
     elif input_path:
         rows = readers.read(input_path)
     else:
@@ -50,12 +32,11 @@ def examples_from(task, texts=None, text_pairs=None, input_path=None, images=Non
 
 
 def _load_tokenizer(directory, class_name=None):
-    from tfmodels.training.runner import _tokenizer_class
     if class_name is None:
         config_path = os.path.join(directory, "tokenizer_config.json")
         with open(config_path, encoding="utf-8") as f:
             class_name = json.load(f)["tokenizer_class"]
-    return _tokenizer_class(class_name).from_pretrained(directory)
+    return tokenizer_class(class_name).from_pretrained(directory)
 
 
 class SavedModelRunner:
@@ -155,100 +136,8 @@ def load_runner(path, task=None):
 
 
 def predict(runner, rows, top_k=1):
-    """Readable predictions, one dict per row (also printed by the CLI)."""
-    task, tokenizer, names = runner.task, runner.tokenizer, runner.label_names
-    results = []
-    if task in ("sequence-classification",):
-        texts = [r["text"] for r in rows]
-        pairs = [r["text_pair"] for r in rows] if all("text_pair" in r for r in rows) else None
-        out = runner.text(texts, pairs)
-        probs = _softmax(out["logits"])
-        for row, p in zip(rows, probs):
-            order = np.argsort(-p)[:top_k]
-            results.append({"input": row["text"], "label": names[order[0]], "score": float(p[order[0]]),
-                            "top": [(names[i], float(p[i])) for i in order], "gold": row.get("label")})
-    elif task == "token-classification":
-        texts = [r.get("text") or " ".join(r["words"]) for r in rows]
-        out = runner.text(texts)
-        predicted = out["logits"].argmax(-1)
-        for n, text in enumerate(texts):
-            mask = out["attention_mask"][n]
-            special = set(tokenizer.all_special_ids)
-            pairs = [(tokenizer.convert_ids_to_tokens(int(i)), names[int(t)])
-                     for i, t, m in zip(out["input_ids"][n], predicted[n], mask) if m and int(i) not in special]
-            results.append({"input": text, "tags": _merge_word_tags(pairs)})
-    elif task == "question-answering":
-        questions, contexts = [r["question"] for r in rows], [r["context"] for r in rows]
-        out = runner.text(questions, contexts)
-        for n, (question, context) in enumerate(zip(questions, contexts)):
-            q_len = len(_ids(tokenizer, question))
-            c_len = len(_ids(tokenizer, context))
-            first = _offset_of(tokenizer, "B", q_len, c_len)
-            if tokenizer.padding_side == "left":
-                first += int((out["attention_mask"][n] == 0).sum())
-            limit = min(first + c_len - 1, len(out["input_ids"][n]) - 1)
-            start, end = best_span(out["start_logits"][n], out["end_logits"][n], first, limit)
-            answer = tokenizer.decode(out["input_ids"][n][start:end + 1], skip_special_tokens=True).strip()
-            gold = [a["text"] for a in rows[n].get("answers", [])]
-            results.append({"question": question, "answer": answer, "span": [int(start), int(end)],
-                            "score": float(out["start_logits"][n][start] + out["end_logits"][n][end]),
-                            "gold": gold or None})
-    elif task == "multiple-choice":
-        from tfmodels.training.data import MultipleChoiceData
-        processor = MultipleChoiceData(tokenizer, max_length=512)
-        encoded = [processor.encode_row(r) for r in rows]
-        length = max(len(e["input_ids"][0]) for e in encoded)
-        choices = max(len(e["input_ids"]) for e in encoded)
-        inputs = {}
-        for key, fill in (("input_ids", tokenizer.pad_token_id), ("attention_mask", 0)):
-            array = np.full((len(rows), choices, length), fill, np.int32)
-            for n, e in enumerate(encoded):
-                for c, values in enumerate(e[key]):
-                    array[n, c, :len(values)] = values
-            inputs[key] = array
-        out = runner.ids(inputs)
-        probs = _softmax(out["logits"])
-        for row, p in zip(rows, probs):
-            best = int(p.argmax())
-            results.append({"context": row.get("context"), "answer": row["choices"][best], "score": float(p[best]),
-                            "gold": row["choices"][row["label"]] if "label" in row else None})
-    elif task == "masked-lm":
-        texts = [r["text"] for r in rows]
-        out = runner.text(texts)
-        for n, text in enumerate(texts):
-            ids = out["input_ids"][n]
-            filled = [tokenizer.convert_ids_to_tokens(int(out["logits"][n][i].argmax()))
-                      for i in np.flatnonzero(ids == tokenizer.mask_token_id)]
-            results.append({"input": text, "masks": filled})
-    elif task in ("image-classification", "semantic-segmentation"):
-        out = runner.images([r["image"] for r in rows])
-        for n, row in enumerate(rows):
-            if task == "image-classification":
-                p = _softmax(out["logits"][n])
-                results.append({"image": row["image"], "label": names[int(p.argmax())], "score": float(p.max()),
-                                "gold": row.get("label")})
-            else:
-                logits = out["logits"][n]
-                classes = logits.argmax(0) if logits.shape[0] == len(names) else logits.argmax(-1)
-                shares = np.bincount(classes.reshape(-1), minlength=len(names)) / classes.size
-                results.append({"image": row["image"],
-                                "classes": {names[i]: round(float(s), 3) for i, s in enumerate(shares) if s > 0}})
-    else:
-        raise ValueError(f"predict does not handle task {task!r}")
-    return results
-
-
-def _merge_word_tags(pairs):
-    """[(sub-token, tag)] -> "word/TAG ..." (a word's tag is its first sub-token's)."""
-    if not any(t.startswith((SPIECE, "\u0120")) for t, _ in pairs):  # word-level vocabulary
-        return " ".join(f"{t}/{tag}" for t, tag in pairs)
-    words = []
-    for token, tag in pairs:
-        if token.startswith(SPIECE) or not words or "\u0120" in token[:1]:
-            words.append([token.lstrip(SPIECE).lstrip("\u0120"), tag])
-        else:
-            words[-1][0] += token
-    return " ".join(f"{w}/{t}" for w, t in words if w)
+    """Readable predictions, one dict per row (also printed by the CLI), in the task's format."""
+    return get_task(runner.task).format_predictions(runner, rows, top_k)
 
 
 def format_result(result):

@@ -39,8 +39,6 @@ DEFAULTS = {
     "predict": {"examples": []},
 }
 
-SECTIONS = tuple(k for k, v in DEFAULTS.items() if isinstance(v, dict))
-
 
 def _merge(base, update, where=""):
     result = copy.deepcopy(base)

@@ -62,8 +62,6 @@ def squad(num_paragraphs, seed, title="tiny-qa"):
 # ---------------------------------------------------------------------------------------------------------------
 # Token labelling (CoNLL-2003 style tags)
 
-NER_TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
-
 
 def ner_sentences(num, seed):
     """[(words, tags)] with persons, locations and organisations in a few sentence templates."""

@@ -19,7 +19,7 @@ parameter server). `train_step` is that step; without a strategy it is an ordina
 plain variables, with the same arithmetic, so a partitioned run reproduces a single-process run.
 
 `local_cluster` starts parameter-server and worker processes on free localhost ports (tests, demos, one-host
-setups) and stops them; on a real cluster each task runs `python -m tfmodels.core.distributed serve ...` (or any
+setups) and stops them; on a real cluster each task runs `python -m tfmodels.training.parameter_server serve ...` (or any
 `tf.distribute.Server`) and the chief builds the strategy from TF_CONFIG.
 """
 import contextlib
@@ -33,23 +33,8 @@ import time
 
 import tensorflow as tf
 
-from tfmodels.core.checkpoint import backing_variable
-
-
-def variable_components(variables):
-    """The tf.Variables that hold `variables` (Keras or TF): a partitioned variable gives its shards, in order.
-
-    Take gradients with respect to these and give them to the optimizer."""
-    components = []
-    for variable in tf.nest.flatten(variables):
-        backing = backing_variable(variable)
-        if isinstance(backing, tf.Variable):
-            components.append(backing)
-        elif hasattr(backing, "variables"):  # ShardedVariable
-            components.extend(backing.variables)
-        else:
-            raise TypeError(f"Not a variable: {variable!r}")
-    return components
+from tfmodels.core.checkpoint import variable_components
+from tfmodels.training.job import check_training_memory
 
 
 def shard_devices(variable):
@@ -89,6 +74,8 @@ def train_step(model, optimizer, loss_fn=None):
     `loss_fn(model, inputs, training=True)`: gradients with respect to the variables' shards, applied by
     `optimizer` (built with `build_optimizer`). Wrap it in tf.function; under a ParameterServerStrategy run it
     on workers with `coordinator.schedule(fn, args=...)` where `fn` calls `strategy.run(step, args=...)`."""
+
+    check_training_memory(model.config, "parameter-server")
 
     def step(inputs):
         variables = variable_components(model.trainable_variables)
@@ -159,7 +146,7 @@ def local_cluster(num_ps=2, num_workers=1, timeout=120, env=None):
         for job in ("ps", "worker"):
             for index in range(len(cluster[job])):
                 processes.append(subprocess.Popen(
-                    [sys.executable, "-m", "tfmodels.core.distributed", "serve", json.dumps(cluster), job,
+                    [sys.executable, "-m", "tfmodels.training.parameter_server", "serve", json.dumps(cluster), job,
                      str(index)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=child_env))
         deadline = time.monotonic() + timeout
         for process in processes:
@@ -196,7 +183,7 @@ def main(argv):
     if len(argv) == 4 and argv[0] == "serve":
         serve(json.loads(argv[1]), argv[2], int(argv[3]))
         return 0
-    print("usage: python -m tfmodels.core.distributed serve CLUSTER_JSON JOB INDEX", file=sys.stderr)
+    print("usage: python -m tfmodels.training.parameter_server serve CLUSTER_JSON JOB INDEX", file=sys.stderr)
     return 2
 
 
