@@ -206,14 +206,20 @@ def cmd_bench(args):
 
 
 def cmd_build_ops(args):
+    """Builds every op family; a failed one is reported with its first compiler error and the others still build.
+    Exits 1 when any failed."""
     from tfmodels.ops import loader
     with_cuda = {"auto": None, "yes": True, "no": False}[args.cuda]
     built = loader.build_all(with_cuda=with_cuda, force=args.force)
     if not built:
         print("no custom-op families found in custom_ops/")
-    for family, path in built.items():
-        print(f"{family}: {path}")
-    return 0
+    for family, result in built.items():
+        if isinstance(result, Exception):
+            # The message's first line names the first compiler error; the rest is the compiler's output.
+            print(f"{family}: FAILED: {str(result).splitlines()[0]}", file=sys.stderr)
+        else:
+            print(f"{family}: {result}")
+    return 1 if any(isinstance(result, Exception) for result in built.values()) else 0
 
 
 def cmd_list(args):

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from tests.ops import cuda_harness
+from tfmodels import cli
 from tfmodels.ops import dispatch, loader
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixture_ops")
@@ -126,3 +127,118 @@ def test_nvcc_command_prefers_the_toolkit_headers():
     command = loader.nvcc_command("k.cu.cc", "k.o", ["/ops"])
     assert not any("third_party/gpus/cuda" in part for part in command)
     assert command[:2] == ["nvcc", "-c"] and "-I/ops" in command and command[-3:] == ["k.cu.cc", "-o", "k.o"]
+
+
+# /proc/cpuinfo "flags" of real CPUs (their instruction-set part): which of the wheel's builds each one runs.
+_BASE = "fpu cx8 cmov mmx fxsr sse sse2 ht syscall nx lm pni ssse3 cx16 sse4_1 sse4_2 popcnt lahf_lm"
+_AVX2 = "fma movbe xsave avx f16c abm bmi1 avx2 bmi2"
+CPU_FLAGS = {
+    "Intel Sapphire Rapids": f"{_BASE} {_AVX2} avx512f avx512dq avx512ifma avx512cd avx512bw avx512vl avx512_bf16 "
+                             "avx512vbmi avx512_vnni avx512_fp16 amx_bf16 amx_tile amx_int8",
+    "AMD Zen 4 (EPYC 9004)": f"{_BASE} {_AVX2} avx512f avx512dq avx512ifma avx512cd avx512bw avx512vl avx512_bf16 "
+                             "avx512vbmi avx512_vbmi2 avx512_vnni avx512_bitalg avx512_vpopcntdq",
+    "Intel Skylake-SP": f"{_BASE} {_AVX2} avx512f avx512dq avx512cd avx512bw avx512vl",
+    "AMD Zen 3 (EPYC 7003)": f"{_BASE} {_AVX2} sha_ni vaes vpclmulqdq",
+    "Intel Haswell": f"{_BASE} {_AVX2}",
+    "Intel Xeon Phi (AVX-512 without BW/DQ/VL)": f"{_BASE} {_AVX2} avx512f avx512cd avx512pf avx512er",
+    "Intel Sandy Bridge (AVX, no AVX2)": f"{_BASE} xsave avx",
+    "Intel Atom / Nehalem (SSE4.2)": _BASE,
+}
+EXPECTED_TARGET = {"Intel Sapphire Rapids": "x86-64-v4", "AMD Zen 4 (EPYC 9004)": "x86-64-v4",
+                   "Intel Skylake-SP": "x86-64-v4", "AMD Zen 3 (EPYC 7003)": "x86-64-v3", "Intel Haswell": "x86-64-v3",
+                   "Intel Xeon Phi (AVX-512 without BW/DQ/VL)": "x86-64-v3",
+                   "Intel Sandy Bridge (AVX, no AVX2)": None, "Intel Atom / Nehalem (SSE4.2)": None}
+
+
+@pytest.mark.parametrize("cpu", list(CPU_FLAGS))
+def test_the_cpu_flags_pick_the_prebuilt_target(cpu):
+    assert loader.prebuilt_target(set(CPU_FLAGS[cpu].split())) == EXPECTED_TARGET[cpu]
+
+
+def test_this_cpu_runs_what_the_loader_picks():
+    """Cross-check of the flag table on the host: every feature that -march=<the picked target> adds to the x86-64
+    baseline, g++'s own CPU detection (-march=native) finds on this CPU too."""
+    target = loader.prebuilt_target(loader.cpu_flags()) or "x86-64"
+
+    def macros(arch):
+        output = subprocess.run(["g++", f"-march={arch}", "-dM", "-E", "-x", "c++", os.devnull], capture_output=True,
+                                text=True, check=True).stdout
+        return {line.split()[1] for line in output.splitlines()}
+
+    assert macros(target) - macros("x86-64") <= macros("native")
+
+
+@pytest.fixture
+def installed_libraries(monkeypatch, tmp_path, fixture_ops):
+    """A wheel's compiled-ops folder (the loader only looks at the file names to choose one)."""
+    folder = tmp_path / "compiled"
+    folder.mkdir()
+    monkeypatch.setattr(loader, "COMPILED_DIR", str(folder))
+    for target in loader.PREBUILT_TARGETS:
+        (folder / loader.prebuilt_name("addone", target)).write_bytes(b"")
+    return folder
+
+
+@pytest.mark.parametrize("cpu", ["Intel Sapphire Rapids", "AMD Zen 3 (EPYC 7003)"])
+def test_installed_library_follows_the_cpu(installed_libraries, monkeypatch, cpu):
+    monkeypatch.setattr(loader, "cpu_flags", lambda: set(CPU_FLAGS[cpu].split()))
+    path, why_not = loader.OpLibrary.get("addone").installed_library()
+    assert path == str(installed_libraries / loader.prebuilt_name("addone", EXPECTED_TARGET[cpu])) and why_not is None
+    monkeypatch.setenv("TFMODELS_OPS_MARCH", "x86-64-v3")  # picks the portable one on any CPU
+    path, _ = loader.OpLibrary.get("addone").installed_library()
+    assert path == str(installed_libraries / loader.prebuilt_name("addone", "x86-64-v3"))
+
+
+def test_without_a_fitting_installed_library_the_reason_is_given(installed_libraries, monkeypatch):
+    """No installed library for this TensorFlow or this CPU, and no compiler: the op is unavailable and the
+    reason names both."""
+    for path in installed_libraries.iterdir():
+        path.rename(installed_libraries / path.name.replace(f"-tf{tf.__version__}-", "-tf2.0.0-"))
+    monkeypatch.setenv("PATH", "")
+    library = loader.OpLibrary.get("addone")
+    assert library.load() is None
+    assert f"no installed compiled ops for {loader.prebuilt_target(loader.cpu_flags())} and TensorFlow " \
+           f"{tf.__version__}" in library.error and "-tf2.0.0-x86-64-v3.so" in library.error
+    assert "no C++ compiler (g++)" in library.error
+    monkeypatch.setattr(loader, "cpu_flags", lambda: set(CPU_FLAGS["Intel Sandy Bridge (AVX, no AVX2)"].split()))
+    assert loader.OpLibrary.get("addone").installed_library() == (
+        None, "this CPU lacks the x86-64-v3 features (AVX2, FMA, BMI2, ...) the installed compiled ops need")
+
+
+def test_a_source_install_has_no_installed_library(fixture_ops):
+    assert not os.path.isdir(loader.COMPILED_DIR)  # a checkout: libraries are compiled on first use
+    assert loader.OpLibrary.get("addone").installed_library() == (None, None)
+
+
+def test_build_ops_reports_each_failed_family_and_builds_the_others(monkeypatch, tmp_path, capsys):
+    """`tfmodels build-ops`: the broken family's first compiler error, the family after it still built, exit 1."""
+    root = tmp_path / "ops"
+    shutil.copytree(FIXTURES, root, ignore=shutil.ignore_patterns("addone"))
+    shutil.copytree(os.path.join(FIXTURES, "addone"), root / "copy_after_broken")  # builds after 'broken'
+    monkeypatch.setenv("TFMODELS_CUSTOM_OPS_DIR", str(root))
+    monkeypatch.setenv("TFMODELS_OPS_CACHE", str(tmp_path / "cache"))
+    loader.OpLibrary._registry.clear()
+    try:
+        assert cli.main(["build-ops", "--cuda", "no"]) == 1
+    finally:
+        loader.OpLibrary._registry.clear()
+    out, err = capsys.readouterr()
+    [failed] = err.strip().splitlines()
+    assert failed.startswith("broken: FAILED: compiling failed (") and "broken.cc:1:1: error:" in failed, failed
+    [built] = out.strip().splitlines()
+    assert built.startswith("copy_after_broken: ") and os.path.isfile(built.split(": ", 1)[1])
+
+
+@pytest.mark.slow
+def test_every_family_compiles_for_every_x86_64_target(tmp_path):
+    """Every op family builds, with the loader's flags, for the portable target, the AVX-512 ones of both vendors
+    (Ice Lake and Sapphire Rapids with AVX512-FP16 and AMX; Zen 4), whatever CPU runs the test. The builds run
+    side by side (build_prebuilt, as for the wheel)."""
+    targets = ("x86-64-v3", "icelake-server", "sapphirerapids", "znver4")
+    loader.OpLibrary._registry.clear()
+    paths = loader.build_prebuilt(str(tmp_path), targets)
+    families = loader.families()
+    assert {"block_sparse", "lsh", "sliding_window"} <= set(families)
+    assert sorted(paths) == sorted(str(tmp_path / loader.prebuilt_name(family, target)) for family in families
+                                   for target in targets)
+    assert all(os.path.getsize(path) > 0 for path in paths)

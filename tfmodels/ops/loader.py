@@ -6,6 +6,11 @@ of the library). The compiled `.so` is cached under ~/.cache/tfmodels/ops (or $T
 the TensorFlow version, the compile flags and a hash of the sources, so a TF upgrade or a source change
 rebuilds it. A file lock keeps parallel processes (pytest-xdist) from building the same library twice.
 
+An installed wheel also carries compiled CPU libraries (tfmodels/_compiled_ops, built by setup.py through
+`build_prebuilt`) for two CPU targets; `load()` takes the one this CPU runs when it was built for the imported
+TensorFlow, so such an install needs no compiler. Anything else (a source or editable install, a CPU below the
+portable target, another TensorFlow, CUDA wanted) compiles from the sources on first use, as above.
+
 Nothing here raises on a missing compiler: `load()` records why a library is unavailable, and the dispatch
 (tfmodels.ops.dispatch) decides whether that is an error ("custom" mode) or a warning and the pure-TF twin
 ("auto" mode).
@@ -15,20 +20,37 @@ import functools
 import glob
 import hashlib
 import os
+import logging
 import shutil
 import subprocess
+import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import tensorflow as tf
 
-from tfmodels.core.logging import logger
+# Not tfmodels.core.logging's import: setup.py loads this file on its own (importing the tfmodels package would
+# import every model, and their dependencies, into the wheel build). The logger is the same one by name.
+logger = logging.getLogger("tfmodels")
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SOURCE_ROOTS = [os.path.join(os.path.dirname(_PACKAGE_DIR), "custom_ops"),  # a checkout / editable install
                  os.path.join(_PACKAGE_DIR, "_custom_ops")]                  # an installed wheel
+COMPILED_DIR = os.path.join(_PACKAGE_DIR, "_compiled_ops")                   # an installed wheel's libraries
 WARNING_FLAGS = ["-Wno-deprecated-declarations", "-Wno-interference-size", "-Wno-ignored-attributes"]
 HEADER_PATTERNS = ("*.h", "*.hpp", "*.cuh", "*.inc")
 NVCC_ARCHS = ["-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90"]
+
+# The CPU targets a wheel carries, best first, with the /proc/cpuinfo flags a CPU needs to run each: the x86-64
+# psABI levels. x86-64-v4 (AVX-512 F/BW/CD/DQ/VL) runs on Intel Xeon since Skylake-SP and AMD since Zen 4, and
+# keeps the AVX-512 kernels (MRA's are about 2.5x faster with them); x86-64-v3 (AVX2, FMA, BMI1/2, F16C, LZCNT
+# ("abm"), MOVBE) runs on Intel since Haswell and AMD since Zen 1. A CPU below v3 compiles from the sources.
+_X86_64_V2_FLAGS = {"cx16", "lahf_lm", "popcnt", "pni", "sse4_1", "sse4_2", "ssse3"}
+_X86_64_V3_FLAGS = _X86_64_V2_FLAGS | {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"}
+PREBUILT_TARGETS = {
+    "x86-64-v4": _X86_64_V3_FLAGS | {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"},
+    "x86-64-v3": _X86_64_V3_FLAGS,
+}
 
 
 def source_root():
@@ -47,8 +69,30 @@ def cache_dir():
 
 def cpu_arch():
     """The -march the CPU kernels are built for: native (this CPU) unless TFMODELS_OPS_MARCH names another (e.g.
-    x86-64-v3 for a library that must also run on AVX2-only machines, or to test that build on this one)."""
+    x86-64-v3 for a library that must also run on AVX2-only machines, or to test that build on this one). In an
+    install with compiled libraries, naming one of PREBUILT_TARGETS there loads that one."""
     return os.environ.get("TFMODELS_OPS_MARCH", "native")
+
+
+def cpu_flags():
+    """The CPU's feature flags as Linux reports them (the kernel leaves out what the OS does not enable, such as
+    AVX-512 without its register state saved)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return set(next((line for line in f if line.startswith("flags")), ":").split(":", 1)[1].split())
+    except OSError:
+        return set()
+
+
+def prebuilt_target(flags):
+    """The best of PREBUILT_TARGETS a CPU with these flags runs, or None."""
+    return next((target for target, needed in PREBUILT_TARGETS.items() if needed <= flags), None)
+
+
+def prebuilt_name(family, target):
+    """A wheel library's file name. It names the TensorFlow it was built against: a custom-op library uses TF's
+    C++ ABI, which no TF release keeps stable, so it loads only under that exact version."""
+    return f"_{family}_ops-tf{tf.__version__}-{target}.so"
 
 
 def cpu_target_flags(arch=None):
@@ -107,6 +151,73 @@ def tf_link_flags():
     return list(tf.sysconfig.get_link_flags())
 
 
+def families():
+    """The op families: every folder of custom_ops/ with C++ sources (common/ holds shared headers only)."""
+    root = source_root()
+    if root is None:
+        return []
+    return [name for name in sorted(os.listdir(root)) if glob.glob(os.path.join(root, name, "*.cc"))]
+
+
+def family_sources(family):
+    """(folder, C++ sources, CUDA sources) of one op family; (None, [], []) where the sources are not installed."""
+    root = source_root()
+    if root is None:
+        return None, [], []
+    folder = os.path.join(root, family)
+    cc = sorted(f for f in glob.glob(os.path.join(folder, "*.cc")) if not f.endswith(".cu.cc"))
+    cu = sorted(glob.glob(os.path.join(folder, "*.cu.cc")))
+    return folder, cc, cu
+
+
+def compile_library(family, output, arch=None, with_cuda=False):
+    """Compile one op family into the shared library `output`, for -march=<arch> (default: cpu_arch()).
+
+    The one compile command: first-use builds, `tfmodels build-ops` and the wheel's libraries (setup.py, through
+    build_prebuilt) all come here. Raises RuntimeError naming the first compiler error.
+    """
+    folder, cc, cu = family_sources(family)
+    if not cc:
+        raise RuntimeError(_missing_sources(family))
+    if shutil.which("g++") is None:
+        raise RuntimeError("no C++ compiler (g++) on PATH to build the custom ops")
+    include = [f"-I{os.path.dirname(folder)}"]
+    # Built in a temporary folder next to `output`, then renamed: a reader never sees a half-written library.
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(output))) as tmp_dir:
+        objects = []
+        if with_cuda:
+            for source in cu:
+                objects.append(os.path.join(tmp_dir, os.path.basename(source) + ".o"))
+                _run(nvcc_command(source, objects[-1], [os.path.dirname(folder)]))
+        tmp_output = os.path.join(tmp_dir, os.path.basename(output))
+        _run(["g++", "-std=c++17", "-shared", "-fPIC", "-O3"] + cpu_target_flags(arch) + WARNING_FLAGS
+             + (["-DGOOGLE_CUDA=1"] if with_cuda else []) + include + cc + objects + ["-o", tmp_output]
+             + tf_compile_flags() + tf_link_flags() + (["-L/usr/local/cuda/lib64", "-lcudart"] if with_cuda else []))
+        os.replace(tmp_output, output)
+
+
+def build_prebuilt(output_dir, targets=tuple(PREBUILT_TARGETS)):
+    """Compile every op family for each CPU target into output_dir, named by `prebuilt_name` (the wheel's
+    libraries: setup.py). Returns their paths; raises RuntimeError naming the family and target that failed.
+
+    Each g++ runs on one core, and a library takes 15-20 s, so the builds run side by side, one per core.
+    """
+    os.makedirs(output_dir, exist_ok=True)
+
+    def build(job):
+        family, target = job
+        path = os.path.join(output_dir, prebuilt_name(family, target))
+        try:
+            compile_library(family, path, arch=target)
+        except RuntimeError as error:
+            raise RuntimeError(f"building the '{family}' ops for {target}: {error}") from error
+        return path
+
+    jobs = [(family, target) for family in families() for target in targets]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return list(pool.map(build, jobs))
+
+
 class OpLibrary:
     """One op family's shared library: `OpLibrary("lsh").module` is the loaded TF op module or None."""
 
@@ -114,6 +225,7 @@ class OpLibrary:
 
     def __init__(self, family):
         self.family = family
+        self.path = None  # the library that was loaded
         self._module = None
         self._error = None
         self._tried = False
@@ -126,15 +238,6 @@ class OpLibrary:
         return cls._registry[family]
 
     # ---------------------------------------------------------------------------------------------------
-
-    def sources(self):
-        root = source_root()
-        if root is None:
-            return None, [], []
-        folder = os.path.join(root, self.family)
-        cc = sorted(f for f in glob.glob(os.path.join(folder, "*.cc")) if not f.endswith(".cu.cc"))
-        cu = sorted(glob.glob(os.path.join(folder, "*.cu.cc")))
-        return folder, cc, cu
 
     def _fingerprint(self, files, with_cuda):
         digest = hashlib.sha256()
@@ -156,7 +259,8 @@ class OpLibrary:
         return digest.hexdigest()[:16]
 
     def library_path(self, with_cuda=None):
-        folder, cc, cu = self.sources()
+        """Where the source build is cached, or None without sources."""
+        folder, cc, cu = family_sources(self.family)
         if not cc:
             return None
         with_cuda = cuda_wanted() if with_cuda is None else with_cuda
@@ -165,40 +269,42 @@ class OpLibrary:
         return os.path.join(cache_dir(), f"_{self.family}_ops-{tag}.so")
 
     def build(self, with_cuda=None, force=False):
-        """Compile the library if it is not cached; returns its path. Raises RuntimeError on failure."""
-        folder, cc, cu = self.sources()
-        if folder is None or not cc:
-            raise RuntimeError(f"the C++ sources of the '{self.family}' ops are not installed (expected "
-                               f"custom_ops/{self.family}/*.cc next to the tfmodels package)")
+        """Compile the library from the sources if it is not cached; returns its path. Raises RuntimeError on
+        failure."""
         with_cuda = cuda_wanted() if with_cuda is None else with_cuda
         target = self.library_path(with_cuda)
+        if target is None:
+            raise RuntimeError(_missing_sources(self.family))
         os.makedirs(os.path.dirname(target), exist_ok=True)
         with open(target + ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if os.path.isfile(target) and not force:
                 return target
-            if shutil.which("g++") is None:
-                raise RuntimeError("no C++ compiler (g++) on PATH to build the custom ops")
-            include = [f"-I{os.path.dirname(folder)}"]
-            objects, tmp_dir = [], target + ".build"
-            os.makedirs(tmp_dir, exist_ok=True)
-            defines = ["-DGOOGLE_CUDA=1"] if with_cuda else []
-            if with_cuda:
-                for source in cu:
-                    obj = os.path.join(tmp_dir, os.path.basename(source) + ".o")
-                    _run(nvcc_command(source, obj, [os.path.dirname(folder)]))
-                    objects.append(obj)
-            tmp_target = target + ".tmp"
-            _run(["g++", "-std=c++17", "-shared", "-fPIC", "-O3"] + cpu_target_flags() + WARNING_FLAGS + defines
-                 + include + cc + objects + ["-o", tmp_target] + tf_compile_flags() + tf_link_flags()
-                 + (["-L/usr/local/cuda/lib64", "-lcudart"] if with_cuda else []))
-            os.replace(tmp_target, target)
-            shutil.rmtree(tmp_dir, ignore_errors=True)
+            compile_library(self.family, target, with_cuda=with_cuda)
             logger.info(f"built the '{self.family}' custom ops: {target}")
         return target
 
+    def installed_library(self):
+        """The wheel's compiled library for this CPU and TensorFlow: (path, None); where the wheel's libraries
+        do not fit, (None, why not); in a source install, which has none, (None, None)."""
+        installed = sorted(os.path.basename(path)
+                           for path in glob.glob(os.path.join(COMPILED_DIR, f"_{self.family}_ops-*.so")))
+        if not installed:
+            return None, None
+        if cuda_wanted():
+            return None, "the installed compiled ops are CPU-only and the CUDA kernels are wanted"
+        target = os.environ.get("TFMODELS_OPS_MARCH") or prebuilt_target(cpu_flags())
+        if target is None:
+            return None, "this CPU lacks the x86-64-v3 features (AVX2, FMA, BMI2, ...) the installed compiled ops need"
+        name = prebuilt_name(self.family, target)
+        if name not in installed:
+            return None, (f"no installed compiled ops for {target} and TensorFlow {tf.__version__} (installed: "
+                          f"{', '.join(installed)})")
+        return os.path.join(COMPILED_DIR, name), None
+
     def load(self):
-        """The loaded op module, or None (see `error`). Builds on first use."""
+        """The loaded op module, or None (see `error`). Takes the wheel's compiled library where one fits, else
+        builds from the sources on first use."""
         with self._lock:
             if self._tried:
                 return self._module
@@ -206,17 +312,25 @@ class OpLibrary:
             if os.environ.get("TFMODELS_DISABLE_CUSTOM_OPS", "") in ("1", "true", "yes"):
                 self._error = "custom ops are disabled by TFMODELS_DISABLE_CUSTOM_OPS"
                 return None
+            path, not_installed = self.installed_library()
             try:
-                path = self.build()
+                path = path or self.build()
                 self._module = tf.load_op_library(path)
+                self.path = path
             except Exception as error:  # noqa: BLE001 (any build/load failure becomes a recorded reason)
-                self._error = f"{type(error).__name__}: {error}"
+                reason = f"{type(error).__name__}: {error}"
+                self._error = f"{not_installed}; then {reason}" if not_installed else reason
                 self._module = None
             return self._module
 
     @property
     def error(self):
         return self._error
+
+
+def _missing_sources(family):
+    return (f"the C++ sources of the '{family}' ops are not installed (expected custom_ops/{family}/*.cc next to "
+            "the tfmodels package)")
 
 
 def _cpu_model():
@@ -238,13 +352,15 @@ def _run(command):
 
 
 def build_all(with_cuda=None, force=False):
-    """Build every op family found in custom_ops/ (the `tfmodels build-ops` command)."""
+    """Build every op family found in custom_ops/ (the `tfmodels build-ops` command). A failed family does not
+    stop the others: returns {family: the library's path, or the RuntimeError that stopped its build}."""
     root = source_root()
     if root is None:
         raise RuntimeError("custom_ops/ sources not found")
     built = {}
-    for folder in sorted(os.listdir(root)):
-        if folder == "common" or not glob.glob(os.path.join(root, folder, "*.cc")):
-            continue
-        built[folder] = OpLibrary.get(folder).build(with_cuda=with_cuda, force=force)
+    for family in families():
+        try:
+            built[family] = OpLibrary.get(family).build(with_cuda=with_cuda, force=force)
+        except RuntimeError as error:
+            built[family] = error
     return built
