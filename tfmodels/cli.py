@@ -167,7 +167,8 @@ def cmd_convert(args):
                                                                         "special_tokens_map.json"] \
         if tokenizer_class is not None else []
     # A Hub id becomes the cached snapshot holding the config, one set of weights and the tokenizer files.
-    source = hub.snapshot(args.source, optional=tokenizer_files, options=options, weights_format=args.weights_format)
+    source = hub.snapshot(args.source, optional=tokenizer_files, options=options,
+                          weights_format=args.weights_format)
     model, info = cls.from_pretrained(source, output_loading_info=True, strict=False,
                                       weights_format=args.weights_format)
     print(f"{cls.__name__}: {info.report()}")

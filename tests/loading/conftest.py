@@ -13,7 +13,7 @@ from tests.loading.hub_server import TestHub
 from tfmodels.registry import ASSETS_DIR
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TEXT = dict(vocab_size=1002, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
+TEXT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
 TOKEN_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
 SEQ_LABELS = {0: "negative", 1: "neutral", 2: "positive"}
 IMAGE = dict(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
@@ -21,22 +21,24 @@ IMAGE = dict(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_h
              id2label={i: f"class_{i}" for i in range(5)})
 SEGMENTATION = dict(IMAGE, num_hidden_layers=4, out_indices=[1, 2, 3, 4], use_auxiliary_head=False, pool_scales=[1, 2])
 
+# Vocabulary sizes are the tokenizers' (tfmodels/assets): ALBERT 465, RoBERTa 1000, XLM-R 1002, XLNet 983.
 # repo id -> (HF class, HF config class, config, tokenizer class, tokenizer assets, how weights are saved)
 REPOS = {
-    "tiny/yoso-mlm": ("YosoForMaskedLM", "YosoConfig", dict(TEXT, max_position_embeddings=64),
+    "tiny/yoso-mlm": ("YosoForMaskedLM", "YosoConfig", dict(TEXT, vocab_size=465, max_position_embeddings=64),
                       "AlbertTokenizer", "albert", "safetensors+bin"),
     "tiny/nystromformer-cls": ("NystromformerForSequenceClassification", "NystromformerConfig",
-                               dict(TEXT, max_position_embeddings=64, segment_means_seq_len=16, num_landmarks=4,
-                                    id2label=SEQ_LABELS), "AlbertTokenizer", "albert", "bin"),
-    "tiny/mra-ner": ("MraForTokenClassification", "MraConfig", dict(TEXT, max_position_embeddings=128,
+                               dict(TEXT, vocab_size=465, max_position_embeddings=64, segment_means_seq_len=16,
+                                    num_landmarks=4, id2label=SEQ_LABELS), "AlbertTokenizer", "albert", "bin"),
+    "tiny/mra-ner": ("MraForTokenClassification", "MraConfig", dict(TEXT, vocab_size=1000, max_position_embeddings=128,
                                                                     block_per_row=2, id2label=TOKEN_LABELS),
                      "RobertaTokenizer", "roberta", "safetensors"),
     "tiny/longformer-qa": ("LongformerForQuestionAnswering", "LongformerConfig",
-                           dict(TEXT, max_position_embeddings=80, attention_window=[4, 8]),
+                           dict(TEXT, vocab_size=1000, max_position_embeddings=80,
+                                attention_window=[4, 8]),
                            "LongformerTokenizer", "roberta", "safetensors"),
     "tiny/xlm-roberta-xl-mlm": ("XLMRobertaXLForMaskedLM", "XLMRobertaXLConfig",
-                                dict(TEXT, max_position_embeddings=64), "XLMRobertaTokenizer", "xlm_roberta",
-                                "sharded"),
+                                dict(TEXT, vocab_size=1002, max_position_embeddings=64), "XLMRobertaTokenizer",
+                                "xlm_roberta", "sharded"),
     "tiny/beit-cls": ("BeitForImageClassification", "BeitConfig", IMAGE, None, None, "safetensors"),
     "tiny/beit-seg": ("BeitForSemanticSegmentation", "BeitConfig", SEGMENTATION, None, None, "safetensors"),
     "tiny/beit-mim": ("BeitForMaskedImageModeling", "BeitConfig", dict(IMAGE, use_mask_token=True), None, None,
@@ -45,7 +47,7 @@ REPOS = {
 # The repo whose only weights are an HF TF tf_model.h5 (written by TFXLNetForSequenceClassification).
 H5_REPO = "tiny/xlnet-cls"
 
-XLNET = dict(vocab_size=99, d_model=32, n_layer=2, n_head=4, d_inner=37, mem_len=None)
+XLNET = dict(vocab_size=1000, d_model=32, n_layer=2, n_head=4, d_inner=37, mem_len=None)
 LONGFORMER = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
                   max_position_embeddings=80, type_vocab_size=2, attention_window=[4, 8])
 # Every head that has an HF TF class (HF has no TFXLNetForQuestionAnswering, the beam-search head).

@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class TestHub:
+    __test__ = False  # not a test class
     def __init__(self):
         self.repos = {}
         self.requests = []
