@@ -13,6 +13,7 @@ import sys
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
 from benchmarks.common import format_table, measure, megabytes, ratio, seconds, set_torch_threads  # noqa: E402
+from benchmarks.machine import dense_attention_flops, efficiency, encoder_flops, header  # noqa: E402
 
 CONFIG = dict(hidden_size=768, num_hidden_layers=2, num_attention_heads=12, intermediate_size=3072, image_size=224,
               patch_size=16, use_relative_position_bias=True, use_mean_pooling=True, drop_path_rate=0.0)
@@ -59,12 +60,15 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--jit", action="store_true", help="also measure ours with jit_compile=True (XLA)")
     args = parser.parse_args()
+    sgemm = header()
     rows = []
     for size in [int(s) for s in args.sizes.split(",")]:
         params = {"size": size, "batch": args.batch}
         reference = measure("benchmarks.bench_beit", "hf", params, repeats=args.repeats)
         tf_graph = measure("benchmarks.bench_beit", "ours", params, repeats=args.repeats)
+        flops = forward_flops(size, args.batch)
         row = ["forward", size, (size // 16) ** 2 + 1, seconds(tf_graph), seconds(reference), ratio(tf_graph, reference),
+               efficiency(flops, tf_graph, sgemm), efficiency(flops, reference, sgemm),
                megabytes(tf_graph), megabytes(reference)]
         if args.jit:
             xla = measure("benchmarks.bench_beit", "ours", {**params, "jit": True}, repeats=args.repeats)
@@ -76,8 +80,20 @@ def main():
     print(format_table(_headers(args.jit), rows))
 
 
+def forward_flops(size, batch):
+    """The patch embedding (a patch x patch convolution with stride patch: one matmul per patch), then a dense
+    encoder over the patches and [CLS]."""
+    hidden, patch = CONFIG["hidden_size"], CONFIG["patch_size"]
+    patches = (size // patch) ** 2
+    tokens = patches + 1
+    embedding = 2.0 * batch * patches * hidden * 3 * patch * patch
+    return embedding + encoder_flops(tokens, hidden, CONFIG["intermediate_size"], CONFIG["num_hidden_layers"],
+                                     dense_attention_flops(tokens, tokens, hidden, batch), batch)
+
+
 def _headers(jit):
-    headers = ["mode", "image", "tokens", "ours s", "HF sdpa s", "ratio", "ours peak MB", "HF peak MB"]
+    headers = ["mode", "image", "tokens", "ours s", "HF sdpa s", "ratio", "ours GFLOP/s (x sgemm)",
+               "HF GFLOP/s (x sgemm)", "ours peak MB", "HF peak MB"]
     return headers + (["ours XLA s", "XLA ratio"] if jit else [])
 
 

@@ -14,6 +14,7 @@ import sys
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
 from benchmarks.common import format_table, measure, megabytes, ratio, seconds, set_torch_threads  # noqa: E402
+from benchmarks.machine import dense_attention_flops, efficiency, encoder_flops, header  # noqa: E402
 
 CONFIG = dict(vocab_size=1000, hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=1024,
               max_position_embeddings=16400, attention_window=256, hidden_dropout_prob=0.0,
@@ -118,6 +119,7 @@ def main():
                         help="longest length measured for HF TF (it needs O(n * w) memory too, but slowly)")
     parser.add_argument("--twin", action="store_true", help="also measure ours with the pure-TF twin ops")
     args = parser.parse_args()
+    sgemm = header()
     rows = []
     for mode in args.modes.split(","):
         for length in [int(x) for x in args.lengths.split(",")]:
@@ -127,8 +129,10 @@ def main():
             tf_result = measure(MODULE, "hf_tf", params, repeats=repeats) if length <= args.hf_tf_max_length \
                 else {"error": "not measured"}
             mine = measure(MODULE, "ours", params, repeats=repeats)
+            flops = forward_flops(length, mode)
             row = [mode, length, seconds(mine), seconds(torch_result), seconds(tf_result), ratio(mine, torch_result),
-                   ratio(mine, tf_result), megabytes(mine), megabytes(torch_result), megabytes(tf_result)]
+                   ratio(mine, tf_result), efficiency(flops, mine, sgemm), efficiency(flops, torch_result, sgemm),
+                   megabytes(mine), megabytes(torch_result), megabytes(tf_result)]
             if args.twin:
                 twin = measure(MODULE, "ours", {**params, "op_mode": "reference"}, repeats=repeats)
                 row += [seconds(twin), ratio(twin, torch_result), megabytes(twin)]
@@ -142,7 +146,7 @@ def main():
 
 def _memory_growth(rows):
     for mode in sorted({r[0] for r in rows}):
-        peaks = {r[1]: r[7] for r in rows if r[0] == mode}
+        peaks = {r[1]: r[9] for r in rows if r[0] == mode}
         if "4096" in map(str, peaks) and "16384" in map(str, peaks):
             try:
                 growth = float(peaks[16384]) / float(peaks[4096])
@@ -151,9 +155,19 @@ def _memory_growth(rows):
             print(f"{mode}: our peak memory at 16384 / at 4096 = {growth:.2f} (linear would be 4.0)")
 
 
+def forward_flops(length, mode, batch=1, global_tokens=1):
+    """Each query attends its window (attention_window + 1 keys) and the global token; the global token's
+    query attends every key."""
+    hidden = CONFIG["hidden_size"]
+    attention = dense_attention_flops(length, CONFIG["attention_window"] + 1 + global_tokens, hidden, batch) + \
+        dense_attention_flops(global_tokens, length, hidden, batch)
+    return encoder_flops(length, hidden, CONFIG["intermediate_size"], CONFIG["num_hidden_layers"], attention,
+                         batch, mode)
+
+
 def _headers(twin):
-    headers = ["mode", "length", "ours s", "HF torch s", "HF TF s", "vs torch", "vs HF TF", "ours MB", "torch MB",
-               "HF TF MB"]
+    headers = ["mode", "length", "ours s", "HF torch s", "HF TF s", "vs torch", "vs HF TF", "ours GFLOP/s (x sgemm)",
+               "torch GFLOP/s (x sgemm)", "ours MB", "torch MB", "HF TF MB"]
     return headers + (["twin s", "twin vs torch", "twin MB"] if twin else [])
 
 

@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 
 from benchmarks.common import (format_table, measure, measure_interleaved, megabytes, ratio, seconds,  # noqa: E402
                                set_torch_threads)
+from benchmarks.machine import dense_attention_flops, efficiency, encoder_flops, header  # noqa: E402
 
 BASE = dict(vocab_size=1000, hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=1024,
             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, block_per_row=4)
@@ -155,8 +156,21 @@ def hf(length, mode):
     return step
 
 
-HEADERS = ["mode", "length", "ours s", "HF s", "ours/HF", "twin s", "twin/ours", "ratio range", "ours MB", "HF MB",
-           "twin MB"]
+HEADERS = ["mode", "length", "ours s", "HF s", "ours/HF", "twin s", "twin/ours", "ratio range",
+           "ours GFLOP/s (x sgemm)", "ours MB", "HF MB", "twin MB"]
+BLOCK = 32
+
+
+def forward_flops(length, mode):
+    """MRA-2 per layer: low-resolution attention over 32-token block means (blocks x blocks scores and their
+    product with the block-mean values), then exact attention on block_per_row 32 x 32 blocks per block row.
+    The `attention`/`ops` modes time one layer's attention alone (no projections)."""
+    hidden, blocks = BASE["hidden_size"], length // BLOCK
+    attention = dense_attention_flops(blocks, blocks, hidden) + \
+        dense_attention_flops(length, BASE["block_per_row"] * BLOCK, hidden)
+    if mode in ("attention", "ops"):
+        return attention * (3 if mode == "ops" else 1)
+    return encoder_flops(length, hidden, BASE["intermediate_size"], BASE["num_hidden_layers"], attention, 1, mode)
 
 
 def main():
@@ -165,6 +179,7 @@ def main():
     parser.add_argument("--modes", default="forward,attention")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    sgemm = header()
     rows, times = [], {}
     module = "benchmarks.bench_mra"
     for mode in args.modes.split(","):
@@ -196,7 +211,7 @@ def main():
             with_hf = mode not in ("attention", "ops")
             row = [mode, length, seconds(custom), seconds(reference) if with_hf else "-",
                    ratio(custom, reference) if with_hf else "-", seconds(twin), twin_over_ours, spread,
-                   megabytes(custom), megabytes(reference) if with_hf else "-", megabytes(twin)]
+                   efficiency(forward_flops(length, mode), custom, sgemm), megabytes(custom), megabytes(reference) if with_hf else "-", megabytes(twin)]
             rows.append(row)
             print(format_table(HEADERS, rows[-1:]).splitlines()[-1], flush=True)
     print()

@@ -16,6 +16,7 @@ import sys
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
 from benchmarks.common import format_table, measure, megabytes, ratio, seconds, set_torch_threads  # noqa: E402
+from benchmarks.machine import efficiency, encoder_flops, header  # noqa: E402
 
 CONFIG = dict(vocab_size=1000, hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=1024,
               max_position_embeddings=16400, num_landmarks=64, conv_kernel_size=65, hidden_dropout_prob=0.0,
@@ -95,6 +96,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--jit", action="store_true", help="also measure ours with jit_compile=True (XLA)")
     args = parser.parse_args()
+    sgemm = header()
     rows, growth_rows = [], []
     for mode in args.modes.split(","):
         results = {}
@@ -104,7 +106,9 @@ def main():
             reference = measure(MODULE, "hf", params, repeats=repeats)
             tf_graph = measure(MODULE, "ours", params, repeats=repeats)
             results[length] = {"hf": reference, "ours": tf_graph}
+            flops = forward_flops(length, mode)
             row = [mode, length, seconds(tf_graph), seconds(reference), ratio(tf_graph, reference),
+                   efficiency(flops, tf_graph, sgemm), efficiency(flops, reference, sgemm),
                    megabytes(tf_graph), megabytes(reference)]
             if args.jit:
                 xla = measure(MODULE, "ours", {**params, "jit": True}, repeats=repeats)
@@ -122,8 +126,21 @@ def main():
     print(format_table(["mode", "side", "time x", "peak memory x"], growth_rows))
 
 
+def forward_flops(length, mode, batch=1, pinv_iterations=6):
+    """Landmark attention per layer, L landmarks: kernel_1 = softmax(Q Kl^T) [N, L], kernel_2 [L, L], kernel_3
+    = softmax(Ql K^T) [L, N], then kernel_1 (pinv(kernel_2) (kernel_3 V)); the pseudo-inverse is 4 L x L x L
+    matmuls per iteration and head; the depthwise convolution of V is N x K x hidden multiply-adds."""
+    hidden, landmarks, heads = CONFIG["hidden_size"], CONFIG["num_landmarks"], CONFIG["num_attention_heads"]
+    attention = 2.0 * batch * hidden * (4 * length * landmarks + 2 * landmarks ** 2 +
+                                        length * CONFIG["conv_kernel_size"]) + \
+        2.0 * batch * heads * pinv_iterations * 4 * landmarks ** 3
+    return encoder_flops(length, hidden, CONFIG["intermediate_size"], CONFIG["num_hidden_layers"], attention,
+                         batch, mode)
+
+
 def _headers(jit):
-    headers = ["mode", "length", "ours s", "HF s", "ratio", "ours peak MB", "HF peak MB"]
+    headers = ["mode", "length", "ours s", "HF s", "ratio", "ours GFLOP/s (x sgemm)", "HF GFLOP/s (x sgemm)",
+               "ours peak MB", "HF peak MB"]
     return headers + (["ours XLA s", "XLA ratio", "XLA peak MB"] if jit else [])
 
 

@@ -12,6 +12,7 @@ import sys
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
 from benchmarks.common import format_table, measure, megabytes, ratio, seconds, set_torch_threads  # noqa: E402
+from benchmarks.machine import dense_attention_flops, efficiency, encoder_flops, header  # noqa: E402
 
 CONFIG = dict(vocab_size=1000, hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=1024,
               max_position_embeddings=16400, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -78,6 +79,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--jit", action="store_true", help="also measure ours with jit_compile=True (XLA)")
     args = parser.parse_args()
+    sgemm = header()
     rows = []
     for mode in args.modes.split(","):
         for length in [int(x) for x in args.lengths.split(",")]:
@@ -85,7 +87,9 @@ def main():
             repeats = args.repeats if length <= 2048 else max(3, args.repeats - 2)
             reference = measure("benchmarks.bench_xlm_roberta_xl", "hf", params, repeats=repeats)
             tf_graph = measure("benchmarks.bench_xlm_roberta_xl", "ours", params, repeats=repeats)
+            flops = forward_flops(length, mode)
             row = [mode, length, seconds(tf_graph), seconds(reference), ratio(tf_graph, reference),
+                   efficiency(flops, tf_graph, sgemm), efficiency(flops, reference, sgemm),
                    megabytes(tf_graph), megabytes(reference)]
             if args.jit:
                 xla = measure("benchmarks.bench_xlm_roberta_xl", "ours", {**params, "jit": True}, repeats=repeats)
@@ -97,8 +101,15 @@ def main():
     print(format_table(_headers(args.jit), rows))
 
 
+def forward_flops(length, mode, batch=1):
+    hidden = CONFIG["hidden_size"]
+    return encoder_flops(length, hidden, CONFIG["intermediate_size"], CONFIG["num_hidden_layers"],
+                         dense_attention_flops(length, length, hidden, batch), batch, mode)
+
+
 def _headers(jit):
-    headers = ["mode", "length", "ours s", "HF sdpa s", "ratio", "ours peak MB", "HF peak MB"]
+    headers = ["mode", "length", "ours s", "HF sdpa s", "ratio", "ours GFLOP/s (x sgemm)", "HF GFLOP/s (x sgemm)",
+               "ours peak MB", "HF peak MB"]
     return headers + (["ours XLA s", "XLA ratio"] if jit else [])
 
 

@@ -13,6 +13,7 @@ import sys
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
 from benchmarks.common import format_table, measure, megabytes, ratio, seconds, set_torch_threads  # noqa: E402
+from benchmarks.machine import dense_attention_flops, efficiency, encoder_flops, header  # noqa: E402
 
 CONFIG = dict(vocab_size=1000, d_model=256, n_layer=2, n_head=4, d_inner=1024, dropout=0.0, mem_len=None,
               summary_last_dropout=0.0)
@@ -108,6 +109,7 @@ def main():
     parser.add_argument("--jit", action="store_true", help="also measure ours with jit_compile=True (XLA)")
     args = parser.parse_args()
     module = "benchmarks.bench_xlnet"
+    sgemm = header()
     rows = []
     for mode in args.modes.split(","):
         for length in [int(x) for x in args.lengths.split(",")]:
@@ -115,8 +117,10 @@ def main():
             torch_ref = measure(module, "hf", params, repeats=args.repeats)
             tf_ref = measure(module, "hf_tf", params, repeats=args.repeats)
             result = measure(module, "ours", params, repeats=args.repeats)
+            flops = forward_flops(length, mode)
             row = [mode, length, seconds(result), seconds(torch_ref), seconds(tf_ref), ratio(result, torch_ref),
-                   ratio(result, tf_ref), megabytes(result), megabytes(torch_ref), megabytes(tf_ref)]
+                   ratio(result, tf_ref), efficiency(flops, result, sgemm), efficiency(flops, torch_ref, sgemm),
+                   megabytes(result), megabytes(torch_ref), megabytes(tf_ref)]
             if args.jit:
                 xla = measure(module, "ours", {**params, "jit": True}, repeats=args.repeats)
                 row += [seconds(xla), ratio(xla, torch_ref)]
@@ -130,9 +134,18 @@ def main():
     print(format_table(_headers(args.jit), rows))
 
 
+def forward_flops(length, mode, batch=1):
+    """Content-stream relative attention per layer: content scores Q K^T and the output P V (dense), position
+    scores of each query against the 2N relative positions, and the projection of those 2N position embeddings."""
+    hidden = CONFIG["d_model"]
+    relative = dense_attention_flops(length, 2 * length, hidden, batch) / 2 + 2.0 * batch * 2 * length * hidden ** 2
+    return encoder_flops(length, hidden, CONFIG["d_inner"], CONFIG["n_layer"],
+                         dense_attention_flops(length, length, hidden, batch) + relative, batch, mode)
+
+
 def _headers(jit):
-    headers = ["mode", "length", "ours s", "HF torch s", "HF TF s", "vs torch", "vs TF", "ours MB", "torch MB",
-               "TF MB"]
+    headers = ["mode", "length", "ours s", "HF torch s", "HF TF s", "vs torch", "vs TF", "ours GFLOP/s (x sgemm)",
+               "torch GFLOP/s (x sgemm)", "ours MB", "torch MB", "TF MB"]
     return headers + (["ours XLA s", "XLA vs torch"] if jit else [])
 
 

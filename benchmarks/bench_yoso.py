@@ -20,6 +20,7 @@ import sys
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
 from benchmarks.common import format_table, measure, megabytes, ratio, seconds, set_torch_threads  # noqa: E402
+from benchmarks.machine import efficiency, encoder_flops, header  # noqa: E402
 
 CONFIG = dict(vocab_size=1000, hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=1024,
               max_position_embeddings=16384, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
@@ -111,6 +112,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     lengths = [int(x) for x in args.lengths.split(",")]
+    sgemm = header()
     model_rows, attention_rows, ours_by_length = [], [], {}
     for mode in args.modes.split(","):
         for length in lengths:
@@ -127,7 +129,7 @@ def main():
             hf_mb = "skipped" if reference.get("error") == "skipped" else megabytes(reference)
             speedup = ratio(reference, custom) if "error" not in reference else "n/a"
             model_rows.append([mode, length, seconds(custom), hf_s, speedup, seconds(twin), ratio(twin, custom),
-                               megabytes(custom), hf_mb])
+                               efficiency(forward_flops(length, mode), custom, sgemm), megabytes(custom), hf_mb])
             print(format_table(MODEL_HEADERS, model_rows[-1:]).splitlines()[-1], flush=True)
     for length in lengths:
         params = {"length": length}
@@ -151,8 +153,24 @@ def main():
     print(format_table(ATTENTION_HEADERS, attention_rows))
 
 
-MODEL_HEADERS = ["mode", "length", "ours s", "HF YOSO-E s", "HF/ours", "twin s", "twin/ours", "ours peak MB",
-                 "HF peak MB"]
+MODEL_HEADERS = ["mode", "length", "ours s", "HF YOSO-E s", "HF/ours", "twin s", "twin/ours",
+                 "ours GFLOP/s (x sgemm)", "ours peak MB", "HF peak MB"]
+
+
+def forward_flops(length, mode):
+    """Our LSH path per layer, counting additions as flops (it has no matmul): the fast hash of queries and keys
+    (3 rounds of sign flips and a Walsh-Hadamard transform of the zero-padded head vector per part), then per
+    hash function the keys' values summed into their buckets and gathered back for the queries. Only the
+    projections are matmul work, so the share of the sgemm rate is low by construction."""
+    import math
+    heads, hidden = CONFIG["num_attention_heads"], CONFIG["hidden_size"]
+    dim, code_len, hashes = hidden // heads, CONFIG["hash_code_len"], CONFIG["num_hash"]
+    padded = max(dim, 2 ** math.ceil(math.log2(code_len)))
+    parts = math.ceil(hashes / (padded // code_len))
+    hashing = 2 * length * heads * parts * 3 * (padded + padded * math.log2(padded))
+    cumulation = 2.0 * 2 * length * hidden * hashes
+    return encoder_flops(length, hidden, CONFIG["intermediate_size"], CONFIG["num_hidden_layers"],
+                         hashing + cumulation, 1, mode)
 ATTENTION_HEADERS = ["length", "custom op s", "twin s", "twin/op", "op peak MB", "twin peak MB"]
 
 
