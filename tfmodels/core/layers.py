@@ -25,7 +25,7 @@ def layer_norm(epsilon, name=None, **kwargs):
 @keras.saving.register_keras_serializable(package="tfmodels")
 class Embedding(keras.layers.Embedding):
     """keras.layers.Embedding that, when its table is partitioned across parameter servers (a ShardedVariable,
-    see core.distributed), gathers only the rows it needs from each shard instead of fetching the whole table.
+    see training.parameter_server), gathers only the rows it needs from each shard instead of fetching the whole table.
     Otherwise it is exactly Keras' layer."""
 
     def call(self, inputs):
