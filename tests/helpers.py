@@ -1,14 +1,11 @@
 """Shared test helpers: every family runs each of its heads through these.
 
-Behaviour helpers (no reference needed): call styles, fit, save/load, functional API, export (checked in a
-fresh process that never imports tfmodels), bad inputs. Parity helpers: build a Hugging Face PyTorch model with
+Behaviour helpers (no reference needed): call styles, fit, save/load, functional API, export (served through
+TensorFlow's C++ SavedModel loader, TF Serving's, in a fresh process that imports no TF Python), bad inputs. Parity helpers: build a Hugging Face PyTorch model with
 *every* parameter randomised (so that a mis-mapped bias or LayerNorm weight cannot hide behind HF's zero/one
 init), save it with HF's own `save_pretrained`, load that directory into our class, compare.
 """
-import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -17,7 +14,6 @@ import tensorflow as tf
 from tfmodels.core.outputs import ModelOutput
 
 ATOL = 1e-5
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -202,70 +198,89 @@ def run_functional_test(model, inputs, output_field="logits"):
 
 
 def export_and_check(models_and_inputs, tmp_path, atol=1e-5):
-    """Export each (name, model, inputs, preprocessor, raw) and check all of them in ONE fresh process that
-    never imports tfmodels: every op is registered in stock TF (+ TF Text), outputs equal the Keras model's.
+    """Export each (name, model, inputs, preprocessor, raw) and serve every export through TensorFlow's C++
+    SavedModel loader, the one TF Serving uses (tests/serving/harness.py: the C API, in fresh processes that
+    import no Python of TensorFlow, TF Text or tfmodels; TF Text's op library is loaded for raw-text exports,
+    as TF Serving links it). Every signature's outputs equal the Keras model's, and every export's warm-up
+    requests (one per signature) run; the numeric ones equal the Keras model's too.
 
-    preprocessor: None, a tokenizer (raw: texts; checks serving_text) or an image processor (raw: encoded
-    images as bytes; checks serving_image against the numpy-path processor on the same decoded images).
+    preprocessor: None, a tokenizer (raw: texts; checks serving_text and serving_text_pair, each text paired
+    with the next, against the Python tokenizer; heads that take no raw text export without it) or an image
+    processor (raw: encoded images as bytes; checks serving_image against the numpy-path processor on the same
+    decoded images).
     serving_int64 is checked for models with integer inputs in their signature.
     An optional sixth item, export(model, path) -> signature names, replaces `model.export` (e.g. the training
-    job's exporter, which also writes the metadata)."""
-    jobs = []
+    job's exporter, which also writes the metadata). Returns the harness results, one per export."""
+    from tests.serving import harness
+
+    jobs, checks = [], []
     for name, model, inputs, preprocessor, raw, *export in models_and_inputs:
         path = os.path.join(str(tmp_path), f"export_{name}")
         is_image = getattr(preprocessor, "model_input_names", None) == ["pixel_values"]
+        if not is_image and preprocessor is not None and model.serving_input_spec("input_ids").shape.rank != 2:
+            preprocessor = None  # multiple choice takes [batch, choices, length] ids: no raw-text signature
         if export:
             signatures = export[0](model, path)
         else:
             signatures = model.export(path, tokenizer=None if is_image else preprocessor,
                                       image_processor=preprocessor if is_image else None)
         assert "serving_default" in signatures
-        has_int = any(model.serving_input_spec(n).dtype.is_integer for n in inputs if n in model.serving_input_names)
+        names = [n for n in model.serving_input_names if n in model.all_input_names]
+        specs = {n: model.serving_input_spec(n) for n in names}
+        has_int = any(spec.dtype.is_integer for spec in specs.values())
         assert ("serving_int64" in signatures) == has_int, signatures
-        np.savez(path + "_inputs.npz", **{k: np.asarray(v) for k, v in inputs.items()})
-        expected = model({k: v for k, v in inputs.items()}, training=False)
-        job = {"path": path, "inputs": path + "_inputs.npz", "outputs": path + "_outputs.npz", "int64": has_int,
-               "expected": {k: to_numpy(v) for k, v in expected.items() if k in model.serving_output_names}}
+        feed = {n: np.asarray(inputs[n]).astype(specs[n].dtype.as_numpy_dtype) for n in names}
+        expected = _served_outputs(model, inputs)
+        requests = [("serving_default", feed)]
+        check = [("serving_default", expected)]
+        if has_int:
+            requests.append(("serving_int64", {k: v.astype(np.int64) if v.dtype == np.int32 else v
+                                               for k, v in feed.items()}))
+            check.append(("serving_int64", expected))
         if is_image:
             assert "serving_image" in signatures
-            job["images"] = []
-            for i, data in enumerate(raw):
-                image_path = f"{path}_image{i}"
-                with open(image_path, "wb") as f:
-                    f.write(data)
-                job["images"].append(image_path)
-            decoded = [_decode_reference(data) for data in raw]
-            pixels = preprocessor(decoded, return_tensors="np")["pixel_values"]
-            image_expected = model(pixels, training=False)
-            job["image_expected"] = {k: to_numpy(v) for k, v in image_expected.items()
-                                     if k in model.serving_output_names}
+            requests.append(("serving_image", {"image_bytes": np.array(list(raw), object)}))
+            pixels = preprocessor([_decode_reference(data) for data in raw], return_tensors="np")["pixel_values"]
+            check.append(("serving_image", _served_outputs(model, pixels)))
         elif preprocessor is not None:
             assert "serving_text" in signatures
-            job["texts"] = list(raw)
+            requests.append(("serving_text", {"text": np.array([t.encode() for t in raw], object)}))
             encoded = preprocessor(list(raw), padding=True, return_tensors="np")
-            text_expected = model({k: v for k, v in encoded.items() if k in model.all_input_names}, training=False)
-            job["text_expected"] = {k: to_numpy(v) for k, v in text_expected.items()
-                                    if k in model.serving_output_names}
-            job["text_expected"]["input_ids"] = encoded["input_ids"]
-        jobs.append(job)
-    spec_path = os.path.join(str(tmp_path), "export_jobs.json")
-    with open(spec_path, "w") as f:
-        json.dump([{k: v for k, v in j.items() if "expected" not in k} for j in jobs], f)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run([sys.executable, os.path.join(HERE, "serving_check.py"), spec_path],
-                            capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, f"fresh-process check failed:\n{result.stdout}\n{result.stderr[-4000:]}"
-    for job in jobs:
-        got = np.load(job["outputs"])
-        for key, value in job["expected"].items():
-            assert_close(got[f"default/{key}"], value, atol, f"{job['path']} serving_default {key}")
-            if job["int64"]:
-                assert_close(got[f"int64/{key}"], value, atol, f"{job['path']} serving_int64 {key}")
-        for key, value in job.get("text_expected", {}).items():
-            assert_close(got[f"text/{key}"], value, atol, f"{job['path']} serving_text {key}")
-        for key, value in job.get("image_expected", {}).items():
-            assert_close(got[f"image/{key}"], value, atol, f"{job['path']} serving_image {key}")
-    return jobs
+            text_expected = _served_outputs(model, {k: v for k, v in encoded.items() if k in model.all_input_names})
+            text_expected["input_ids"] = encoded["input_ids"]
+            check.append(("serving_text", text_expected))
+            if "serving_text_pair" in signatures:  # each text paired with another one
+                pairs = list(raw[1:]) + list(raw[:1])
+                requests.append(("serving_text_pair", {"text": np.array([t.encode() for t in raw], object),
+                                                       "text_pair": np.array([t.encode() for t in pairs], object)}))
+                encoded = preprocessor(list(raw), pairs, padding=True, return_tensors="np")
+                pair_expected = _served_outputs(model, {k: v for k, v in encoded.items() if k in model.all_input_names})
+                pair_expected["input_ids"] = encoded["input_ids"]
+                check.append(("serving_text_pair", pair_expected))
+        jobs.append({"path": path, "requests": requests, "warmup": True,
+                     "text_ops": any(s.startswith("serving_text") for s in signatures)})
+        checks.append((model, sorted(signatures), check))
+    results = harness.serve_ok(jobs)
+    for job, (model, signatures, check), result in zip(jobs, checks, results):
+        assert sorted(result["signatures"]) == signatures, (job["path"], sorted(result["signatures"]))
+        for (signature, expected), got in zip(check, result["outputs"]):
+            for key, value in expected.items():
+                assert_close(got[key], value, atol, f"{job['path']} {signature} {key}")
+        assert sorted(w["signature"] for w in result["warmup"]) == signatures, "one warm-up request per signature"
+        for warmup in result["warmup"]:
+            if warmup["signature"] in ("serving_default", "serving_int64"):
+                for key, value in _served_outputs(model, warmup["inputs"]).items():
+                    assert_close(warmup["outputs"][key], value, atol, f"{job['path']} warm-up {key}")
+            for key in model.serving_output_names:
+                if key in warmup["outputs"]:
+                    assert np.all(np.isfinite(warmup["outputs"][key])), f"{job['path']} warm-up {key}"
+    return results
+
+
+def _served_outputs(model, inputs):
+    """The Keras model's outputs that the serving signatures return, as numpy."""
+    outputs = model(inputs, training=False)
+    return {k: to_numpy(v) for k, v in outputs.items() if k in model.serving_output_names}
 
 
 def _decode_reference(data):

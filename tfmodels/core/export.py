@@ -11,21 +11,33 @@ Signatures:
 - `serving_image`, when an image processor is given: encoded images (JPEG, PNG, GIF or BMP bytes, `image_bytes`
   [batch]) in, decoded and preprocessed inside the graph by core TF ops (the processor's `in_graph()`).
 Custom ops are traced with their pure-TF twins (op mode "reference"), so the SavedModel needs nothing beyond
-stock TensorFlow and TF Text. Weights are variables, never graph constants, so models over 2 GB export too.
+stock TensorFlow and TF Text (the raw-text signatures need TF Text's ops in the loading binary: TF Serving links
+them, plain TensorFlow needs `import tensorflow_text`; `text_signatures=False` leaves those signatures out).
+Weights are variables, never graph constants, so models over 2 GB export too.
+
+The SavedModel is written for TensorFlow's C++ loader, the one TF Serving uses (see `_served_variables`), and
+carries TF Serving warm-up requests, one small request per signature, in
+`assets.extra/tf_serving_warmup_requests` (a TFRecord file of PredictionLog protos).
 """
 import os
 
+import numpy as np
 import tensorflow as tf
 
+from tfmodels.core.checkpoint import backing_variable
 from tfmodels.ops.dispatch import op_mode
 
 SERVING_DEFAULT = "serving_default"
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+WARMUP_TEXTS = ("How are you today?", "Fine, thank you.")
 
 
 def export_saved_model(model, path, tokenizer=None, max_length=None, input_names=None, output_names=None,
-                       text_pairs=None, image_processor=None):
+                       text_pairs=None, image_processor=None, text_signatures=True):
     """Write `model` as a SavedModel at `path` and return the signature names.
 
+    text_signatures: with a tokenizer, add the raw-text signatures; False gives a numeric-only SavedModel that
+        stock TensorFlow loads without TF Text;
     input_names: tensor inputs of the numeric signatures (default: model.serving_input_names it accepts);
     output_names: outputs to serve (default: model.serving_output_names);
     text_pairs: also export `serving_text_pair` (default: for every head except multiple choice);
@@ -34,6 +46,8 @@ def export_saved_model(model, path, tokenizer=None, max_length=None, input_names
     input_names = tuple(input_names or [n for n in model.serving_input_names if n in model.all_input_names])
     output_names = tuple(output_names or model.serving_output_names)
     specs = [model.serving_input_spec(name) for name in input_names]
+    if not text_signatures:
+        tokenizer = None
     if tokenizer is not None and (model.main_input_name != "input_ids" or "input_ids" not in input_names or
                                   specs[input_names.index("input_ids")].shape.rank != 2):
         raise ValueError("A raw-text signature needs a single- or pair-sequence head taking [batch, length] "
@@ -55,7 +69,6 @@ def export_saved_model(model, path, tokenizer=None, max_length=None, input_names
         return run(dict(zip(input_names, tensors)))
 
     root = tf.Module()
-    root.model_variables = list(model.variables)
     root.serve = serve
     signatures = {SERVING_DEFAULT: serve.get_concrete_function()}
 
@@ -109,28 +122,104 @@ def export_saved_model(model, path, tokenizer=None, max_length=None, input_names
         root.serve_image = serve_image
         signatures["serving_image"] = serve_image.get_concrete_function()
 
+    root.model_variables = _served_variables(model, signatures.values())
     os.makedirs(path, exist_ok=True)
     tf.saved_model.save(root, path, signatures=signatures,
                         options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
+    numeric = _example_inputs(model, input_names, specs)
+    warmup = [(SERVING_DEFAULT, numeric)]
+    if "serving_int64" in signatures:
+        warmup.append(("serving_int64", {k: v.astype(np.int64) if v.dtype == np.int32 else v
+                                         for k, v in numeric.items()}))
+    if "serving_text" in signatures:
+        warmup.append(("serving_text", {"text": np.array([WARMUP_TEXTS[0].encode()], object)}))
+    if "serving_text_pair" in signatures:
+        warmup.append(("serving_text_pair", {"text": np.array([WARMUP_TEXTS[0].encode()], object),
+                                             "text_pair": np.array([WARMUP_TEXTS[1].encode()], object)}))
+    if "serving_image" in signatures:
+        image = tf.io.encode_png(tf.fill([32, 32, 3], tf.constant(128, tf.uint8))).numpy()
+        warmup.append(("serving_image", {"image_bytes": np.array([image], object)}))
+    _write_warmup_requests(os.path.join(path, WARMUP_FILE), warmup)
     return sorted(signatures)
 
 
+def _served_variables(model, functions):
+    """What the SavedModel must track for the traced serving functions: the tf.Variables they read, each once,
+    and the model's partitioned weights (ShardedVariables) themselves.
+
+    Why not the Keras variables (`list(model.variables)`, or the model itself): a Keras 3 Variable wraps a
+    tf.Variable, and when saved it exports that tf.Variable (the copy the traced functions read) and then
+    registers a second, new tf.Variable as itself; the checkpoint and its restore op cover that second one
+    only. Python's `tf.saved_model.load` rebinds the functions' captures object by object and never notices;
+    the C++ loader (TF Serving, `saved_model_cli run`) restores the checkpoint by name and then runs functions
+    that read a variable nobody restored: "Could not find variable ... uninitialized".
+
+    Tracking exactly what the functions capture (as Keras' own ExportArchive does) saves, restores and reads one
+    and the same variable, whatever wraps it in the model: a Keras Variable's backing tf.Variable, the shards
+    of a partitioned weight, the resource variable inside a parameter-server CachingVariable. A ShardedVariable
+    must be tracked as well: functions also read it through a full-shape variable of its own, which only the
+    ShardedVariable exports (holding its shards' values). A variable captured but not tracked at all fails
+    tf.saved_model.save itself ("not reachable from root")."""
+    seen, variables = set(), []
+    for function in functions:
+        for variable in function.variables:
+            if id(variable) not in seen:
+                seen.add(id(variable))
+                variables.append(variable)
+    backing = [backing_variable(v) for v in model.variables]
+    return variables + [b for b in backing if not isinstance(b, tf.Variable)]
+
+
+def _example_inputs(model, input_names, specs):
+    """Small valid inputs for the numeric signatures: the model's own dummy inputs (those it is built with);
+    inputs they lack (token types, global attention) are zeros."""
+    dummy = {k: np.asarray(v) for k, v in model.dummy_inputs().items()}
+    inputs = {}
+    for name, spec in zip(input_names, specs):
+        value = dummy.get(name, np.zeros_like(dummy[model.main_input_name]))
+        if spec.shape.rank == value.ndim + 1:  # multiple choice: [batch, choices, length]
+            value = np.stack([value, value], axis=1)
+        inputs[name] = value.astype(spec.dtype.as_numpy_dtype)
+    return inputs
+
+
 # ---------------------------------------------------------------------------------------------------------------
-# Inspection: which ops a SavedModel needs (used by the tests, and by `tfmodels export --check`)
+# TF Serving warm-up requests
 
 
-def saved_model_op_types(path):
-    """Every op type in the graphs of a SavedModel (function calls to its own library excluded)."""
-    from tensorflow.core.protobuf import saved_model_pb2
+def _field(number, payload):
+    """A length-delimited protobuf field (wire type 2)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
-    saved = saved_model_pb2.SavedModel()
-    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
-        saved.ParseFromString(f.read())
-    ops, functions = set(), set()
-    for meta_graph in saved.meta_graphs:
-        library = meta_graph.graph_def.library
-        functions.update(f.signature.name for f in library.function)
-        ops.update(node.op for node in meta_graph.graph_def.node)
-        for function in library.function:
-            ops.update(node.op for node in function.node_def)
-    return sorted(ops - functions)
+
+def _varint(value):
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _prediction_log(signature, inputs):
+    """A serialized tensorflow.serving.PredictionLog whose predict_log holds a PredictRequest for `signature`
+    with `inputs` ({key: numpy array}).
+
+    Encoded field by field (numbers from tensorflow_serving/apis/prediction_log.proto, predict.proto and
+    model.proto: PredictionLog.predict_log = 6, PredictLog.request = 1, PredictRequest.model_spec = 1 and
+    .inputs = 2 (map entries: key 1, value 2), ModelSpec.signature_name = 3) because tensorflow-serving-api is
+    not a dependency of tfmodels; the tests parse these records with TF Serving's own message definitions."""
+    model_spec = _field(3, signature.encode())
+    request = _field(1, model_spec) + b"".join(
+        _field(2, _field(1, key.encode()) + _field(2, tf.make_tensor_proto(value).SerializeToString()))
+        for key, value in inputs.items())
+    return _field(6, _field(1, request))
+
+
+def _write_warmup_requests(path, requests):
+    """Write [(signature, inputs)] as TF Serving's warm-up file (TFRecord of PredictionLog): TF Serving runs
+    them when it loads the model, so the first real request does not pay for graph initialisation."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        for signature, inputs in requests:
+            writer.write(_prediction_log(signature, inputs))
