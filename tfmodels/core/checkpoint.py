@@ -394,12 +394,12 @@ def load_tensor(reader, key, named, transform=None, chunk_bytes=None, mmap=True)
     return None
 
 
-def load_hf_weights(model, directory, checkpoint_map, prefix, weights_format=None, ignore_mismatched_sizes=False,
-                    initialised_missing=True, chunk_bytes=None, mmap=True):
-    """Assign the tensors of an HF checkpoint directory to the (built) model's variables, file by file (each
-    shard is closed before the next is opened) and tensor by tensor (see `load_tensor`, also for `mmap`).
-    `weights_format` ("safetensors", "h5", "bin") picks one format where the directory holds several."""
-    reader = CheckpointReader(directory, weights_format=weights_format)
+def load_hf_weights(model, reader, checkpoint_map, prefix, ignore_mismatched_sizes=False, initialised_missing=True,
+                    chunk_bytes=None, mmap=True):
+    """Assign the tensors of an HF checkpoint (a CheckpointReader) to the (built) model's variables, file by
+    file (each shard is closed before the next is opened) and tensor by tensor (see `load_tensor`, also for
+    `mmap`)."""
+    directory = reader.directory
     available = set(reader.keys())
     targets, missing = {}, []
     variables = named_variables(model)

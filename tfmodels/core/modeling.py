@@ -287,16 +287,18 @@ class PreTrainedModel(keras.Model):
             config = config.copy(**config_overrides)
         own_single = os.path.join(path, WEIGHTS_NAME)
         own_sharded = os.path.join(path, SHARDED_WEIGHTS_NAME)
+        own = os.path.isfile(own_single) or os.path.isfile(own_sharded)
+        # HF weights are opened before the model is built, so that a missing or refused file fails fast.
+        reader = None if own else ckpt.CheckpointReader(path, weights_format=weights_format)
         with dtype_policy_scope(dtype), skip_init():
             model = cls(config)
             model.build_model()
-        if os.path.isfile(own_single) or os.path.isfile(own_sharded):
+        if own:
             model.load_weights(own_single if os.path.isfile(own_single) else own_sharded)
             info = ckpt.LoadingInfo(mapped=[v.name for v in ckpt.named_variables(model)], missing=[],
                                     unexpected=[], mismatched=[], source=f"{path} (tfmodels)")
         else:
-            info = ckpt.load_hf_weights(model, path, cls.checkpoint_map, cls.base_model_prefix,
-                                        weights_format=weights_format,
+            info = ckpt.load_hf_weights(model, reader, cls.checkpoint_map, cls.base_model_prefix,
                                         ignore_mismatched_sizes=ignore_mismatched_sizes, mmap=mmap)
             ckpt.log_loading_info(info, cls.__name__)
         return (model, info) if output_loading_info else model
