@@ -1,7 +1,8 @@
 """The config base every family uses: documented defaults, validation, and HF `config.json` compatibility.
 
-A family config declares its documented parameters once, in `defaults` (in the order of the reference
-documents), and checks them in `validate()`. Everything else (JSON round trip, the parameters every HF config
+A family config declares its documented parameters once, in `defaults` (in the order of the reference's
+`__init__` signature, which is also the order positional arguments take: `XLMRobertaXLConfig(1000)` sets
+vocab_size), and checks them in `validate()`. Everything else (JSON round trip, the parameters every HF config
 shares such as `num_labels` or `is_decoder`, unknown-key errors) lives here.
 """
 import copy
@@ -65,7 +66,8 @@ class PretrainedConfig:
     # the original release): accepted, kept and written back unchanged, like HF_PASSTHROUGH_KEYS.
     passthrough_keys = frozenset()
 
-    def __init__(self, strict=True, **kwargs):
+    def __init__(self, *args, strict=True, **kwargs):
+        kwargs = self._with_positional(args, kwargs)
         kwargs = {self.attribute_map.get(k, k) if k not in self.defaults else k: v for k, v in kwargs.items()}
         unknown = [k for k in kwargs if k not in self.defaults and k not in COMMON_DEFAULTS
                    and k not in _LABEL_KEYS and k not in HF_PASSTHROUGH_KEYS and k not in self.passthrough_keys]
@@ -81,6 +83,19 @@ class PretrainedConfig:
         self._set_labels(**labels)
         self.validate()
 
+    @classmethod
+    def _with_positional(cls, args, kwargs):
+        """Positional arguments name the documented parameters in order, as in the reference's signature."""
+        names = list(cls.defaults)
+        if len(args) > len(names):
+            raise TypeError(f"{cls.__name__} takes at most {len(names)} positional arguments ({', '.join(names)}), "
+                            f"got {len(args)}")
+        named = dict(zip(names, args))
+        twice = [name for name in named if name in kwargs]
+        if twice:
+            raise TypeError(f"{cls.__name__} got multiple values for argument(s) {', '.join(twice)}")
+        return {**named, **kwargs}
+
     # ----------------------------------------------------------------------------------------------------
     # Attribute aliases and labels
 
@@ -88,6 +103,10 @@ class PretrainedConfig:
         target = type(self).attribute_map.get(name)
         if target is not None:
             return getattr(self, target)
+        # Unknown keys kept with strict=False (or read from a config.json) read as attributes, as in HF.
+        extra = self.__dict__.get("extra", {})
+        if name in extra:
+            return extra[name]
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
     def __setattr__(self, name, value):

@@ -43,12 +43,12 @@ class BeitConfig(PretrainedConfig):
         "reshape_hidden_states": True,
     }
 
-    def __init__(self, strict=True, **kwargs):
+    def __init__(self, *args, strict=True, **kwargs):
         # `stage_names` is derived from num_hidden_layers (HF writes it to config.json): recomputed, not stored.
         kwargs.pop("stage_names", None)
         if "segmentation_indices" in kwargs:  # HF's deprecated name for out_indices
             kwargs["out_indices"] = kwargs.pop("segmentation_indices")
-        super().__init__(strict=strict, **kwargs)
+        super().__init__(*args, strict=strict, **kwargs)
 
     @classmethod
     def from_dict(cls, config_dict, strict=True, **overrides):

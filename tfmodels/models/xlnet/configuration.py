@@ -51,12 +51,12 @@ class XLNetConfig(PretrainedConfig):
         "summary_proj_to_labels": False,
     }
 
-    def __init__(self, strict=True, **kwargs):
+    def __init__(self, *args, strict=True, **kwargs):
         d_head = kwargs.pop("d_head", None)
         if "use_cache" in kwargs:
             warnings.warn("XLNetConfig: `use_cache` is deprecated, use `use_mems_eval`", FutureWarning)
             kwargs["use_mems_eval"] = kwargs.pop("use_cache")
-        super().__init__(strict=strict, **kwargs)
+        super().__init__(*args, strict=strict, **kwargs)
         if d_head is not None and d_head != self.d_head:
             raise ValueError(f"XLNetConfig.d_head ({d_head}) must equal d_model // n_head "
                              f"({self.d_model} // {self.n_head} = {self.d_head})")
