@@ -13,11 +13,16 @@
 //                                                              -> d query, d key, d value
 //
 // Gradients are registered in Python (tfmodels/ops/block_sparse.py) in terms of these ops. Bad inputs raise
-// InvalidArgument naming the input; nothing here can crash on user data.
+// InvalidArgument naming the input; nothing here can crash on user data. Sddmm, Spmm and the row reductions are
+// one OpKernel<Device, T> each (validation for both devices) over BlockSparseFunctor: the CPU one here, the GPU
+// one in block_sparse_ops_gpu.cu.cc. The fused attention ops run on the CPU only (on a GPU the Python layer
+// composes them from the primitives).
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "block_sparse/block_sparse_ops.h"
+#include "common/devices.h"
 #include "common/tf_checks.h"
 #include "common/tf_parallel.h"
 #include "block_sparse/block_sparse_kernels.h"
@@ -187,8 +192,8 @@ REGISTER_OP("TFModels>BlockSparseRowSum")
     .Doc("Row-wise sum over the selected blocks of each row block; 0 where a row block has none.");
 
 // ---------------------------------------------------------------------------------------------------------
-// Validation shared by the CPU and GPU kernels (GPU kernels copy nothing back: indices are checked on the host
-// where they live in host memory, i.e. on CPU; on GPU their range is checked by the Python wrapper).
+// Validation of both devices. Index ranges are checked where the indices are in host memory, i.e. on the CPU;
+// on the GPU the Python wrapper checks them before the launch (the kernels copy nothing back).
 
 bool CheckScalarBlocks(OpKernelContext* ctx, int input, const char* name, int64_t* value) {
   const Tensor& t = ctx->input(input);
@@ -217,19 +222,42 @@ bool CheckDense(OpKernelContext* ctx, const Tensor& t, const char* name, int64_t
   return CheckDim(ctx, t, 0, batch, name, "the batch size");
 }
 
-template <typename Device>
 bool CheckIndexRange(OpKernelContext* ctx, const Tensor& indices, int64_t rows, int64_t cols) {
   const std::string message = CheckIndices(indices.flat<int32_t>().data(), indices.NumElements(), rows, cols);
   return CheckThat(ctx, message.empty(), message);
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// CPU kernels
+// The primitives on both devices
 
 template <typename T>
-class SddmmCpuOp : public OpKernel {
+struct BlockSparseFunctor<CpuDevice, T> {
+  static bool Sddmm(OpKernelContext* ctx, const T* a, const T* b, const int32_t* indices, T* out, int64_t batch,
+                    int64_t rows, int64_t cols, int64_t dim, int64_t slots) {
+    Tensor scratch;  // b's tiles transposed, from TF's allocator (reused across calls, unlike a fresh malloc)
+    if (!CheckOk(ctx, ctx->allocate_temp(::tensorflow::DataTypeToEnum<T>::value,
+                                         TensorShape({batch, cols * kBlock, dim}), &scratch)))
+      return false;
+    block_sparse::Sddmm<T>(TfParallelFor(ctx), a, b, indices, out, batch, rows, cols, dim, slots,
+                           scratch.flat<T>().data());
+    return true;
+  }
+  static bool Spmm(OpKernelContext* ctx, const T* blocks, const int32_t* indices, const T* dense, T* out,
+                   int64_t batch, int64_t rows, int64_t cols, int64_t dim, int64_t slots, bool transpose) {
+    block_sparse::Spmm<T>(TfParallelFor(ctx), blocks, indices, dense, out, batch, rows, cols, dim, slots, transpose);
+    return true;
+  }
+  static bool RowReduce(OpKernelContext* ctx, const T* blocks, const int32_t* indices, T* out, int64_t batch,
+                        int64_t rows, int64_t cols, int64_t slots, bool is_max) {
+    block_sparse::RowReduce<T>(TfParallelFor(ctx), blocks, indices, out, batch, rows, cols, slots, is_max);
+    return true;
+  }
+};
+
+template <typename Device, typename T>
+class SddmmOp : public OpKernel {
  public:
-  explicit SddmmCpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+  explicit SddmmOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
   void Compute(OpKernelContext* ctx) override {
     const Tensor& a = ctx->input(0);
     const Tensor& b = ctx->input(1);
@@ -239,21 +267,18 @@ class SddmmCpuOp : public OpKernel {
     if (!CheckDense(ctx, a, "a", batch) || !CheckDense(ctx, b, "b", batch)) return;
     if (!CheckDim(ctx, b, 2, a.dim_size(2), "b", "the feature size of a")) return;
     const int64_t rows = a.dim_size(1) / kBlock, cols = b.dim_size(1) / kBlock;
-    if (!CheckIndexRange<void>(ctx, indices, rows, cols)) return;
+    if (!kOnGpu<Device> && !CheckIndexRange(ctx, indices, rows, cols)) return;
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({batch, slots, kBlock, kBlock}), &out));
-    Tensor scratch;  // b's tiles transposed, from TF's allocator (reused across calls, unlike a fresh malloc)
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(::tensorflow::DataTypeToEnum<T>::value, b.shape(), &scratch));
-    TfParallelFor pf(ctx);
-    Sddmm<T>(pf, a.flat<T>().data(), b.flat<T>().data(), indices.flat<int32_t>().data(), out->flat<T>().data(),
-             batch, rows, cols, a.dim_size(2), slots, scratch.flat<T>().data());
+    BlockSparseFunctor<Device, T>::Sddmm(ctx, a.flat<T>().data(), b.flat<T>().data(), indices.flat<int32_t>().data(),
+                                         out->flat<T>().data(), batch, rows, cols, a.dim_size(2), slots);
   }
 };
 
-template <typename T>
-class SpmmCpuOp : public OpKernel {
+template <typename Device, typename T>
+class SpmmOp : public OpKernel {
  public:
-  explicit SpmmCpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+  explicit SpmmOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("transpose_blocks", &transpose_));
   }
   void Compute(OpKernelContext* ctx) override {
@@ -268,23 +293,23 @@ class SpmmCpuOp : public OpKernel {
     const int64_t dense_blocks = dense.dim_size(1) / kBlock;
     const int64_t rows = transpose_ ? dense_blocks : out_blocks;
     const int64_t cols = transpose_ ? out_blocks : dense_blocks;
-    if (!CheckIndexRange<void>(ctx, indices, rows, cols)) return;
+    if (!kOnGpu<Device> && !CheckIndexRange(ctx, indices, rows, cols)) return;
     const int64_t dim = dense.dim_size(2);
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({batch, out_blocks * kBlock, dim}), &out));
-    TfParallelFor pf(ctx);
-    Spmm<T>(pf, blocks.flat<T>().data(), indices.flat<int32_t>().data(), dense.flat<T>().data(),
-            out->flat<T>().data(), batch, rows, cols, dim, slots, transpose_);
+    BlockSparseFunctor<Device, T>::Spmm(ctx, blocks.flat<T>().data(), indices.flat<int32_t>().data(),
+                                        dense.flat<T>().data(), out->flat<T>().data(), batch, rows, cols, dim, slots,
+                                        transpose_);
   }
 
  private:
   bool transpose_ = false;
 };
 
-template <typename T, bool kMax>
-class RowReduceCpuOp : public OpKernel {
+template <typename Device, typename T, bool kMax>
+class RowReduceOp : public OpKernel {
  public:
-  explicit RowReduceCpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+  explicit RowReduceOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
   void Compute(OpKernelContext* ctx) override {
     const Tensor& blocks = ctx->input(0);
     const Tensor& indices = ctx->input(1);
@@ -292,15 +317,17 @@ class RowReduceCpuOp : public OpKernel {
     int64_t rows = 0, cols = 0;
     if (!CheckScalarBlocks(ctx, 2, "num_row_blocks", &rows) || !CheckScalarBlocks(ctx, 3, "num_col_blocks", &cols))
       return;
-    if (!CheckIndexRange<void>(ctx, indices, rows, cols)) return;
+    if (!kOnGpu<Device> && !CheckIndexRange(ctx, indices, rows, cols)) return;
     const int64_t batch = indices.dim_size(0), slots = indices.dim_size(1);
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({batch, rows * kBlock}), &out));
-    TfParallelFor pf(ctx);
-    RowReduce<T>(pf, blocks.flat<T>().data(), indices.flat<int32_t>().data(), out->flat<T>().data(), batch, rows,
-                 cols, slots, kMax);
+    BlockSparseFunctor<Device, T>::RowReduce(ctx, blocks.flat<T>().data(), indices.flat<int32_t>().data(),
+                                             out->flat<T>().data(), batch, rows, cols, slots, kMax);
   }
 };
+
+// ---------------------------------------------------------------------------------------------------------
+// The fused attention ops (CPU)
 
 // Checks shared by the fused attention ops (query, key, value at inputs 0-2); fills *shape. mask_input: the
 // key_mask's input (may be an empty tensor: no mask), or -1 where the op takes none.
@@ -328,7 +355,7 @@ bool CheckAttentionInputs(OpKernelContext* ctx, int mask_input, int indices_inpu
   }
   *shape = AttentionShape{batch, query.dim_size(1) / kBlock, key.dim_size(1) / kBlock, query.dim_size(2),
                           value.dim_size(2), indices.dim_size(1), 1.0};
-  return CheckIndexRange<void>(ctx, indices, shape->num_row_blocks, shape->num_col_blocks);
+  return CheckIndexRange(ctx, indices, shape->num_row_blocks, shape->num_col_blocks);
 }
 
 template <typename T>
@@ -415,15 +442,16 @@ class AttentionGradCpuOp : public OpKernel {
 #define TFMODELS_REGISTER_CPU(T)                                                                              \
   REGISTER_KERNEL_BUILDER(                                                                                    \
       Name("TFModels>BlockSparseSddmm").Device(::tensorflow::DEVICE_CPU).TypeConstraint<T>("T"),             \
-      SddmmCpuOp<T>);                                                                                         \
+      SddmmOp<CpuDevice, T>);                                                                                 \
   REGISTER_KERNEL_BUILDER(                                                                                    \
-      Name("TFModels>BlockSparseSpmm").Device(::tensorflow::DEVICE_CPU).TypeConstraint<T>("T"), SpmmCpuOp<T>); \
+      Name("TFModels>BlockSparseSpmm").Device(::tensorflow::DEVICE_CPU).TypeConstraint<T>("T"),              \
+      SpmmOp<CpuDevice, T>);                                                                                  \
   REGISTER_KERNEL_BUILDER(                                                                                    \
       Name("TFModels>BlockSparseRowMax").Device(::tensorflow::DEVICE_CPU).TypeConstraint<T>("T"),             \
-      RowReduceCpuOp<T, true>);                                                                               \
+      RowReduceOp<CpuDevice, T, true>);                                                                       \
   REGISTER_KERNEL_BUILDER(                                                                                    \
       Name("TFModels>BlockSparseRowSum").Device(::tensorflow::DEVICE_CPU).TypeConstraint<T>("T"),             \
-      RowReduceCpuOp<T, false>);                                                                              \
+      RowReduceOp<CpuDevice, T, false>);                                                                      \
   REGISTER_KERNEL_BUILDER(                                                                                    \
       Name("TFModels>BlockSparseAttention").Device(::tensorflow::DEVICE_CPU).TypeConstraint<T>("T"),         \
       AttentionCpuOp<T>);                                                                                     \
@@ -434,6 +462,35 @@ class AttentionGradCpuOp : public OpKernel {
 TFMODELS_REGISTER_CPU(float)
 TFMODELS_REGISTER_CPU(double)
 #undef TFMODELS_REGISTER_CPU
+
+#if GOOGLE_CUDA
+// Block counts are read on the host.
+#define TFMODELS_REGISTER_GPU(T)                                                                              \
+  REGISTER_KERNEL_BUILDER(                                                                                    \
+      Name("TFModels>BlockSparseSddmm").Device(::tensorflow::DEVICE_GPU).TypeConstraint<T>("T"),             \
+      SddmmOp<GpuDevice, T>);                                                                                 \
+  REGISTER_KERNEL_BUILDER(Name("TFModels>BlockSparseSpmm")                                                    \
+                              .Device(::tensorflow::DEVICE_GPU)                                               \
+                              .TypeConstraint<T>("T")                                                         \
+                              .HostMemory("num_out_blocks"),                                                  \
+                          SpmmOp<GpuDevice, T>);                                                              \
+  REGISTER_KERNEL_BUILDER(Name("TFModels>BlockSparseRowMax")                                                  \
+                              .Device(::tensorflow::DEVICE_GPU)                                               \
+                              .TypeConstraint<T>("T")                                                         \
+                              .HostMemory("num_row_blocks")                                                   \
+                              .HostMemory("num_col_blocks"),                                                  \
+                          RowReduceOp<GpuDevice, T, true>);                                                   \
+  REGISTER_KERNEL_BUILDER(Name("TFModels>BlockSparseRowSum")                                                  \
+                              .Device(::tensorflow::DEVICE_GPU)                                               \
+                              .TypeConstraint<T>("T")                                                         \
+                              .HostMemory("num_row_blocks")                                                   \
+                              .HostMemory("num_col_blocks"),                                                  \
+                          RowReduceOp<GpuDevice, T, false>);
+
+TFMODELS_REGISTER_GPU(float)
+TFMODELS_REGISTER_GPU(double)
+#undef TFMODELS_REGISTER_GPU
+#endif  // GOOGLE_CUDA
 
 }  // namespace block_sparse
 }  // namespace tfmodels

@@ -36,6 +36,12 @@ inline bool CheckThat(tensorflow::OpKernelContext* ctx, bool condition, const st
   return condition;
 }
 
+// For a helper that returns bool: fails the op with `status` unless it is OK.
+inline bool CheckOk(tensorflow::OpKernelContext* ctx, const absl::Status& status) {
+  if (!status.ok()) ctx->CtxFailure(__FILE__, __LINE__, status);
+  return status.ok();
+}
+
 }  // namespace tfmodels
 
 #endif  // TFMODELS_COMMON_TF_CHECKS_H_

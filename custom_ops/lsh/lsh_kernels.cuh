@@ -20,7 +20,6 @@
 namespace tfmodels {
 namespace lsh {
 
-constexpr int64_t kMaxGpuPaddedDim = 1024;
 constexpr int64_t kGpuTableBudgetBytes = int64_t{256} << 20;
 
 // --------------------------------------------------------------------------------------------------------------

@@ -37,6 +37,9 @@ constexpr int kLanes = 16;
 // Upper bound on the scratch hash tables of lsh_cumulation (bytes); more hash functions are processed in chunks.
 constexpr int64_t kTableBudgetBytes = int64_t{64} << 20;
 
+// The GPU kernels use one thread per element of the padded vector: P <= 1024 (a block's thread limit).
+constexpr int64_t kMaxGpuPaddedDim = 1024;
+
 inline bool IsPowerOfTwo(int64_t x) { return x > 0 && (x & (x - 1)) == 0; }
 
 inline int64_t HashesPerPart(int64_t padded_dim, int64_t code_len) { return padded_dim / code_len; }

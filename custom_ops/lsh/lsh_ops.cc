@@ -1,12 +1,13 @@
-// TF wrappers of the LSH ops (YOSO): op registrations with shape functions and the CPU OpKernels.
-// The kernels themselves are TF-free (lsh_kernels.h); the GPU OpKernels are in lsh_ops_gpu.cu.cc.
+// TF wrappers of the LSH ops (YOSO): op registrations with shape functions, one OpKernel<Device> per op (input
+// validation for both devices) and the CPU functor. The kernels themselves are TF-free (lsh_kernels.h); the GPU
+// functor is in lsh_ops_gpu.cu.cc.
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
 #include "common/tf_checks.h"
 #include "common/tf_parallel.h"
 #include "lsh/lsh_kernels.h"
-#include "lsh/lsh_op_checks.h"
+#include "lsh/lsh_ops.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -15,6 +16,7 @@ namespace tfmodels {
 namespace lsh {
 
 using ::tensorflow::DEVICE_CPU;
+using ::tensorflow::DEVICE_GPU;
 using ::tensorflow::OpKernel;
 using ::tensorflow::OpKernelConstruction;
 using ::tensorflow::OpKernelContext;
@@ -101,9 +103,26 @@ bool CheckCodes(OpKernelContext* ctx, const Tensor& codes, int64_t capacity, con
 
 }  // namespace
 
-class LshFastHashCpuOp : public OpKernel {
+template <>
+struct LshFunctor<CpuDevice> {
+  static bool FastHash(OpKernelContext* ctx, const FastHashArgs& args) {
+    tfmodels::lsh::FastHash(TfParallelFor(ctx), args);
+    return true;
+  }
+  static bool Cumulation(OpKernelContext* ctx, const CumulationArgs& args) {
+    LshCumulation(TfParallelFor(ctx), args);
+    return true;
+  }
+  static bool WeightedCumulation(OpKernelContext* ctx, const CumulationArgs& args) {
+    LshWeightedCumulation(TfParallelFor(ctx), args);
+    return true;
+  }
+};
+
+template <typename Device>
+class LshFastHashOp : public OpKernel {
  public:
-  explicit LshFastHashCpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+  explicit LshFastHashOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("num_hash", &num_hash_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("hash_code_len", &code_len_));
   }
@@ -111,23 +130,31 @@ class LshFastHashCpuOp : public OpKernel {
   void Compute(OpKernelContext* ctx) override {
     FastHashArgs args;
     if (!CheckFastHashInputs(ctx, num_hash_, code_len_, &args)) return;
+    if (kOnGpu<Device> &&
+        (!CheckThat(ctx, args.padded_dim <= kMaxGpuPaddedDim,
+                    absl::StrCat("on the GPU the padded dimension must be <= ", kMaxGpuPaddedDim, ", got ",
+                                 args.padded_dim)) ||
+         !CheckThat(ctx, args.batch * args.num_vectors * args.num_part < kMaxInt32Elements,
+                    "fast_hash: too many vectors for one launch"))) {
+      return;
+    }
     Tensor* codes = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({args.batch, args.num_vectors, args.num_hash}), &codes));
     args.vectors = ctx->input(0).flat<float>().data();
     args.mask = ctx->input(1).flat<int32_t>().data();
     args.projections = ctx->input(2).flat<float>().data();
     args.codes = codes->flat<int32_t>().data();
-    FastHash(TfParallelFor(ctx), args);
+    LshFunctor<Device>::FastHash(ctx, args);
   }
 
  private:
   int64_t num_hash_ = 0, code_len_ = 0;
 };
 
-template <bool kWeighted>
-class LshCumulationCpuOp : public OpKernel {
+template <typename Device, bool kWeighted>
+class LshCumulationOp : public OpKernel {
  public:
-  explicit LshCumulationCpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+  explicit LshCumulationOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("hashtable_capacity", &capacity_));
   }
 
@@ -135,8 +162,9 @@ class LshCumulationCpuOp : public OpKernel {
     CumulationArgs args;
     if (!CheckCumulationInputs(ctx, kWeighted, capacity_, &args)) return;
     const int i_kcode = kWeighted ? 4 : 3, i_value = kWeighted ? 6 : 4, i_kmask = kWeighted ? 3 : 2;
-    if (!CheckCodes(ctx, ctx->input(1), capacity_, "query_code") ||
-        !CheckCodes(ctx, ctx->input(i_kcode), capacity_, "key_code")) {
+    // Codes are read on the host only: on the GPU, the kernels skip codes outside the tables instead.
+    if (!kOnGpu<Device> && (!CheckCodes(ctx, ctx->input(1), capacity_, "query_code") ||
+                            !CheckCodes(ctx, ctx->input(i_kcode), capacity_, "key_code"))) {
       return;
     }
     Tensor* out = nullptr;
@@ -150,9 +178,9 @@ class LshCumulationCpuOp : public OpKernel {
     if (kWeighted) {
       args.query_weight = ctx->input(2).flat<float>().data();
       args.key_weight = ctx->input(5).flat<float>().data();
-      LshWeightedCumulation(TfParallelFor(ctx), args);
+      LshFunctor<Device>::WeightedCumulation(ctx, args);
     } else {
-      LshCumulation(TfParallelFor(ctx), args);
+      LshFunctor<Device>::Cumulation(ctx, args);
     }
   }
 
@@ -160,9 +188,14 @@ class LshCumulationCpuOp : public OpKernel {
   int64_t capacity_ = 0;
 };
 
-REGISTER_KERNEL_BUILDER(Name("TFModels>LshFastHash").Device(DEVICE_CPU), LshFastHashCpuOp);
-REGISTER_KERNEL_BUILDER(Name("TFModels>LshCumulation").Device(DEVICE_CPU), LshCumulationCpuOp<false>);
-REGISTER_KERNEL_BUILDER(Name("TFModels>LshWeightedCumulation").Device(DEVICE_CPU), LshCumulationCpuOp<true>);
+REGISTER_KERNEL_BUILDER(Name("TFModels>LshFastHash").Device(DEVICE_CPU), LshFastHashOp<CpuDevice>);
+REGISTER_KERNEL_BUILDER(Name("TFModels>LshCumulation").Device(DEVICE_CPU), LshCumulationOp<CpuDevice, false>);
+REGISTER_KERNEL_BUILDER(Name("TFModels>LshWeightedCumulation").Device(DEVICE_CPU), LshCumulationOp<CpuDevice, true>);
+#if GOOGLE_CUDA
+REGISTER_KERNEL_BUILDER(Name("TFModels>LshFastHash").Device(DEVICE_GPU), LshFastHashOp<GpuDevice>);
+REGISTER_KERNEL_BUILDER(Name("TFModels>LshCumulation").Device(DEVICE_GPU), LshCumulationOp<GpuDevice, false>);
+REGISTER_KERNEL_BUILDER(Name("TFModels>LshWeightedCumulation").Device(DEVICE_GPU), LshCumulationOp<GpuDevice, true>);
+#endif  // GOOGLE_CUDA
 
 }  // namespace lsh
 }  // namespace tfmodels

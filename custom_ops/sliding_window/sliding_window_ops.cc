@@ -1,6 +1,7 @@
 // TensorFlow ops of the sliding-window (Longformer) attention products: op registrations with shape
-// functions, and the CPU kernels (multi-threaded through TF's intra-op thread pool). The GPU kernels are in
-// sliding_window_ops_gpu.cu.cc; the arithmetic is in sliding_window_kernels.h (.cuh).
+// functions, one OpKernel<Device, T> per op (input validation for both devices) and the CPU functor
+// (multi-threaded through TF's intra-op thread pool). The GPU functor is in sliding_window_ops_gpu.cu.cc; the
+// arithmetic is in sliding_window_kernels.h (.cuh).
 //
 //   TFModels>SlidingWindowQK(query, key, key_keep, global_key, global_keep; window) -> scores
 //       query, key [B, S, H, D]; key_keep [B, S] bool; global_key [B, X, H, D]; global_keep [B, X] bool.
@@ -28,6 +29,7 @@ namespace tfmodels {
 namespace sliding_window {
 
 using ::tensorflow::DEVICE_CPU;
+using ::tensorflow::DEVICE_GPU;
 using ::tensorflow::OpKernel;
 using ::tensorflow::OpKernelConstruction;
 using ::tensorflow::OpKernelContext;
@@ -159,6 +161,36 @@ typename AccType<T>::type* ScoresWorkspace(OpKernelContext* ctx, const Dims& dim
 }
 
 template <typename T>
+struct SlidingWindowFunctor<CpuDevice, T> {
+  static bool Scores(OpKernelContext* ctx, const Dims& dims, const T* query, const T* key, const T* global_key,
+                     const bool* key_keep, const bool* global_keep, T fill, T* out) {
+    Tensor workspace;
+    auto* scratch = ScoresWorkspace<T>(ctx, dims, &workspace);
+    if (scratch == nullptr) return false;
+    BandedScores<T>(TfParallelFor(ctx), dims, query, key, global_key, key_keep, global_keep, fill, out, scratch);
+    return true;
+  }
+  static bool Apply(OpKernelContext* ctx, const Dims& dims, const T* probs, const T* value, const T* global_value,
+                    const bool* key_keep, const bool* global_keep, T* out) {
+    BandedApply<T>(TfParallelFor(ctx), dims, probs, value, global_value, key_keep, global_keep, out);
+    return true;
+  }
+  static bool ApplyTransposed(OpKernelContext* ctx, const Dims& dims, const T* probs, const T* grad,
+                              const bool* key_keep, T* out) {
+    BandedApplyTransposed<T>(TfParallelFor(ctx), dims, probs, grad, key_keep, out);
+    return true;
+  }
+  static bool GlobalApplyTransposed(OpKernelContext* ctx, const Dims& dims, const T* probs, const T* grad,
+                                    const bool* global_keep, T* out) {
+    sliding_window::GlobalApplyTransposed<T>(TfParallelFor(ctx), dims, probs, grad, global_keep, out);
+    return true;
+  }
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// OpKernels (both devices)
+
+template <typename Device, typename T>
 class SlidingWindowQKOp : public OpKernel {
  public:
   explicit SlidingWindowQKOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
@@ -170,20 +202,17 @@ class SlidingWindowQKOp : public OpKernel {
     Tensor* scores = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({dims.batch, dims.seq, dims.heads, dims.cols()}),
                                              &scores));
-    Tensor workspace;
-    auto* scratch = ScoresWorkspace<T>(ctx, dims, &workspace);
-    if (scratch == nullptr) return;
-    TfParallelFor parallel_for(ctx);
-    BandedScores<T>(parallel_for, dims, ctx->input(0).flat<T>().data(), ctx->input(1).flat<T>().data(),
-                    ctx->input(3).flat<T>().data(), ctx->input(2).flat<bool>().data(),
-                    ctx->input(4).flat<bool>().data(), LowestValue<T>(), scores->flat<T>().data(), scratch);
+    SlidingWindowFunctor<Device, T>::Scores(ctx, dims, ctx->input(0).flat<T>().data(), ctx->input(1).flat<T>().data(),
+                                            ctx->input(3).flat<T>().data(), ctx->input(2).flat<bool>().data(),
+                                            ctx->input(4).flat<bool>().data(), LowestValue<T>(),
+                                            scores->flat<T>().data());
   }
 
  private:
   int window_;
 };
 
-template <typename T>
+template <typename Device, typename T>
 class SlidingWindowQKGradOp : public OpKernel {
  public:
   explicit SlidingWindowQKGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
@@ -206,17 +235,17 @@ class SlidingWindowQKGradOp : public OpKernel {
     const bool* key_keep = ctx->input(3).flat<bool>().data();
     const T* global_key = ctx->input(4).flat<T>().data();
     const bool* global_keep = ctx->input(5).flat<bool>().data();
-    TfParallelFor parallel_for(ctx);
-    BandedApply<T>(parallel_for, dims, g, key, global_key, key_keep, global_keep, grad_query->flat<T>().data());
-    BandedApplyTransposed<T>(parallel_for, dims, g, query, key_keep, grad_key->flat<T>().data());
-    GlobalApplyTransposed<T>(parallel_for, dims, g, query, global_keep, grad_global_key->flat<T>().data());
+    using F = SlidingWindowFunctor<Device, T>;
+    F::Apply(ctx, dims, g, key, global_key, key_keep, global_keep, grad_query->flat<T>().data()) &&
+        F::ApplyTransposed(ctx, dims, g, query, key_keep, grad_key->flat<T>().data()) &&
+        F::GlobalApplyTransposed(ctx, dims, g, query, global_keep, grad_global_key->flat<T>().data());
   }
 
  private:
   int window_;
 };
 
-template <typename T>
+template <typename Device, typename T>
 class SlidingWindowPVOp : public OpKernel {
  public:
   explicit SlidingWindowPVOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
@@ -225,13 +254,13 @@ class SlidingWindowPVOp : public OpKernel {
     if (!ValidatePV(ctx, 0, &dims)) return;
     Tensor* output = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(1).shape(), &output));
-    TfParallelFor parallel_for(ctx);
-    BandedApply<T>(parallel_for, dims, ctx->input(0).flat<T>().data(), ctx->input(1).flat<T>().data(),
-                   ctx->input(2).flat<T>().data(), nullptr, nullptr, output->flat<T>().data());
+    SlidingWindowFunctor<Device, T>::Apply(ctx, dims, ctx->input(0).flat<T>().data(), ctx->input(1).flat<T>().data(),
+                                           ctx->input(2).flat<T>().data(), nullptr, nullptr,
+                                           output->flat<T>().data());
   }
 };
 
-template <typename T>
+template <typename Device, typename T>
 class SlidingWindowPVGradOp : public OpKernel {
  public:
   explicit SlidingWindowPVGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
@@ -250,32 +279,34 @@ class SlidingWindowPVGradOp : public OpKernel {
     const T* probs = ctx->input(1).flat<T>().data();
     const T* value = ctx->input(2).flat<T>().data();
     const T* global_value = ctx->input(3).flat<T>().data();
-    Tensor workspace;
-    auto* scratch = ScoresWorkspace<T>(ctx, dims, &workspace);
-    if (scratch == nullptr) return;
-    TfParallelFor parallel_for(ctx);
-    BandedScores<T>(parallel_for, dims, g, value, global_value, nullptr, nullptr, T(0.0f),
-                    grad_probs->flat<T>().data(), scratch);
-    BandedApplyTransposed<T>(parallel_for, dims, probs, g, nullptr, grad_value->flat<T>().data());
-    GlobalApplyTransposed<T>(parallel_for, dims, probs, g, nullptr, grad_global_value->flat<T>().data());
+    using F = SlidingWindowFunctor<Device, T>;
+    F::Scores(ctx, dims, g, value, global_value, nullptr, nullptr, T(0.0f), grad_probs->flat<T>().data()) &&
+        F::ApplyTransposed(ctx, dims, probs, g, nullptr, grad_value->flat<T>().data()) &&
+        F::GlobalApplyTransposed(ctx, dims, probs, g, nullptr, grad_global_value->flat<T>().data());
   }
 };
 
-#define TFMODELS_REGISTER_CPU(T)                                                                            \
-  REGISTER_KERNEL_BUILDER(Name("TFModels>SlidingWindowQK").Device(DEVICE_CPU).TypeConstraint<T>("T"),       \
-                          SlidingWindowQKOp<T>);                                                           \
-  REGISTER_KERNEL_BUILDER(Name("TFModels>SlidingWindowQKGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),   \
-                          SlidingWindowQKGradOp<T>);                                                       \
-  REGISTER_KERNEL_BUILDER(Name("TFModels>SlidingWindowPV").Device(DEVICE_CPU).TypeConstraint<T>("T"),       \
-                          SlidingWindowPVOp<T>);                                                           \
-  REGISTER_KERNEL_BUILDER(Name("TFModels>SlidingWindowPVGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),   \
-                          SlidingWindowPVGradOp<T>);
+#define TFMODELS_REGISTER(DEVICE_NAME, Tag, T)                                                                \
+  REGISTER_KERNEL_BUILDER(Name("TFModels>SlidingWindowQK").Device(DEVICE_NAME).TypeConstraint<T>("T"),        \
+                          SlidingWindowQKOp<Tag, T>);                                                         \
+  REGISTER_KERNEL_BUILDER(Name("TFModels>SlidingWindowQKGrad").Device(DEVICE_NAME).TypeConstraint<T>("T"),    \
+                          SlidingWindowQKGradOp<Tag, T>);                                                     \
+  REGISTER_KERNEL_BUILDER(Name("TFModels>SlidingWindowPV").Device(DEVICE_NAME).TypeConstraint<T>("T"),        \
+                          SlidingWindowPVOp<Tag, T>);                                                         \
+  REGISTER_KERNEL_BUILDER(Name("TFModels>SlidingWindowPVGrad").Device(DEVICE_NAME).TypeConstraint<T>("T"),    \
+                          SlidingWindowPVGradOp<Tag, T>);
 
-TFMODELS_REGISTER_CPU(float);
-TFMODELS_REGISTER_CPU(double);
-TFMODELS_REGISTER_CPU(Eigen::half);
-TFMODELS_REGISTER_CPU(Eigen::bfloat16);
-#undef TFMODELS_REGISTER_CPU
+TFMODELS_REGISTER(DEVICE_CPU, CpuDevice, float);
+TFMODELS_REGISTER(DEVICE_CPU, CpuDevice, double);
+TFMODELS_REGISTER(DEVICE_CPU, CpuDevice, Eigen::half);
+TFMODELS_REGISTER(DEVICE_CPU, CpuDevice, Eigen::bfloat16);
+#if GOOGLE_CUDA
+TFMODELS_REGISTER(DEVICE_GPU, GpuDevice, float);
+TFMODELS_REGISTER(DEVICE_GPU, GpuDevice, double);
+TFMODELS_REGISTER(DEVICE_GPU, GpuDevice, Eigen::half);
+TFMODELS_REGISTER(DEVICE_GPU, GpuDevice, Eigen::bfloat16);
+#endif  // GOOGLE_CUDA
+#undef TFMODELS_REGISTER
 
 }  // namespace sliding_window
 }  // namespace tfmodels

@@ -1,11 +1,13 @@
-// Input validation shared by the CPU and GPU TF kernels of the sliding-window ops: every inconsistency becomes
-// an InvalidArgument error naming the input, never a crash.
+// TF side of the sliding-window ops shared by the OpKernels (sliding_window_ops.cc) and the GPU functor
+// (sliding_window_ops_gpu.cu.cc): input validation, where every inconsistency becomes an InvalidArgument error
+// naming the input, never a crash; and the per-device functors.
 #ifndef TFMODELS_SLIDING_WINDOW_OPS_H_
 #define TFMODELS_SLIDING_WINDOW_OPS_H_
 
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "common/devices.h"
 #include "common/tf_checks.h"
 #include "sliding_window/sliding_window_kernels.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -79,6 +81,26 @@ template <typename T>
 T LowestValue() {
   return std::numeric_limits<T>::lowest();
 }
+
+// The four banded products of the ops on one device (semantics: sliding_window_kernels.h), on validated
+// inputs. Each returns false after failing the op. SlidingWindowFunctor<CpuDevice, T> is in
+// sliding_window_ops.cc, SlidingWindowFunctor<GpuDevice, T> in sliding_window_ops_gpu.cu.cc.
+template <typename Device, typename T>
+struct SlidingWindowFunctor;
+
+#if GOOGLE_CUDA
+template <typename T>
+struct SlidingWindowFunctor<GpuDevice, T> {
+  static bool Scores(OpKernelContext* ctx, const Dims& dims, const T* query, const T* key, const T* global_key,
+                     const bool* key_keep, const bool* global_keep, T fill, T* out);
+  static bool Apply(OpKernelContext* ctx, const Dims& dims, const T* probs, const T* value, const T* global_value,
+                    const bool* key_keep, const bool* global_keep, T* out);
+  static bool ApplyTransposed(OpKernelContext* ctx, const Dims& dims, const T* probs, const T* grad,
+                              const bool* key_keep, T* out);
+  static bool GlobalApplyTransposed(OpKernelContext* ctx, const Dims& dims, const T* probs, const T* grad,
+                                    const bool* global_keep, T* out);
+};
+#endif  // GOOGLE_CUDA
 
 }  // namespace sliding_window
 }  // namespace tfmodels

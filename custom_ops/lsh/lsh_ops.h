@@ -1,12 +1,13 @@
-// Shape validation shared by the CPU (lsh_ops.cc) and GPU (lsh_ops_gpu.cu.cc) OpKernels of the LSH ops.
-// Every check fails the op with InvalidArgument naming the input; nothing here touches tensor contents, so it
-// is valid for device memory too. (Code ranges are checked on the CPU path, where the codes are host memory.)
-#ifndef TFMODELS_LSH_LSH_OP_CHECKS_H_
-#define TFMODELS_LSH_LSH_OP_CHECKS_H_
+// TF side of the LSH ops shared by the OpKernels (lsh_ops.cc) and the GPU functor (lsh_ops_gpu.cu.cc): the shape
+// validation and the per-device functors. Every check fails the op with InvalidArgument naming the input;
+// nothing here touches tensor contents, so it is valid for device memory too.
+#ifndef TFMODELS_LSH_LSH_OPS_H_
+#define TFMODELS_LSH_LSH_OPS_H_
 
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
+#include "common/devices.h"
 #include "common/tf_checks.h"
 #include "lsh/lsh_kernels.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -109,7 +110,21 @@ inline bool CheckCumulationInputs(tensorflow::OpKernelContext* ctx, bool weighte
   return true;
 }
 
+// The computations on one device, on validated arguments whose pointers are set. Each returns false after
+// failing the op. LshFunctor<CpuDevice> is in lsh_ops.cc, LshFunctor<GpuDevice> in lsh_ops_gpu.cu.cc.
+template <typename Device>
+struct LshFunctor;
+
+#if GOOGLE_CUDA
+template <>
+struct LshFunctor<GpuDevice> {
+  static bool FastHash(tensorflow::OpKernelContext* ctx, const FastHashArgs& args);
+  static bool Cumulation(tensorflow::OpKernelContext* ctx, const CumulationArgs& args);
+  static bool WeightedCumulation(tensorflow::OpKernelContext* ctx, const CumulationArgs& args);
+};
+#endif  // GOOGLE_CUDA
+
 }  // namespace lsh
 }  // namespace tfmodels
 
-#endif  // TFMODELS_LSH_LSH_OP_CHECKS_H_
+#endif  // TFMODELS_LSH_LSH_OPS_H_
