@@ -11,8 +11,9 @@ Tasks and what one input gives (as transformers 4.57.6's pipelines; a list of in
   have no character offsets: `word` is the token and `start` / `end` are None, as HF's pipeline gives with a
   slow tokenizer.
 - "question-answering": `{"score", "start", "end", "answer"}` (a list for `top_k` > 1): the span of at most
-  `max_answer_len` (15) context tokens with the highest start x end probability (softmax over the context
-  tokens). `answer` is the decoded span; `start` / `end` are its character offsets in the context (located by
+  `max_answer_len` (15) context tokens with the highest start x end probability (HF's scores: a softmax over
+  the context and CLS tokens, the first position zeroed), grown to whole words, equal answers' scores added
+  (HF's align_to_words). `answer` is the decoded span; `start` / `end` are its character offsets in the context (located by
   search, since the tokenizers have no offsets), or None where the decoded text is not found verbatim.
 - "image-classification": the `top_k` (5) `{"label", "score"}` (softmax, or sigmoid for multi-label).
 - "image-segmentation": semantic segmentation: `{"score": None, "label", "mask"}` per class present in the
@@ -178,21 +179,52 @@ class QuestionAnsweringPipeline(Pipeline):
     def run_one(self, question, context, top_k=1, max_answer_len=15):
         encoded = self.encode(question, context)
         out = self.forward(encoded)
-        start_logits, end_logits = np.asarray(out.start_logits)[0], np.asarray(out.end_logits)[0]
-        context_mask = self._context_tokens(encoded, question)
-        start = _softmax(np.where(context_mask, start_logits, -1e4))
-        end = _softmax(np.where(context_mask, end_logits, -1e4))
-        # score of span (i, j) = p_start(i) * p_end(j), for i <= j < i + max_answer_len
-        scores = np.triu(np.tril(np.outer(start, end), max_answer_len - 1))
         ids = encoded["input_ids"][0]
-        answers = []
-        for flat in np.argsort(-scores, axis=None, kind="stable")[:top_k]:
+        context_mask = self._context_tokens(encoded, question)
+        # As HF: the softmax runs over the context tokens and the CLS token(s) (kept for "no answer"), then the
+        # first position's probability is zeroed; spans start and end on context (or CLS) tokens.
+        allowed = context_mask | (ids == self.tokenizer.cls_token_id)
+        start = _softmax(np.where(allowed, np.asarray(out.start_logits)[0], -10000.0))
+        end = _softmax(np.where(allowed, np.asarray(out.end_logits)[0], -10000.0))
+        start[0] = end[0] = 0.0
+        # score of span (i, j) = p_start(i) * p_end(j), for i <= j < i + max_answer_len
+        scores = np.tril(np.triu(np.outer(start, end)), max_answer_len - 1)
+        tokens = self.tokenizer.convert_ids_to_tokens([int(i) for i in ids])
+        answers = {}
+        # HF looks at top_k * 2 + 10 candidate spans, since several can grow into the same words.
+        for flat in np.argsort(-scores, axis=None, kind="stable")[:top_k * 2 + 10]:
             i, j = np.unravel_index(flat, scores.shape)
+            if not (allowed[i] and allowed[j]):
+                continue
+            score = float(scores[i, j])
+            # As HF's align_to_words: the span grows to whole words; equal answers add their scores.
+            i, j = self._word_bounds(tokens, context_mask, i, j)
             answer = self.tokenizer.decode(ids[i:j + 1], skip_special_tokens=True).strip()
+            if answer in answers:
+                answers[answer]["score"] += score
+                continue
             char = context.find(answer) if answer else -1
-            answers.append({"score": float(scores[i, j]), "start": char if char >= 0 else None,
-                            "end": char + len(answer) if char >= 0 else None, "answer": answer})
-        return answers[0] if top_k == 1 else answers
+            answers[answer] = {"score": score, "start": char if char >= 0 else None,
+                               "end": char + len(answer) if char >= 0 else None, "answer": answer}
+        ranked = sorted(answers.values(), key=lambda a: a["score"], reverse=True)[:top_k]
+        return ranked[0] if len(ranked) == 1 else ranked
+
+    @staticmethod
+    def _word_bounds(tokens, context_mask, i, j):
+        """(first, last) token of the words that tokens i..j belong to. A token starts a word when it begins
+        with the word marker of sentencepiece ("\u2581") or byte-level BPE ("\u0120"), begins the context, or
+        switches between letters/digits and punctuation (where HF's pre-tokenizers split)."""
+        def starts_word(k):
+            token, previous = tokens[k], tokens[k - 1] if k > 0 else ""
+            return (k == 0 or not context_mask[k - 1] or token[:1] in ("\u2581", "\u0120")
+                    or token[:1].isalnum() != previous[-1:].isalnum())
+        if not context_mask[i] or not context_mask[j]:
+            return i, j
+        while i > 0 and not starts_word(i):
+            i -= 1
+        while j + 1 < len(tokens) and context_mask[j + 1] and not starts_word(j + 1):
+            j += 1
+        return i, j
 
     def _context_tokens(self, encoded, question):
         """Where the context's tokens are: every family's pair template puts the question's tokens first and

@@ -258,3 +258,60 @@ def test_cli_convert_takes_a_hub_id(test_hub, tmp_path):
         np.testing.assert_array_equal(converted.mra.embeddings.word_embeddings.embeddings.numpy(),
                                       f.get("mra.embeddings.word_embeddings.weight"))
     assert os.path.isfile(tmp_path / "out" / "vocab.json")
+
+
+@pytest.fixture(scope="module")
+def classification_dirs(tmp_path_factory):
+    """HF-written XLM-R-XL sequence and token classifiers (HF's own pipelines run them; HF's Nystromformer and
+    MRA cannot run these inputs on CPU)."""
+    import transformers
+    from tests import helpers
+    from tests.loading.conftest import SEQ_LABELS, TEXT as TINY_TEXT, TOKEN_LABELS
+    from tfmodels.registry import ASSETS_DIR
+    dirs = {}
+    for task, name, labels in (("text-classification", "XLMRobertaXLForSequenceClassification", SEQ_LABELS),
+                               ("token-classification", "XLMRobertaXLForTokenClassification", TOKEN_LABELS)):
+        directory = str(tmp_path_factory.mktemp(task))
+        config = transformers.XLMRobertaXLConfig(**TINY_TEXT, vocab_size=1002, max_position_embeddings=64,
+                                                 id2label=labels)
+        helpers.randomize_torch_model(getattr(transformers, name)(config)).save_pretrained(directory)
+        transformers.XLMRobertaTokenizer.from_pretrained(os.path.join(ASSETS_DIR, "xlm_roberta")) \
+            .save_pretrained(directory)
+        dirs[task] = directory
+    return dirs
+
+
+def _close(ours, theirs, keys):
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
+        assert abs(a["score"] - b["score"]) < 1e-5 if b["score"] is not None else a["score"] is None
+
+
+@pytest.mark.parametrize("task,repo_id", [
+    ("fill-mask", "tiny/yoso-mlm"), ("question-answering", "tiny/longformer-qa"), ("image-classification", "tiny/beit-cls"),
+    ("image-segmentation", "tiny/beit-seg"), ("text-classification", None), ("token-classification", None)])
+def test_pipelines_match_hf_pipelines(task, repo_id, test_hub, classification_dirs):
+    """Our pipeline against transformers' own (PyTorch model, fast tokenizer) on the same HF checkpoint."""
+    import transformers
+    from PIL import Image
+    directory = test_hub.dirs[repo_id] if repo_id else classification_dirs[task]
+    ours, theirs = tfmodels.pipeline(task, model=directory), transformers.pipeline(task, model=directory,
+                                                                                   framework="pt")
+    if task.startswith("image"):
+        got, expected = ours(_image()), theirs(Image.fromarray(_image()))
+    else:
+        got, expected = _run(task, ours, ours.tokenizer), _run(task, theirs, ours.tokenizer)
+    if task == "question-answering":
+        _close(got, expected, ("answer", "start", "end"))
+    elif task == "fill-mask":
+        _close(got, expected, ("token", "token_str", "sequence"))
+    elif task == "token-classification":  # HF's fast tokenizer has offsets, ours (HF's slow ones) none
+        assert got and all(r["start"] is None and r["end"] is None for r in got)
+        _close(got, expected, ("entity", "index", "word"))
+    elif task == "image-segmentation":
+        _close(got, expected, ("label",))
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(np.asarray(a["mask"]), np.asarray(b["mask"]))
+    else:
+        _close(got, expected, ("label",))
