@@ -1,6 +1,7 @@
 """The table of training tasks (one TrainingTask per registry task) and the strategies that cannot carry XLNet's
-training memory refusing it clearly instead of dropping it."""
+training memory refusing it clearly instead of dropping it (the fit loop on one replica carries it)."""
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -74,3 +75,13 @@ def test_parameter_server_step_refuses_xlnet_training_memory():
         parameter_server.train_step(model, keras.optimizers.SGD())
     parameter_server.train_step(tfmodels.XLNetForSequenceClassification(config.copy(use_mems_train=False)),
                                 keras.optimizers.SGD())
+
+
+def test_fit_loop_trains_xlnet_with_training_memory_on_one_replica(tmp_path):
+    recipe = recipe_lib.load_recipe("listops-xlnet", [
+        "model.overrides.use_mems_train=true", "model.overrides.mem_len=16", "data.limit=16", "data.batch_size=8",
+        "training.epochs=1", "training.steps_per_epoch=2", "data.validation=null", "data.test=null",
+        "training.verbose=0", "training.tensorboard=false", "training.strategy=default",
+        f"training.output_dir={tmp_path}"])
+    summary = runner.train(recipe, evaluate_after=False, export_after=False)
+    assert summary["steps"] == 2 and all(np.isfinite(summary["history"]["loss"]))
