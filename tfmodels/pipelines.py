@@ -13,8 +13,9 @@ Tasks and what one input gives (as transformers 4.57.6's pipelines; a list of in
 - "question-answering": `{"score", "start", "end", "answer"}` (a list for `top_k` > 1): the span of at most
   `max_answer_len` (15) context tokens with the highest start x end probability (HF's scores: a softmax over
   the context and CLS tokens, the first position zeroed), grown to whole words, equal answers' scores added
-  (HF's align_to_words). `answer` is the decoded span; `start` / `end` are its character offsets in the context (located by
-  search, since the tokenizers have no offsets), or None where the decoded text is not found verbatim.
+  (HF's align_to_words). `answer` is the decoded span; `start` / `end` are its character offsets in the
+  context (located by search, since the tokenizers have no offsets), or None where the decoded text is not
+  found verbatim.
 - "image-classification": the `top_k` (5) `{"label", "score"}` (softmax, or sigmoid for multi-label).
 - "image-segmentation": semantic segmentation: `{"score": None, "label", "mask"}` per class present in the
   argmax map of the logits resized (bilinearly) to the input image's size; `mask` is a PIL "L" image (0 or

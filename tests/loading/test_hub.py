@@ -289,8 +289,9 @@ def _close(ours, theirs, keys):
 
 
 @pytest.mark.parametrize("task,repo_id", [
-    ("fill-mask", "tiny/yoso-mlm"), ("question-answering", "tiny/longformer-qa"), ("image-classification", "tiny/beit-cls"),
-    ("image-segmentation", "tiny/beit-seg"), ("text-classification", None), ("token-classification", None)])
+    ("fill-mask", "tiny/yoso-mlm"), ("question-answering", "tiny/longformer-qa"),
+    ("image-classification", "tiny/beit-cls"), ("image-segmentation", "tiny/beit-seg"),
+    ("text-classification", None), ("token-classification", None)])
 def test_pipelines_match_hf_pipelines(task, repo_id, test_hub, classification_dirs):
     """Our pipeline against transformers' own (PyTorch model, fast tokenizer) on the same HF checkpoint."""
     import transformers
