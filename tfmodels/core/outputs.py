@@ -11,6 +11,7 @@ import optree
 
 __all__ = [
     "ModelOutput", "define_output", "register_output", "BaseModelOutput", "BaseModelOutputWithPooling",
+    "BaseModelOutputWithCrossAttentions",
     "BaseModelOutputWithPast", "BaseModelOutputWithPastAndCrossAttentions",
     "BaseModelOutputWithPoolingAndCrossAttentions", "MaskedLMOutput", "CausalLMOutput",
     "CausalLMOutputWithCrossAttentions", "SequenceClassifierOutput", "MultipleChoiceModelOutput",
@@ -96,6 +97,9 @@ _HIDDEN = ("hidden_states", "attentions")
 BaseModelOutput = define_output("BaseModelOutput", ("last_hidden_state",) + _HIDDEN)
 BaseModelOutputWithPooling = define_output(
     "BaseModelOutputWithPooling", ("last_hidden_state", "pooler_output") + _HIDDEN)
+# YOSO's and MRA's base-model output (HF names it so although neither has cross-attention).
+BaseModelOutputWithCrossAttentions = define_output(
+    "BaseModelOutputWithCrossAttentions", ("last_hidden_state",) + _HIDDEN + ("cross_attentions",))
 BaseModelOutputWithPast = define_output(
     "BaseModelOutputWithPast", ("last_hidden_state", "past_key_values") + _HIDDEN)
 BaseModelOutputWithPastAndCrossAttentions = define_output(

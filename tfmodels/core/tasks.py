@@ -171,10 +171,24 @@ class MultipleChoiceTask(HeadTask):
 
 
 class QuestionAnsweringTask(HeadTask):
-    """The head returns `logits` [batch, seq, 2]; the task splits them into start and end logits."""
+    """The head returns `logits` [batch, seq, 2]; the task splits them into start and end logits.
+
+    The one num_labels rule: a span head has two outputs. Where the reference sets config.num_labels = 2 itself
+    (YOSO, MRA, Nyströmformer: their pretrained base sets `qa_forces_two_labels`), the model takes a copy of the
+    config with 2 (the caller's config is left alone); elsewhere any other value is a ValueError naming the
+    class."""
 
     output_class = out.QuestionAnsweringModelOutput
     label_names = ("start_positions", "end_positions")
+
+    def __init__(self, config, **kwargs):
+        if isinstance(config, dict):
+            config = self.config_class.from_dict(config)
+        if config.num_labels != 2:
+            if not getattr(self, "qa_forces_two_labels", False):
+                raise ValueError(f"{type(self).__name__} needs num_labels=2 (start, end), got {config.num_labels}")
+            config = config.copy(num_labels=2)
+        super().__init__(config, **kwargs)
 
     def postprocess(self, head_outputs, inputs):
         if "logits" not in head_outputs:

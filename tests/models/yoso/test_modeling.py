@@ -9,53 +9,25 @@ import tensorflow as tf
 
 import tfmodels
 from tests import helpers
+from tests.family_spec import TextFamily
 from tfmodels.core.layers import dtype_policy_scope
 from tfmodels.ops import dispatch
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "..", "configs")
 
-HEADS = [tfmodels.YosoModel, tfmodels.YosoForMaskedLM, tfmodels.YosoForSequenceClassification,
-         tfmodels.YosoForMultipleChoice, tfmodels.YosoForTokenClassification, tfmodels.YosoForQuestionAnswering]
+FAMILY = TextFamily("Yoso", "yoso-tiny.json")
+HEADS = FAMILY.heads()
 OUTPUTS = {"YosoModel": "BaseModelOutputWithCrossAttentions", "YosoForMaskedLM": "MaskedLMOutput",
            "YosoForSequenceClassification": "SequenceClassifierOutput",
            "YosoForMultipleChoice": "MultipleChoiceModelOutput", "YosoForTokenClassification": "TokenClassifierOutput",
            "YosoForQuestionAnswering": "QuestionAnsweringModelOutput"}
 
 
-def tiny_config(**overrides):
-    return tfmodels.YosoConfig.from_pretrained(os.path.join(CONFIGS, "yoso-tiny.json"), **overrides)
+tiny_config, make_inputs, main_field = FAMILY.config, FAMILY.inputs, FAMILY.main_field
 
 
 def sampled_config(**overrides):
     return tiny_config(use_expectation=False, **overrides)
-
-
-def make_inputs(head, config, batch=4, length=9, labels=False, seed=0):
-    ids, mask = helpers.padded_ids(batch, length, config.vocab_size, config.pad_token_id, seed=seed)
-    inputs = {"input_ids": ids, "attention_mask": mask}
-    rng = np.random.RandomState(seed + 1)
-    if head is tfmodels.YosoForMultipleChoice:
-        inputs = {"input_ids": np.stack([ids, ids[::-1]], 1), "attention_mask": np.stack([mask, mask[::-1]], 1)}
-        if labels:
-            inputs["labels"] = rng.randint(0, 2, batch).astype(np.int32)
-        return inputs
-    if not labels:
-        return inputs
-    if head in (tfmodels.YosoForMaskedLM, tfmodels.YosoForTokenClassification):
-        vocab = config.vocab_size if head is tfmodels.YosoForMaskedLM else config.num_labels
-        inputs["labels"] = np.where(mask == 1, rng.randint(0, vocab, ids.shape), -100).astype(np.int32)
-    elif head is tfmodels.YosoForSequenceClassification:
-        inputs["labels"] = rng.randint(0, config.num_labels, batch).astype(np.int32)
-    elif head is tfmodels.YosoForQuestionAnswering:
-        inputs["start_positions"] = rng.randint(0, length, batch).astype(np.int32)
-        inputs["end_positions"] = rng.randint(0, length, batch).astype(np.int32)
-    return inputs
-
-
-def main_field(head):
-    if head is tfmodels.YosoModel:
-        return "last_hidden_state"
-    return "start_logits" if head is tfmodels.YosoForQuestionAnswering else "logits"
 
 
 @pytest.mark.parametrize("head", HEADS, ids=lambda h: h.__name__)
