@@ -316,3 +316,16 @@ def test_pipelines_match_hf_pipelines(task, repo_id, test_hub, classification_di
             np.testing.assert_array_equal(np.asarray(a["mask"]), np.asarray(b["mask"]))
     else:
         _close(got, expected, ("label",))
+
+
+def test_recipe_takes_a_hub_id(test_hub, tmp_path):
+    """A recipe's model.pretrained may be a Hub id: its family, config, tokenizer and weights come from the Hub."""
+    from tfmodels.training import job as job_lib, recipe as recipe_lib
+    path = tmp_path / "hub-recipe.json"
+    path.write_text(json.dumps({"model": {"task": "token-classification", "pretrained": "tiny/mra-ner"},
+                                "data": {"train": "assets:data/ner"}}))
+    job = job_lib.Job(recipe_lib.load_recipe(str(path)))
+    assert job.family.name == "mra" and os.path.isfile(os.path.join(job.pretrained, "model.safetensors"))
+    assert type(job.tokenizer) is tfmodels.RobertaTokenizer
+    assert job.tokenizer("hello world") == tfmodels.RobertaTokenizer.from_pretrained(test_hub.dirs["tiny/mra-ner"])(
+        "hello world")
