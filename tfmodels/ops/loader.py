@@ -19,8 +19,8 @@ import fcntl
 import functools
 import glob
 import hashlib
-import os
 import logging
+import os
 import shutil
 import subprocess
 import tempfile
@@ -69,8 +69,9 @@ def cache_dir():
 
 def cpu_arch():
     """The -march the CPU kernels are built for: native (this CPU) unless TFMODELS_OPS_MARCH names another (e.g.
-    x86-64-v3 for a library that must also run on AVX2-only machines, or to test that build on this one). In an
-    install with compiled libraries, naming one of PREBUILT_TARGETS there loads that one."""
+    x86-64-v3 for a library that must also run on AVX2-only machines, or to test that build on this one),
+    optionally followed by g++ feature flags ("znver3 -mavx512f ..." where the g++ is too old to know a CPU by
+    name). In an install with compiled libraries, naming one of PREBUILT_TARGETS there loads that one."""
     return os.environ.get("TFMODELS_OPS_MARCH", "native")
 
 
@@ -96,7 +97,7 @@ def prebuilt_name(family, target):
 
 
 def cpu_target_flags(arch=None):
-    """The g++ flags that pick the CPU target: `-march=<arch>`, minus AVX512-FP16.
+    """The g++ flags that pick the CPU target: `-march=<arch>` (and the feature flags after it), minus AVX512-FP16.
 
     Why minus FP16: with __AVX512FP16__ defined (-march=native on Sapphire Rapids and later Intel CPUs, or
     -march=sapphirerapids), Eigen turns on its AVX512-FP16 packet math, and the Eigen snapshot TensorFlow 2.21
@@ -107,8 +108,8 @@ def cpu_target_flags(arch=None):
     target (AVX-512, AMX, ...). A g++ too old to know the flag cannot define __AVX512FP16__ either, so the flag is
     added only where the compiler accepts it.
     """
-    arch = arch or cpu_arch()
-    return [f"-march={arch}"] + (["-mno-avx512fp16"] if _compiler_accepts("-mno-avx512fp16") else [])
+    march, *features = (arch or cpu_arch()).split()
+    return [f"-march={march}"] + features + (["-mno-avx512fp16"] if _compiler_accepts("-mno-avx512fp16") else [])
 
 
 @functools.lru_cache(maxsize=None)
