@@ -79,6 +79,9 @@ def build_parser():
     _add_recipe_arguments(p)
     p.add_argument("--checkpoint", required=True, help="a save_pretrained directory")
     p.add_argument("--output", required=True, help="SavedModel directory (use a numbered version: export/1)")
+    p.add_argument("--numeric-only", action="store_true",
+                   help="no raw-text signatures: a SavedModel that loads without TF Text's ops (e.g. in "
+                        "saved_model_cli or a TF Serving build without them); clients send token ids")
 
     p = commands.add_parser("convert", help="convert a Hugging Face checkpoint directory to tfmodels' format",
                             description="Load an HF checkpoint directory (config.json + model.safetensors, sharded "
@@ -133,7 +136,7 @@ def cmd_evaluate(args):
 def cmd_export(args):
     from tfmodels.training import recipe as recipe_lib, runner
     recipe = recipe_lib.load_recipe(args.recipe, args.overrides)
-    runner.export_checkpoint(recipe, args.checkpoint, args.output)
+    runner.export_checkpoint(recipe, args.checkpoint, args.output, text_signatures=not args.numeric_only)
     return 0
 
 

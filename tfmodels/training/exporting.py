@@ -3,6 +3,7 @@ the task head; this module adds what serving a trained job needs beside it:
 
 - `assets.extra/tfmodels.json`: task, family, label names, signature names, max length (read by `predict`);
 - `assets.extra/tokenizer/`: the tokenizer files, so `predict` can show tokens and answer strings;
+- TF Serving warm-up requests (`assets.extra/tf_serving_warmup_requests`, written by the core exporter);
 - for image heads, the core exporter's `serving_image` signature (encoded PNG / JPEG bytes, [batch] strings)
   with the training pipeline's preprocessing in the graph (data.PipelineImageProcessor: decode, resize,
   rescale, normalise exactly as the model was trained).
@@ -25,13 +26,15 @@ def text_signature_supported(model):
 
 
 def export_job_model(model, path, task, family, label_names=None, tokenizer=None, max_length=None,
-                     image_settings=None):
-    """Export `model` (a float32 model outside any distribution strategy) to `path`; returns the signatures."""
+                     image_settings=None, text_signatures=True):
+    """Export `model` (a float32 model outside any distribution strategy) to `path`; returns the signatures.
+    text_signatures=False leaves the raw-text signatures out (a SavedModel that needs no TF Text ops); the
+    tokenizer files are kept beside it all the same."""
     use_tokenizer = tokenizer if (tokenizer is not None and text_signature_supported(model)
                                   and family.modality == "text") else None
     image_processor = PipelineImageProcessor(image_settings) if image_settings is not None else None
     signatures = list(model.export(path, tokenizer=use_tokenizer, max_length=max_length,
-                                   image_processor=image_processor))
+                                   image_processor=image_processor, text_signatures=text_signatures))
     extra = os.path.join(path, METADATA_DIR)
     os.makedirs(extra, exist_ok=True)
     metadata = {"task": task, "family": family.name, "model_class": type(model).__name__,

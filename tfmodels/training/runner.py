@@ -133,12 +133,13 @@ def finish(job, summary, evaluate_after=True, export_after=None):
     return summary
 
 
-def export(job, model, path=None):
+def export(job, model, path=None, text_signatures=True):
+    """Export for TF Serving (exporting.export_job_model); text_signatures=False: numeric signatures only."""
     path = path or job.path(job.recipe["export"]["path"]) or os.path.join(job.output_dir, "export", "1")
     max_length = job.recipe["export"]["max_length"] or (None if job.is_image else job.max_length(model.config))
     signatures = exporting.export_job_model(
         model, path, job.task, job.family, job.label_names, job.tokenizer, max_length,
-        job.image_settings() if job.is_image else None)
+        job.image_settings() if job.is_image else None, text_signatures=text_signatures)
     print(f"exported {path} ({', '.join(signatures)})", flush=True)
     return path
 
@@ -179,9 +180,9 @@ def evaluate_checkpoint(recipe, checkpoint, split="test"):
     return evaluation.evaluate(model, dataset, job.task, job.eval_batch_size, job.tokenizer, job.label_names)
 
 
-def export_checkpoint(recipe, checkpoint, path):
+def export_checkpoint(recipe, checkpoint, path, text_signatures=True):
     job = Job(recipe)
     model = job.family.head_class(job.task).from_pretrained(checkpoint)
     if job.tokenizer is not None and has_tokenizer_files(type(job.tokenizer), checkpoint):
         job._tokenizer = type(job.tokenizer).from_pretrained(checkpoint)
-    return export(job, model, path)
+    return export(job, model, path, text_signatures=text_signatures)
