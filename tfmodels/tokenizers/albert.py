@@ -17,7 +17,8 @@ import tensorflow as tf
 
 from tfmodels.tokenizers.base import Template
 from tfmodels.tokenizers.in_graph import _WS_CLASS, SentencePieceInGraphTokenizer, _tf_text, template_items
-from tfmodels.tokenizers.sentencepiece import SPIECE_UNDERLINE, SentencePieceTokenizer
+from tfmodels.tokenizers.sentencepiece import (SPIECE_UNDERLINE, SentencePieceTokenizer, lower_with_alignment,
+                                               map_offsets, normalize_with_alignment)
 
 
 def _character_class(predicate):
@@ -62,8 +63,9 @@ class AlbertTokenizer(SentencePieceTokenizer):
                         type_ids={"cls_token": 0, "A": 0, "sep_token": 0, "B": 1})
     # Token type of each item of the pair template: the closing [SEP] belongs to the second segment.
     pair_type_ids = (0, 0, 0, 1, 1)
+    split_digit_comma = True
 
-    def __init__(self, vocab_file, do_lower_case=True, remove_space=True, keep_accents=False, **kwargs):
+    def __init__(self, vocab_file=None, do_lower_case=True, remove_space=True, keep_accents=False, **kwargs):
         self.do_lower_case = bool(do_lower_case)
         self.remove_space = bool(remove_space)
         self.keep_accents = bool(keep_accents)
@@ -71,10 +73,10 @@ class AlbertTokenizer(SentencePieceTokenizer):
 
     @classmethod
     def _extra_init_args(cls):
-        return ("do_lower_case", "remove_space", "keep_accents")
+        return super()._extra_init_args() + ("do_lower_case", "remove_space", "keep_accents")
 
     def _extra_config(self):
-        return {"do_lower_case": self.do_lower_case, "remove_space": self.remove_space,
+        return {**super()._extra_config(), "do_lower_case": self.do_lower_case, "remove_space": self.remove_space,
                 "keep_accents": self.keep_accents}
 
     @property
@@ -84,12 +86,19 @@ class AlbertTokenizer(SentencePieceTokenizer):
     # ---------------------------------------------------------------------------------------------------
     # Text -> pieces
 
-    def tokenize(self, text):
+    def tokenize(self, text, **options):
         if self.do_lower_case:
             # Character by character, outside the special tokens, before they are split out (as the reference).
             text = "".join(piece if is_special else "".join(c.lower() for c in piece)
                            for piece, is_special in self._special_parts(text))
-        return super().tokenize(text)
+        return super().tokenize(text, **options)
+
+    def tokenize_with_offsets(self, text, **options):
+        if not self.do_lower_case:
+            return super().tokenize_with_offsets(text, **options)
+        lowered, sources = lower_with_alignment(text, self._special_pattern, set(self.all_special_tokens))
+        tokens, offsets = super().tokenize_with_offsets(lowered, **options)
+        return tokens, map_offsets(offsets, sources, len(text))
 
     def _special_parts(self, text):
         if self._special_pattern is None:
@@ -107,21 +116,8 @@ class AlbertTokenizer(SentencePieceTokenizer):
             text = text.lower()
         return text
 
-    def _tokenize(self, text):
-        pieces = []
-        for piece in self.sp_model.encode(self.preprocess_text(text), out_type=str):
-            if len(piece) > 1 and piece[-1] == "," and piece[-2].isdigit():
-                pieces.extend(self._split_digit_comma(piece))
-            else:
-                pieces.append(piece)
-        return pieces
-
-    def _split_digit_comma(self, piece):
-        """"▁9," -> ["▁9", ","] (BERT's number handling): re-encode without the comma, keep the word start."""
-        parts = self.sp_model.encode(piece[:-1].replace(SPIECE_UNDERLINE, ""), out_type=str)
-        if piece[0] != SPIECE_UNDERLINE and parts and parts[0].startswith(SPIECE_UNDERLINE):
-            parts = parts[1:] if len(parts[0]) == 1 else [parts[0][1:]] + parts[1:]
-        return parts + [piece[-1]]
+    def preprocess_with_alignment(self, text):
+        return normalize_with_alignment(text, self.remove_space, self.keep_accents, self.do_lower_case)
 
     # ---------------------------------------------------------------------------------------------------
     # Pieces -> text

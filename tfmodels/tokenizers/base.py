@@ -4,10 +4,12 @@ A concrete tokenizer supplies the sub-word model (`_tokenize`, `_convert_token_t
 `convert_tokens_to_string`, `vocab_size`) and a `Template` for its special tokens. This base reproduces the
 semantics of transformers' slow tokenizers (PreTrainedTokenizer 4.57): special tokens are split out of the text
 first (honouring their lstrip/rstrip flags), truncation strategies longest_first / only_first / only_second,
-padding to the longest or to max_length on either side.
+padding to the longest or to max_length on either side. It also gives what the reference's fast tokenizers add:
+character offsets (`return_offsets_mapping`), as the `tokenizers` library computes them.
 """
 import dataclasses
 import json
+import logging
 import os
 import re
 
@@ -17,7 +19,10 @@ SPECIAL_TOKEN_ATTRIBUTES = ("bos_token", "eos_token", "unk_token", "sep_token", 
                             "mask_token")
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
+TOKENIZER_FILE = "tokenizer.json"
 VERY_LARGE_INTEGER = int(1e30)
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -141,26 +146,74 @@ class PreTrainedTokenizer:
 
     def split_special_tokens(self, text):
         """Split `text` into (piece, is_special) with the lstrip/rstrip flags applied, as the reference."""
+        return [(piece, is_special) for piece, is_special, _, _ in self.split_special_tokens_with_spans(text)]
+
+    def split_special_tokens_with_spans(self, text):
+        """[(piece, is_special, (start, end), (outer_start, outer_end))]: the pieces of `split_special_tokens`
+        with their character spans in `text`. For a special token, the outer span also covers the whitespace
+        that its lstrip/rstrip flags took from its neighbours (the fast tokenizers' offsets of the token)."""
         if self._special_pattern is None:
-            return [(text, False)]
-        parts = [p for p in self._special_pattern.split(text) if p != ""]
+            return [(text, False, (0, len(text)), (0, len(text)))] if text else []
         specials = set(self.all_special_tokens)
-        pieces = [[p, p in specials] for p in parts]
-        for i, (piece, is_special) in enumerate(pieces):
+        pieces, position = [], 0
+        for part in self._special_pattern.split(text):
+            if part:
+                end = position + len(part)
+                pieces.append([part, part in specials, position, end, position, end])
+            position += len(part)
+        for i, (piece, is_special, *_) in enumerate(pieces):
             if not is_special:
                 continue
             lstrip, rstrip = self.token_strip_flags(piece)
             if rstrip and i + 1 < len(pieces) and not pieces[i + 1][1]:
-                pieces[i + 1][0] = pieces[i + 1][0].lstrip()
+                stripped = pieces[i + 1][0].lstrip()
+                pieces[i][5] += len(pieces[i + 1][0]) - len(stripped)
+                pieces[i + 1][2] += len(pieces[i + 1][0]) - len(stripped)
+                pieces[i + 1][0] = stripped
             if lstrip and i > 0 and not pieces[i - 1][1]:
-                pieces[i - 1][0] = pieces[i - 1][0].rstrip()
-        return [(p, s) for p, s in pieces if p]
+                stripped = pieces[i - 1][0].rstrip()
+                pieces[i][4] -= len(pieces[i - 1][0]) - len(stripped)
+                pieces[i - 1][3] -= len(pieces[i - 1][0]) - len(stripped)
+                pieces[i - 1][0] = stripped
+        return [(p, special, (start, end), (outer_start, outer_end))
+                for p, special, start, end, outer_start, outer_end in pieces if p]
 
-    def tokenize(self, text):
+    def tokenize(self, text, **options):
+        self._check_call_options(options)
         tokens = []
         for piece, is_special in self.split_special_tokens(text):
             tokens.extend([piece] if is_special else self._tokenize(piece))
         return tokens
+
+    def tokenize_with_offsets(self, text, **options):
+        """(tokens, offsets): the tokens of `tokenize` and each one's (start, end) character span in `text`, as
+        the reference's fast tokenizers give them (special tokens: their span, with the whitespace they strip)."""
+        self._check_call_options(options)
+        tokens, offsets = [], []
+        for piece, is_special, span, outer in self.split_special_tokens_with_spans(text):
+            if is_special:
+                tokens.append(piece)
+                offsets.append(self._special_token_offsets(span, outer))
+                continue
+            for token, (start, end) in self._tokenize_with_offsets(piece):
+                tokens.append(token)
+                offsets.append((span[0] + start, span[0] + end))
+        return tokens, offsets
+
+    def _special_token_offsets(self, span, outer):
+        return outer
+
+    def _tokenize_with_offsets(self, text):
+        """[(token, (start, end))] for a text without special tokens; spans are character offsets in `text`."""
+        raise NotImplementedError(f"{type(self).__name__} does not compute offsets")
+
+    # Tokenizer-specific options of `__call__` / `tokenize` (RoBERTa's add_prefix_space); none by default.
+    call_options = ()
+
+    def _check_call_options(self, options):
+        unknown = [k for k in options if k not in self.call_options]
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unexpected argument(s) {unknown}")
 
     def convert_tokens_to_ids(self, tokens):
         if isinstance(tokens, str):
@@ -174,12 +227,34 @@ class PreTrainedTokenizer:
         return [self._convert_id_to_token(int(i)) for i in ids
                 if not (skip_special_tokens and int(i) in special_ids)]
 
-    def _text_to_ids(self, text):
+    def _text_to_ids(self, text, is_split_into_words=False, with_offsets=False, options=None):
+        """(ids, offsets) of a text, a list of words (is_split_into_words) or a list of ids; offsets is None
+        unless asked for. The words of a split text are tokenized one by one, and each one's offsets are
+        relative to the word, as in the reference."""
+        options = options or {}
+        if is_split_into_words and isinstance(text, (list, tuple)) and all(isinstance(w, str) for w in text):
+            ids, offsets = [], []
+            for word in text:
+                word_ids, word_offsets = self._text_to_ids(word, False, with_offsets,
+                                                           self._word_options(options))
+                ids.extend(word_ids)
+                offsets.extend(word_offsets or [])
+            return ids, (offsets if with_offsets else None)
         if isinstance(text, str):
-            return self.convert_tokens_to_ids(self.tokenize(text))
+            if with_offsets:
+                tokens, offsets = self.tokenize_with_offsets(text, **options)
+                return self.convert_tokens_to_ids(tokens), offsets
+            return self.convert_tokens_to_ids(self.tokenize(text, **options)), None
         if isinstance(text, (list, tuple)) and all(isinstance(t, (int, np.integer)) for t in text):
-            return [int(t) for t in text]
-        raise ValueError(f"Expected a string or a list of ids, got {type(text).__name__}")
+            if with_offsets:
+                raise ValueError("return_offsets_mapping needs text, not token ids")
+            return [int(t) for t in text], None
+        expected = "a list of words" if is_split_into_words else "a string or a list of ids"
+        raise ValueError(f"Expected {expected}, got {type(text).__name__}")
+
+    def _word_options(self, options):
+        """The tokenize options for one word of a text given as words (is_split_into_words)."""
+        return options
 
     # ---------------------------------------------------------------------------------------------------
     # Special-token templates
@@ -249,11 +324,14 @@ class PreTrainedTokenizer:
 
     def prepare_for_model(self, ids, pair_ids=None, add_special_tokens=True, truncation="do_not_truncate",
                           max_length=None, return_token_type_ids=None, return_attention_mask=None,
-                          return_special_tokens_mask=False, return_length=False):
+                          return_special_tokens_mask=False, return_length=False, offsets=None, pair_offsets=None):
         if truncation != "do_not_truncate" and max_length is not None:
             total = len(ids) + (len(pair_ids) if pair_ids is not None else 0)
             total += self.num_special_tokens_to_add(pair_ids is not None) if add_special_tokens else 0
-            ids, pair_ids = self.truncate_sequences(ids, pair_ids, total - max_length, truncation)
+            removed = total - max_length
+            if offsets is not None:  # cut the offsets exactly as the ids
+                offsets, pair_offsets = self.truncate_sequences(offsets, pair_offsets, removed, truncation)
+            ids, pair_ids = self.truncate_sequences(ids, pair_ids, removed, truncation)
         if add_special_tokens:
             input_ids, type_ids, special = self._apply_template(ids, pair_ids)
         else:
@@ -261,6 +339,8 @@ class PreTrainedTokenizer:
             type_ids = [0] * len(ids) + [1] * len(pair_ids or [])
             special = [0] * len(input_ids)
         encoded = {"input_ids": input_ids}
+        if offsets is not None:
+            encoded["offset_mapping"] = self._place_offsets(offsets, pair_offsets, add_special_tokens)
         if return_token_type_ids is None:
             return_token_type_ids = "token_type_ids" in self.model_input_names
         if return_token_type_ids:
@@ -270,6 +350,18 @@ class PreTrainedTokenizer:
         if return_length:
             encoded["length"] = len(input_ids)
         return encoded
+
+    def _place_offsets(self, offsets, pair_offsets, add_special_tokens):
+        """Offsets in the order of the template's items; special tokens added by the template get (0, 0)."""
+        if not add_special_tokens:
+            return list(offsets) + list(pair_offsets or [])
+        placed = []
+        for item in (self.template.pair if pair_offsets is not None else self.template.single):
+            if item in ("A", "B"):
+                placed.extend(offsets if item == "A" else pair_offsets)
+            else:
+                placed.append((0, 0))
+        return placed
 
     def pad(self, encoded, padding="longest", max_length=None, pad_to_multiple_of=None, return_attention_mask=None,
             return_tensors=None):
@@ -288,7 +380,8 @@ class PreTrainedTokenizer:
         if return_attention_mask is None:
             return_attention_mask = "attention_mask" in self.model_input_names
         pad_values = {"input_ids": self.pad_token_id, "token_type_ids": self.pad_token_type_id,
-                      "special_tokens_mask": 1, "attention_mask": 0}
+                      "special_tokens_mask": 1, "attention_mask": 0,
+                      "offset_mapping": (0, 0)}
         batch = {}
         for e in encoded:
             e = dict(e)
@@ -313,9 +406,20 @@ class PreTrainedTokenizer:
 
     def __call__(self, text, text_pair=None, add_special_tokens=True, padding=False, truncation=None,
                  max_length=None, pad_to_multiple_of=None, return_tensors=None, return_token_type_ids=None,
-                 return_attention_mask=None, return_special_tokens_mask=False, return_length=False):
-        """Encode one text (or pair), or a batch of texts (or pairs), as the reference does."""
-        batched = isinstance(text, (list, tuple)) and (not text or not isinstance(text[0], (int, np.integer)))
+                 return_attention_mask=None, return_special_tokens_mask=False, return_length=False,
+                 is_split_into_words=False, return_offsets_mapping=False, **options):
+        """Encode one text (or pair), or a batch of texts (or pairs), as the reference does.
+
+        is_split_into_words: a text is a list of words (a batch, a list of such lists), each tokenized on its
+        own. return_offsets_mapping: each token's (start, end) characters in its text (in its word, for split
+        words), (0, 0) for added special tokens and padding. `options` are the tokenizer's own call options
+        (`call_options`, e.g. RoBERTa's add_prefix_space)."""
+        self._check_call_options(options)
+        self._check_split_words(is_split_into_words, options)
+        if is_split_into_words:
+            batched = isinstance(text, (list, tuple)) and bool(text) and isinstance(text[0], (list, tuple))
+        else:
+            batched = isinstance(text, (list, tuple)) and (not text or not isinstance(text[0], (int, np.integer)))
         if batched:
             texts = list(text)
             pairs = list(text_pair) if text_pair is not None else [None] * len(texts)
@@ -326,12 +430,13 @@ class PreTrainedTokenizer:
         padding, truncation, max_length = self._resolve_strategies(padding, truncation, max_length)
         encoded = []
         for a, b in zip(texts, pairs):
-            ids_a = self._text_to_ids(a)
-            ids_b = self._text_to_ids(b) if b is not None else None
+            ids_a, offsets_a = self._text_to_ids(a, is_split_into_words, return_offsets_mapping, options)
+            ids_b, offsets_b = (self._text_to_ids(b, is_split_into_words, return_offsets_mapping, options)
+                                if b is not None else (None, None))
             encoded.append(self.prepare_for_model(
                 ids_a, ids_b, add_special_tokens=add_special_tokens, truncation=truncation, max_length=max_length,
                 return_token_type_ids=return_token_type_ids, return_special_tokens_mask=return_special_tokens_mask,
-                return_length=return_length))
+                return_length=return_length, offsets=offsets_a, pair_offsets=offsets_b))
         if not batched and padding is None and return_tensors is None:
             enc = encoded[0]
             if return_attention_mask is not False and (return_attention_mask or
@@ -346,6 +451,9 @@ class PreTrainedTokenizer:
         if not batched and return_tensors is None:
             return BatchEncoding({k: v[0] for k, v in result.items()})
         return result
+
+    def _check_split_words(self, is_split_into_words, options):
+        """Where a tokenizer cannot take words (the fast byte-level BPE without add_prefix_space), say so."""
 
     def _resolve_strategies(self, padding, truncation, max_length):
         if padding is True:
@@ -369,9 +477,11 @@ class PreTrainedTokenizer:
                 truncation = "do_not_truncate"
         return padding, truncation, max_length
 
-    def encode(self, text, text_pair=None, add_special_tokens=True, truncation=None, max_length=None):
-        return self(text, text_pair, add_special_tokens=add_special_tokens, truncation=truncation,
-                    max_length=max_length)["input_ids"]
+    def encode(self, text, text_pair=None, add_special_tokens=True, padding=False, truncation=None,
+               max_length=None, return_tensors=None, **kwargs):
+        """The input ids of one text (or pair); with return_tensors, a [1, length] tensor, as the reference."""
+        return self(text, text_pair, add_special_tokens=add_special_tokens, padding=padding, truncation=truncation,
+                    max_length=max_length, return_tensors=return_tensors, **kwargs)["input_ids"]
 
     # ---------------------------------------------------------------------------------------------------
     # Decoding
@@ -392,7 +502,15 @@ class PreTrainedTokenizer:
     # ---------------------------------------------------------------------------------------------------
     # Saving and loading (HF file layout)
 
-    def save_vocabulary(self, directory):
+    def save_vocabulary(self, save_directory, filename_prefix=None):
+        """Write the vocabulary files into `save_directory` (named `<filename_prefix>-<HF name>` with a prefix)
+        and return their paths; as the reference, log an error and return None if it is not a directory."""
+        if not os.path.isdir(save_directory):
+            logger.error(f"Vocabulary path ({save_directory}) should be a directory")
+            return None
+        return self._write_vocabulary(save_directory, (filename_prefix + "-") if filename_prefix else "")
+
+    def _write_vocabulary(self, directory, prefix):
         raise NotImplementedError
 
     def save_pretrained(self, directory):
@@ -416,7 +534,8 @@ class PreTrainedTokenizer:
                         **kwargs):
         """Load from a directory with the vocabulary files under HF's names (and, optionally, HF's
         tokenizer_config.json / special_tokens_map.json), or from a Hub id ("org/name"), which fetches just
-        those files through huggingface_hub (see core.hub)."""
+        those files through huggingface_hub (see core.hub). Without the vocabulary files, HF's fast-tokenizer
+        file tokenizer.json serves instead (read by tfmodels.tokenizers.tokenizer_json)."""
         from tfmodels.core import hub
         options = hub.HubOptions(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
                                  token=token)
@@ -434,7 +553,11 @@ class PreTrainedTokenizer:
         for arg, file_name in cls.vocab_files_names.items():
             path = hub.resolve_file(directory, file_name, options, required=False)
             if path is None:
-                raise FileNotFoundError(f"{cls.__name__} needs {file_name} in {directory}")
+                files = {"tokenizer_file": hub.resolve_file(directory, TOKENIZER_FILE, options, required=False)}
+                if files["tokenizer_file"] is None:
+                    names = " + ".join(cls.vocab_files_names.values())
+                    raise FileNotFoundError(f"{cls.__name__} needs {names} or {TOKENIZER_FILE} in {directory}")
+                break
             files[arg] = path
         return cls(**files, **init)
 
@@ -444,15 +567,23 @@ class PreTrainedTokenizer:
 
 
 def _as_tensor(values, return_tensors):
+    """Lists -> the reference's tensor types: "np" int64, "tf" int32, "pt" int64 (PyTorch only if installed)."""
     if return_tensors is None:
         return values
-    array = np.asarray(values, dtype=np.int64 if return_tensors == "np" else np.int32)
+    if return_tensors not in ("np", "tf", "pt"):
+        raise ValueError(f"return_tensors must be None, 'np', 'tf' or 'pt', got {return_tensors!r}")
+    array = np.asarray(values, dtype=np.int32 if return_tensors == "tf" else np.int64)
     if return_tensors == "np":
         return array
     if return_tensors == "tf":
         import tensorflow as tf
         return tf.constant(array)
-    raise ValueError(f"return_tensors must be None, 'np' or 'tf', got {return_tensors!r}")
+    try:
+        import torch
+    except ImportError:
+        raise ImportError("return_tensors='pt' needs PyTorch, which is not installed (tfmodels does not depend on "
+                          "it); use return_tensors='tf' or 'np'") from None
+    return torch.from_numpy(array)
 
 
 def clean_up_tokenization(text):

@@ -8,6 +8,11 @@ non-overlapping occurrences left to right. Ids come from vocab.json (unknown sym
 Sequences: `<s> A </s>` and `<s> A </s></s> B </s>`; token type ids are all 0; `<mask>` eats the space before
 it (lstrip), as the reference.
 
+`RobertaTokenizerFast` / `LongformerTokenizerFast` follow the reference's fast tokenizers where they differ: the
+prefix space (add_prefix_space, fixed at construction) goes before every piece between special tokens, and words
+(is_split_into_words) need add_prefix_space=True. Offsets (`return_offsets_mapping`) are the fast tokenizers':
+with trim_offsets (the default) without the spaces a token starts or ends with, else with them.
+
 Character classes: with the `regex` package installed (it comes with transformers) the reference's pattern is
 used as is; otherwise an equivalent scanner over Python's Unicode database, which differs only for characters
 assigned after that database's Unicode version. The in-graph version uses RE2's Unicode tables.
@@ -20,6 +25,7 @@ import unicodedata
 import numpy as np
 import tensorflow as tf
 
+from tfmodels.tokenizers import tokenizer_json
 from tfmodels.tokenizers.base import SPECIAL_TOKEN_ATTRIBUTES, PreTrainedTokenizer, Template
 from tfmodels.tokenizers.in_graph import InGraphTokenizer, _tf_text, template_items
 
@@ -119,9 +125,20 @@ class RobertaTokenizer(PreTrainedTokenizer):
                         pair=("cls_token", "A", "sep_token", "sep_token", "B", "sep_token"),
                         type_ids={"cls_token": 0, "A": 0, "sep_token": 0, "B": 0})
 
-    def __init__(self, vocab_file, merges_file, errors="replace", add_prefix_space=False, **kwargs):
+    call_options = ("add_prefix_space",)
+    # The fast tokenizers put the prefix space before each piece between special tokens, not before the text.
+    prefix_each_piece = False
+
+    def __init__(self, vocab_file=None, merges_file=None, errors="replace", add_prefix_space=False,
+                 trim_offsets=True, tokenizer_file=None, **kwargs):
         self.vocab_file, self.merges_file = vocab_file, merges_file
-        self.encoder, merges = load_vocab_and_merges(vocab_file, merges_file)
+        if vocab_file is not None and merges_file is not None:
+            self.encoder, merges = load_vocab_and_merges(vocab_file, merges_file)
+        elif tokenizer_file is not None:
+            self.encoder, merges = tokenizer_json.bpe_vocab_and_merges(tokenizer_json.read(tokenizer_file))
+        else:
+            raise ValueError(f"{type(self).__name__} needs vocab_file and merges_file, or tokenizer_file")
+        self.trim_offsets = bool(trim_offsets)
         self.decoder = {v: k for k, v in self.encoder.items()}
         self.bpe_ranks = {pair: rank for rank, pair in enumerate(merges)}
         self.errors = errors
@@ -141,10 +158,10 @@ class RobertaTokenizer(PreTrainedTokenizer):
 
     @classmethod
     def _extra_init_args(cls):
-        return ("errors", "add_prefix_space")
+        return ("errors", "add_prefix_space", "trim_offsets")
 
     def _extra_config(self):
-        return {"errors": self.errors, "add_prefix_space": self.add_prefix_space}
+        return {"errors": self.errors, "add_prefix_space": self.add_prefix_space, "trim_offsets": self.trim_offsets}
 
     # ---------------------------------------------------------------------------------------------------
 
@@ -158,10 +175,41 @@ class RobertaTokenizer(PreTrainedTokenizer):
     def get_vocab(self):
         return {**self.encoder, **self.added_tokens_encoder}
 
-    def tokenize(self, text):
-        if self.add_prefix_space and text and not text[0].isspace():
+    def _prefixes_text(self, text, add_prefix_space):
+        """Whether a space goes before the whole text (the reference's slow tokenizer)."""
+        return not self.prefix_each_piece and add_prefix_space and bool(text) and not text[0].isspace()
+
+    def _prefixes_piece(self, piece):
+        """Whether a space goes before a piece between special tokens (the reference's fast tokenizer)."""
+        return self.prefix_each_piece and self.add_prefix_space and bool(piece) and not piece.startswith(" ")
+
+    def tokenize(self, text, add_prefix_space=None):
+        """add_prefix_space (default: the tokenizer's) puts a space before a text that does not start with one,
+        so that its first word is tokenized as any other."""
+        add_prefix_space = self.add_prefix_space if add_prefix_space is None else bool(add_prefix_space)
+        if self._prefixes_text(text, add_prefix_space):
             text = " " + text
         return super().tokenize(text)
+
+    def tokenize_with_offsets(self, text, add_prefix_space=None):
+        add_prefix_space = self.add_prefix_space if add_prefix_space is None else bool(add_prefix_space)
+        prefixed = self._prefixes_text(text, add_prefix_space)
+        tokens, offsets = super().tokenize_with_offsets(" " + text if prefixed else text)
+        if prefixed:
+            offsets = _without_prefix(offsets)
+        if self.trim_offsets:
+            specials = set(self.all_special_tokens)
+            offsets = [span if token in specials else trim_offsets(token, span, add_prefix_space, i == 0)
+                       for i, (token, span) in enumerate(zip(tokens, offsets))]
+        return tokens, offsets
+
+    def _special_token_offsets(self, span, outer):
+        # Trimming also leaves out the whitespace that the token's lstrip/rstrip took.
+        return span if self.trim_offsets else outer
+
+    def _word_options(self, options):
+        # As the reference's slow tokenizer: every word of a split text takes a prefix space.
+        return {**options, "add_prefix_space": True}
 
     def pretokenize(self, text):
         """The pieces of GPT-2's pre-tokenization pattern (before the byte mapping and BPE)."""
@@ -189,11 +237,32 @@ class RobertaTokenizer(PreTrainedTokenizer):
         return word
 
     def _tokenize(self, text):
+        if self._prefixes_piece(text):
+            text = " " + text
         tokens = []
         for piece in self.pretokenize(text):
             mapped = "".join(self.byte_encoder[b] for b in piece.encode("utf-8"))
             tokens.extend(self.bpe(mapped))
         return tokens
+
+    def _tokenize_with_offsets(self, text):
+        prefixed = self._prefixes_piece(text)
+        if prefixed:
+            text = " " + text
+        result, position = [], 0
+        for piece in self.pretokenize(text):  # the pieces cover the text, in order
+            source = [position + k for k, char in enumerate(piece) for _ in char.encode("utf-8")]  # per byte
+            consumed = 0
+            for token in self.bpe("".join(self.byte_encoder[b] for b in piece.encode("utf-8"))):
+                # One symbol per byte: a token spans the characters of its bytes (a character split across
+                # tokens is in each of them, as in the `tokenizers` library).
+                result.append((token, (source[consumed], source[consumed + len(token) - 1] + 1)))
+                consumed += len(token)
+            position += len(piece)
+        if prefixed:
+            spans = _without_prefix([span for _, span in result])
+            result = [(token, span) for (token, _), span in zip(result, spans)]
+        return result
 
     def _convert_token_to_id(self, token):
         if token in self.added_tokens_encoder:
@@ -209,9 +278,9 @@ class RobertaTokenizer(PreTrainedTokenizer):
         text = "".join(tokens)
         return bytearray(self.byte_decoder[c] for c in text).decode("utf-8", errors=self.errors)
 
-    def save_vocabulary(self, directory):
-        vocab_path = os.path.join(directory, VOCAB_FILES_NAMES["vocab_file"])
-        merges_path = os.path.join(directory, VOCAB_FILES_NAMES["merges_file"])
+    def _write_vocabulary(self, directory, prefix):
+        vocab_path = os.path.join(directory, prefix + VOCAB_FILES_NAMES["vocab_file"])
+        merges_path = os.path.join(directory, prefix + VOCAB_FILES_NAMES["merges_file"])
         with open(vocab_path, "w", encoding="utf-8") as f:
             f.write(json.dumps(self.encoder, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
         with open(merges_path, "w", encoding="utf-8") as f:
@@ -228,6 +297,52 @@ class RobertaTokenizer(PreTrainedTokenizer):
 
 class LongformerTokenizer(RobertaTokenizer):
     """Longformer's tokenizer: RoBERTa's byte-level BPE (the reference's LongformerTokenizer is a copy)."""
+
+
+class RobertaTokenizerFast(RobertaTokenizer):
+    """RobertaTokenizer with the reference's fast-tokenizer behaviour: add_prefix_space is fixed when the tokenizer
+    is built and adds a space before every piece between special tokens; text given as words needs it."""
+
+    call_options = ()
+    prefix_each_piece = True
+
+    def _check_call_options(self, options):
+        if "add_prefix_space" in options:
+            raise ValueError(f"{type(self).__name__} takes add_prefix_space when it is built "
+                             f"({type(self).__name__}.from_pretrained(..., add_prefix_space=True)), as the reference's "
+                             "fast tokenizer; RobertaTokenizer also takes it per call")
+        super()._check_call_options(options)
+
+    def _check_split_words(self, is_split_into_words, options):
+        if is_split_into_words and not self.add_prefix_space:
+            raise ValueError(f"You need to instantiate {type(self).__name__} with add_prefix_space=True to use it "
+                             "with pretokenized inputs.")
+
+    def _word_options(self, options):
+        return options
+
+
+class LongformerTokenizerFast(RobertaTokenizerFast):
+    """Longformer's fast tokenizer: RobertaTokenizerFast (the reference's is a copy)."""
+
+
+def _without_prefix(offsets):
+    """Offsets in " " + text -> offsets in text; the added space counts as the text's first character."""
+    return [(max(start - 1, 0), max(end - 1, 1)) for start, end in offsets]
+
+
+def trim_offsets(token, span, add_prefix_space, is_first):
+    """The `tokenizers` library's byte-level offset trimming: leave out the spaces ("Ġ") a token starts or ends
+    with; the one space added before a text (add_prefix_space) stays in its first token."""
+    space = bytes_to_unicode()[ord(" ")]
+    start, end = span
+    leading = len(token) - len(token.lstrip(space))
+    trailing = len(token) - len(token.rstrip(space))
+    if leading and not ((is_first or start == 0) and add_prefix_space and leading == 1):
+        start = min(start + leading, end)
+    if trailing and end >= trailing:
+        end = max(end - trailing, start)
+    return start, end
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 fairseq ids: <s> 0, <pad> 1, </s> 2, <unk> 3, then sentencepiece piece k (k >= 3) at k + 1, and <mask> last.
 Sequences: `<s> A </s>` and `<s> A </s></s> B </s>`, token type ids all 0.
 """
+from tfmodels.tokenizers import tokenizer_json
 from tfmodels.tokenizers.base import Template
 from tfmodels.tokenizers.sentencepiece import SentencePieceTokenizer
 
@@ -26,3 +27,17 @@ class XLMRobertaTokenizer(SentencePieceTokenizer):
     @property
     def vocab_size(self):
         return len(self.sp_model) + self.id_offset + 1  # + <mask>
+
+    @classmethod
+    def sentencepiece_pieces(cls, data):
+        """tokenizer.json holds fairseq's layout (<s> <pad> </s> <unk>, the sentencepiece pieces from id 3 on, then
+        <mask>); sentencepiece's is <unk> 0, <s> 1, </s> 2, then the pieces."""
+        fairseq = set(cls.fixed_token_ids) | {"<mask>"}
+        return ([("<unk>", 0.0, tokenizer_json.UNKNOWN), ("<s>", 0.0, tokenizer_json.CONTROL),
+                 ("</s>", 0.0, tokenizer_json.CONTROL)]
+                + [(piece, score, tokenizer_json.NORMAL) for piece, score in tokenizer_json.vocabulary(data)
+                   if piece not in fairseq])
+
+
+class XLMRobertaTokenizerFast(XLMRobertaTokenizer):
+    """The reference's fast name. Same behaviour: offsets (return_offsets_mapping) are available on both."""

@@ -16,7 +16,8 @@ import tensorflow as tf
 
 from tfmodels.tokenizers.base import Template, clean_up_tokenization
 from tfmodels.tokenizers.in_graph import _WS_CLASS, InGraphTokenizer, _tf_text
-from tfmodels.tokenizers.sentencepiece import SPIECE_UNDERLINE, SentencePieceTokenizer
+from tfmodels.tokenizers.sentencepiece import (SPIECE_UNDERLINE, SentencePieceTokenizer, lower_with_alignment,
+                                               map_offsets, normalize_with_alignment)
 
 SEG_ID_A, SEG_ID_B, SEG_ID_CLS, SEG_ID_PAD = 0, 1, 2, 3
 
@@ -35,8 +36,9 @@ class XLNetTokenizer(SentencePieceTokenizer):
     # Token type of each template item, by position (the second <sep> belongs to segment B).
     template_type_ids = {"single": (SEG_ID_A, SEG_ID_A, SEG_ID_CLS),
                          "pair": (SEG_ID_A, SEG_ID_A, SEG_ID_B, SEG_ID_B, SEG_ID_CLS)}
+    split_digit_comma = True
 
-    def __init__(self, vocab_file, do_lower_case=False, remove_space=True, keep_accents=False,
+    def __init__(self, vocab_file=None, do_lower_case=False, remove_space=True, keep_accents=False,
                  additional_special_tokens=("<eop>", "<eod>"), **kwargs):
         self.do_lower_case = bool(do_lower_case)
         self.remove_space = bool(remove_space)
@@ -82,27 +84,23 @@ class XLNetTokenizer(SentencePieceTokenizer):
             text = text.lower()
         return text
 
-    def tokenize(self, text):
+    def tokenize(self, text, **options):
         if self.do_lower_case:
             # As the reference: lower-case everything but the special tokens, one character at a time, before
             # the special tokens are split out (so "<SEP>" becomes the special token "<sep>").
             specials = "|".join(re.escape(t) for t in self.all_special_tokens)
             text = re.sub(f"({specials})|(.+?)", lambda m: m.group(1) or m.group(2).lower(), text)
-        return super().tokenize(text)
+        return super().tokenize(text, **options)
 
-    def _tokenize(self, text):
-        pieces = self.sp_model.encode(self.preprocess_text(text), out_type=str)
-        result = []
-        for piece in pieces:
-            if len(piece) > 1 and piece[-1] == "," and piece[-2].isdigit():
-                # "▁1999," -> "▁1999" ","; a piece that did not start a word keeps no word boundary.
-                parts = self.sp_model.encode(piece[:-1].replace(SPIECE_UNDERLINE, ""), out_type=str)
-                if piece[0] != SPIECE_UNDERLINE and parts[0][0] == SPIECE_UNDERLINE:
-                    parts = parts[1:] if len(parts[0]) == 1 else [parts[0][1:]] + parts[1:]
-                result.extend(parts + [piece[-1]])
-            else:
-                result.append(piece)
-        return result
+    def tokenize_with_offsets(self, text, **options):
+        if not self.do_lower_case:
+            return super().tokenize_with_offsets(text, **options)
+        lowered, sources = lower_with_alignment(text, self._special_pattern, set(self.all_special_tokens))
+        tokens, offsets = super().tokenize_with_offsets(lowered, **options)
+        return tokens, map_offsets(offsets, sources, len(text))
+
+    def preprocess_with_alignment(self, text):
+        return normalize_with_alignment(text, self.remove_space, self.keep_accents, self.do_lower_case)
 
     # XLNet's ids are sentencepiece's: the special tokens are control symbols of the model.
     def _convert_token_to_id(self, token):
@@ -145,16 +143,23 @@ class XLNetTokenizer(SentencePieceTokenizer):
     # Saving / loading
 
     def _extra_config(self):
-        return {"do_lower_case": self.do_lower_case, "remove_space": self.remove_space,
+        return {**super()._extra_config(), "do_lower_case": self.do_lower_case, "remove_space": self.remove_space,
                 "keep_accents": self.keep_accents, "additional_special_tokens": list(self.additional_special_tokens)}
 
     @classmethod
     def _extra_init_args(cls):
-        return ("do_lower_case", "remove_space", "keep_accents", "additional_special_tokens")
+        return super()._extra_init_args() + ("do_lower_case", "remove_space", "keep_accents",
+                                             "additional_special_tokens")
 
     def in_graph(self, max_length=None):
         """The TF Text twin of this tokenizer (normalisation, sentencepiece and the digit-comma rule in-graph)."""
         return xlnet_in_graph(self, max_length=max_length)
+
+
+class XLNetTokenizerFast(XLNetTokenizer):
+    """XLNetTokenizer as the reference's fast tokenizer: no digit-comma rule ("▁1999," stays one piece)."""
+
+    split_digit_comma = False
 
 
 # ---------------------------------------------------------------------------------------------------------------
