@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.serving import harness
 from tfmodels.registry import get_family
 from tfmodels.training import data, listops, readers, synthetic_data
 from tfmodels.training.word_tokenizer import WordLevelTokenizer
@@ -262,6 +263,7 @@ def test_encoded_image_signature_preprocesses_like_the_pipeline(tmp_path):
     model = BeitForImageClassification(BeitConfig(image_size=16, patch_size=8, hidden_size=16, num_hidden_layers=1,
                                                   num_attention_heads=2, intermediate_size=20, num_labels=3))
     model.build_model()
+    jobs, expectations = [], []
     for channels_first in (True, False):
         settings = data.image_settings(overrides={"image_size": 16, "channels_first": channels_first,
                                                   "image_mean": [0.4, 0.5, 0.6]})
@@ -270,8 +272,6 @@ def test_encoded_image_signature_preprocesses_like_the_pipeline(tmp_path):
                                                 list(synthetic_data.SHAPES), image_settings=settings)
         assert signatures == ["serving_default", "serving_image"]
         assert exporting.read_metadata(path)["image_settings"]["channels_first"] is channels_first
-        loaded = tf.saved_model.load(path)
-        served = loaded.signatures["serving_image"](image_bytes=encoded)
         pixels = next(iter(data.ImageDataset(rows, settings, "label", list(synthetic_data.SHAPES))
                            .epoch(4, shuffle=False)))["pixel_values"]
         processor = data.PipelineImageProcessor(settings)
@@ -279,6 +279,12 @@ def test_encoded_image_signature_preprocesses_like_the_pipeline(tmp_path):
         np.testing.assert_array_equal(processor(decoded, return_tensors="np")["pixel_values"], pixels.numpy())
         # serving_default takes NCHW pixel_values (the model's serving spec) whatever the pipeline's layout
         nchw = pixels if channels_first else tf.transpose(pixels, [0, 3, 1, 2])
-        expected = loaded.signatures["serving_default"](pixel_values=nchw)["logits"]
-        np.testing.assert_allclose(served["logits"].numpy(), expected.numpy(), atol=1e-5)
-        np.testing.assert_allclose(expected.numpy(), model(pixels)["logits"].numpy(), atol=1e-5)
+        jobs.append({"path": path, "warmup": True, "requests": [("serving_image", {"image_bytes": encoded.numpy()}),
+                                                                ("serving_default", {"pixel_values": nchw.numpy()})]})
+        expectations.append(model(pixels)["logits"].numpy())
+    # served as TF Serving serves them: the C++ SavedModel loader, through the C API harness
+    for result, expected in zip(harness.serve_ok(jobs), expectations):
+        served, default = result["outputs"]
+        np.testing.assert_allclose(served["logits"], default["logits"], atol=1e-5)
+        np.testing.assert_allclose(default["logits"], expected, atol=1e-5)
+        assert [w["signature"] for w in result["warmup"]] == ["serving_default", "serving_image"]

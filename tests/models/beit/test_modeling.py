@@ -1,5 +1,5 @@
 """BEiT behaviour: every head through the shared helpers (call styles, fit, save/load, functional API, bad
-inputs, export checked in one fresh process with the encoded-image signature), plus layouts, image sizes,
+inputs, export served through TF's C++ SavedModel loader with the encoded-image signature), plus layouts, image sizes,
 drop path, layer scale and configs."""
 import io
 import json
@@ -11,6 +11,7 @@ import tensorflow as tf
 
 import tfmodels
 from tests import helpers
+from tests.serving import harness
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "..", "configs")
 
@@ -83,7 +84,7 @@ def encoded_images():
     return data
 
 
-def test_export_every_head_loads_in_stock_tensorflow(tmp_path):
+def test_export_every_head_serves_through_the_cpp_loader(tmp_path):
     processor = tfmodels.BeitImageProcessor(size={"height": 40, "width": 40}, crop_size=32)
     jobs = []
     for head in HEADS:
@@ -96,10 +97,10 @@ def test_export_every_head_loads_in_stock_tensorflow(tmp_path):
     helpers.export_and_check(jobs, tmp_path)
     # The numeric signature takes other image sizes (tables and positions are resized inside the graph).
     model = jobs[2][1]
-    loaded = tf.saved_model.load(os.path.join(str(tmp_path), "export_BeitForImageClassification"))
     other = np.random.RandomState(5).randn(2, 3, 48, 40).astype(np.float32)
-    served = loaded.signatures["serving_default"](pixel_values=tf.constant(other))
-    helpers.assert_close(served["logits"], model(other, training=False).logits, 1e-5)
+    served = harness.serve_ok([{"path": os.path.join(str(tmp_path), "export_BeitForImageClassification"),
+                                "requests": [("serving_default", {"pixel_values": other})]}])[0]
+    helpers.assert_close(served["outputs"][0]["logits"], model(other, training=False).logits, 1e-5)
 
 
 def test_relative_position_index_static_and_dynamic_agree():
