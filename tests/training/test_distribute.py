@@ -62,8 +62,8 @@ def test_bf16_mixed_precision_trains_and_exports(tmp_path):
     summary = runner.train(recipe, evaluate_after=False, export_after=True)
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
     assert summary["steps"] == 2 and all(np.isfinite(summary["history"]["loss"]))
-    import tensorflow as tf
-    loaded = tf.saved_model.load(summary["export_dir"])
-    out = loaded.signatures["serving_default"](input_ids=tf.constant([[0, 5, 6, 2]]),
-                                               attention_mask=tf.constant([[1, 1, 1, 1]]))
-    assert out["logits"].dtype == tf.float32 and out["logits"].shape == (1, 2)
+    from tests.serving import harness
+    feed = {"input_ids": np.array([[0, 5, 6, 2]], np.int32), "attention_mask": np.ones((1, 4), np.int32)}
+    served = harness.serve_ok([{"path": summary["export_dir"], "requests": [("serving_default", feed)],
+                                "warmup": True, "text_ops": True}])[0]  # through TF Serving's C++ loader
+    assert served["outputs"][0]["logits"].dtype == np.float32 and served["outputs"][0]["logits"].shape == (1, 2)
