@@ -300,6 +300,9 @@ class PreTrainedTokenizer:
     # ---------------------------------------------------------------------------------------------------
     # Truncation and padding (the reference's algorithms)
 
+    # The fast tokenizers (the `tokenizers` library) split a pair's longest_first budget differently.
+    fast_truncation = False
+
     def truncate_sequences(self, ids, pair_ids=None, num_tokens_to_remove=0, truncation_strategy="longest_first"):
         if num_tokens_to_remove <= 0:
             return ids, pair_ids
@@ -307,6 +310,10 @@ class PreTrainedTokenizer:
         if truncation_strategy == "only_first" or (truncation_strategy == "longest_first" and pair_ids is None):
             if len(ids) > num_tokens_to_remove:
                 ids = cut(ids, num_tokens_to_remove)
+        elif truncation_strategy == "longest_first" and self.fast_truncation:
+            remove_a, remove_b = _fast_longest_first(len(ids), len(pair_ids), num_tokens_to_remove)
+            ids = cut(ids, remove_a) if remove_a > 0 else ids
+            pair_ids = cut(pair_ids, remove_b) if remove_b > 0 else pair_ids
         elif truncation_strategy == "longest_first":
             len_a, len_b = len(ids), len(pair_ids)
             first = min(abs(len_b - len_a), num_tokens_to_remove)
@@ -564,6 +571,18 @@ class PreTrainedTokenizer:
     @classmethod
     def _extra_init_args(cls):
         return ()
+
+
+def _fast_longest_first(len_a, len_b, num_tokens_to_remove):
+    """(tokens to remove from a, from b): the `tokenizers` library's longest_first for a pair. The shorter
+    sequence keeps all it can up to half the budget, the longer the rest; cut both, the longer keeps the odd one."""
+    budget = len_a + len_b - num_tokens_to_remove
+    short, long = sorted((len_a, len_b))
+    keep_short, keep_long = short, (short if short > budget else max(short, budget - short))
+    if keep_short + keep_long > budget:
+        keep_short, keep_long = budget // 2, budget // 2 + budget % 2
+    keep_a, keep_b = (keep_long, keep_short) if len_a > len_b else (keep_short, keep_long)
+    return max(len_a - keep_a, 0), max(len_b - keep_b, 0)
 
 
 def _as_tensor(values, return_tensors):

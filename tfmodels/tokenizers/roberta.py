@@ -305,6 +305,7 @@ class RobertaTokenizerFast(RobertaTokenizer):
 
     call_options = ()
     prefix_each_piece = True
+    fast_truncation = True
 
     def _check_call_options(self, options):
         if "add_prefix_space" in options:
@@ -322,7 +323,7 @@ class RobertaTokenizerFast(RobertaTokenizer):
         return options
 
 
-class LongformerTokenizerFast(RobertaTokenizerFast):
+class LongformerTokenizerFast(RobertaTokenizerFast, LongformerTokenizer):
     """Longformer's fast tokenizer: RobertaTokenizerFast (the reference's is a copy)."""
 
 

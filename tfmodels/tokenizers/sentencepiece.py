@@ -26,8 +26,7 @@ class SentencePieceTokenizer(PreTrainedTokenizer):
     # Model ids of tokens that sentencepiece does not own (fairseq's <s>, <pad>, </s>, <unk>), by token.
     fixed_token_ids = {}
     id_offset = 0
-    # XLNet and ALBERT re-split a piece that ends in a digit and a comma ("▁1999," -> "▁1999" ","), as BERT
-    # did; the reference's fast tokenizers do not.
+    # XLNet and ALBERT re-split a piece that ends in a digit and a comma ("▁1999," -> "▁1999" ","), as BERT did.
     split_digit_comma = False
 
     def __init__(self, vocab_file=None, sp_model_kwargs=None, tokenizer_file=None, **kwargs):
@@ -149,10 +148,12 @@ class SentencePieceTokenizer(PreTrainedTokenizer):
         result = []
         for piece, span in self._sentencepiece_pieces_with_spans(text):
             if self.split_digit_comma and len(piece) > 1 and piece[-1] == "," and piece[-2].isdigit():
-                # The parts share the piece's characters in order; the comma is the last one.
-                start = span[0]
-                for part in self._split_digit_comma(piece):
-                    length = len(part.lstrip(SPIECE_UNDERLINE))
+                # The parts share the piece's last characters in order (its span may start with whitespace);
+                # the comma is the last one.
+                parts = self._split_digit_comma(piece)
+                lengths = [len(part.lstrip(SPIECE_UNDERLINE)) for part in parts]
+                start = max(span[1] - sum(lengths), span[0])
+                for part, length in zip(parts, lengths):
                     result.append((part, metaspace_offsets(text, part, (start, min(start + length, span[1])))))
                     start += length
             else:
@@ -172,7 +173,8 @@ def metaspace_offsets(text, piece, span):
     """The offsets the reference's fast tokenizers give a sentencepiece piece whose characters come from `span`
     of `text`: whitespace inside the span is not part of a word, a "▁" stands for the whitespace character just
     before the word (for the first word of a text, which has none, the word's first character), and a piece whose
-    characters all come from one expanded character (a ligature) spans that character."""
+    characters all come from one expanded character (a ligature) spans that character. (Not reproduced: a
+    character that sentencepiece composes with a following combining mark spans both here, the first alone there.)"""
     start, end = span
     while start < end and text[start].isspace():
         start += 1
@@ -180,7 +182,12 @@ def metaspace_offsets(text, piece, span):
         end = start + 1
     if piece.startswith(SPIECE_UNDERLINE):
         if start > 0 and text[start - 1].isspace():
-            start -= 1
+            space = start - 1
+            if text[space] == "\n" and space > 0 and text[space - 1] == "\r":
+                space -= 1  # sentencepiece's normaliser makes "\r\n" one space, which the "\r" stands for
+            start = space
+            if not piece.strip(SPIECE_UNDERLINE):
+                end = space + 1
         elif start == end and end < len(text):
             end = start + 1
     return start, end

@@ -40,4 +40,7 @@ class XLMRobertaTokenizer(SentencePieceTokenizer):
 
 
 class XLMRobertaTokenizerFast(XLMRobertaTokenizer):
-    """The reference's fast name. Same behaviour: offsets (return_offsets_mapping) are available on both."""
+    """The reference's fast name: offsets (return_offsets_mapping) are available on both; a pair is truncated
+    (longest_first) as the fast tokenizer does."""
+
+    fast_truncation = True

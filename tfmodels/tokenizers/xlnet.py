@@ -157,9 +157,10 @@ class XLNetTokenizer(SentencePieceTokenizer):
 
 
 class XLNetTokenizerFast(XLNetTokenizer):
-    """XLNetTokenizer as the reference's fast tokenizer: no digit-comma rule ("▁1999," stays one piece)."""
+    """The reference's fast name: offsets (return_offsets_mapping) are available on both; a pair is truncated
+    (longest_first) as the fast tokenizer does."""
 
-    split_digit_comma = False
+    fast_truncation = True
 
 
 # ---------------------------------------------------------------------------------------------------------------
