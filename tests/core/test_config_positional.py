@@ -1,6 +1,7 @@
 """Configs take positional arguments in the order of transformers' config `__init__` (4.57.6), for every
 family; a value given twice, or too many positional values, is a TypeError as in Python."""
 import inspect
+import json
 
 import pytest
 
@@ -57,3 +58,28 @@ def test_positional_errors(config_class):
         config_class(initializer_rang=0.1)
     lenient = config_class(foo=3, strict=False)
     assert lenient.foo == 3 and lenient.to_dict()["foo"] == 3
+
+
+@pytest.mark.parametrize("config_class", CONFIG_CLASSES, ids=lambda c: c.__name__)
+def test_unknown_keys_of_a_config_json_are_kept_with_a_warning(config_class, tmp_path, caplog):
+    """As HF: a config.json key that is no parameter becomes an attribute (and is written back), with a warning;
+    a misspelled key passed in code is still an error."""
+    from tfmodels.core.logging import logger
+    config_class().save_pretrained(str(tmp_path))
+    path = tmp_path / "config.json"
+    values = json.loads(path.read_text())
+    values["my_custom_field"] = [1, 2]
+    path.write_text(json.dumps(values))
+    logger.propagate = True  # let caplog see the package logger
+    try:
+        with caplog.at_level("WARNING", logger="tfmodels"):
+            config = config_class.from_pretrained(str(tmp_path))
+    finally:
+        logger.propagate = False
+    assert config.my_custom_field == [1, 2] and config.to_dict()["my_custom_field"] == [1, 2]
+    assert "my_custom_field" in caplog.text
+    with pytest.raises(ValueError, match="did you mean 'initializer_range'"):
+        config_class.from_pretrained(str(tmp_path), initializer_rang=0.1)
+    # strict=False (as copy() uses) keeps both silently.
+    assert config_class.from_pretrained(str(tmp_path), strict=False, initializer_rang=0.1).initializer_rang == 0.1
+    assert config.copy().my_custom_field == [1, 2]

@@ -11,6 +11,7 @@ import json
 import os
 
 from tfmodels.core.activations import ACT2FN
+from tfmodels.core.logging import logger
 
 CONFIG_NAME = "config.json"
 
@@ -73,6 +74,8 @@ class PretrainedConfig:
                    and k not in _LABEL_KEYS and k not in HF_PASSTHROUGH_KEYS and k not in self.passthrough_keys]
         if unknown and strict:
             raise ValueError(self._unknown_keys_message(unknown))
+        # Known to from_dict, which tells keys read from a file (kept, with a warning) from typos in code.
+        object.__setattr__(self, "_unknown_keys", unknown)
         values = {**COMMON_DEFAULTS, **copy.deepcopy(self.defaults)}
         labels = {k: kwargs.pop(k) for k in _LABEL_KEYS if k in kwargs}
         values.update({k: v for k, v in kwargs.items() if k in values})
@@ -231,7 +234,17 @@ class PretrainedConfig:
             raise ValueError(f"config.json has model_type {model_type!r} but {cls.__name__} expects "
                              f"{cls.model_type!r}")
         values.pop("model_type", None)
-        return cls(strict=strict, **values)
+        # As HF: keys of the file that are no parameter are kept as attributes (and written back), with a
+        # warning; a misspelled parameter passed in code is still an error. strict=False: both kept silently.
+        config = cls(strict=False, **values)
+        typos = [key for key in config._unknown_keys if key in overrides]
+        if typos and strict:
+            raise ValueError(config._unknown_keys_message(typos))
+        from_file = [key for key in config._unknown_keys if key not in overrides]
+        if from_file and strict:
+            logger.warning(f"{cls.__name__}: keeping config keys that are not parameters of this config as "
+                           f"attributes: {', '.join(from_file)}")
+        return config
 
     def to_json_string(self):
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
