@@ -145,7 +145,8 @@ print("offline ok")
 
 @pytest.mark.slow  # a child process (~15 s)
 def test_second_load_offline_from_cache(test_hub, tmp_path, monkeypatch):
-    """Load once from a Hub of its own, stop it, then load again in a process with HF_HUB_OFFLINE=1."""
+    """Load once from a Hub of its own, stop it, load again (from the cache), then in a process with
+    HF_HUB_OFFLINE=1."""
     from huggingface_hub import constants, file_download
     server = TestHub()
     server.add_commit("tiny/yoso-mlm", test_hub.dirs["tiny/yoso-mlm"])
@@ -162,6 +163,9 @@ def test_second_load_offline_from_cache(test_hub, tmp_path, monkeypatch):
                        ["input_ids"])
     finally:
         server.stop()
+    # The Hub unreachable (not offline): huggingface_hub and we fall back to the cache.
+    again = tfmodels.AutoModelForMaskedLM.from_pretrained("tiny/yoso-mlm", cache_dir=cache)
+    assert_same_weights(model, again)
     np.savez(tmp_path / "expected.npz", ids=ids, logits=model(ids[None]).logits.numpy())
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=cache, HF_ENDPOINT=url)
     done = subprocess.run([sys.executable, "-c", OFFLINE_CHILD, str(tmp_path / "expected.npz")], env=env,

@@ -94,10 +94,14 @@ def _offline_reason(options):
 
 
 def repo_files(repo_id, options):
-    """The file names of the repo at the revision (one model-info call)."""
+    """The file names of the repo at the revision (one model-info call), or None when the Hub cannot be
+    reached."""
+    import requests
     from huggingface_hub import HfApi, errors
     try:
         info = HfApi().model_info(repo_id, revision=options.revision, token=options.token)
+    except (requests.ConnectionError, requests.Timeout, errors.OfflineModeIsEnabled):
+        return None
     except errors.RevisionNotFoundError:
         raise HubError(f"{repo_id!r} has no revision {options.revision!r} (a branch, tag or commit)") from None
     except errors.RepositoryNotFoundError:
@@ -131,11 +135,11 @@ def model_files(path, options=None, weights_format=None):
     repo_id = os.fspath(path)
     config_path = download(repo_id, CONFIG_NAME, options)
     snapshot = os.path.dirname(config_path)
-    if options.offline:
-        # No file list offline: the cached snapshot holds what earlier loads fetched.
+    available = None if options.offline else repo_files(repo_id, options)
+    if available is None:
+        # No file list offline (or with the Hub unreachable, where huggingface_hub fell back to its cache too):
+        # the cached snapshot holds what earlier loads fetched.
         available = os.listdir(snapshot)
-    else:
-        available = repo_files(repo_id, options)
     chosen = ckpt.choose_weights(available, weights_format)
     if chosen is None:
         wanted = f"{weights_format} weights" if weights_format else \
