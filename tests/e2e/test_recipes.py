@@ -1,9 +1,9 @@
 """End to end, every task type from its recipe (tiny model, a few steps): the text tasks with XLM-RoBERTa-XL, image
 classification and semantic segmentation with BEiT. Train with fit, crash in the middle of an epoch, resume from
 the BackupAndRestore checkpoint to the same step count (and, without dropout, to the same weights as an
-uninterrupted run), then export every trained head with the job's exporter and check the SavedModels in ONE
-fresh process that never imports tfmodels: same outputs as the Keras models, through serving_default and the
-raw-text / encoded-image signatures (tests/serving_check.py)."""
+uninterrupted run), then export every trained head with the job's exporter and serve the SavedModels through
+TF's C++ SavedModel loader (tests/serving, helpers.export_and_check): same outputs as the Keras models, through
+serving_default and the raw-text / encoded-image signatures."""
 import json
 import os
 

@@ -126,20 +126,8 @@ def export_saved_model(model, path, tokenizer=None, max_length=None, input_names
     os.makedirs(path, exist_ok=True)
     tf.saved_model.save(root, path, signatures=signatures,
                         options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
-    numeric = _example_inputs(model, input_names, specs)
-    warmup = [(SERVING_DEFAULT, numeric)]
-    if "serving_int64" in signatures:
-        warmup.append(("serving_int64", {k: v.astype(np.int64) if v.dtype == np.int32 else v
-                                         for k, v in numeric.items()}))
-    if "serving_text" in signatures:
-        warmup.append(("serving_text", {"text": np.array([WARMUP_TEXTS[0].encode()], object)}))
-    if "serving_text_pair" in signatures:
-        warmup.append(("serving_text_pair", {"text": np.array([WARMUP_TEXTS[0].encode()], object),
-                                             "text_pair": np.array([WARMUP_TEXTS[1].encode()], object)}))
-    if "serving_image" in signatures:
-        image = tf.io.encode_png(tf.fill([32, 32, 3], tf.constant(128, tf.uint8))).numpy()
-        warmup.append(("serving_image", {"image_bytes": np.array([image], object)}))
-    _write_warmup_requests(os.path.join(path, WARMUP_FILE), warmup)
+    _write_warmup_requests(os.path.join(path, WARMUP_FILE),
+                           _warmup_requests(model, input_names, specs, signatures))
     return sorted(signatures)
 
 
@@ -168,6 +156,24 @@ def _served_variables(model, functions):
                 variables.append(variable)
     backing = [backing_variable(v) for v in model.variables]
     return variables + [b for b in backing if not isinstance(b, tf.Variable)]
+
+
+def _warmup_requests(model, input_names, specs, signatures):
+    """One small request per signature: [(signature, {input: numpy array})]."""
+    numeric = _example_inputs(model, input_names, specs)
+    warmup = [(SERVING_DEFAULT, numeric)]
+    if "serving_int64" in signatures:
+        warmup.append(("serving_int64", {k: v.astype(np.int64) if v.dtype == np.int32 else v
+                                         for k, v in numeric.items()}))
+    if "serving_text" in signatures:
+        warmup.append(("serving_text", {"text": np.array([WARMUP_TEXTS[0].encode()], object)}))
+    if "serving_text_pair" in signatures:
+        warmup.append(("serving_text_pair", {"text": np.array([WARMUP_TEXTS[0].encode()], object),
+                                             "text_pair": np.array([WARMUP_TEXTS[1].encode()], object)}))
+    if "serving_image" in signatures:
+        image = tf.io.encode_png(tf.fill([32, 32, 3], tf.constant(128, tf.uint8))).numpy()
+        warmup.append(("serving_image", {"image_bytes": np.array([image], object)}))
+    return warmup
 
 
 def _example_inputs(model, input_names, specs):
