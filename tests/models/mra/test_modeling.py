@@ -9,47 +9,18 @@ import tensorflow as tf
 
 import tfmodels
 from tests import helpers
+from tests.family_spec import TextFamily
 from tfmodels.core.layers import dtype_policy_scope
 from tfmodels.ops.block_sparse_attention import mra2_attention
 from tfmodels.ops import dispatch
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "..", "configs")
 
-HEADS = [tfmodels.MraModel, tfmodels.MraForMaskedLM, tfmodels.MraForSequenceClassification,
-         tfmodels.MraForMultipleChoice, tfmodels.MraForTokenClassification, tfmodels.MraForQuestionAnswering]
 LENGTH = 100  # 4 blocks of 32 after internal padding: 8 of the 16 blocks at high resolution, the rest low
-
-
-def tiny_config(**overrides):
-    return tfmodels.MraConfig.from_pretrained(os.path.join(CONFIGS, "mra-tiny.json"), **overrides)
-
-
-def make_inputs(head, config, batch=4, length=LENGTH, labels=False, seed=0):
-    ids, mask = helpers.padded_ids(batch, length, config.vocab_size, config.pad_token_id, seed=seed,
-                                   lengths=[length, length - 30, length - 61, 9][:batch])
-    inputs = {"input_ids": ids, "attention_mask": mask}
-    rng = np.random.RandomState(seed + 1)
-    if head is tfmodels.MraForMultipleChoice:
-        inputs = {"input_ids": np.stack([ids, ids[::-1]], 1), "attention_mask": np.stack([mask, mask[::-1]], 1)}
-        if labels:
-            inputs["labels"] = rng.randint(0, 2, batch).astype(np.int32)
-        return inputs
-    if not labels:
-        return inputs
-    if head in (tfmodels.MraForMaskedLM, tfmodels.MraForTokenClassification):
-        vocab = config.vocab_size if head is tfmodels.MraForMaskedLM else config.num_labels
-        inputs["labels"] = np.where(mask == 1, rng.randint(0, vocab, ids.shape), -100).astype(np.int32)
-    elif head is tfmodels.MraForSequenceClassification:
-        inputs["labels"] = rng.randint(0, config.num_labels, batch).astype(np.int32)
-    elif head is tfmodels.MraForQuestionAnswering:
-        inputs["start_positions"] = rng.randint(0, length, batch).astype(np.int32)
-        inputs["end_positions"] = rng.randint(0, length, batch).astype(np.int32)
-    return inputs
-
-
-def output_field(head):
-    return {tfmodels.MraModel: "last_hidden_state", tfmodels.MraForQuestionAnswering: "start_logits"}.get(head,
-                                                                                                         "logits")
+FAMILY = TextFamily("Mra", "mra-tiny.json", length=LENGTH,
+                    row_lengths=lambda length: [length, length - 30, length - 61, 9])
+HEADS = FAMILY.heads()
+tiny_config, make_inputs, output_field = FAMILY.config, FAMILY.inputs, FAMILY.main_field
 
 
 @pytest.mark.parametrize("head", HEADS, ids=lambda h: h.__name__)

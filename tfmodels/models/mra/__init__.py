@@ -1,6 +1,6 @@
 from tfmodels.models.mra.configuration import MraConfig
 from tfmodels.models.mra.modeling import (
-    BaseModelOutputWithCrossAttentions, MraForMaskedLM, MraForMultipleChoice, MraForQuestionAnswering,
+    MraForMaskedLM, MraForMultipleChoice, MraForQuestionAnswering,
     MraForSequenceClassification, MraForTokenClassification, MraModel, MraPreTrainedModel, TFMraForMaskedLM,
     TFMraForMultipleChoice, TFMraForQuestionAnswering, TFMraForSequenceClassification, TFMraForTokenClassification,
     TFMraModel)
