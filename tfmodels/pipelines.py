@@ -7,15 +7,13 @@ Tasks and what one input gives (as transformers 4.57.6's pipelines; a list of in
   a single string, as HF's legacy default); `top_k=n` gives the n best, `top_k=None` every label. Scores are a
   softmax, or a sigmoid for one label or `problem_type="multi_label_classification"`.
 - "token-classification" ("ner"): aggregation "none": `{"entity", "score", "index", "word", "start", "end"}`
-  for every token that is not special and not labelled "O". Our tokenizers are HF's slow tokenizers, which
-  have no character offsets: `word` is the token and `start` / `end` are None, as HF's pipeline gives with a
-  slow tokenizer.
+  for every token that is not special and not labelled "O": `word` is the token, `start` / `end` its
+  character offsets in the text (the tokenizer's offset mapping, as HF's fast tokenizers compute it).
 - "question-answering": `{"score", "start", "end", "answer"}` (a list for `top_k` > 1): the span of at most
   `max_answer_len` (15) context tokens with the highest start x end probability (HF's scores: a softmax over
   the context and CLS tokens, the first position zeroed), grown to whole words, equal answers' scores added
   (HF's align_to_words). `answer` is the decoded span; `start` / `end` are its character offsets in the
-  context (located by search, since the tokenizers have no offsets), or None where the decoded text is not
-  found verbatim.
+  context (located by search), or None where the decoded text is not found verbatim.
 - "image-classification": the `top_k` (5) `{"label", "score"}` (softmax, or sigmoid for multi-label).
 - "image-segmentation": semantic segmentation: `{"score": None, "label", "mask"}` per class present in the
   argmax map of the logits resized (bilinearly) to the input image's size; `mask` is a PIL "L" image (0 or
@@ -90,9 +88,10 @@ class Pipeline:
             return [self.run_one(item, **options) for item in inputs]
         return self.run_one(inputs, **options)
 
-    def encode(self, text, text_pair=None):
+    def encode(self, text, text_pair=None, offsets=False):
         encoded = self.tokenizer(text, text_pair, padding=True, return_tensors="np",
-                                 pad_to_multiple_of=self.family.pad_multiple(self.config))
+                                 pad_to_multiple_of=self.family.pad_multiple(self.config),
+                                 return_offsets_mapping=offsets)
         return {k: np.asarray(v) for k, v in encoded.items()}
 
     def forward(self, encoded):
@@ -149,7 +148,8 @@ class TextClassificationPipeline(Pipeline):
 
 class TokenClassificationPipeline(Pipeline):
     def run_one(self, text, ignore_labels=("O",)):
-        encoded = self.encode(text)
+        encoded = self.encode(text, offsets=True)
+        offsets = encoded.pop("offset_mapping")[0]
         logits = np.asarray(self.forward(encoded).logits)[0]
         scores = _softmax(logits)
         ids = encoded["input_ids"][0]
@@ -164,8 +164,8 @@ class TokenClassificationPipeline(Pipeline):
             if entity in ignore_labels:
                 continue
             entities.append({"entity": entity, "score": float(scores[index, best]), "index": index,
-                             "word": self.tokenizer.convert_ids_to_tokens(int(token_id)), "start": None,
-                             "end": None})
+                             "word": self.tokenizer.convert_ids_to_tokens(int(token_id)),
+                             "start": int(offsets[index][0]), "end": int(offsets[index][1])})
         return entities
 
 

@@ -241,6 +241,7 @@ def check_pipeline(task, pipe, pipe_dir):
                    for r in result)
         ids = pipe.tokenizer(TEXT)["input_ids"]
         assert all(pipe.tokenizer.convert_ids_to_tokens(ids[r["index"]]) == r["word"] for r in result)
+        assert all(0 <= r["start"] < r["end"] <= len(TEXT) for r in result)
     elif task == "question-answering":
         assert len(result) == 2 and all(set(r) == {"score", "start", "end", "answer"} for r in result)
         assert result[0]["score"] >= result[1]["score"]
@@ -311,9 +312,9 @@ def test_pipelines_match_hf_pipelines(task, repo_id, test_hub, classification_di
         _close(got, expected, ("answer", "start", "end"))
     elif task == "fill-mask":
         _close(got, expected, ("token", "token_str", "sequence"))
-    elif task == "token-classification":  # HF's fast tokenizer has offsets, ours (HF's slow ones) none
-        assert got and all(r["start"] is None and r["end"] is None for r in got)
-        _close(got, expected, ("entity", "index", "word"))
+    elif task == "token-classification":
+        assert got
+        _close(got, expected, ("entity", "index", "word", "start", "end"))
     elif task == "image-segmentation":
         _close(got, expected, ("label",))
         for a, b in zip(got, expected):
