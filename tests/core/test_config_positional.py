@@ -44,6 +44,7 @@ def test_positional_order_matches_transformers(config_class):
         if isinstance(value, (bool, int)):
             assert getattr(ours, name) == value, name
     assert ours.to_dict() == config_class(**dict(zip(names, values))).to_dict()
+    assert ours.use_return_dict == reference.use_return_dict
 
 
 @pytest.mark.parametrize("config_class", CONFIG_CLASSES, ids=lambda c: c.__name__)

@@ -71,26 +71,20 @@ def piece_type(data, piece):
 def sentencepiece_model_proto(data, pieces):
     """A serialized sentencepiece ModelProto from tokenizer.json `data` and `pieces` [(piece, score, type)] in
     sentencepiece id order (which a family may lay out differently from the tokenizer.json ids)."""
-    proto = sentencepiece_model_pb2.ModelProto()
-    for piece, score, kind in pieces:
-        proto.pieces.add(piece=piece, score=score, type=kind)
     unknown = [i for i, (_, _, kind) in enumerate(pieces) if kind == UNKNOWN]
     if not unknown:
         raise ValueError("tokenizer.json names no unknown token; sentencepiece needs one")
-    trainer = proto.trainer_spec
-    trainer.model_type = MODEL_TYPES[data["model"]["type"]]
-    trainer.vocab_size = len(pieces)
-    trainer.unk_id, trainer.bos_id, trainer.eos_id, trainer.pad_id = unknown[0], -1, -1, -1
-    trainer.byte_fallback = bool(data["model"].get("byte_fallback", False))
-    trainer.hard_vocab_limit = False
+    trainer = sentencepiece_model_pb2.TrainerSpec(
+        model_type=MODEL_TYPES[data["model"]["type"]], vocab_size=len(pieces), unk_id=unknown[0], bos_id=-1,
+        eos_id=-1, pad_id=-1, byte_fallback=bool(data["model"].get("byte_fallback", False)), hard_vocab_limit=False)
     charsmap = _precompiled_charsmap(data.get("normalizer"))
-    normalizer = proto.normalizer_spec
-    normalizer.name = "nmt_nfkc" if charsmap else "identity"
-    if charsmap:
-        normalizer.precompiled_charsmap = charsmap
-    normalizer.add_dummy_prefix = _adds_prefix(data.get("pre_tokenizer"))
-    normalizer.remove_extra_whitespaces = True
-    normalizer.escape_whitespaces = True
+    normalizer = sentencepiece_model_pb2.NormalizerSpec(
+        name="nmt_nfkc" if charsmap else "identity", precompiled_charsmap=charsmap,
+        add_dummy_prefix=_adds_prefix(data.get("pre_tokenizer")), remove_extra_whitespaces=True,
+        escape_whitespaces=True)
+    proto = sentencepiece_model_pb2.ModelProto(trainer_spec=trainer, normalizer_spec=normalizer)
+    for piece, score, kind in pieces:
+        proto.pieces.add(piece=piece, score=score, type=kind)
     return proto.SerializeToString()
 
 
