@@ -3,8 +3,9 @@
 - The sources: custom_ops/ installs as the package tfmodels._custom_ops (where the installed loader looks), one
   sub-package per folder found, so a new op family needs no change here. setup.cfg's package_data picks the files.
 - The libraries: build_ext compiles every op family for the loader's PREBUILT_TARGETS (a portable x86-64-v3 and an
-  AVX-512 x86-64-v4 build) against the TensorFlow importable at build time, with the loader's own compile code,
-  into tfmodels/_compiled_ops. The loader picks one at run time from the CPU flags.
+  AVX-512 x86-64-v4 build) against the TensorFlow importable at build time (build_backend.py adds it to an
+  isolated wheel build), with the loader's own compile code, into tfmodels/_compiled_ops. The loader picks one at
+  run time from the CPU flags.
 - Editable installs (pip install -e .) skip that: they compile on first use for this CPU (-march=native).
 """
 import importlib.util

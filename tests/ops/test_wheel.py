@@ -1,5 +1,6 @@
 """The platform wheel: built from the checkout, installed into a fresh virtual environment where no C++ compiler
 is on PATH, its own compiled ops run YOSO, MRA and Longformer (op mode custom) and agree with the pure-TF twins."""
+import configparser
 import glob
 import json
 import os
@@ -9,6 +10,7 @@ import sys
 import sysconfig
 import zipfile
 
+import build_backend
 import pytest
 
 from tfmodels.ops import loader
@@ -67,7 +69,7 @@ def _copy_checkout(destination):
     """What the wheel is built from, copied out of the checkout: an in-place build would write build/ and
     *.egg-info into the working tree that other processes use."""
     os.makedirs(destination)
-    for name in ("setup.py", "setup.cfg", "pyproject.toml", "README.md"):
+    for name in ("setup.py", "setup.cfg", "pyproject.toml", "build_backend.py", "MANIFEST.in", "README.md"):
         shutil.copy(os.path.join(ROOT, name), destination)
     for name in ("tfmodels", "custom_ops"):
         shutil.copytree(os.path.join(ROOT, name), os.path.join(destination, name),
@@ -137,3 +139,11 @@ def test_wheel_runs_its_compiled_ops_without_a_compiler(tmp_path):
             assert os.path.dirname(result["library"]).startswith(str(venv) + os.sep), result
             assert os.path.basename(result["library"]) == loader.prebuilt_name(result["family"], target), result
             assert result["difference"] <= TOLERANCE, result
+
+
+
+def test_wheel_builds_require_the_pinned_tensorflow():
+    """An isolated wheel build installs the TensorFlow that setup.cfg pins (pyproject.toml cannot read it)."""
+    config = configparser.ConfigParser()
+    config.read(os.path.join(ROOT, "setup.cfg"))
+    assert build_backend.TENSORFLOW in config["options"]["install_requires"].split("\n")
