@@ -8,76 +8,19 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfmodels.core import attention as attn, blocks
-from tfmodels.core import layers, outputs as out, tasks
-from tfmodels.core.heads import ClassificationHead, LMHead
-from tfmodels.core.inputs import check_ids_in_range, check_max_length, check_rank, check_same_shape, text_reference
+from tfmodels.core import attention as attn, blocks, encoder
+from tfmodels.core import layers, outputs as out, tasks, text_heads
+from tfmodels.core.inputs import check_rank, check_same_shape, text_reference
 from tfmodels.core.layers import apply_chunking
-from tfmodels.core.modeling import PreTrainedModel
+from tfmodels.core.text_heads import TextPreTrainedModel, standard_heads
 from tfmodels.models.xlm_roberta_xl.checkpoint import XLM_ROBERTA_XL_CHECKPOINT_MAP
 from tfmodels.models.xlm_roberta_xl.configuration import XLMRobertaXLConfig
 
 
-def create_position_ids_from_input_ids(input_ids, padding_idx, past_key_values_length=0):
-    """Positions padding_idx+1, padding_idx+2, ... over non-padding tokens; padding_idx on padding."""
-    mask = tf.cast(tf.not_equal(input_ids, padding_idx), tf.int32)
-    incremental = (tf.cumsum(mask, axis=1) + past_key_values_length) * mask
-    return incremental + padding_idx
-
-
-class XLMRobertaXLEmbeddings(keras.layers.Layer):
-    def __init__(self, config, **kwargs):
-        super().__init__(**kwargs)
-        self.config = config
-        ir = config.initializer_range
-        self.word_embeddings = layers.embedding(config.vocab_size, config.hidden_size, ir, name="word_embeddings")
-        self.position_embeddings = layers.embedding(config.max_position_embeddings, config.hidden_size, ir,
-                                                    name="position_embeddings")
-        self.token_type_embeddings = layers.embedding(config.type_vocab_size, config.hidden_size, ir,
-                                                      name="token_type_embeddings")
-        self.dropout = layers.dropout(config.hidden_dropout_prob)
-
-    def build(self, input_shape=None):
-        # Built explicitly: with relative positions the position table is unused but still a checkpoint weight.
-        for table in (self.word_embeddings, self.position_embeddings, self.token_type_embeddings):
-            table.build(None)
-        self.built = True
-
-    def call(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
-             past_key_values_length=0, training=False):
-        config = self.config
-        if input_ids is not None:
-            input_ids = check_ids_in_range("input_ids", input_ids, config.vocab_size)
-            inputs_embeds = self.word_embeddings(input_ids)
-        batch, seq_len = tf.shape(inputs_embeds)[0], tf.shape(inputs_embeds)[1]
-        if position_ids is None:
-            if input_ids is not None:
-                position_ids = create_position_ids_from_input_ids(input_ids, config.pad_token_id,
-                                                                  past_key_values_length)
-            else:
-                start = config.pad_token_id + 1 + past_key_values_length
-                position_ids = tf.broadcast_to(tf.range(start, start + seq_len)[None], [batch, seq_len])
-        if token_type_ids is None:
-            token_type_ids = tf.zeros([batch, seq_len], tf.int32)
-        token_type_ids = check_ids_in_range("token_type_ids", token_type_ids, config.type_vocab_size,
-                                            "type_vocab_size")
-        embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids)
-        if config.position_embedding_type == "absolute":
-            position_ids = check_ids_in_range("position_ids", position_ids, config.max_position_embeddings,
-                                              "max_position_embeddings")
-            embeddings = embeddings + self.position_embeddings(position_ids)
-        return self.dropout(embeddings, training=training)
-
-
-class XLMRobertaXLSelfAttention(keras.layers.Layer):
+class XLMRobertaXLSelfAttention(encoder.SelfAttentionBase):
     def __init__(self, config, position_embedding_type=None, **kwargs):
-        super().__init__(**kwargs)
-        self.num_heads = config.num_attention_heads
-        self.head_dim = config.hidden_size // config.num_attention_heads
+        super().__init__(config, **kwargs)
         ir = config.initializer_range
-        self.query = layers.dense(config.hidden_size, ir, name="query")
-        self.key = layers.dense(config.hidden_size, ir, name="key")
-        self.value = layers.dense(config.hidden_size, ir, name="value")
         self.dropout = layers.dropout(config.attention_probs_dropout_prob)
         self.position_embedding_type = position_embedding_type or config.position_embedding_type
         self.max_position_embeddings = config.max_position_embeddings
@@ -87,14 +30,13 @@ class XLMRobertaXLSelfAttention(keras.layers.Layer):
 
     def call(self, hidden_states, attention_mask=None, head_mask=None, encoder_hidden_states=None,
              past_key_value=None, training=False, need_probs=True):
-        query = attn.split_heads(self.query(hidden_states), self.num_heads, self.head_dim)
+        query = self.split_heads(self.query(hidden_states))
         is_cross = encoder_hidden_states is not None
         if is_cross and past_key_value is not None:
             key, value = past_key_value  # cross-attention keys/values are computed once and cached
         else:
             source = encoder_hidden_states if is_cross else hidden_states
-            key = attn.split_heads(self.key(source), self.num_heads, self.head_dim)
-            value = attn.split_heads(self.value(source), self.num_heads, self.head_dim)
+            key, value = self.split_heads(self.key(source)), self.split_heads(self.value(source))
             if past_key_value is not None:
                 key = tf.concat([past_key_value[0], key], axis=2)
                 value = tf.concat([past_key_value[1], value], axis=2)
@@ -229,24 +171,17 @@ class XLMRobertaXLEncoder(keras.layers.Layer):
             cross_attentions=tuple(all_cross) if output_attentions and all_cross else None)
 
 
-class XLMRobertaXLPooler(keras.layers.Layer):
-    def __init__(self, config, **kwargs):
-        super().__init__(**kwargs)
-        self.dense = layers.dense(config.hidden_size, config.initializer_range, name="dense")
-
-    def call(self, hidden_states):
-        return tf.tanh(self.dense(hidden_states[:, 0]))
-
-
 class XLMRobertaXLMainLayer(keras.layers.Layer):
     """Embeddings + encoder (+ pooler): the part every head shares. Takes already-normalised inputs."""
 
     def __init__(self, config, add_pooling_layer=True, **kwargs):
         super().__init__(**kwargs)
         self.config = config
-        self.embeddings = XLMRobertaXLEmbeddings(config, name="embeddings")
+        # RoBERTa's padding-aware positions, and no LayerNorm on the embeddings (the layers normalise first).
+        self.embeddings = encoder.TextEmbeddings(config, padding_aware_positions=True, layer_norm=False,
+                                                 name="embeddings")
         self.encoder = XLMRobertaXLEncoder(config, name="encoder")
-        self.pooler = XLMRobertaXLPooler(config, name="pooler") if add_pooling_layer else None
+        self.pooler = encoder.Pooler(config, name="pooler") if add_pooling_layer else None
 
     def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
              inputs_embeds=None, encoder_hidden_states=None, encoder_attention_mask=None, past_key_values=None,
@@ -261,14 +196,6 @@ class XLMRobertaXLMainLayer(keras.layers.Layer):
                 raise ValueError(f"past_key_values has {len(past_key_values)} entries; the model has "
                                  f"{config.num_hidden_layers} layers")
             past_length = tf.shape(past_key_values[0][0])[2]
-        if position_ids is None and config.position_embedding_type == "absolute":
-            asserts = check_max_length("input_ids", seq_len + past_length,
-                                       config.max_position_embeddings - config.pad_token_id - 1,
-                                       f"max_position_embeddings={config.max_position_embeddings}, positions start "
-                                       f"at pad_token_id+1={config.pad_token_id + 1}")
-            if asserts:
-                with tf.control_dependencies(asserts):
-                    seq_len = tf.identity(seq_len)
         embedding_output = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds,
                                            past_key_values_length=past_length, training=training)
         dtype = embedding_output.dtype
@@ -309,11 +236,18 @@ _ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_id
 _DECODER_INPUTS = ("encoder_hidden_states", "encoder_attention_mask")
 
 
-class XLMRobertaXLPreTrainedModel(PreTrainedModel):
+class XLMRobertaXLPreTrainedModel(TextPreTrainedModel):
     config_class = XLMRobertaXLConfig
     base_model_prefix = "roberta"
     input_names = _ENCODER_INPUTS
     checkpoint_map = XLM_ROBERTA_XL_CHECKPOINT_MAP
+    main_layer_class = XLMRobertaXLMainLayer
+    lm_head_path = "lm_head"
+    lm_head_activation = "gelu"
+    classifier_activation = "tanh"
+    multiple_choice_style = "pooled"
+    multiple_choice_dropout = "hidden_dropout_prob"
+    token_loss_ignores_padding = True
 
     def dummy_inputs(self):
         inputs = super().dummy_inputs()
@@ -321,116 +255,47 @@ class XLMRobertaXLPreTrainedModel(PreTrainedModel):
             inputs["encoder_hidden_states"] = np.zeros((2, 3, self.config.hidden_size), np.float32)
         return inputs
 
-    def _lm_head(self):
-        tied = None
-        if self.config.tie_word_embeddings:
-            tied = lambda: self.roberta.embeddings.word_embeddings.embeddings  # noqa: E731
-        return LMHead(self.config.hidden_size, self.config.vocab_size, self.config.layer_norm_eps,
-                      self.config.initializer_range, activation="gelu", tied_embeddings=tied, name="lm_head")
 
-    def _classifier_dropout(self):
-        rate = self.config.classifier_dropout
-        return self.config.hidden_dropout_prob if rate is None else rate
+_DECODER_OPTIONS = ("use_cache", "output_attentions", "output_hidden_states", "return_dict")
 
 
-class XLMRobertaXLModel(tasks.BaseModelTask, XLMRobertaXLPreTrainedModel):
+class XLMRobertaXLModel(text_heads.BaseModelHead, tasks.BaseModelTask, XLMRobertaXLPreTrainedModel):
     """The bare encoder (or decoder, with is_decoder=True) returning hidden states and the pooled output."""
 
     output_class = out.BaseModelOutputWithPoolingAndCrossAttentions
     input_names = _ENCODER_INPUTS + _DECODER_INPUTS + ("past_key_values",)
-    option_names = ("use_cache", "output_attentions", "output_hidden_states", "return_dict")
-
-    def __init__(self, config, add_pooling_layer=True, **kwargs):
-        super().__init__(config, **kwargs)
-        self.roberta = XLMRobertaXLMainLayer(config, add_pooling_layer=add_pooling_layer, name="roberta")
+    option_names = _DECODER_OPTIONS
 
 
-class XLMRobertaXLForCausalLM(tasks.CausalLMTask, XLMRobertaXLPreTrainedModel):
+class XLMRobertaXLForCausalLM(text_heads.MaskedLMHead, tasks.CausalLMTask, XLMRobertaXLPreTrainedModel):
     """Left-to-right LM (set is_decoder=True); `past_key_values` caches keys/values for incremental decoding,
-    and cross-attention over `encoder_hidden_states` when add_cross_attention=True."""
+    and cross-attention over `encoder_hidden_states` when add_cross_attention=True. (The LM head is the masked
+    LM's.)"""
 
     input_names = _ENCODER_INPUTS + _DECODER_INPUTS + ("past_key_values",)
-    option_names = ("use_cache", "output_attentions", "output_hidden_states", "return_dict")
-
-    def __init__(self, config, **kwargs):
-        super().__init__(config, **kwargs)
-        self.roberta = XLMRobertaXLMainLayer(config, add_pooling_layer=False, name="roberta")
-        self.lm_head = self._lm_head()
+    option_names = _DECODER_OPTIONS
 
     def forward(self, inputs, labels, options, training=False):
         if labels.get("labels") is not None:
             options["use_cache"] = False  # as the reference: no cache when computing a loss
         return super().forward(inputs, labels, options, training)
 
-    def head(self, base_outputs, inputs, training=False):
-        return {"logits": self.lm_head(base_outputs.last_hidden_state)}
 
-
-class XLMRobertaXLForMaskedLM(tasks.MaskedLMTask, XLMRobertaXLPreTrainedModel):
+class XLMRobertaXLForMaskedLM(text_heads.MaskedLMHead, tasks.MaskedLMTask, XLMRobertaXLPreTrainedModel):
     input_names = _ENCODER_INPUTS + _DECODER_INPUTS
 
-    def __init__(self, config, **kwargs):
-        super().__init__(config, **kwargs)
-        self.roberta = XLMRobertaXLMainLayer(config, add_pooling_layer=False, name="roberta")
-        self.lm_head = self._lm_head()
 
-    def head(self, base_outputs, inputs, training=False):
-        return {"logits": self.lm_head(base_outputs.last_hidden_state)}
-
-
-class XLMRobertaXLForSequenceClassification(tasks.SequenceClassificationTask, XLMRobertaXLPreTrainedModel):
-    def __init__(self, config, **kwargs):
-        super().__init__(config, **kwargs)
-        self.roberta = XLMRobertaXLMainLayer(config, add_pooling_layer=False, name="roberta")
-        self.classifier = ClassificationHead(config.hidden_size, config.num_labels, self._classifier_dropout(),
-                                             config.initializer_range, activation="tanh", name="classifier")
-
-    def head(self, base_outputs, inputs, training=False):
-        return {"logits": self.classifier(base_outputs.last_hidden_state, training=training)}
-
-
-class XLMRobertaXLForMultipleChoice(tasks.MultipleChoiceTask, XLMRobertaXLPreTrainedModel):
+class XLMRobertaXLForMultipleChoice(text_heads.MultipleChoiceHead, tasks.MultipleChoiceTask,
+                                    XLMRobertaXLPreTrainedModel):
     """Inputs of shape [batch, num_choices, seq]; scores each choice from the pooled output."""
 
     input_names = ("input_ids", "token_type_ids", "attention_mask", "labels", "position_ids", "head_mask",
                    "inputs_embeds")
 
-    def __init__(self, config, **kwargs):
-        super().__init__(config, **kwargs)
-        self.roberta = XLMRobertaXLMainLayer(config, add_pooling_layer=True, name="roberta")
-        self.dropout = layers.dropout(config.hidden_dropout_prob)
-        self.classifier = layers.dense(1, config.initializer_range, name="classifier")
 
-    def head(self, base_outputs, inputs, training=False):
-        pooled = self.dropout(base_outputs.pooler_output, training=training)
-        return {"logits": self.classifier(pooled)}
-
-
-class XLMRobertaXLForTokenClassification(tasks.TokenClassificationTask, XLMRobertaXLPreTrainedModel):
-    loss_ignores_padding = True
-
-    def __init__(self, config, **kwargs):
-        super().__init__(config, **kwargs)
-        self.roberta = XLMRobertaXLMainLayer(config, add_pooling_layer=False, name="roberta")
-        self.dropout = layers.dropout(self._classifier_dropout())
-        self.classifier = layers.dense(config.num_labels, config.initializer_range, name="classifier")
-
-    def head(self, base_outputs, inputs, training=False):
-        return {"logits": self.classifier(self.dropout(base_outputs.last_hidden_state, training=training))}
-
-
-class XLMRobertaXLForQuestionAnswering(tasks.QuestionAnsweringTask, XLMRobertaXLPreTrainedModel):
-    """Extractive QA: start and end logits per token (config.num_labels must be 2, as in the reference)."""
-
-    def __init__(self, config, **kwargs):
-        if config.num_labels != 2:
-            raise ValueError(f"XLMRobertaXLForQuestionAnswering needs num_labels=2 (start, end), got {config.num_labels}")
-        super().__init__(config, **kwargs)
-        self.roberta = XLMRobertaXLMainLayer(config, add_pooling_layer=False, name="roberta")
-        self.qa_outputs = layers.dense(config.num_labels, config.initializer_range, name="qa_outputs")
-
-    def head(self, base_outputs, inputs, training=False):
-        return {"logits": self.qa_outputs(base_outputs.last_hidden_state)}
+XLMRobertaXLForSequenceClassification, XLMRobertaXLForTokenClassification, XLMRobertaXLForQuestionAnswering = (
+    standard_heads(XLMRobertaXLPreTrainedModel, ("ForSequenceClassification", "ForTokenClassification",
+                                                 "ForQuestionAnswering")))
 
 
 # The TF names of the reference documents are the same classes.
