@@ -1,6 +1,7 @@
 """The main job through the console command: `tfmodels train` (fit, evaluate, export, reload the SavedModel in a
 fresh process and predict), then `predict`, `evaluate` and `export` on its outputs, and the TF Serving requests
-(REST JSON body and gRPC PredictRequest) for the exported raw-text signature."""
+(REST JSON body and gRPC PredictRequest) for the exported raw-text signature, served by TF's C++ SavedModel loader
+(the C API harness, tests/serving)."""
 import contextlib
 import io
 import json
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.serving import harness
 from tfmodels import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -70,13 +72,9 @@ def test_predict_evaluate_export_commands(run_dir, tmp_path):
 
 @pytest.mark.slow
 def test_tf_serving_rest_and_grpc_requests(run_dir):
-    predict_pb2 = pytest.importorskip("tensorflow_serving.apis.predict_pb2",
-                                      reason="tensorflow-serving-api is in the test extra")
-    from tensorflow_serving.apis import prediction_service_pb2_grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # the test extra has them
     run, _ = run_dir
     export_dir = str(run / "export" / "1")
-    loaded = tf.saved_model.load(export_dir)
-    signature = loaded.signatures["serving_text"]
     texts = ["What a wonderful and lovely film.", "Der Zug war schrecklich und langweilig."]
 
     # gRPC: the PredictRequest a client sends to the model server (port 8500)
@@ -84,22 +82,26 @@ def test_tf_serving_rest_and_grpc_requests(run_dir):
     request.model_spec.name = "sentiment"
     request.model_spec.signature_name = "serving_text"
     request.inputs["text"].CopyFrom(tf.make_tensor_proto(texts))
-    wire = request.SerializeToString()
-    received = predict_pb2.PredictRequest.FromString(wire)
-    assert set(received.inputs) == set(signature.structured_input_signature[1])
-    outputs = signature(**{k: tf.constant(tf.make_ndarray(v)) for k, v in received.inputs.items()})
-    response = predict_pb2.PredictResponse()
-    for key, value in outputs.items():
-        response.outputs[key].CopyFrom(tf.make_tensor_proto(value.numpy()))
-    logits = tf.make_ndarray(response.outputs["logits"])
-    assert logits.shape == (2, 2) and "input_ids" in response.outputs
-    assert hasattr(prediction_service_pb2_grpc, "PredictionServiceStub")
-
+    received = predict_pb2.PredictRequest.FromString(request.SerializeToString())
     # REST: POST /v1/models/sentiment:predict (port 8501) with this JSON body
     body = json.dumps({"signature_name": "serving_text", "instances": [{"text": t} for t in texts]})
     instances = json.loads(body)["instances"]
-    rest = signature(text=tf.constant([i["text"] for i in instances]))
-    np.testing.assert_allclose(rest["logits"].numpy(), logits, atol=1e-6)
+
+    # both served as the model server serves them: TF's C++ SavedModel loader (the C API harness)
+    grpc_inputs = {k: tf.make_ndarray(v) for k, v in received.inputs.items()}
+    rest_inputs = {"text": np.array([i["text"].encode() for i in instances], object)}
+    served = harness.serve_ok([{"path": export_dir, "text_ops": True, "warmup": True, "requests": [
+        (received.model_spec.signature_name, grpc_inputs), ("serving_text", rest_inputs)]}])[0]
+    assert set(received.inputs) == set(served["signatures"]["serving_text"]["inputs"])
+    outputs, rest = served["outputs"]
+    response = predict_pb2.PredictResponse()
+    for key, value in outputs.items():
+        response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
+    logits = tf.make_ndarray(response.outputs["logits"])
+    assert logits.shape == (2, 2) and "input_ids" in response.outputs
+    assert hasattr(prediction_service_pb2_grpc, "PredictionServiceStub")
+    np.testing.assert_allclose(rest["logits"], logits, atol=1e-6)
     # the default (int ids) signature gives the same logits for the ids the text signature produced
-    ids = loaded.signatures["serving_default"](input_ids=rest["input_ids"], attention_mask=rest["attention_mask"])
-    np.testing.assert_allclose(ids["logits"].numpy(), logits, atol=1e-5)
+    ids = {k: rest[k] for k in ("input_ids", "attention_mask")}
+    default = harness.serve_ok([{"path": export_dir, "text_ops": True, "requests": [("serving_default", ids)]}])[0]
+    np.testing.assert_allclose(default["outputs"][0]["logits"], logits, atol=1e-5)
