@@ -86,7 +86,7 @@ def _run(command, **kwargs):
 def test_wheel_runs_its_compiled_ops_without_a_compiler(tmp_path):
     source, dist, venv = tmp_path / "source", tmp_path / "dist", tmp_path / "venv"
     _copy_checkout(source)
-    # The TensorFlow installed here, not a second download into an isolated build environment (pyproject.toml).
+    # The TensorFlow installed here, not a second download into an isolated build environment (build_backend.py).
     _run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-w", str(dist)],
          timeout=1800)
     [wheel] = glob.glob(str(dist / "*.whl"))
@@ -139,7 +139,6 @@ def test_wheel_runs_its_compiled_ops_without_a_compiler(tmp_path):
             assert os.path.dirname(result["library"]).startswith(str(venv) + os.sep), result
             assert os.path.basename(result["library"]) == loader.prebuilt_name(result["family"], target), result
             assert result["difference"] <= TOLERANCE, result
-
 
 
 def test_wheel_builds_require_the_pinned_tensorflow():
