@@ -18,7 +18,6 @@ import numpy as np
 import tensorflow as tf
 
 from tfmodels.core import checkpoint as ckpt
-from tfmodels.core.configuration import CONFIG_NAME
 from tfmodels.core.initializers import skip_init
 from tfmodels.core.inputs import normalize_inputs
 from tfmodels.core.layers import dtype_policy_scope

@@ -152,7 +152,7 @@ class SafetensorsFile:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *_exc_info):
         self.close()
 
 

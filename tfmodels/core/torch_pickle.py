@@ -89,8 +89,8 @@ def _check_ints(what, values):
         raise UnsafePickleError(f"tensor {what} must be a tuple of non-negative ints, got {values!r}")
 
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
-                       metadata=None):
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, *_autograd_state):
+    # The trailing arguments (requires_grad, backward hooks, metadata) are autograd state: weights need none.
     if not isinstance(storage, _Storage):
         raise UnsafePickleError("a tensor rebuild got something other than a storage of this file")
     if not isinstance(storage_offset, int) or storage_offset < 0:
@@ -102,7 +102,7 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
     return _TensorRef(storage, storage_offset, size, stride)
 
 
-def _rebuild_parameter(data, requires_grad, backward_hooks):
+def _rebuild_parameter(data, *_autograd_state):
     if not isinstance(data, _TensorRef):
         raise UnsafePickleError("a parameter rebuild got something other than a tensor")
     return data
@@ -200,11 +200,3 @@ class TorchZipFile:
         self._tensors = {}
         self._zip.close()
 
-
-def load_state_dict(path):
-    """{name: numpy array} of a torch zip file (for tests and small files; loaders stream with TorchZipFile)."""
-    f = TorchZipFile(path)
-    try:
-        return {name: f.get(name) for name in f.keys()}
-    finally:
-        f.close()
