@@ -265,6 +265,10 @@ def test_tokenizer_json_only(directories, tokenizer_json_dirs, family, tmp_path)
     batch = ours(BATCH, padding=True)["input_ids"]
     assert batch == hf(BATCH, padding=True)["input_ids"]
     assert ours.batch_decode(batch, skip_special_tokens=True) == hf.batch_decode(batch, skip_special_tokens=True)
+    if family in ("xlm_roberta", "roberta"):  # the in-graph twin (export's raw-text signature) is built from it too
+        got = ours.in_graph()(tf.constant(BATCH))
+        np.testing.assert_array_equal(got["input_ids"].numpy(), ours(BATCH, padding=True, return_tensors="np")[
+            "input_ids"])
     assert ours.get_vocab() == hf.get_vocab()
     # What save_vocabulary writes (for sentencepiece, the rebuilt model) loads back, here and in HF.
     saved = tmp_path / "saved"
