@@ -172,6 +172,8 @@ def test_byte_level_prefix_space_rules(directories, family):
     assert str(our_error.value) == str(hf_error.value)
     with pytest.raises(ValueError, match="add_prefix_space when it is built"):
         fast("a text", add_prefix_space=True)
+    with pytest.raises(ValueError, match="add_prefix_space when it is built"):
+        fast.tokenize("a text", add_prefix_space=True)
     # The slow tokenizer takes add_prefix_space per call.
     slow, hf_slow = build(family, directories, fast=False)
     texts = ["Hello world", "a<mask>b", " spaced", "<s>x"]

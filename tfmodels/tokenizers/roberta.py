@@ -183,16 +183,17 @@ class RobertaTokenizer(PreTrainedTokenizer):
         """Whether a space goes before a piece between special tokens (the reference's fast tokenizer)."""
         return self.prefix_each_piece and self.add_prefix_space and bool(piece) and not piece.startswith(" ")
 
-    def tokenize(self, text, add_prefix_space=None):
-        """add_prefix_space (default: the tokenizer's) puts a space before a text that does not start with one,
-        so that its first word is tokenized as any other."""
-        add_prefix_space = self.add_prefix_space if add_prefix_space is None else bool(add_prefix_space)
-        if self._prefixes_text(text, add_prefix_space):
+    def tokenize(self, text, **options):
+        """add_prefix_space=True/False (default: the tokenizer's) puts a space before a text that does not start
+        with one, so that its first word is tokenized as any other."""
+        self._check_call_options(options)
+        if self._prefixes_text(text, bool(options.get("add_prefix_space", self.add_prefix_space))):
             text = " " + text
         return super().tokenize(text)
 
-    def tokenize_with_offsets(self, text, add_prefix_space=None):
-        add_prefix_space = self.add_prefix_space if add_prefix_space is None else bool(add_prefix_space)
+    def tokenize_with_offsets(self, text, **options):
+        self._check_call_options(options)
+        add_prefix_space = bool(options.get("add_prefix_space", self.add_prefix_space))
         prefixed = self._prefixes_text(text, add_prefix_space)
         tokens, offsets = super().tokenize_with_offsets(" " + text if prefixed else text)
         if prefixed:
