@@ -1,9 +1,10 @@
 """Shared test helpers: every family runs each of its heads through these.
 
 Behaviour helpers (no reference needed): call styles, fit, save/load, functional API, export (served through
-TensorFlow's C++ SavedModel loader, TF Serving's, in a fresh process that imports no TF Python), bad inputs. Parity helpers: build a Hugging Face PyTorch model with
-*every* parameter randomised (so that a mis-mapped bias or LayerNorm weight cannot hide behind HF's zero/one
-init), save it with HF's own `save_pretrained`, load that directory into our class, compare.
+TensorFlow's C++ SavedModel loader, TF Serving's, in a fresh process that imports no TF Python), bad inputs.
+Parity helpers: build a Hugging Face PyTorch model with *every* parameter randomised (so that a mis-mapped bias
+or LayerNorm weight cannot hide behind HF's zero/one init), save it with HF's own `save_pretrained`, load that
+directory into our class, compare.
 """
 import os
 
@@ -205,7 +206,8 @@ def export_and_check(models_and_inputs, tmp_path, atol=1e-5):
     requests (one per signature) run; the numeric ones equal the Keras model's too.
 
     preprocessor: None, a tokenizer (raw: texts; checks serving_text and serving_text_pair, each text paired
-    with the next, against the Python tokenizer; heads that take no raw text export without it) or an image
+    with the next, against the model on the Python tokenizer's encoding of the inputs the signatures take;
+    heads that take no raw text export without it) or an image
     processor (raw: encoded images as bytes; checks serving_image against the numpy-path processor on the same
     decoded images).
     serving_int64 is checked for models with integer inputs in their signature.
@@ -246,7 +248,7 @@ def export_and_check(models_and_inputs, tmp_path, atol=1e-5):
             assert "serving_text" in signatures
             requests.append(("serving_text", {"text": np.array([t.encode() for t in raw], object)}))
             encoded = preprocessor(list(raw), padding=True, return_tensors="np")
-            text_expected = _served_outputs(model, {k: v for k, v in encoded.items() if k in model.all_input_names})
+            text_expected = _served_outputs(model, {k: v for k, v in encoded.items() if k in names})
             text_expected["input_ids"] = encoded["input_ids"]
             check.append(("serving_text", text_expected))
             if "serving_text_pair" in signatures:  # each text paired with another one
@@ -254,7 +256,7 @@ def export_and_check(models_and_inputs, tmp_path, atol=1e-5):
                 requests.append(("serving_text_pair", {"text": np.array([t.encode() for t in raw], object),
                                                        "text_pair": np.array([t.encode() for t in pairs], object)}))
                 encoded = preprocessor(list(raw), pairs, padding=True, return_tensors="np")
-                pair_expected = _served_outputs(model, {k: v for k, v in encoded.items() if k in model.all_input_names})
+                pair_expected = _served_outputs(model, {k: v for k, v in encoded.items() if k in names})
                 pair_expected["input_ids"] = encoded["input_ids"]
                 check.append(("serving_text_pair", pair_expected))
         jobs.append({"path": path, "requests": requests, "warmup": True,

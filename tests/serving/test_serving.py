@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -18,6 +19,7 @@ import tensorflow as tf
 import tfmodels
 from tests import helpers
 from tests.serving import harness, protos
+from tfmodels.core import export
 from tfmodels.core.export import WARMUP_FILE
 from tfmodels.tokenizers import XLMRobertaTokenizer
 
@@ -62,6 +64,18 @@ def test_keras_variables_fail_in_the_cpp_loader_and_the_exporter_serves(tmp_path
     assert "Could not find variable" in naive_result["error"], naive_result["error"]
     assert result["error"] is None, result["error"]
     helpers.assert_close(result["outputs"][0]["logits"], expected)
+
+
+def test_the_exporter_tracks_the_backing_variables_its_functions_read():
+    """What export.py tracks is exactly what the traced functions capture: the Keras variables' backing
+    tf.Variables (the objects themselves), never the Keras wrappers."""
+    model = tiny_classifier()
+    function = tf.function(lambda ids: model({"input_ids": ids}, training=False).logits).get_concrete_function(
+        tf.TensorSpec([None, None], tf.int32))
+    tracked = export._served_variables(model, [function])
+    assert {id(v) for v in tracked} == {id(v) for v in function.variables} and len(tracked) > 10
+    backing = {id(v.value) for v in model.variables}
+    assert all(id(v) in backing and not isinstance(v, keras.Variable) for v in tracked)
 
 
 def _hf_checkpoint(directory):
