@@ -8,43 +8,16 @@ import tensorflow as tf
 
 import tfmodels
 from tests import helpers
+from tests.family_spec import TextFamily
 from tfmodels.models.nystromformer import modeling
 from tfmodels.tokenizers import AlbertTokenizer
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "..", "configs")
 ASSETS = os.path.join(os.path.dirname(tfmodels.__file__), "assets")
 
-HEADS = [tfmodels.NystromformerModel, tfmodels.NystromformerForMaskedLM,
-         tfmodels.NystromformerForSequenceClassification, tfmodels.NystromformerForMultipleChoice,
-         tfmodels.NystromformerForTokenClassification, tfmodels.NystromformerForQuestionAnswering]
-
-
-def tiny_config(**overrides):
-    return tfmodels.NystromformerConfig.from_pretrained(os.path.join(CONFIGS, "nystromformer-tiny.json"),
-                                                        **overrides)
-
-
-def make_inputs(head, config, batch=4, length=11, labels=False, seed=0):
-    ids, mask = helpers.padded_ids(batch, length, config.vocab_size, config.pad_token_id, seed=seed)
-    inputs = {"input_ids": ids, "attention_mask": mask}
-    rng = np.random.RandomState(seed + 1)
-    if head is tfmodels.NystromformerForMultipleChoice:
-        inputs = {"input_ids": np.stack([ids, ids[::-1]], 1), "attention_mask": np.stack([mask, mask[::-1]], 1)}
-        if labels:
-            inputs["labels"] = rng.randint(0, 2, batch).astype(np.int32)
-        return inputs
-    if not labels:
-        return inputs
-    if head in (tfmodels.NystromformerForMaskedLM, tfmodels.NystromformerForTokenClassification):
-        vocab = config.vocab_size if head is tfmodels.NystromformerForMaskedLM else config.num_labels
-        target = rng.randint(0, vocab, ids.shape).astype(np.int32)
-        inputs["labels"] = np.where(mask == 1, target, -100).astype(np.int32)
-    elif head is tfmodels.NystromformerForSequenceClassification:
-        inputs["labels"] = rng.randint(0, config.num_labels, batch).astype(np.int32)
-    elif head is tfmodels.NystromformerForQuestionAnswering:
-        inputs["start_positions"] = rng.randint(0, length, batch).astype(np.int32)
-        inputs["end_positions"] = rng.randint(0, length, batch).astype(np.int32)
-    return inputs
+FAMILY = TextFamily("Nystromformer", "nystromformer-tiny.json", length=11)
+HEADS = FAMILY.heads()
+tiny_config, make_inputs = FAMILY.config, FAMILY.inputs
 
 
 @pytest.mark.parametrize("head", HEADS, ids=lambda h: h.__name__)
@@ -72,9 +45,7 @@ def test_save_load_functional_and_bad_inputs(head, tmp_path):
     model = head(config)
     inputs = make_inputs(head, config)
     helpers.run_save_load_test(model, inputs, tmp_path)
-    field = "last_hidden_state" if head is tfmodels.NystromformerModel else (
-        "start_logits" if head is tfmodels.NystromformerForQuestionAnswering else "logits")
-    helpers.run_functional_test(model, inputs, field)
+    helpers.run_functional_test(model, inputs, FAMILY.main_field(head))
     max_length = None if head is tfmodels.NystromformerForMultipleChoice else config.max_position_embeddings
     helpers.run_bad_inputs_test(model, inputs, config.vocab_size, max_length=max_length)
 

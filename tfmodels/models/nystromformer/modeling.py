@@ -35,17 +35,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfmodels.core import attention as attn, blocks
-from tfmodels.core import initializers, layers, outputs as out, tasks
-from tfmodels.core.heads import ClassificationHead, LMHead
-from tfmodels.core.inputs import check_ids_in_range, check_max_length, check_rank, check_same_shape, text_reference
-from tfmodels.core.layers import apply_chunking
-from tfmodels.core.modeling import PreTrainedModel
+from tfmodels.core import attention as attn, encoder, initializers, layers, outputs as out
+from tfmodels.core.text_heads import TextPreTrainedModel, standard_heads
 from tfmodels.models.nystromformer.checkpoint import NYSTROMFORMER_CHECKPOINT_MAP
 from tfmodels.models.nystromformer.configuration import NystromformerConfig
 
-# The reference's position ids start at 2 (fairseq-style offset, no padding-aware counting).
-POSITION_OFFSET = 2
 PINV_ITERATIONS = 6
 
 
@@ -126,51 +120,6 @@ def sequence_depthwise_conv(values, kernel, num_heads, block=128):
 # Layers
 
 
-class NystromformerEmbeddings(keras.layers.Layer):
-    def __init__(self, config, **kwargs):
-        super().__init__(**kwargs)
-        self.config = config
-        ir = config.initializer_range
-        self.word_embeddings = layers.embedding(config.vocab_size, config.hidden_size, ir, name="word_embeddings")
-        self.position_embeddings = layers.embedding(config.max_position_embeddings + POSITION_OFFSET,
-                                                    config.hidden_size, ir, name="position_embeddings")
-        self.token_type_embeddings = layers.embedding(config.type_vocab_size, config.hidden_size, ir,
-                                                      name="token_type_embeddings")
-        self.LayerNorm = layers.layer_norm(config.layer_norm_eps, name="LayerNorm")
-        self.dropout = layers.dropout(config.hidden_dropout_prob)
-
-    def build(self, input_shape=None):
-        # Built explicitly: with inputs_embeds the word table is unused but still a checkpoint weight.
-        for table in (self.word_embeddings, self.position_embeddings, self.token_type_embeddings):
-            table.build(None)
-        self.LayerNorm.build([None, None, self.config.hidden_size])
-        self.built = True
-
-    def call(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None, training=False):
-        config = self.config
-        if input_ids is not None:
-            input_ids = check_ids_in_range("input_ids", input_ids, config.vocab_size)
-            inputs_embeds = self.word_embeddings(input_ids)
-            if config.pad_token_id is not None:
-                # The reference's nn.Embedding(padding_idx=pad_token_id): the padding row gets no gradient.
-                is_pad = tf.equal(input_ids, config.pad_token_id)[..., None]
-                inputs_embeds = tf.where(is_pad, tf.stop_gradient(inputs_embeds), inputs_embeds)
-        batch, seq_len = tf.shape(inputs_embeds)[0], tf.shape(inputs_embeds)[1]
-        if position_ids is None:
-            position_ids = tf.range(POSITION_OFFSET, seq_len + POSITION_OFFSET)[None]
-        else:
-            position_ids = check_ids_in_range("position_ids", position_ids,
-                                              config.max_position_embeddings + POSITION_OFFSET,
-                                              "max_position_embeddings + 2")
-        if token_type_ids is None:
-            token_type_ids = tf.zeros([batch, seq_len], tf.int32)
-        token_type_ids = check_ids_in_range("token_type_ids", token_type_ids, config.type_vocab_size,
-                                            "type_vocab_size")
-        embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids)
-        embeddings = embeddings + self.position_embeddings(position_ids)
-        return self.dropout(self.LayerNorm(embeddings), training=training)
-
-
 class NystromformerConv(keras.layers.Layer):
     """The depthwise convolution over the values. Its weight keeps the reference's layout [heads, 1, K, 1]."""
 
@@ -190,20 +139,14 @@ class NystromformerConv(keras.layers.Layer):
         return sequence_depthwise_conv(values, kernel, self.num_heads)
 
 
-class NystromformerSelfAttention(keras.layers.Layer):
-    def __init__(self, config, **kwargs):
-        super().__init__(**kwargs)
-        self.config = config
-        self.num_heads = config.num_attention_heads
-        self.head_dim = config.hidden_size // config.num_attention_heads
+class NystromformerSelfAttention(encoder.SelfAttentionBase):
+    def __init__(self, config, layer_index=0, **kwargs):
+        super().__init__(config, **kwargs)
         self.num_landmarks = config.num_landmarks
-        ir = config.initializer_range
-        self.query = layers.dense(config.hidden_size, ir, name="query")
-        self.key = layers.dense(config.hidden_size, ir, name="key")
-        self.value = layers.dense(config.hidden_size, ir, name="value")
         self.conv = None
         if config.conv_kernel_size is not None:
-            self.conv = NystromformerConv(self.num_heads, config.conv_kernel_size, ir, name="conv")
+            self.conv = NystromformerConv(self.num_heads, config.conv_kernel_size, config.initializer_range,
+                                          name="conv")
 
     def build(self, input_shape):
         for dense in (self.query, self.key, self.value):
@@ -212,7 +155,7 @@ class NystromformerSelfAttention(keras.layers.Layer):
             self.conv.build(None)
         self.built = True
 
-    def call(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False):
+    def call(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False, training=False):
         """hidden_states [B, N, hidden]; attention_mask additive [B, 1, 1, N] (or None); head_mask [1, H, 1, 1]."""
         # Divided (not multiplied by the inverse) as the reference does: the pseudo-inverse amplifies ulps.
         divisor = tf.cast(np.sqrt(np.sqrt(self.head_dim)), hidden_states.dtype)
@@ -236,22 +179,19 @@ class NystromformerSelfAttention(keras.layers.Layer):
             context = context + self.conv(value)
         return context, (probs if output_attentions else None)
 
-    def _split(self, x):
-        return attn.split_heads(x, self.num_heads, self.head_dim)
-
     def _exact(self, query, key, value, attention_mask, head_mask):
-        scores = tf.matmul(self._split(query), self._split(key), transpose_b=True)
+        scores = tf.matmul(self.split_heads(query), self.split_heads(key), transpose_b=True)
         if attention_mask is not None:
             scores = scores + tf.cast(attention_mask, scores.dtype)
         probs = attn.stable_softmax(scores)
         if head_mask is not None:
             probs = probs * head_mask
-        return tf.matmul(probs, self._split(value)), probs
+        return tf.matmul(probs, self.split_heads(value)), probs
 
     def _nystrom(self, query, key, value, attention_mask, head_mask, output_attentions):
-        q_landmarks = self._split(segment_means(query, self.num_landmarks))      # [B, H, L, D]
-        k_landmarks = self._split(segment_means(key, self.num_landmarks))
-        query, key, value = self._split(query), self._split(key), self._split(value)
+        q_landmarks = self.split_heads(segment_means(query, self.num_landmarks))      # [B, H, L, D]
+        k_landmarks = self.split_heads(segment_means(key, self.num_landmarks))
+        query, key, value = self.split_heads(query), self.split_heads(key), self.split_heads(value)
         kernel_1 = attn.stable_softmax(tf.matmul(query, k_landmarks, transpose_b=True))       # [B, H, N, L]
         kernel_2 = attn.stable_softmax(tf.matmul(q_landmarks, k_landmarks, transpose_b=True))  # [B, H, L, L]
         scores_3 = tf.matmul(q_landmarks, key, transpose_b=True)                               # [B, H, L, N]
@@ -266,200 +206,30 @@ class NystromformerSelfAttention(keras.layers.Layer):
         return tf.matmul(probs, new_value), probs
 
 
-class NystromformerAttention(keras.layers.Layer):
-    def __init__(self, config, **kwargs):
-        super().__init__(**kwargs)
-        self.self = NystromformerSelfAttention(config, name="self")
-        self.output_ = blocks.PostNormOutput(config, name="output")
-
-    def call(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False, training=False):
-        context, probs = self.self(hidden_states, attention_mask, head_mask, output_attentions=output_attentions)
-        return self.output_(context, hidden_states, training=training), probs
+class NystromformerLayer(encoder.PostNormLayer):
+    attention_class = NystromformerSelfAttention
 
 
-class NystromformerLayer(keras.layers.Layer):
-    def __init__(self, config, **kwargs):
-        super().__init__(**kwargs)
-        self.config = config
-        self.attention = NystromformerAttention(config, name="attention")
-        self.intermediate = blocks.Intermediate(config, name="intermediate")
-        self.output_ = blocks.PostNormOutput(config, config.intermediate_size, name="output")
+class NystromformerMainLayer(encoder.TextMainLayer):
+    """The skeleton with Nyströmformer's layers; positions count from 2 (fairseq-style offset, no
+    padding-aware counting), the base-model output is the reference's BaseModelOutputWithPastAndCrossAttentions."""
 
-    def call(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False, training=False):
-        attention_output, probs = self.attention(hidden_states, attention_mask, head_mask,
-                                                 output_attentions=output_attentions, training=training)
-
-        def feed_forward(x):
-            return self.output_(self.intermediate(x), x, training=training)
-
-        layer_output = apply_chunking(feed_forward, self.config.chunk_size_feed_forward, attention_output)
-        return layer_output, probs
+    layer_class = NystromformerLayer
+    output_class = out.BaseModelOutputWithPastAndCrossAttentions
+    position_offset = 2
 
 
-class NystromformerEncoder(keras.layers.Layer):
-    def __init__(self, config, **kwargs):
-        super().__init__(**kwargs)
-        self.config = config
-        self.layer = [NystromformerLayer(config, name=f"layer_{i}") for i in range(config.num_hidden_layers)]
-
-    def call(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False,
-             output_hidden_states=False, training=False):
-        all_hidden, all_attentions = [], []
-        head_masks = attn.head_mask_per_layer(head_mask, len(self.layer), hidden_states.dtype)
-        for i, layer_module in enumerate(self.layer):
-            if output_hidden_states:
-                all_hidden.append(hidden_states)
-            hidden_states, probs = layers.run_layer(
-                layer_module, self.config.gradient_checkpointing and training, hidden_states, attention_mask,
-                head_masks[i], output_attentions=output_attentions, training=training)
-            if output_attentions:
-                all_attentions.append(probs)
-        if output_hidden_states:
-            all_hidden.append(hidden_states)
-        return out.BaseModelOutputWithPastAndCrossAttentions(
-            last_hidden_state=hidden_states,
-            hidden_states=tuple(all_hidden) if output_hidden_states else None,
-            attentions=tuple(all_attentions) if output_attentions else None)
-
-
-class NystromformerMainLayer(keras.layers.Layer):
-    """Embeddings + encoder: the part every head shares. Takes already-normalised inputs."""
-
-    def __init__(self, config, **kwargs):
-        super().__init__(**kwargs)
-        self.config = config
-        self.embeddings = NystromformerEmbeddings(config, name="embeddings")
-        self.encoder = NystromformerEncoder(config, name="encoder")
-
-    def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
-             inputs_embeds=None, output_attentions=False, output_hidden_states=False, training=False):
-        config = self.config
-        reference = text_reference(input_ids, inputs_embeds, token_type_ids=token_type_ids, position_ids=position_ids)
-        seq_len = tf.shape(reference)[1]
-        static_len = reference.shape[1]
-        asserts = check_max_length("input_ids", static_len if static_len is not None else seq_len,
-                                   config.max_position_embeddings,
-                                   f"max_position_embeddings={config.max_position_embeddings}")
-        if asserts:
-            with tf.control_dependencies(asserts):
-                seq_len = tf.identity(seq_len)
-        embedding_output = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds,
-                                           training=training)
-        dtype = embedding_output.dtype
-        # No mask: the reference adds an all-zero mask, which changes nothing; skipping it saves a pass.
-        additive_mask = None
-        if attention_mask is not None:
-            check_rank("attention_mask", attention_mask, 2)
-            check_same_shape("input_ids", reference, "attention_mask", attention_mask)
-            additive_mask = attn.padding_mask_to_additive(attention_mask, dtype)
-        encoded = self.encoder(embedding_output, additive_mask, head_mask, output_attentions=output_attentions,
-                               output_hidden_states=output_hidden_states, training=training)
-        return encoded
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Models
-
-_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "head_mask", "inputs_embeds")
-
-
-class NystromformerPreTrainedModel(PreTrainedModel):
+class NystromformerPreTrainedModel(TextPreTrainedModel):
     config_class = NystromformerConfig
     base_model_prefix = "nystromformer"
-    input_names = _INPUTS
     checkpoint_map = NYSTROMFORMER_CHECKPOINT_MAP
+    main_layer_class = NystromformerMainLayer
+    lm_head_path = "cls.predictions"
+    qa_forces_two_labels = True
 
 
-class NystromformerModel(tasks.BaseModelTask, NystromformerPreTrainedModel):
-    """The bare encoder returning hidden states (no pooler, as the reference)."""
-
-    output_class = out.BaseModelOutputWithPastAndCrossAttentions
-
-    def __init__(self, config, **kwargs):
-        super().__init__(config, **kwargs)
-        self.nystromformer = NystromformerMainLayer(config, name="nystromformer")
-
-
-class NystromformerOnlyMLMHead(keras.layers.Layer):
-    """`cls.predictions`: transform (dense, activation, LayerNorm), decoder tied to the word embeddings, bias."""
-
-    def __init__(self, config, tied_embeddings=None, **kwargs):
-        super().__init__(**kwargs)
-        self.predictions = LMHead(config.hidden_size, config.vocab_size, config.layer_norm_eps,
-                                  config.initializer_range, activation=config.hidden_act,
-                                  tied_embeddings=tied_embeddings, name="predictions")
-
-    def call(self, sequence_output):
-        return self.predictions(sequence_output)
-
-
-class NystromformerForMaskedLM(tasks.MaskedLMTask, NystromformerPreTrainedModel):
-    def __init__(self, config, **kwargs):
-        super().__init__(config, **kwargs)
-        self.nystromformer = NystromformerMainLayer(config, name="nystromformer")
-        tied = None
-        if config.tie_word_embeddings:
-            tied = lambda: self.nystromformer.embeddings.word_embeddings.embeddings  # noqa: E731
-        self.cls = NystromformerOnlyMLMHead(config, tied_embeddings=tied, name="cls")
-
-    def head(self, base_outputs, inputs, training=False):
-        return {"logits": self.cls(base_outputs.last_hidden_state)}
-
-
-class NystromformerForSequenceClassification(tasks.SequenceClassificationTask, NystromformerPreTrainedModel):
-    """Classification from the first token: dropout, dense, hidden_act, dropout, out_proj."""
-
-    def __init__(self, config, **kwargs):
-        super().__init__(config, **kwargs)
-        self.nystromformer = NystromformerMainLayer(config, name="nystromformer")
-        self.classifier = ClassificationHead(config.hidden_size, config.num_labels, config.hidden_dropout_prob,
-                                             config.initializer_range, activation=config.hidden_act,
-                                             name="classifier")
-
-    def head(self, base_outputs, inputs, training=False):
-        return {"logits": self.classifier(base_outputs.last_hidden_state, training=training)}
-
-
-class NystromformerForMultipleChoice(tasks.MultipleChoiceTask, NystromformerPreTrainedModel):
-    """Inputs [batch, num_choices, seq]; each choice scored from its first token: pre_classifier, ReLU,
-    classifier (no dropout, as the reference)."""
-
-    def __init__(self, config, **kwargs):
-        super().__init__(config, **kwargs)
-        self.nystromformer = NystromformerMainLayer(config, name="nystromformer")
-        self.pre_classifier = layers.dense(config.hidden_size, config.initializer_range, name="pre_classifier")
-        self.classifier = layers.dense(1, config.initializer_range, name="classifier")
-
-    def head(self, base_outputs, inputs, training=False):
-        pooled = tf.nn.relu(self.pre_classifier(base_outputs.last_hidden_state[:, 0]))
-        return {"logits": self.classifier(pooled)}
-
-
-class NystromformerForTokenClassification(tasks.TokenClassificationTask, NystromformerPreTrainedModel):
-    def __init__(self, config, **kwargs):
-        super().__init__(config, **kwargs)
-        self.nystromformer = NystromformerMainLayer(config, name="nystromformer")
-        self.dropout = layers.dropout(config.hidden_dropout_prob)
-        self.classifier = layers.dense(config.num_labels, config.initializer_range, name="classifier")
-
-    def head(self, base_outputs, inputs, training=False):
-        return {"logits": self.classifier(self.dropout(base_outputs.last_hidden_state, training=training))}
-
-
-class NystromformerForQuestionAnswering(tasks.QuestionAnsweringTask, NystromformerPreTrainedModel):
-    """Extractive QA: start and end logits per token. As the reference, the head sets config.num_labels = 2."""
-
-    def __init__(self, config, **kwargs):
-        if isinstance(config, dict):
-            config = NystromformerConfig.from_dict(config)
-        if isinstance(config, NystromformerConfig) and config.num_labels != 2:
-            config.num_labels = 2
-        super().__init__(config, **kwargs)
-        self.nystromformer = NystromformerMainLayer(config, name="nystromformer")
-        self.qa_outputs = layers.dense(2, config.initializer_range, name="qa_outputs")
-
-    def head(self, base_outputs, inputs, training=False):
-        return {"logits": self.qa_outputs(base_outputs.last_hidden_state)}
+(NystromformerModel, NystromformerForMaskedLM, NystromformerForSequenceClassification, NystromformerForMultipleChoice,
+ NystromformerForTokenClassification, NystromformerForQuestionAnswering) = standard_heads(NystromformerPreTrainedModel)
 
 
 # The TF names of the reference documents are the same classes.
