@@ -9,6 +9,7 @@ import tensorflow as tf
 
 import tfmodels
 from tests import helpers
+from tests.family_spec import TextFamily
 from tfmodels.core.layers import dtype_policy_scope
 from tfmodels.ops import dispatch
 from tfmodels.tokenizers import LongformerTokenizer
@@ -16,9 +17,8 @@ from tfmodels.tokenizers import LongformerTokenizer
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "..", "configs")
 ASSETS = os.path.join(os.path.dirname(tfmodels.__file__), "assets")
 
-HEADS = [tfmodels.LongformerModel, tfmodels.LongformerForMaskedLM, tfmodels.LongformerForSequenceClassification,
-         tfmodels.LongformerForMultipleChoice, tfmodels.LongformerForTokenClassification,
-         tfmodels.LongformerForQuestionAnswering]
+FAMILY = TextFamily("Longformer", "longformer-tiny.json", length=11)
+HEADS = FAMILY.heads()
 OUTPUTS = {"LongformerModel": "LongformerBaseModelOutputWithPooling",
            "LongformerForMaskedLM": "LongformerMaskedLMOutput",
            "LongformerForSequenceClassification": "LongformerSequenceClassifierOutput",
@@ -27,36 +27,12 @@ OUTPUTS = {"LongformerModel": "LongformerBaseModelOutputWithPooling",
            "LongformerForQuestionAnswering": "LongformerQuestionAnsweringModelOutput"}
 
 
-def tiny_config(**overrides):
-    return tfmodels.LongformerConfig.from_pretrained(os.path.join(CONFIGS, "longformer-tiny.json"), **overrides)
+tiny_config, make_inputs = FAMILY.config, FAMILY.inputs
 
 
 def head_config():
     """One layer for the per-head helpers: the graphs they trace (fit, functional, export) stay small."""
     return tiny_config(num_hidden_layers=1, attention_window=8)
-
-
-def make_inputs(head, config, batch=4, length=11, labels=False, seed=0):
-    ids, mask = helpers.padded_ids(batch, length, config.vocab_size, config.pad_token_id, seed=seed)
-    inputs = {"input_ids": ids, "attention_mask": mask}
-    rng = np.random.RandomState(seed + 1)
-    if head is tfmodels.LongformerForMultipleChoice:
-        inputs = {"input_ids": np.stack([ids, ids[::-1]], 1), "attention_mask": np.stack([mask, mask[::-1]], 1)}
-        if labels:
-            inputs["labels"] = rng.randint(0, 2, batch).astype(np.int32)
-        return inputs
-    if not labels:
-        return inputs
-    if head in (tfmodels.LongformerForMaskedLM, tfmodels.LongformerForTokenClassification):
-        vocab = config.vocab_size if head is tfmodels.LongformerForMaskedLM else config.num_labels
-        target = rng.randint(0, vocab, ids.shape).astype(np.int32)
-        inputs["labels"] = np.where(mask == 1, target, -100).astype(np.int32)
-    elif head is tfmodels.LongformerForSequenceClassification:
-        inputs["labels"] = rng.randint(0, config.num_labels, batch).astype(np.int32)
-    elif head is tfmodels.LongformerForQuestionAnswering:
-        inputs["start_positions"] = rng.randint(0, length, batch).astype(np.int32)
-        inputs["end_positions"] = rng.randint(0, length, batch).astype(np.int32)
-    return inputs
 
 
 @pytest.mark.parametrize("head", HEADS, ids=lambda h: h.__name__)
@@ -82,9 +58,7 @@ def test_save_load_functional_and_bad_inputs(head, tmp_path):
     model = head(config)
     inputs = make_inputs(head, config)
     helpers.run_save_load_test(model, inputs, tmp_path)
-    field = "last_hidden_state" if head is tfmodels.LongformerModel else (
-        "start_logits" if head is tfmodels.LongformerForQuestionAnswering else "logits")
-    helpers.run_functional_test(model, inputs, field)
+    helpers.run_functional_test(model, inputs, FAMILY.main_field(head))
     max_length = None if head is tfmodels.LongformerForMultipleChoice else \
         config.max_position_embeddings - config.pad_token_id - 1
     helpers.run_bad_inputs_test(model, inputs, config.vocab_size, max_length=max_length)

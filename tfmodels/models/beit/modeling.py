@@ -23,6 +23,7 @@ import tensorflow as tf
 from tfmodels.core import attention as attn, blocks
 from tfmodels.core import image_ops, initializers, layers, losses, outputs as out, tasks
 from tfmodels.core.activations import get_activation
+from tfmodels.core.encoder import run_encoder
 from tfmodels.core.inputs import check_rank
 from tfmodels.core.layers import apply_chunking
 from tfmodels.core.modeling import DEFAULT_OPTIONS, PreTrainedModel
@@ -337,21 +338,13 @@ class BeitEncoder(keras.layers.Layer):
         shared_bias = None
         if self.relative_position_bias is not None:
             shared_bias = self.relative_position_bias(index, window=window, dtype=hidden_states.dtype)
-        head_masks = attn.head_mask_per_layer(head_mask, len(self.layer), hidden_states.dtype)
-        all_hidden, all_attentions = [], []
-        for i, layer_module in enumerate(self.layer):
-            if output_hidden_states:
-                all_hidden.append(hidden_states)
-            hidden_states, probs = layers.run_layer(
-                layer_module, config.gradient_checkpointing and training, hidden_states, head_masks[i],
-                shared_bias, window=window, index=index, training=training)
-            if output_attentions:
-                all_attentions.append(probs)
-        if output_hidden_states:
-            all_hidden.append(hidden_states)
-        return out.BaseModelOutput(last_hidden_state=hidden_states,
-                                   hidden_states=tuple(all_hidden) if output_hidden_states else None,
-                                   attentions=tuple(all_attentions) if output_attentions else None)
+        recompute = config.gradient_checkpointing and training
+
+        def step(layer, hidden, layer_head_mask):
+            return layers.run_layer(layer, recompute, hidden, layer_head_mask, shared_bias, window=window,
+                                    index=index, training=training)
+
+        return run_encoder(self.layer, hidden_states, head_mask, step, output_attentions, output_hidden_states)
 
 
 class BeitPooler(keras.layers.Layer):

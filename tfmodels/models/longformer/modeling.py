@@ -18,13 +18,12 @@ import keras
 import tensorflow as tf
 
 from tfmodels.core import attention as attn
-from tfmodels.core import blocks, layers, outputs as out, tasks
-from tfmodels.core.heads import ClassificationHead, LMHead
+from tfmodels.core import blocks, encoder, layers, outputs as out, tasks, text_heads
 from tfmodels.core.inputs import check_ids_in_range, check_max_length, text_reference
 from tfmodels.core.layers import apply_chunking, apply_dense
 from tfmodels.core.logging import warn_once
-from tfmodels.core.modeling import PreTrainedModel
 from tfmodels.core.padding import pad_to_multiple, unpad
+from tfmodels.core.text_heads import TextPreTrainedModel
 from tfmodels.models.longformer.checkpoint import LONGFORMER_CHECKPOINT_MAP
 from tfmodels.models.longformer.configuration import LongformerConfig
 from tfmodels.ops import dispatch
@@ -47,12 +46,6 @@ LongformerMultipleChoiceModelOutput = out.define_output(
     "LongformerMultipleChoiceModelOutput", ("loss", "logits", "hidden_states", "attentions") + _GLOBAL)
 LongformerTokenClassifierOutput = out.define_output(
     "LongformerTokenClassifierOutput", ("loss", "logits", "hidden_states", "attentions") + _GLOBAL)
-
-
-def create_position_ids_from_input_ids(input_ids, padding_idx):
-    """Positions padding_idx+1, padding_idx+2, ... over non-padding tokens; padding_idx on padding."""
-    mask = tf.cast(tf.not_equal(input_ids, padding_idx), tf.int32)
-    return tf.cumsum(mask, axis=1) * mask + padding_idx
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -91,38 +84,6 @@ def _first_token_global_mask(reference):
 # Layers
 
 
-class LongformerEmbeddings(keras.layers.Layer):
-    def __init__(self, config, **kwargs):
-        super().__init__(**kwargs)
-        self.config = config
-        ir = config.initializer_range
-        self.word_embeddings = layers.embedding(config.vocab_size, config.hidden_size, ir, name="word_embeddings")
-        self.token_type_embeddings = layers.embedding(config.type_vocab_size, config.hidden_size, ir,
-                                                      name="token_type_embeddings")
-        self.LayerNorm = layers.layer_norm(config.layer_norm_eps, name="LayerNorm")
-        self.dropout = layers.dropout(config.hidden_dropout_prob)
-        self.position_embeddings = layers.embedding(config.max_position_embeddings, config.hidden_size, ir,
-                                                    name="position_embeddings")
-
-    def build(self, input_shape=None):
-        for table in (self.word_embeddings, self.token_type_embeddings, self.position_embeddings):
-            table.build(None)
-        self.LayerNorm.build([None, None, self.config.hidden_size])
-        self.built = True
-
-    def call(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None, training=False):
-        config = self.config
-        if inputs_embeds is None:
-            inputs_embeds = self.word_embeddings(input_ids)
-        position_ids = check_ids_in_range("position_ids", position_ids, config.max_position_embeddings,
-                                          "max_position_embeddings")
-        token_type_ids = check_ids_in_range("token_type_ids", token_type_ids, config.type_vocab_size,
-                                            "type_vocab_size")
-        embeddings = inputs_embeds + self.position_embeddings(position_ids)
-        embeddings = embeddings + self.token_type_embeddings(token_type_ids)
-        return self.dropout(self.LayerNorm(embeddings), training=training)
-
-
 class GlobalPlan:
     """Which tokens are global and where their slots are, computed once per forward pass (all layers share it).
 
@@ -153,16 +114,11 @@ class GlobalPlan:
         self.slot_index = tf.where(self.is_global, slot, num_slots)
 
 
-class LongformerSelfAttention(keras.layers.Layer):
+class LongformerSelfAttention(encoder.SelfAttentionBase):
     def __init__(self, config, layer_id, **kwargs):
-        super().__init__(**kwargs)
-        self.num_heads = config.num_attention_heads
-        self.head_dim = config.hidden_size // config.num_attention_heads
+        super().__init__(config, **kwargs)
         self.embed_dim = config.hidden_size
         ir = config.initializer_range
-        self.query = layers.dense(self.embed_dim, ir, name="query")
-        self.key = layers.dense(self.embed_dim, ir, name="key")
-        self.value = layers.dense(self.embed_dim, ir, name="value")
         self.query_global = layers.dense(self.embed_dim, ir, name="query_global")
         self.key_global = layers.dense(self.embed_dim, ir, name="key_global")
         self.value_global = layers.dense(self.embed_dim, ir, name="value_global")
@@ -340,24 +296,15 @@ def _head_masks(head_mask, num_layers, dtype):
     raise ValueError(f"head_mask must have rank 1 [num_heads] or 2 [num_layers, num_heads], got {head_mask.shape}")
 
 
-class LongformerPooler(keras.layers.Layer):
-    def __init__(self, config, **kwargs):
-        super().__init__(**kwargs)
-        self.dense = layers.dense(config.hidden_size, config.initializer_range, name="dense")
-
-    def call(self, hidden_states):
-        return tf.tanh(self.dense(hidden_states[:, 0]))
-
-
 class LongformerMainLayer(keras.layers.Layer):
     """Embeddings + encoder (+ pooler): the part every head shares. Takes already-normalised inputs."""
 
     def __init__(self, config, add_pooling_layer=True, **kwargs):
         super().__init__(**kwargs)
         self.config = config
-        self.embeddings = LongformerEmbeddings(config, name="embeddings")
+        self.embeddings = encoder.TextEmbeddings(config, padding_aware_positions=True, name="embeddings")
         self.encoder = LongformerEncoder(config, name="encoder")
-        self.pooler = LongformerPooler(config, name="pooler") if add_pooling_layer else None
+        self.pooler = encoder.Pooler(config, name="pooler") if add_pooling_layer else None
         self.pad_multiple = max(config.attention_windows())
 
     def call(self, input_ids=None, attention_mask=None, head_mask=None, global_attention_mask=None,
@@ -393,7 +340,7 @@ class LongformerMainLayer(keras.layers.Layer):
             token_type_ids = tf.zeros([batch, seq_len], tf.int32)
         if position_ids is None:
             if input_ids is not None:
-                position_ids = create_position_ids_from_input_ids(input_ids, config.pad_token_id)
+                position_ids = encoder.create_position_ids_from_input_ids(input_ids, config.pad_token_id)
             else:
                 start = config.pad_token_id + 1
                 position_ids = tf.broadcast_to(tf.range(start, start + seq_len)[None], [batch, seq_len])
@@ -435,53 +382,34 @@ _CLASSIFIER_INPUTS = ("input_ids", "attention_mask", "head_mask", "token_type_id
                       "global_attention_mask", "inputs_embeds")
 
 
-class LongformerPreTrainedModel(PreTrainedModel):
+class LongformerPreTrainedModel(TextPreTrainedModel):
     config_class = LongformerConfig
     base_model_prefix = "longformer"
     input_names = _MODEL_INPUTS
     checkpoint_map = LONGFORMER_CHECKPOINT_MAP
+    main_layer_class = LongformerMainLayer
+    lm_head_path = "lm_head"
+    lm_head_activation = "gelu"
+    classifier_activation = "tanh"
+    multiple_choice_style = "pooled"
 
-    def _main_layer(self, add_pooling_layer):
-        return LongformerMainLayer(self.config, add_pooling_layer=add_pooling_layer, name="longformer")
 
-
-class LongformerModel(tasks.BaseModelTask, LongformerPreTrainedModel):
+class LongformerModel(text_heads.BaseModelHead, tasks.BaseModelTask, LongformerPreTrainedModel):
     """The bare encoder returning hidden states and the pooled output (`add_pooling_layer=True`)."""
 
     output_class = LongformerBaseModelOutputWithPooling
 
-    def __init__(self, config, add_pooling_layer=True, **kwargs):
-        super().__init__(config, **kwargs)
-        self.longformer = self._main_layer(add_pooling_layer)
 
-
-class LongformerForMaskedLM(tasks.MaskedLMTask, LongformerPreTrainedModel):
+class LongformerForMaskedLM(text_heads.MaskedLMHead, tasks.MaskedLMTask, LongformerPreTrainedModel):
     output_class = LongformerMaskedLMOutput
 
-    def __init__(self, config, **kwargs):
-        super().__init__(config, **kwargs)
-        self.longformer = self._main_layer(False)
-        tied = None
-        if config.tie_word_embeddings:
-            tied = lambda: self.longformer.embeddings.word_embeddings.embeddings  # noqa: E731
-        self.lm_head = LMHead(config.hidden_size, config.vocab_size, config.layer_norm_eps, config.initializer_range,
-                              activation="gelu", tied_embeddings=tied, name="lm_head")
 
-    def head(self, base_outputs, inputs, training=False):
-        return {"logits": self.lm_head(base_outputs.last_hidden_state)}
-
-
-class LongformerForSequenceClassification(tasks.SequenceClassificationTask, LongformerPreTrainedModel):
+class LongformerForSequenceClassification(text_heads.SequenceClassificationHead, tasks.SequenceClassificationTask,
+                                          LongformerPreTrainedModel):
     """Classification from the first token; without `global_attention_mask` the first token is global."""
 
     output_class = LongformerSequenceClassifierOutput
     input_names = _CLASSIFIER_INPUTS
-
-    def __init__(self, config, **kwargs):
-        super().__init__(config, **kwargs)
-        self.longformer = self._main_layer(False)
-        self.classifier = ClassificationHead(config.hidden_size, config.num_labels, config.hidden_dropout_prob,
-                                             config.initializer_range, activation="tanh", name="classifier")
 
     def base_inputs(self, inputs):
         if inputs.get("global_attention_mask") is None:
@@ -492,22 +420,13 @@ class LongformerForSequenceClassification(tasks.SequenceClassificationTask, Long
                 inputs = {**inputs, "global_attention_mask": _first_token_global_mask(reference)}
         return inputs
 
-    def head(self, base_outputs, inputs, training=False):
-        return {"logits": self.classifier(base_outputs.last_hidden_state, training=training)}
 
-
-class LongformerForMultipleChoice(tasks.MultipleChoiceTask, LongformerPreTrainedModel):
+class LongformerForMultipleChoice(text_heads.MultipleChoiceHead, tasks.MultipleChoiceTask, LongformerPreTrainedModel):
     """Inputs [batch, num_choices, seq]; scores each choice from the pooled output. Without
     `global_attention_mask`, the tokens after the question (`<s> question </s></s> choice </s>`) are global."""
 
     output_class = LongformerMultipleChoiceModelOutput
     input_names = _CLASSIFIER_INPUTS
-
-    def __init__(self, config, **kwargs):
-        super().__init__(config, **kwargs)
-        self.longformer = self._main_layer(True)
-        self.dropout = layers.dropout(config.hidden_dropout_prob)
-        self.classifier = layers.dense(1, config.initializer_range, name="classifier")
 
     def base_inputs(self, inputs):
         flat = super().base_inputs(inputs)
@@ -516,46 +435,25 @@ class LongformerForMultipleChoice(tasks.MultipleChoiceTask, LongformerPreTrained
                 flat["input_ids"], self.config.sep_token_id, False, type(self).__name__)}
         return flat
 
-    def head(self, base_outputs, inputs, training=False):
-        pooled = self.dropout(base_outputs.pooler_output, training=training)
-        return {"logits": self.classifier(pooled)}
 
-
-class LongformerForTokenClassification(tasks.TokenClassificationTask, LongformerPreTrainedModel):
+class LongformerForTokenClassification(text_heads.TokenClassificationHead, tasks.TokenClassificationTask,
+                                       LongformerPreTrainedModel):
     output_class = LongformerTokenClassifierOutput
     input_names = _CLASSIFIER_INPUTS
 
-    def __init__(self, config, **kwargs):
-        super().__init__(config, **kwargs)
-        self.longformer = self._main_layer(False)
-        self.dropout = layers.dropout(config.hidden_dropout_prob)
-        self.classifier = layers.dense(config.num_labels, config.initializer_range, name="classifier")
 
-    def head(self, base_outputs, inputs, training=False):
-        return {"logits": self.classifier(self.dropout(base_outputs.last_hidden_state, training=training))}
-
-
-class LongformerForQuestionAnswering(tasks.QuestionAnsweringTask, LongformerPreTrainedModel):
+class LongformerForQuestionAnswering(text_heads.QuestionAnsweringHead, tasks.QuestionAnsweringTask,
+                                     LongformerPreTrainedModel):
     """Extractive QA. Without `global_attention_mask`, the question tokens (before the first separator of
     `<s> question </s></s> context </s>`) are global."""
 
     output_class = LongformerQuestionAnsweringModelOutput
-
-    def __init__(self, config, **kwargs):
-        if config.num_labels != 2:
-            raise ValueError(f"LongformerForQuestionAnswering needs num_labels=2 (start, end), got {config.num_labels}")
-        super().__init__(config, **kwargs)
-        self.longformer = self._main_layer(False)
-        self.qa_outputs = layers.dense(config.num_labels, config.initializer_range, name="qa_outputs")
 
     def base_inputs(self, inputs):
         if inputs.get("global_attention_mask") is None and _has_rank(inputs.get("input_ids"), 2):
             inputs = {**inputs, "global_attention_mask": _separator_global_mask(
                 inputs["input_ids"], self.config.sep_token_id, True, type(self).__name__)}
         return inputs
-
-    def head(self, base_outputs, inputs, training=False):
-        return {"logits": self.qa_outputs(base_outputs.last_hidden_state)}
 
 
 # The TF names of the reference documents are the same classes.
