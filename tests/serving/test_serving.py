@@ -97,7 +97,7 @@ def _hf_checkpoint(directory):
 def test_models_built_every_way_serve_through_the_cpp_loader(tmp_path):
     """from_pretrained on an HF-written checkpoint (memory-mapped, initialisation skipped), in float32, bfloat16
     and mixed_bfloat16; a model with gradient checkpointing. Outputs equal Keras (and the float32 one the
-    PyTorch reference) to 1e-5."""
+    PyTorch reference) to 1e-5; the two that compute in bfloat16 to one bfloat16 step."""
     checkpoint = str(tmp_path / "hf")
     torch_logits = _hf_checkpoint(checkpoint)
     cls = tfmodels.XLMRobertaXLForSequenceClassification
@@ -113,8 +113,11 @@ def test_models_built_every_way_serve_through_the_cpp_loader(tmp_path):
         model.export(path)
         jobs.append({"path": path, "requests": [("serving_default", FEED)], "warmup": True})
         expected.append(model(FEED, training=False).logits)
-    for job, logits, result in zip(jobs, expected, harness.serve_ok(jobs)):
-        helpers.assert_close(result["outputs"][0]["logits"], logits, name=job["path"])
+    for name, job, logits, result in zip(models, jobs, expected, harness.serve_ok(jobs)):
+        # bfloat16 and mixed_bfloat16 compute in bfloat16: the session's graph (Grappler, oneDNN fusions) may
+        # round a last bit differently from eager Keras, so they are held to one bfloat16 step of their outputs.
+        atol = float(np.abs(logits).max()) * 2.0 ** -7 if "bfloat16" in name else 1e-5
+        helpers.assert_close(result["outputs"][0]["logits"], logits, atol, name=job["path"])
         assert len(result["warmup"]) == 2
     helpers.assert_close(harness.serve_ok(jobs[:1])[0]["outputs"][0]["logits"], torch_logits)
 
