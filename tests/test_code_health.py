@@ -28,6 +28,8 @@ VULTURE_IGNORED_NAMES = [
     "get_config", "from_config",     # Keras serialisation hooks, called by Keras
     "supports_jit",                  # read by Keras (a layer with a custom op turns XLA off)
     "find_class", "persistent_load",  # pickle.Unpickler hooks
+    "model_variables",               # a tf.Module attribute: tracking it is what puts the variables in a SavedModel
+    "LongformerBaseModelOutput",     # public output class of the reference's API (HF's encoder output)
 ]
 VULTURE_IGNORED_DECORATORS = ["@tf.RegisterGradient"]  # gradients are looked up by TensorFlow, by op name
 

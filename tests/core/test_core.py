@@ -12,7 +12,7 @@ import tfmodels
 from tests import helpers
 from tfmodels.core import checkpoint as ckpt
 from tfmodels.core import layers, losses
-from tfmodels.core.outputs import MaskedLMOutput, QuestionAnsweringModelOutput, define_output
+from tfmodels.core.outputs import MaskedLMOutput, define_output
 from tfmodels.core.safetensors_io import SafetensorsFile, write_safetensors
 
 torch = pytest.importorskip("torch")

@@ -234,12 +234,12 @@ def test_predict_drops_memories_and_generate():
 
 def test_gradient_checkpointing_gives_the_same_gradients():
     inputs = make_inputs(tfmodels.XLNetForSequenceClassification, tiny_config(), labels=True, token_types=True)
-    grads = []
+    grads, reference_weights = [], None
     for checkpointing in (False, True):
         model = tfmodels.XLNetForSequenceClassification(tiny_config(gradient_checkpointing=checkpointing,
                                                                     dropout=0.0, summary_last_dropout=0.0))
         model.build_model()
-        if grads:
+        if reference_weights is not None:
             model.set_weights(reference_weights)
         reference_weights = model.get_weights()
         with tf.GradientTape() as tape:

@@ -208,11 +208,11 @@ def test_padding_does_not_change_real_tokens_in_either_mode():
 def test_gradient_checkpointing_and_mixed_precision():
     config = tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     inputs = make_inputs(tfmodels.YosoForSequenceClassification, config, labels=True)
-    grads = []
+    grads, weights = [], None
     for checkpointing in (False, True):
         model = tfmodels.YosoForSequenceClassification(config.copy(gradient_checkpointing=checkpointing))
         model.build_model()
-        if grads:
+        if weights is not None:
             model.set_weights(weights)
         weights = model.get_weights()
         with tf.GradientTape() as tape:
