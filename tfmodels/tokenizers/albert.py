@@ -16,9 +16,9 @@ import unicodedata
 import tensorflow as tf
 
 from tfmodels.tokenizers.base import Template
-from tfmodels.tokenizers.in_graph import _WS_CLASS, SentencePieceInGraphTokenizer, _tf_text, template_items
-from tfmodels.tokenizers.sentencepiece import (SPIECE_UNDERLINE, SentencePieceTokenizer, lower_with_alignment,
-                                               map_offsets, normalize_with_alignment)
+from tfmodels.tokenizers.in_graph import (SentencePieceInGraphTokenizer, _tf_text, normalize_sentencepiece_input,
+                                          template_items)
+from tfmodels.tokenizers.sentencepiece import (SPIECE_UNDERLINE, SentencePieceTokenizer, normalize_with_alignment)
 
 
 def _character_class(predicate):
@@ -92,13 +92,6 @@ class AlbertTokenizer(SentencePieceTokenizer):
             text = "".join(piece if is_special else "".join(c.lower() for c in piece)
                            for piece, is_special in self._special_parts(text))
         return super().tokenize(text, **options)
-
-    def tokenize_with_offsets(self, text, **options):
-        if not self.do_lower_case:
-            return super().tokenize_with_offsets(text, **options)
-        lowered, sources = lower_with_alignment(text, self._special_pattern, set(self.all_special_tokens))
-        tokens, offsets = super().tokenize_with_offsets(lowered, **options)
-        return tokens, map_offsets(offsets, sources, len(text))
 
     def _special_parts(self, text):
         if self._special_pattern is None:
@@ -192,17 +185,8 @@ class AlbertInGraphTokenizer(SentencePieceInGraphTokenizer):
         return tf.strings.reduce_join(pieces.with_flat_values(lowered), axis=1)
 
     def _preprocess(self, text):
-        if self.remove_space:
-            text = tf.strings.regex_replace(text, _WS_CLASS + "+", " ")
-            text = tf.strings.regex_replace(text, "^ | $", "")
-        text = tf.strings.regex_replace(text, "``", '"')
-        text = tf.strings.regex_replace(text, "''", '"')
-        if not self.keep_accents:
-            text = _tf_text().normalize_utf8(text, "NFKD")
-            text = tf.strings.regex_replace(text, self.combining_class, "")
-        if self.do_lower_case:
-            text = tf.strings.lower(text, encoding="utf-8")
-        return text
+        return normalize_sentencepiece_input(text, self.remove_space, self.keep_accents, self.do_lower_case,
+                                             self.combining_class)
 
     def _subword_ids(self, flat_pieces):
         ids = self.sentencepiece.tokenize(self._preprocess(flat_pieces))           # ragged [texts, pieces]

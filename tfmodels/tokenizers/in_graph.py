@@ -14,6 +14,23 @@ _PY_WHITESPACE = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
 _WS_CLASS = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in _PY_WHITESPACE) + "]"
 
 
+def normalize_sentencepiece_input(text, remove_space, keep_accents, do_lower_case, combining_class):
+    """XLNet's and ALBERT's text normalisation before sentencepiece, in graph: whitespace runs to one space and
+    stripped, `` and '' to ", accents removed (NFKD, then the combining marks of `combining_class`, an RE2
+    class), lower case."""
+    if remove_space:
+        text = tf.strings.regex_replace(text, _WS_CLASS + "+", " ")
+        text = tf.strings.regex_replace(text, "^ | $", "")
+    text = tf.strings.regex_replace(text, "``", '"')
+    text = tf.strings.regex_replace(text, "''", '"')
+    if not keep_accents:
+        text = _tf_text().normalize_utf8(text, "NFKD")
+        text = tf.strings.regex_replace(text, combining_class, "")
+    if do_lower_case:
+        text = tf.strings.lower(text, encoding="utf-8")
+    return text
+
+
 def _tf_text():
     """tensorflow_text, imported on first use: importing it costs ~0.12 GiB of resident memory (its shared
     libraries), which a process that never tokenizes in-graph (e.g. inference on ids) should not pay."""

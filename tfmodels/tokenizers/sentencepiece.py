@@ -75,6 +75,15 @@ class SentencePieceTokenizer(PreTrainedTokenizer):
         """The text sentencepiece is given (XLNet and ALBERT normalise it first)."""
         return text
 
+    def tokenize_with_offsets(self, text, **options):
+        # The lower-casing families (XLNet and ALBERT with do_lower_case) lower the text outside the special
+        # tokens before tokenizing; the offsets are mapped back onto the text as given.
+        if not getattr(self, "do_lower_case", False):
+            return super().tokenize_with_offsets(text, **options)
+        lowered, sources = lower_with_alignment(text, self._special_pattern, set(self.all_special_tokens))
+        tokens, offsets = super().tokenize_with_offsets(lowered, **options)
+        return tokens, map_offsets(offsets, sources, len(text))
+
     def _tokenize(self, text):
         pieces = []
         for piece in self.sp_model.encode(self.preprocess_text(text), out_type=str):

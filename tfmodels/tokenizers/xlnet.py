@@ -15,9 +15,8 @@ import unicodedata
 import tensorflow as tf
 
 from tfmodels.tokenizers.base import Template, clean_up_tokenization
-from tfmodels.tokenizers.in_graph import _WS_CLASS, InGraphTokenizer, _tf_text
-from tfmodels.tokenizers.sentencepiece import (SPIECE_UNDERLINE, SentencePieceTokenizer, lower_with_alignment,
-                                               map_offsets, normalize_with_alignment)
+from tfmodels.tokenizers.in_graph import InGraphTokenizer, _tf_text, normalize_sentencepiece_input
+from tfmodels.tokenizers.sentencepiece import (SPIECE_UNDERLINE, SentencePieceTokenizer, normalize_with_alignment)
 
 SEG_ID_A, SEG_ID_B, SEG_ID_CLS, SEG_ID_PAD = 0, 1, 2, 3
 
@@ -91,13 +90,6 @@ class XLNetTokenizer(SentencePieceTokenizer):
             specials = "|".join(re.escape(t) for t in self.all_special_tokens)
             text = re.sub(f"({specials})|(.+?)", lambda m: m.group(1) or m.group(2).lower(), text)
         return super().tokenize(text, **options)
-
-    def tokenize_with_offsets(self, text, **options):
-        if not self.do_lower_case:
-            return super().tokenize_with_offsets(text, **options)
-        lowered, sources = lower_with_alignment(text, self._special_pattern, set(self.all_special_tokens))
-        tokens, offsets = super().tokenize_with_offsets(lowered, **options)
-        return tokens, map_offsets(offsets, sources, len(text))
 
     def preprocess_with_alignment(self, text):
         return normalize_with_alignment(text, self.remove_space, self.keep_accents, self.do_lower_case)
@@ -218,17 +210,8 @@ class XLNetInGraphTokenizer(InGraphTokenizer):
         return super().encode(text)
 
     def _preprocess(self, text):
-        if self.remove_space:
-            text = tf.strings.regex_replace(text, _WS_CLASS + "+", " ")
-            text = tf.strings.regex_replace(text, "^ | $", "")
-        text = tf.strings.regex_replace(text, "``", '"')
-        text = tf.strings.regex_replace(text, "''", '"')
-        if not self.keep_accents:
-            text = _tf_text().normalize_utf8(text, "NFKD")
-            text = tf.strings.regex_replace(text, self._combining, "")
-        if self.do_lower_case:
-            text = tf.strings.lower(text, encoding="utf-8")
-        return text
+        return normalize_sentencepiece_input(text, self.remove_space, self.keep_accents, self.do_lower_case,
+                                             self._combining)
 
     def _subword_ids(self, flat_pieces):
         """[n] text pieces -> ragged [n, None] ids, with the digit-comma rule applied."""
