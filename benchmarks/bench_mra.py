@@ -158,13 +158,13 @@ def hf(length, mode):
 
 HEADERS = ["mode", "length", "ours s", "HF s", "ours/HF", "twin s", "twin/ours", "ratio range",
            "ours GFLOP/s (x sgemm)", "ours MB", "HF MB", "twin MB"]
-BLOCK = 32
 
 
 def forward_flops(length, mode):
     """MRA-2 per layer: low-resolution attention over 32-token block means (blocks x blocks scores and their
     product with the block-mean values), then exact attention on block_per_row 32 x 32 blocks per block row.
     The `attention`/`ops` modes time one layer's attention alone (no projections)."""
+    from tfmodels.ops.block_sparse import BLOCK
     hidden, blocks = BASE["hidden_size"], length // BLOCK
     attention = dense_attention_flops(blocks, blocks, hidden) + \
         dense_attention_flops(length, BASE["block_per_row"] * BLOCK, hidden)

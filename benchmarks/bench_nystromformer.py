@@ -126,14 +126,15 @@ def main():
     print(format_table(["mode", "side", "time x", "peak memory x"], growth_rows))
 
 
-def forward_flops(length, mode, batch=1, pinv_iterations=6):
+def forward_flops(length, mode, batch=1):
     """Landmark attention per layer, L landmarks: kernel_1 = softmax(Q Kl^T) [N, L], kernel_2 [L, L], kernel_3
     = softmax(Ql K^T) [L, N], then kernel_1 (pinv(kernel_2) (kernel_3 V)); the pseudo-inverse is 4 L x L x L
     matmuls per iteration and head; the depthwise convolution of V is N x K x hidden multiply-adds."""
+    from tfmodels.models.nystromformer.modeling import PINV_ITERATIONS
     hidden, landmarks, heads = CONFIG["hidden_size"], CONFIG["num_landmarks"], CONFIG["num_attention_heads"]
     attention = 2.0 * batch * hidden * (4 * length * landmarks + 2 * landmarks ** 2 +
                                         length * CONFIG["conv_kernel_size"]) + \
-        2.0 * batch * heads * pinv_iterations * 4 * landmarks ** 3
+        2.0 * batch * heads * PINV_ITERATIONS * 4 * landmarks ** 3
     return encoder_flops(length, hidden, CONFIG["intermediate_size"], CONFIG["num_hidden_layers"], attention,
                          batch, mode)
 

@@ -162,15 +162,17 @@ def forward_flops(length, mode):
     (3 rounds of sign flips and a Walsh-Hadamard transform of the zero-padded head vector per part), then per
     hash function the keys' values summed into their buckets and gathered back for the queries. Only the
     projections are matmul work, so the share of the sgemm rate is low by construction."""
-    import math
+    from tfmodels.ops.lsh import num_parts, padded_dim
     heads, hidden = CONFIG["num_attention_heads"], CONFIG["hidden_size"]
-    dim, code_len, hashes = hidden // heads, CONFIG["hash_code_len"], CONFIG["num_hash"]
-    padded = max(dim, 2 ** math.ceil(math.log2(code_len)))
-    parts = math.ceil(hashes / (padded // code_len))
-    hashing = 2 * length * heads * parts * 3 * (padded + padded * math.log2(padded))
+    code_len, hashes = CONFIG["hash_code_len"], CONFIG["num_hash"]
+    padded = padded_dim(hidden // heads, code_len)
+    log2_padded = padded.bit_length() - 1  # padded is a power of two
+    hashing = 2 * length * heads * num_parts(hashes, padded, code_len) * 3 * (padded + padded * log2_padded)
     cumulation = 2.0 * 2 * length * hidden * hashes
     return encoder_flops(length, hidden, CONFIG["intermediate_size"], CONFIG["num_hidden_layers"],
                          hashing + cumulation, 1, mode)
+
+
 ATTENTION_HEADERS = ["length", "custom op s", "twin s", "twin/op", "op peak MB", "twin peak MB"]
 
 
