@@ -6,7 +6,8 @@ return the step to time (a zero-argument function). `measure(spec)` runs one in 
 {"median_s", "min_s", "peak_mb"}: the median of `repeats` timed samples after `warmup` calls (a
 sample of a short step repeats it for ~MIN_SAMPLE_S and gives the time per call), and the peak resident
 memory added by the step (warm-up included) over the process's memory after building (Linux VmHWM, reset through clear_refs).
-Compare ratios measured in one run: these machines are noisy (about ±20% run to run).
+Compare ratios measured in one run: these machines are noisy (about ±20% run to run). Every result is also
+appended to $TFMODELS_BENCH_RECORD when set (`tfmodels bench` sets it and draws benchmarks.plot's picture).
 
 `measure_interleaved(spec)` times several steps of one process against each other instead: the measurement
 function returns {name: step}, and each round times one sample of every step (the order reversed every other
@@ -25,6 +26,7 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 MIN_SAMPLE_S = 0.2  # a timed sample lasts at least about this long (short steps are repeated within it)
+RECORD_ENV = "TFMODELS_BENCH_RECORD"  # where measure() appends its results for the picture (benchmarks.plot)
 
 
 def _status_kb(field):
@@ -107,13 +109,21 @@ def measure(module_name, function_name, params, repeats=5, warmup=2, threads=2, 
     command = [sys.executable, "-m", "benchmarks.common", "--interleaved" if interleaved else "--child",
                module_name, function_name, json.dumps(params), str(repeats), str(warmup)]
     try:
-        result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
+        completed = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
+        result = next((json.loads(line[len("RESULT "):]) for line in reversed(completed.stdout.splitlines())
+                       if line.startswith("RESULT ")), None) or {"error": (completed.stderr or completed.stdout)[-1500:]}
     except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout}s"}
-    for line in reversed(result.stdout.splitlines()):
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    return {"error": (result.stderr or result.stdout)[-1500:]}
+        result = {"error": f"timed out after {timeout}s"}
+    _record(function_name, params, result)
+    return result
+
+
+def _record(function_name, params, result):
+    """Append the measurement to $TFMODELS_BENCH_RECORD (set by `tfmodels bench`), which benchmarks.plot draws."""
+    path = os.environ.get(RECORD_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"function": function_name, "params": params, "result": result}) + "\n")
 
 
 def measure_interleaved(module_name, function_name, params, rounds=11, warmup=2, threads=2, timeout=1800):

@@ -96,7 +96,12 @@ def build_parser():
     p.add_argument("--hf-format", action="store_true", help="write HF safetensors instead of Keras weights")
     p.add_argument("--strict", action="store_true", help="fail when any weight is missing or unexpected")
 
-    p = commands.add_parser("bench", help="run a benchmark script from benchmarks/")
+    p = commands.add_parser("bench", help="run a benchmark script from benchmarks/; its table and picture go to "
+                                          "OUTPUT_DIR/NAME.txt and NAME.png")
+    p.add_argument("--output-dir", default="bench-results",
+                   help="folder for NAME.txt (the printed table), NAME.png (time and peak memory against length, "
+                        "ours and the references; `plot` extra) and NAME.jsonl (the measurements); give it before "
+                        "NAME")
     p.add_argument("name", nargs="?", help="benchmark name (bench_<name>.py); omit to list them")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script (after --)")
 
@@ -106,6 +111,11 @@ def build_parser():
 
     p = commands.add_parser("list", help="list families, task heads, configs and recipes")
     p.add_argument("what", nargs="?", default="all", choices=("all", "families", "configs", "recipes"))
+    # --debug before or after the command; SUPPRESS keeps a command's parser from resetting the global flag.
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    for command in commands.choices.values():
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the full traceback of an error")
     return parser
 
 
@@ -204,9 +214,25 @@ def cmd_bench(args):
     if name not in available:
         raise SystemExit(f"no benchmark {args.name!r}; available: {', '.join(available)}")
     extra = [a for a in args.args if a != "--"]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [os.path.dirname(folder),
-                                                                  os.environ.get("PYTHONPATH")] if p))
-    return subprocess.call([sys.executable, os.path.join(folder, f"bench_{name}.py")] + extra, env=env)
+    os.makedirs(args.output_dir, exist_ok=True)
+    table, records, picture = (os.path.abspath(os.path.join(args.output_dir, f"{name}.{ext}"))
+                               for ext in ("txt", "jsonl", "png"))
+    open(records, "w").close()  # benchmarks.common appends every measurement of this run to it
+    env = dict(os.environ, TFMODELS_BENCH_RECORD=os.path.abspath(records),
+               PYTHONPATH=os.pathsep.join(p for p in [os.path.dirname(folder), os.environ.get("PYTHONPATH")] if p))
+    # The script's output goes to the terminal and, as it comes, to NAME.txt (the table the picture sits beside).
+    with open(table, "w", encoding="utf-8") as copy, subprocess.Popen(
+            [sys.executable, os.path.join(folder, f"bench_{name}.py")] + extra, env=env, stdout=subprocess.PIPE,
+            text=True) as process:
+        for line in process.stdout:
+            sys.stdout.write(line)
+            copy.write(line)
+    if process.returncode != 0:
+        return process.returncode
+    if os.path.getsize(records) == 0:  # nothing was measured (e.g. --help)
+        return 0
+    return subprocess.call([sys.executable, "-m", "benchmarks.plot", records, picture, "--title",
+                            f"tfmodels bench {name}"], env=env, cwd=os.path.dirname(folder))
 
 
 def cmd_build_ops(args):
@@ -263,9 +289,25 @@ def main(argv=None):
         return 0
     try:
         return COMMANDS[args.command](args) or 0
-    except (FileNotFoundError, ValueError) as error:
-        print(f"tfmodels {args.command}: error: {error}", file=sys.stderr)
+    except Exception as error:  # every failure: one line on stderr, the traceback only with --debug
+        if args.debug:
+            raise
+        print(f"tfmodels {args.command}: error: {error_line(error)}", file=sys.stderr)
         return 2
+
+
+def error_line(error):
+    """An exception as one line: its message (a TensorFlow error's without the graph node and stack details
+    it appends), named by its type unless it is one of the ordinary input errors, and the --debug hint."""
+    import re
+    message = getattr(error, "message", None) or str(error)
+    if isinstance(error, KeyError) and error.args:
+        message = f"missing key {error.args[0]!r}"
+    message = re.sub(r"\s*\[\[.*", "", message, flags=re.S)      # TF: "[[{{node ...}}]]" and what follows
+    message = " ".join(message.split()) or "(no message)"
+    if not isinstance(error, (FileNotFoundError, ValueError)):
+        message = f"{type(error).__name__}: {message}"
+    return message + " (run with --debug for the traceback)"
 
 
 if __name__ == "__main__":

@@ -115,6 +115,7 @@ def train_multi_worker(job, strategy, extra_callbacks=()):
             callbacks.append(cb.BestModelCheckpoint(os.path.join(job.output_dir, "best"), monitor, mode,
                                                     job.preprocessor))
         callbacks.append(keras.callbacks.CSVLogger(os.path.join(job.output_dir, "history.csv"), append=True))
+        callbacks.append(cb.TrainingCurves(os.path.join(job.output_dir, "history.csv"), job.recipe["name"]))
         if training["tensorboard"]:
             callbacks.append(cb.TensorBoardScalars(os.path.join(job.output_dir, "logs")))
     callback_list = keras.callbacks.CallbackList(callbacks, model=model)
