@@ -3,6 +3,12 @@
 Models accept, as the reference documents describe, keyword arguments, or as their first argument a single
 tensor (the main input), a list/tuple in the documented order, or a dict keyed by the documented names.
 Numpy arrays, Python lists and tf tensors of int32 or int64 are accepted alike; integer inputs become int32.
+
+The one list-order rule (README "List inputs"): a list's elements take a class's `input_names` in order, then
+its label names. `input_names` is the order of the class's HF TensorFlow twin where one existed (XLNet,
+Longformer; TFData2VecVision for BEiT), else that of the closest HF TF sibling, TFRoberta (input_ids,
+attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds): YOSO, MRA, Nystromformer, XLM-R-XL.
+An element whose dtype or rank cannot be the input it lands on is an error naming the order (`list_to_dict`).
 """
 import numpy as np
 import tensorflow as tf
@@ -35,6 +41,57 @@ def _to_tensor(name, value):
     return value
 
 
+# What a list element must be for the input it lands on: its dtype kind ("integer" also takes bool, "number" any
+# numeric dtype) and its rank, relative to the ids' rank ("+0": [batch, seq], or [batch, choices, seq] for
+# multiple choice) or absolute. Inputs not listed (labels, mems, past_key_values) are not checked.
+_LIST_ELEMENTS = {
+    "input_ids": ("integer", "+0"), "attention_mask": ("number", "+0"), "token_type_ids": ("integer", "+0"),
+    "position_ids": ("integer", "+0"), "global_attention_mask": ("number", "+0"), "input_mask": ("number", "+0"),
+    "inputs_embeds": ("float", "+1"), "head_mask": ("float", (1, 2)), "perm_mask": ("number", (3,)),
+    "target_mapping": ("number", (3,)), "encoder_hidden_states": ("float", (3,)),
+    "encoder_attention_mask": ("number", (2,)), "pixel_values": ("float", (4,)), "bool_masked_pos": ("integer", (2,)),
+}
+_KINDS = {"integer": lambda d: d.is_integer or d.is_bool, "float": lambda d: d.is_floating,
+          "number": lambda d: d.is_integer or d.is_bool or d.is_floating}
+
+
+def _dtype_and_rank(value):
+    if not tf.is_tensor(value) and not hasattr(value, "dtype"):
+        value = np.asarray(value)
+    return tf.as_dtype(value.dtype), value.shape.rank if tf.is_tensor(value) else len(value.shape)
+
+
+def list_order(names):
+    return "(" + ", ".join(names) + ")"
+
+
+def list_to_dict(model_name, names, values):
+    """The dict of a list input: element i is input names[i] (see the module docstring). An element whose dtype
+    or rank cannot be that input raises a ValueError naming the order."""
+    if len(values) > len(names):
+        raise ValueError(f"{model_name} got {len(values)} list inputs but takes at most {len(names)}, in the order "
+                         f"{list_order(names)}")
+    mapped = dict(zip(names, values))
+    present = {name: _dtype_and_rank(value) for name, value in mapped.items()
+               if name in _LIST_ELEMENTS and value is not None and not isinstance(value, (bool, str))}
+    ids_rank = present["input_ids"][1] if "input_ids" in present else None
+    if ids_rank is None and "inputs_embeds" in present:
+        ids_rank = present["inputs_embeds"][1] - 1
+    for position, name in enumerate(names):
+        if name not in present:
+            continue
+        dtype, rank = present[name]
+        kind, ranks = _LIST_ELEMENTS[name]
+        if isinstance(ranks, str):
+            ranks = (ids_rank + int(ranks),) if ids_rank is not None else (rank,)
+        if not _KINDS[kind](dtype) or rank not in ranks:
+            expected = " or ".join(str(r) for r in ranks)
+            raise ValueError(f"{model_name} takes list inputs in the order {list_order(names)}: element {position} "
+                             f"is {name}, which must be {kind} of rank {expected}, but got {dtype.name} of rank "
+                             f"{rank}. Pass a dict or keyword arguments to name the inputs.")
+    return mapped
+
+
 def normalize_inputs(model_name, input_names, option_names, main_input_name, inputs, kwargs):
     """Return (tensors, options): tensors maps every documented input name to a tensor or None.
 
@@ -45,10 +102,7 @@ def normalize_inputs(model_name, input_names, option_names, main_input_name, inp
     if isinstance(inputs, dict):
         values.update(inputs)
     elif isinstance(inputs, (list, tuple)):
-        if len(inputs) > len(input_names):
-            raise ValueError(f"{model_name} got {len(inputs)} positional inputs but takes at most "
-                             f"{len(input_names)}: {', '.join(input_names)}")
-        values.update({name: value for name, value in zip(input_names, inputs)})
+        values.update(list_to_dict(model_name, input_names, inputs))
     elif inputs is not None:
         values[main_input_name] = inputs
     for key, value in kwargs.items():

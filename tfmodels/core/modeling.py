@@ -19,9 +19,10 @@ import tensorflow as tf
 
 from tfmodels.core import checkpoint as ckpt
 from tfmodels.core.initializers import skip_init
-from tfmodels.core.inputs import normalize_inputs
+from tfmodels.core.inputs import list_to_dict, normalize_inputs
 from tfmodels.core.layers import dtype_policy_scope
 from tfmodels.core.outputs import ModelOutput
+from tfmodels.core.model_methods import ModelMethods
 
 WEIGHTS_NAME = "model.weights.h5"
 SHARDED_WEIGHTS_NAME = "model.weights.json"
@@ -61,7 +62,7 @@ def _snake_case(name):
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
 
 
-class PreTrainedModel(keras.Model):
+class PreTrainedModel(ModelMethods, keras.Model):
     """Base of every model class. See the module docstring for what a family must provide."""
 
     config_class = None
@@ -168,7 +169,7 @@ class PreTrainedModel(keras.Model):
         if isinstance(x, dict):
             return x
         if isinstance(x, (list, tuple)):
-            return dict(zip(self.all_input_names, x))
+            return list_to_dict(type(self).__name__, self.all_input_names, x)  # the call's list rule
         return {self.main_input_name: x}
 
     def _labels_from(self, x, y):

@@ -89,6 +89,10 @@ class MaskedLMHead:
     def head(self, base_outputs, inputs, training=False):
         return {"logits": getattr(self, self.lm_head_attribute)(base_outputs.last_hidden_state)}
 
+    @property
+    def output_embeddings_path(self):  # core.model_methods: get_output_embeddings
+        return self.lm_head_path
+
 
 class SequenceClassificationHead:
     def __init__(self, config, **kwargs):

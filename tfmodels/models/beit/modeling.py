@@ -510,6 +510,7 @@ class BeitPreTrainedModel(PreTrainedModel):
     option_names = DEFAULT_OPTIONS + ("interpolate_pos_encoding",)
     serving_input_names = ("pixel_values",)
     checkpoint_map = BEIT_CHECKPOINT_MAP
+    input_embeddings_path = "embeddings.patch_embeddings"  # HF's get_input_embeddings
 
     def dummy_inputs(self):
         # A 2x2 patch grid builds every weight (tables are sized by the config, not the input) and is cheap

@@ -287,10 +287,10 @@ class XLMRobertaXLForMaskedLM(text_heads.MaskedLMHead, tasks.MaskedLMTask, XLMRo
 
 class XLMRobertaXLForMultipleChoice(text_heads.MultipleChoiceHead, tasks.MultipleChoiceTask,
                                     XLMRobertaXLPreTrainedModel):
-    """Inputs of shape [batch, num_choices, seq]; scores each choice from the pooled output."""
+    """Inputs of shape [batch, num_choices, seq]; scores each choice from the pooled output. List inputs take
+    TFRobertaForMultipleChoice's order (the list rule), not the PyTorch forward's."""
 
-    input_names = ("input_ids", "token_type_ids", "attention_mask", "labels", "position_ids", "head_mask",
-                   "inputs_embeds")
+    input_names = _ENCODER_INPUTS
 
 
 XLMRobertaXLForSequenceClassification, XLMRobertaXLForTokenClassification, XLMRobertaXLForQuestionAnswering = (

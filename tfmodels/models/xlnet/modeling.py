@@ -522,6 +522,7 @@ class XLNetPreTrainedModel(PreTrainedModel):
     input_names = _INPUTS
     option_names = _OPTIONS
     checkpoint_map = XLNET_CHECKPOINT_MAP
+    input_embeddings_path = "word_embedding"
     serving_input_names = ("input_ids", "attention_mask", "token_type_ids")
 
     def _main_layer(self):
@@ -640,6 +641,7 @@ class XLNetLMHeadModel(tasks.MaskedLMTask, XLNetPreTrainedModel):
     without target_mapping); -100 is ignored."""
 
     output_class = XLNetLMHeadModelOutput
+    output_embeddings_path = "lm_loss"
 
     def __init__(self, config, **kwargs):
         super().__init__(config, **kwargs)
