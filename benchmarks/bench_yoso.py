@@ -87,7 +87,7 @@ def attention(length, op_mode="custom", heads=4, head_dim=64):
     """The LSH attention of one layer: hash queries and keys, cumulate the values."""
     import numpy as np
     import tensorflow as tf
-    from tfmodels.ops import dispatch, lsh
+    from tfmodels.ops import dispatch, lsh, lsh_attention
     dispatch.set_op_mode(op_mode)
     rng = np.random.RandomState(0)
     query, key, value = (tf.constant(rng.randn(heads, length, head_dim).astype("float32")) for _ in range(3))
@@ -99,7 +99,8 @@ def attention(length, op_mode="custom", heads=4, head_dim=64):
         projections = lsh.fast_hash_projections(tf.constant([1, 2]), heads, head_dim, num_hash, code_len)
         codes = lsh.fast_hash(tf.concat([query, key], 1), tf.concat([mask, mask], 1), projections, num_hash,
                               code_len)
-        return lsh.lsh_attention(query, key, value, mask, mask, codes[:, :length], codes[:, length:], code_len)
+        return lsh_attention.lsh_attention(query, key, value, mask, mask, codes[:, :length], codes[:, length:],
+                                           code_len)
 
     return lambda: step().numpy()
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from tests.ops import cuda_harness
 from tests.ops import lsh_harness_cases as cases
-from tfmodels.ops import dispatch, loader, lsh
+from tfmodels.ops import dispatch, loader, lsh, lsh_attention
 
 # (batch, num_query, num_key, dim, weight_dim, num_hash, code_len)
 # The last one has few buckets with many rows and small W, D: the weighted kernel's factored (bucket summary) path.
@@ -190,7 +190,8 @@ def test_lsh_attention_backward_is_the_reference_lsh_backward(ops):
     def run(lsh_backward):
         with tf.GradientTape() as tape:
             tape.watch([q, k, v])
-            out = lsh.lsh_attention(q, k, v, mask, mask, codes[0], codes[1], length, lsh_backward=lsh_backward)
+            out = lsh_attention.lsh_attention(q, k, v, mask, mask, codes[0], codes[1], length,
+                                              lsh_backward=lsh_backward)
             loss = tf.reduce_sum(out * upstream)
         return [out.numpy()] + [g.numpy() for g in tape.gradient(loss, [q, k, v])]
 
@@ -236,7 +237,7 @@ def test_expectation_attention_matches_the_reference_autograd_function():
     tensors = [tf.constant(x) for x in (q, k, v)]
     with tf.GradientTape() as tape:
         tape.watch(tensors)
-        out = lsh.expectation_attention(*tensors, mask, mask, 7)
+        out = lsh_attention.expectation_attention(*tensors, mask, mask, 7)
         loss = tf.reduce_sum(out * upstream)
     grads = tape.gradient(loss, tensors)
     close(out.numpy(), reference.detach().numpy(), name="expectation forward")
@@ -357,14 +358,14 @@ def sampled_error(num_hash, seeds=3, batch=2, length=384, dim=32, code_len=9, ke
     keys /= np.linalg.norm(keys, axis=-1, keepdims=True)
     value = rng.randn(batch, length, dim).astype(np.float32)
     mask = np.ones((batch, length), np.int32)
-    expected = lsh.expectation_attention(queries, keys, value, mask, mask, code_len).numpy()
+    expected = lsh_attention.expectation_attention(queries, keys, value, mask, mask, code_len).numpy()
     errors = []
     for seed in range(seeds):
         projections = lsh.fast_hash_projections(tf.constant([seed, 11]), batch, dim, num_hash, code_len)
         key_code = lsh.fast_hash(keys, mask, projections, num_hash, code_len)
         query_code = key_code if keys_share_codes else lsh.fast_hash(queries, mask, projections, num_hash,
                                                                      code_len)
-        sampled = lsh.lsh_attention(queries, keys, value, mask, mask, query_code, key_code, code_len).numpy()
+        sampled = lsh_attention.lsh_attention(queries, keys, value, mask, mask, query_code, key_code, code_len).numpy()
         errors.append(np.linalg.norm(sampled - expected) / np.linalg.norm(expected))
     return float(np.mean(errors))
 

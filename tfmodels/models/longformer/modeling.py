@@ -3,7 +3,8 @@
 Attention of a layer with window W (one-sided w = W / 2): every token attends to the tokens within w of it
 (the band, computed by the `sliding_window` custom op or its pure-TF twin, memory O(seq * w)) and to every
 token marked global; tokens marked global attend to the whole sequence through their own projections
-(query_global / key_global / value_global). Sequences are padded to a multiple of the largest window inside
+(query_global / key_global / value_global). The algorithm is tfmodels.ops.sliding_window_attention; this
+module holds the layers, which own the projections. Sequences are padded to a multiple of the largest window inside
 the model, as the reference does, and every output is returned at the input length.
 
 Differences from the reference, all in what is returned, never in the numbers:
@@ -17,7 +18,6 @@ import math
 import keras
 import tensorflow as tf
 
-from tfmodels.core import attention as attn
 from tfmodels.core import blocks, encoder, layers, outputs as out, tasks, text_heads
 from tfmodels.core.inputs import check_ids_in_range, check_max_length, text_reference
 from tfmodels.core.layers import apply_chunking, apply_dense
@@ -27,7 +27,7 @@ from tfmodels.core.text_heads import TextPreTrainedModel
 from tfmodels.models.longformer.checkpoint import LONGFORMER_CHECKPOINT_MAP
 from tfmodels.models.longformer.configuration import LongformerConfig
 from tfmodels.ops import dispatch
-from tfmodels.ops.sliding_window import sliding_window_pv, sliding_window_qk
+from tfmodels.ops import sliding_window_attention as swa
 
 _GLOBAL = ("global_attentions",)
 LongformerBaseModelOutput = out.define_output(
@@ -84,37 +84,9 @@ def _first_token_global_mask(reference):
 # Layers
 
 
-class GlobalPlan:
-    """Which tokens are global and where their slots are, computed once per forward pass (all layers share it).
-
-    is_masked / is_global / local [B, S] bool: padding, global tokens, tokens in the local windows;
-    positions [B, X] int32: the position of global slot x (slots in order of position); valid [B, X]: slot x
-    holds a global token (sequences have different numbers of them); slot_index [B, S]: the slot of a global
-    token, X elsewhere (a zero row is appended when gathering slot outputs back).
-    """
-
-    def __init__(self, merged_mask, num_slots=None):
-        self.is_masked = tf.equal(merged_mask, 0)
-        self.is_global = tf.greater(merged_mask, 1)
-        self.local = tf.equal(merged_mask, 1)
-        seq = tf.shape(merged_mask)[1]
-        global_int = tf.cast(self.is_global, tf.int32)
-        count = tf.reduce_sum(global_int, axis=1)
-        if num_slots is None:  # as many slots as the sequence with the most global tokens needs
-            num_slots = tf.reduce_max(tf.concat([count, [0]], axis=0))
-            if tf.executing_eagerly():
-                num_slots = int(num_slots)
-        self.num_slots = num_slots
-        positions = tf.range(seq)[None, :]
-        order = tf.where(self.is_global, positions, positions + seq)  # global positions first, in order
-        _, self.positions = tf.math.top_k(-order, k=num_slots, sorted=True)
-        self.positions = tf.cast(self.positions, tf.int32)
-        self.valid = tf.range(num_slots)[None, :] < count[:, None]
-        slot = tf.cumsum(global_int, axis=1) - 1
-        self.slot_index = tf.where(self.is_global, slot, num_slots)
-
-
 class LongformerSelfAttention(encoder.SelfAttentionBase):
+    """The projections of one layer; the attention itself is tfmodels.ops.sliding_window_attention."""
+
     def __init__(self, config, layer_id, **kwargs):
         super().__init__(config, **kwargs)
         self.embed_dim = config.hidden_size
@@ -139,91 +111,31 @@ class LongformerSelfAttention(encoder.SelfAttentionBase):
         batch, seq = tf.shape(x)[0], tf.shape(x)[1]
         return tf.reshape(x, [batch, seq, self.num_heads, self.head_dim])
 
+    def _per_head(self, dense, dtype):
+        """(kernel [E, H, D], bias [H, D]) of a projection, in the compute dtype."""
+        kernel = tf.reshape(tf.cast(dense.kernel, dtype), [self.embed_dim, self.num_heads, self.head_dim])
+        return kernel, tf.reshape(tf.cast(dense.bias, dtype), [self.num_heads, self.head_dim])
+
     def call(self, hidden_states, plan, layer_head_mask=None, output_attentions=False, training=False):
         dtype = hidden_states.dtype
-        w = self.one_sided_attn_window_size
         scale = tf.cast(math.sqrt(self.head_dim), dtype)
         query = self._split(apply_dense(self.query, hidden_states) / scale)
         key = self._split(apply_dense(self.key, hidden_states))
         value = self._split(apply_dense(self.value, hidden_states))
-        global_key = tf.gather(key, plan.positions, batch_dims=1)        # [B, X, H, D]
-        global_value = tf.gather(value, plan.positions, batch_dims=1)
-        scores = sliding_window_qk(query, key, w, plan.local, global_key, plan.valid)  # [B, S, H, X + 2w + 1]
-        probs = attn.stable_softmax(scores)
-        if layer_head_mask is not None:
-            probs = probs * tf.cast(layer_head_mask, dtype)[None, None, :, None]
-        probs = self.dropout(probs, training=training)
-        output = sliding_window_pv(probs, value, global_value, window=w)     # [B, S, H, D]
-        # Padding rows have no attention; rows of global tokens come from global attention below.
-        no_local_row = tf.logical_or(plan.is_masked, plan.is_global)[:, :, None, None]
-        global_output, global_probs = self._global_attention(hidden_states, plan, layer_head_mask, training)
-        batch, seq = tf.shape(hidden_states)[0], tf.shape(hidden_states)[1]
-        zeros = tf.zeros([batch, 1, self.num_heads, self.head_dim], dtype)
-        padded = tf.concat([global_output, zeros], axis=1)                              # slot X: zeros
-        global_rows = tf.gather(padded, plan.slot_index, batch_dims=1)                  # [B, S, H, D]
-        output = tf.where(no_local_row, global_rows, output)
-        output = tf.reshape(output, [batch, seq, self.embed_dim])
+        output, probs = swa.local_attention(query, key, value, plan, self.one_sided_attn_window_size,
+                                            layer_head_mask, lambda p: self.dropout(p, training=training))
+        global_hidden = tf.gather(hidden_states, plan.positions, batch_dims=1)          # [B, X, E]
+        global_query = self._split(apply_dense(self.query_global, global_hidden) / scale)
+        global_output, global_probs = swa.global_attention(
+            hidden_states, plan, global_query, self._per_head(self.key_global, dtype),
+            self._per_head(self.value_global, dtype), layer_head_mask,
+            lambda p: self.global_dropout(p, training=training))
+        output, no_local_row = swa.merge_global_rows(output, global_output, plan)
+        output = tf.reshape(output, [tf.shape(hidden_states)[0], tf.shape(hidden_states)[1], self.embed_dim])
         if not output_attentions:
             return output, None, None
         local_probs = tf.where(no_local_row, tf.zeros([], dtype), probs)
         return output, local_probs, global_probs
-
-    def _global_attention(self, hidden_states, plan, layer_head_mask, training):
-        """Global tokens attend to every token: output [B, X, H, D] and probabilities [B, H, X, S].
-
-        The reference projects every token with key_global / value_global ([S, E] x [E, E] each). Here the
-        projections are folded into the few global queries instead: scores = (q_x Wk^T) . h_s + q_x . bk and
-        output = (sum_s p_s h_s) Wv + (sum_s p_s) bv, which costs O(X * H * S * E) instead of O(S * E^2) and is
-        used while X * H <= E (always for the usual few global tokens); the direct form is used otherwise.
-        """
-        dtype = hidden_states.dtype
-        heads, dim, embed = self.num_heads, self.head_dim, self.embed_dim
-        global_hidden = tf.gather(hidden_states, plan.positions, batch_dims=1)          # [B, X, E]
-        scale = tf.cast(math.sqrt(dim), dtype)
-        query = self._split(apply_dense(self.query_global, global_hidden) / scale)      # [B, X, H, D]
-        key_kernel = tf.reshape(tf.cast(self.key_global.kernel, dtype), [embed, heads, dim])
-        key_bias = tf.reshape(tf.cast(self.key_global.bias, dtype), [heads, dim])
-        value_kernel = tf.reshape(tf.cast(self.value_global.kernel, dtype), [embed, heads, dim])
-        value_bias = tf.reshape(tf.cast(self.value_global.bias, dtype), [heads, dim])
-
-        def folded_scores():
-            folded = tf.einsum("bxhd,ehd->bhxe", query, key_kernel)
-            return tf.einsum("bhxe,bse->bhxs", folded, hidden_states) + \
-                tf.einsum("bxhd,hd->bhx", query, key_bias)[..., None]
-
-        def direct_scores():
-            keys = self._split(apply_dense(self.key_global, hidden_states))
-            return tf.einsum("bxhd,bshd->bhxs", query, keys)
-
-        num_slots = plan.num_slots
-        if isinstance(num_slots, int):
-            fold = num_slots * heads <= embed
-            scores = folded_scores() if fold else direct_scores()
-        else:
-            fold = num_slots * heads <= embed
-            scores = tf.cond(fold, folded_scores, direct_scores)
-        lowest = attn.mask_value(dtype)
-        scores = tf.where(plan.valid[:, None, :, None], scores, lowest)
-        scores = tf.where(plan.is_masked[:, None, None, :], lowest, scores)
-        probs = attn.stable_softmax(scores)
-        if layer_head_mask is not None:
-            probs = probs * tf.cast(layer_head_mask, dtype)[None, :, None, None]
-        probs = self.global_dropout(probs, training=training)
-
-        def folded_output():
-            summary = tf.einsum("bhxs,bse->bxhe", probs, hidden_states)
-            weights = tf.transpose(tf.reduce_sum(probs, axis=-1), [0, 2, 1])            # [B, X, H]
-            return tf.einsum("bxhe,ehd->bxhd", summary, value_kernel) + weights[..., None] * value_bias
-
-        def direct_output():
-            values = self._split(apply_dense(self.value_global, hidden_states))
-            return tf.einsum("bhxs,bshd->bxhd", probs, values)
-
-        if isinstance(fold, bool):
-            output = folded_output() if fold else direct_output()
-        else:
-            output = tf.cond(fold, folded_output, direct_output)
-        return output, probs
 
 
 class LongformerAttention(keras.layers.Layer):
@@ -355,7 +267,7 @@ class LongformerMainLayer(keras.layers.Layer):
         else:
             inputs_embeds, _ = pad_to_multiple(inputs_embeds, multiple, value=0)
         embedding_output = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds, training=training)
-        plan = GlobalPlan(mask, num_slots)
+        plan = swa.GlobalPlan(mask, num_slots)
         hidden, all_hidden, all_attentions, all_global = self.encoder(
             embedding_output, plan=plan, head_mask=head_mask, output_attentions=output_attentions,
             output_hidden_states=output_hidden_states, training=training)

@@ -6,7 +6,7 @@ Attention per head, on queries/keys/values [batch * heads, seq, head_dim]:
   looks at directions);
 - YOSO-E (use_expectation=True): context = E V with E = (1 - arccos(q.k) / pi)^hash_code_len, exact, pure TF;
 - YOSO (use_expectation=False): `num_hash` hash codes per query and key (fast Hadamard hashing or Gaussian
-  projections), context = LSH cumulation of the values over the collisions (custom ops, tfmodels.ops.lsh);
+  projections), context = LSH cumulation of the values over the collisions (tfmodels.ops.lsh_attention, on the custom ops of tfmodels.ops.lsh);
 - the context is L2-normalised per position, plus a depthwise convolution of the masked values when
   conv_window is set.
 
@@ -31,7 +31,7 @@ from tfmodels.core import attention as attn, encoder, initializers
 from tfmodels.core.text_heads import TextPreTrainedModel, standard_heads
 from tfmodels.models.yoso.checkpoint import YOSO_CHECKPOINT_MAP
 from tfmodels.models.yoso.configuration import YosoConfig
-from tfmodels.ops import lsh
+from tfmodels.ops import lsh, lsh_attention
 
 INFERENCE_SEED = 20220208    # base of the per-layer hashing seeds used at inference
 
@@ -106,11 +106,11 @@ class YosoSelfAttention(encoder.SelfAttentionBase):
         if config.use_expectation or training:
             query, key = l2_normalize(query), l2_normalize(key)
         if config.use_expectation:
-            context = lsh.expectation_attention(query, key, value, mask, mask, config.hash_code_len)
+            context = lsh_attention.expectation_attention(query, key, value, mask, mask, config.hash_code_len)
         else:
             query_code, key_code = self._hash(query, key, mask, training)
-            context = lsh.lsh_attention(query, key, value, mask, mask, query_code, key_code, config.hash_code_len,
-                                        lsh_backward=config.lsh_backward)
+            context = lsh_attention.lsh_attention(query, key, value, mask, mask, query_code, key_code,
+                                                  config.hash_code_len, lsh_backward=config.lsh_backward)
         context = tf.cast(tf.reshape(l2_normalize(context), [batch, heads, seq_len, dim]), dtype)
         if conv_value is not None:
             context = context + conv_value
