@@ -21,6 +21,7 @@ import dataclasses
 import json
 import os
 import re
+import zipfile
 
 import keras
 import ml_dtypes
@@ -65,9 +66,20 @@ def choose_weights(file_names, weights_format=None):
 
 
 def read_index(path):
-    """{tensor name: shard file} of a sharded checkpoint's index (names as the shards hold them)."""
-    with open(path, encoding="utf-8") as f:
-        weight_map = dict(json.load(f)["weight_map"])
+    """{tensor name: shard file} of a sharded checkpoint's index (names as the shards hold them). A damaged index,
+    or one naming a shard outside its directory, is refused with the index's path."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            weight_map = json.load(f)["weight_map"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is not a checkpoint index (a JSON object with a weight_map): "
+                         f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(weight_map, dict):
+        raise ValueError(f"{path}: weight_map must map tensor names to shard files")
+    for name, file_name in weight_map.items():
+        if not isinstance(file_name, str) or os.path.basename(file_name) != file_name or file_name in ("", ".", ".."):
+            raise ValueError(f"{path}: tensor {name!r} is mapped to {file_name!r}, which is not a file name in the "
+                             "index's directory")
     if os.path.basename(path) == TF_WEIGHTS_INDEX_NAME:  # full TF variable names -> PyTorch names
         return {tf_h5.torch_name(name.split("/", 1)[-1])[0]: file_name for name, file_name in weight_map.items()}
     return weight_map
@@ -213,9 +225,25 @@ class CheckpointReader:
         if file_name.endswith(".index.json"):
             self._where = read_index(os.path.join(directory, file_name))
             self.kind = f"{self.format} (sharded)"
+            self._check_shards(file_name)
         else:
             self._where = {k: file_name for k in self._open(file_name).keys()}
             self.kind = self.format
+
+    def _check_shards(self, index_name):
+        """Open every shard once (headers only) before any weight is assigned: a missing or damaged shard, or
+        one without the tensors the index puts there, fails the load before it starts, naming the file."""
+        missing = sorted({f for f in self._where.values() if not os.path.isfile(os.path.join(self.directory, f))})
+        if missing:
+            raise FileNotFoundError(f"{os.path.join(self.directory, index_name)} names shard(s) that are not in "
+                                    f"{self.directory}: {', '.join(missing)}")
+        for file_name, names in self.files():
+            held = set(self._open(file_name).keys())
+            absent = [name for name in names if name not in held]
+            if absent:
+                raise ValueError(f"{os.path.join(self.directory, file_name)} does not hold tensor(s) that "
+                                 f"{index_name} puts there: {', '.join(absent[:10])}")
+            self.release(file_name)
 
     def _open(self, file_name):
         if file_name not in self._files:
@@ -333,7 +361,8 @@ def assign_array(variable, array):
 def load_tensor(reader, key, named, transform=None, chunk_bytes=None, mmap=True):
     """Read checkpoint tensor `key` into the variable of `named` (a NamedVariable), converting layout and dtype.
 
-    Returns None on success or (checkpoint shape in our layout, model shape) on a shape mismatch.
+    Returns (mismatch, non-finite count): mismatch is None on success or (checkpoint shape in our layout, model
+    shape) when the shapes differ; the count is of the NaN / Inf values in the checkpoint tensor.
 
     The value is assembled in an aligned buffer of the variable's dtype and layout, which the variable then
     adopts (no further copy on CPU). Rows of the checkpoint tensor are read, permuted and cast into it at most
@@ -351,12 +380,13 @@ def load_tensor(reader, key, named, transform=None, chunk_bytes=None, mmap=True)
     if transform is not None:
         array = transform[0](np.asarray(reader.get(key)))
         if tuple(array.shape) != model_shape:
-            return tuple(array.shape), model_shape
+            return (tuple(array.shape), model_shape), 0
         out = aligned_empty(model_shape, dtype)
         out[...] = array
+        nonfinite = count_nonfinite(array)
         del array
         assign_array(variable, out)
-        return None
+        return None, nonfinite
     shape, source_dtype = reader.spec(key)
     permutation = tuple(named.permutation) if named.permutation is not None and \
         len(shape) == len(named.permutation) else None
@@ -364,34 +394,49 @@ def load_tensor(reader, key, named, transform=None, chunk_bytes=None, mmap=True)
         permutation = None
     ours = tuple(shape[p] for p in permutation) if permutation else tuple(shape)
     if ours != model_shape:
-        return ours, model_shape
+        return (ours, model_shape), 0
+    if not shape:
+        out = aligned_empty(model_shape, dtype)
+        out[...] = value = reader.get(key)
+        assign_array(variable, out)
+        return None, count_nonfinite(value)
     unchanged = permutation is None and source_dtype == dtype
+    row_bytes = max(1, int(np.prod(shape[1:], dtype=np.int64)) * max(source_dtype.itemsize, dtype.itemsize))
+    rows = max(1, chunk_bytes // row_bytes)
     if mmap and unchanged and isinstance(backing_variable(variable), tf.Variable):
         view = reader.mapped(key)
         if view is not None and is_shareable(view):
             assign_array(variable, view)
-            return None
+            # Counted through file reads (the page cache), not the view, whose pages would all become resident.
+            return None, sum(count_nonfinite(reader.read_rows(key, start, min(start + rows, shape[0])))
+                             for start in range(0, shape[0], rows))
     out = aligned_empty(model_shape, dtype)
-    if not shape:
-        out[...] = reader.get(key)
-    else:
-        axis = permutation.index(0) if permutation else 0
-        row_bytes = max(1, int(np.prod(shape[1:], dtype=np.int64)) * max(source_dtype.itemsize, dtype.itemsize))
-        rows = max(1, chunk_bytes // row_bytes)
-        for start in range(0, shape[0], rows):
-            stop = min(start + rows, shape[0])
-            if permutation is None and source_dtype == dtype:
-                reader.read_rows(key, start, stop, out=out[start:stop])
-                continue
-            chunk = reader.read_rows(key, start, stop)
-            if permutation:
-                chunk = np.transpose(chunk, permutation)
-            index = [slice(None)] * len(model_shape)
-            index[axis] = slice(start, stop)
-            out[tuple(index)] = chunk  # numpy casts on the way (bfloat16 via ml_dtypes, round to nearest even)
-            del chunk
+    nonfinite = 0
+    axis = permutation.index(0) if permutation else 0
+    for start in range(0, shape[0], rows):
+        stop = min(start + rows, shape[0])
+        if unchanged:
+            nonfinite += count_nonfinite(reader.read_rows(key, start, stop, out=out[start:stop]))
+            continue
+        chunk = reader.read_rows(key, start, stop)
+        nonfinite += count_nonfinite(chunk)
+        if permutation:
+            chunk = np.transpose(chunk, permutation)
+        index = [slice(None)] * len(model_shape)
+        index[axis] = slice(start, stop)
+        out[tuple(index)] = chunk  # numpy casts on the way (bfloat16 via ml_dtypes, round to nearest even)
+        del chunk
     assign_array(variable, out)
-    return None
+    return None, nonfinite
+
+
+_FLOAT_DTYPES = (np.dtype(ml_dtypes.bfloat16), np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+def count_nonfinite(array):
+    """How many NaN / Inf values a (float) array holds; 0 for integer and bool arrays."""
+    array = np.asarray(array)
+    return int(array.size - np.count_nonzero(np.isfinite(array))) if array.dtype in _FLOAT_DTYPES else 0
 
 
 def load_hf_weights(model, reader, checkpoint_map, prefix, ignore_mismatched_sizes=False, initialised_missing=True,
@@ -409,14 +454,22 @@ def load_hf_weights(model, reader, checkpoint_map, prefix, ignore_mismatched_siz
             missing.append(named)
         else:
             targets.setdefault(key, []).append(named)
-    mapped, mismatched = [], []
+    mapped, mismatched, mismatched_files, nonfinite = [], [], set(), {}
     for file_name, names in reader.files():
         for key in names:
             for named in targets.get(key, []):
-                problem = load_tensor(reader, key, named, checkpoint_map.transform_for(named.name), chunk_bytes,
-                                      mmap=mmap)
+                try:
+                    problem, bad_values = load_tensor(reader, key, named, checkpoint_map.transform_for(named.name),
+                                                      chunk_bytes, mmap=mmap)
+                except (OSError, EOFError, ValueError, TypeError, KeyError, zipfile.BadZipFile) as exc:
+                    # A file damaged past its (checked) header: the caller gets no model, and the file and tensor.
+                    raise ValueError(f"{os.path.join(directory, file_name)}: tensor {key!r} could not be read: "
+                                     f"{type(exc).__name__}: {exc}") from exc
+                if bad_values:
+                    nonfinite.setdefault(file_name, {})[key] = bad_values
                 if problem is not None:
                     mismatched.append((named.name,) + problem)
+                    mismatched_files.add(file_name)
                     missing.append(named)
                     continue
                 mapped.append(named.name)
@@ -426,8 +479,15 @@ def load_hf_weights(model, reader, checkpoint_map, prefix, ignore_mismatched_siz
     info = LoadingInfo(mapped=mapped, missing=[n.name for n in missing], unexpected=unexpected,
                        mismatched=mismatched, source=f"{directory} ({reader.kind})")
     if mismatched and not ignore_mismatched_sizes:
-        raise ValueError(f"Checkpoint {directory} does not fit {type(model).__name__}:\n{info.report()}\n"
+        raise ValueError(f"Checkpoint {directory} ({', '.join(sorted(mismatched_files))}) does not fit "
+                         f"{type(model).__name__}:\n{info.report()}\n"
                          "Pass ignore_mismatched_sizes=True to initialise those weights afresh instead.")
+    if nonfinite:
+        # HF loads such weights silently; they are loaded here too (a model may be meant to be fixed up), but
+        # never without a word.
+        logger.warning("Checkpoint weights with NaN or Inf values were loaded as they are: " + "; ".join(
+            f"{os.path.join(directory, file_name)}: " + ", ".join(f"{key} ({count})" for key, count in counts.items())
+            for file_name, counts in nonfinite.items()))
     if initialised_missing:
         for named in missing:
             _initialise(named)

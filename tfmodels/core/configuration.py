@@ -8,6 +8,7 @@ shares such as `num_labels` or `is_decoder`, unknown-key errors) lives here.
 import copy
 import difflib
 import json
+import numbers
 import os
 
 from tfmodels.core.activations import ACT2FN
@@ -55,6 +56,34 @@ HF_PASSTHROUGH_KEYS = {
 
 _LABEL_KEYS = ("id2label", "label2id", "num_labels")
 
+_TOKEN_ID_KEYS = ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "decoder_start_token_id")
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _expected_type(key, default, value):
+    """What `value` of parameter `key` should be, judged by its default, or None when it fits. Numbers may come
+    as lists (per-layer values, image sizes as pairs: the family's validate() checks those); None stands for
+    "not set" wherever the default is not a bool."""
+    if key in _TOKEN_ID_KEYS:  # HF allows several end-of-sequence ids
+        ids = value if key == "eos_token_id" and isinstance(value, list) else [value]
+        return None if value is None or all(_is_int(i) for i in ids) else "a token id (an integer) or null"
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if value is None or default is None:
+        return None
+    if isinstance(default, (int, float)):
+        fits = isinstance(value, (int, float, list, tuple)) and not isinstance(value, bool)
+        return None if fits else "a number"
+    if isinstance(default, (list, tuple)):
+        return None if isinstance(value, (list, tuple)) else "a list"
+    if isinstance(default, dict):
+        return None if isinstance(value, dict) else "a mapping"
+    if isinstance(default, str):  # activations may also be given as functions
+        return None if isinstance(value, str) or callable(value) else "a string"
+    return None
 
 class PretrainedConfig:
     """Base of all configs. Subclasses set `model_type`, `defaults` and optionally `attribute_map`."""
@@ -85,6 +114,7 @@ class PretrainedConfig:
             object.__setattr__(self, key, value)
         self._set_labels(**labels)
         self.validate()
+        self._check_value_types()
 
     @classmethod
     def _with_positional(cls, args, kwargs):
@@ -121,9 +151,11 @@ class PretrainedConfig:
 
     def _set_labels(self, id2label=None, label2id=None, num_labels=None):
         if id2label is not None:
-            id2label = {int(k): v for k, v in id2label.items()}
+        if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, numbers.Integral)):
+            raise ValueError(f"{type(self).__name__}.num_labels must be an integer, got {num_labels!r}")
+            id2label = {self._label_id("id2label", k): v for k, v in self._mapping("id2label", id2label).items()}
         elif label2id is not None:
-            id2label = {int(v): k for k, v in label2id.items()}
+            id2label = {self._label_id("label2id", v): k for k, v in self._mapping("label2id", label2id).items()}
         elif num_labels is not None or not hasattr(self, "id2label"):
             n = 2 if num_labels is None else int(num_labels)
             if n < 1:
@@ -138,6 +170,17 @@ class PretrainedConfig:
         object.__setattr__(self, "label2id", {v: k for k, v in id2label.items()})
 
     @property
+    def _mapping(self, key, value):
+        if not isinstance(value, dict):
+            raise ValueError(f"{type(self).__name__}.{key} must be a mapping, got {value!r:.100}")
+        return value
+
+    def _label_id(self, key, value):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{type(self).__name__}.{key}: label ids must be integers, got {value!r:.100}") from None
+
     def num_labels(self):
         return len(self.id2label)
 
@@ -152,6 +195,15 @@ class PretrainedConfig:
         """Subclasses check their documented parameters here and raise ValueError with a clear message."""
 
     def _unknown_keys_message(self, unknown):
+    def _check_value_types(self):
+        """The type every parameter must have, declared by its default (in `defaults` or COMMON_DEFAULTS), checked
+        before `validate()` so that a config.json with a string, list or bool where a number belongs fails with
+        the key's name (the families' checks then take the values: sizes positive, heads dividing, ...)."""
+        for key, default in {**COMMON_DEFAULTS, **self.defaults}.items():
+            expected = _expected_type(key, default, getattr(self, key))
+            if expected:
+                raise ValueError(f"{type(self).__name__}.{key} must be {expected}, got {getattr(self, key)!r:.100}")
+
         known = list(self.defaults) + list(COMMON_DEFAULTS) + list(_LABEL_KEYS)
         parts = []
         for key in unknown:
@@ -256,7 +308,18 @@ class PretrainedConfig:
     @classmethod
     def from_json_file(cls, path, strict=True, **overrides):
         with open(path, encoding="utf-8") as f:
-            return cls.from_dict(json.load(f), strict=strict, **overrides)
+        """Read a config.json; a file that is no JSON object, or with a value of the wrong type or out of range,
+        raises ValueError naming the file and the key."""
+            try:
+                values = json.load(f)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} must hold a JSON object of config keys, got {type(values).__name__}")
+        try:
+            return cls.from_dict(values, strict=strict, **overrides)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: {exc}") from exc
 
     def save_pretrained(self, directory):
         os.makedirs(directory, exist_ok=True)

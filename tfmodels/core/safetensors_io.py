@@ -18,6 +18,7 @@ row chunks), so that a checkpoint larger than memory can be written, or a model 
 without ever holding a second copy of the weights.
 """
 import json
+import math
 import os
 import struct
 
@@ -33,6 +34,7 @@ CODES = {dtype: code for code, dtype in DTYPES.items()}
 
 ALIGNMENT = 64      # tensor data alignment in the files we write (TensorFlow shares 64-byte-aligned buffers)
 _MAX_READ = 1 << 30  # bytes per read() call (Linux caps a single read at just under 2 GB)
+MAX_HEADER_BYTES = 100 << 20  # the format's own limit (the safetensors package refuses larger headers)
 
 
 class LazyTensor:
@@ -56,6 +58,53 @@ class LazyTensor:
             if self.shape else parts[0].reshape(())
 
 
+def _is_index(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_entries(path, entries, data_bytes):
+    """Check every tensor's header entry before anything is read, so that a hostile or damaged file fails at
+    open time with the tensor's name: known dtype, a shape of non-negative ints, data offsets that hold exactly
+    the shape's bytes, inside the data section, tensors end to end without sharing bytes."""
+    spans = []
+    for name, entry in entries.items():
+        where = f"{path}: tensor {name!r}"
+        if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
+            raise ValueError(f"{where}: header entry needs dtype, shape and data_offsets, got {entry!r:.200}")
+        code, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+        if not isinstance(code, str) or code not in DTYPES:
+            raise ValueError(f"{where} has unsupported dtype {code!r} (supported: {', '.join(DTYPES)})")
+        if not isinstance(shape, list) or not all(_is_index(d) for d in shape):
+            raise ValueError(f"{where}: shape must be a list of non-negative integers, got {shape!r:.200}")
+        if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_index(o) for o in offsets) \
+                or offsets[0] > offsets[1]:
+            raise ValueError(f"{where}: data_offsets must be [begin, end] with 0 <= begin <= end, got "
+                             f"{offsets!r:.200}")
+        begin, end = offsets
+        needed = math.prod(shape) * DTYPES[code].itemsize
+        if end - begin != needed:
+            raise ValueError(f"{where}: its shape {tuple(shape)} of {code} needs {needed} bytes but data_offsets "
+                             f"[{begin}, {end}] hold {end - begin}")
+        if end > data_bytes:
+            raise ValueError(f"{where}: data_offsets [{begin}, {end}] run past the end of the data ({data_bytes} "
+                             "bytes; truncated file?)")
+        if end > begin:
+            spans.append((begin, end, name))
+    spans.sort()
+    for (_, end, first), (begin, _, second) in zip(spans, spans[1:]):
+        if begin < end:
+            raise ValueError(f"{path}: tensors {first!r} and {second!r} overlap in the file (data_offsets)")
+        if begin > end:
+            raise ValueError(f"{path}: {begin - end} bytes between tensors {first!r} and {second!r} belong to no "
+                             "tensor (the format lays tensors end to end)")
+    # As the format requires (and the safetensors package checks): the tensors fill the data section exactly,
+    # so that a header whose size field was altered cannot shift every tensor's bytes unnoticed.
+    covered = spans[-1][1] if spans else 0
+    if (spans and spans[0][0] != 0) or covered != data_bytes:
+        raise ValueError(f"{path}: the tensors cover bytes [{spans[0][0] if spans else 0}, {covered}) of a data "
+                         f"section of {data_bytes} bytes (truncated, padded or damaged file)")
+
+
 def _read_exact(f, offset, out):
     """Fill the byte view `out` from file `f` at `offset`."""
     view = memoryview(out).cast("B")
@@ -74,11 +123,26 @@ class SafetensorsFile:
     def __init__(self, path):
         self.path = path
         with open(path, "rb") as f:
+            file_size = os.fstat(f.fileno()).st_size
+            if file_size < 8:
+                raise ValueError(f"{path}: {file_size} bytes is too short for a safetensors file (truncated?)")
             (header_size,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(header_size))
+            if header_size > min(file_size - 8, MAX_HEADER_BYTES):
+                raise ValueError(f"{path}: the header claims {header_size} bytes but the file has {file_size - 8} "
+                                 "after its size field (truncated, or not a safetensors file)")
+            try:
+                header = json.loads(f.read(header_size).decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise ValueError(f"{path}: the safetensors header is not valid JSON ({exc})") from None
+        if not isinstance(header, dict):
+            raise ValueError(f"{path}: the safetensors header is not a JSON object")
         self.metadata = header.pop("__metadata__", None) or {}
+        if not isinstance(self.metadata, dict) or not all(isinstance(v, str) for v in self.metadata.values()):
+            raise ValueError(f"{path}: __metadata__ must map names to strings, got {self.metadata!r:.200}")
         self.entries = header
         self._data_start = 8 + header_size
+        self._size = file_size
+        _check_entries(path, header, file_size - self._data_start)
         self._file = None
         self._map = None
 
@@ -92,10 +156,7 @@ class SafetensorsFile:
         return tuple(self.entries[name]["shape"])
 
     def dtype(self, name):
-        code = self.entries[name]["dtype"]
-        if code not in DTYPES:
-            raise ValueError(f"{self.path}: tensor {name!r} has unsupported dtype {code}")
-        return DTYPES[code]
+        return DTYPES[self.entries[name]["dtype"]]  # checked when the file was opened
 
     def _handle(self):
         if self._file is None:
@@ -110,8 +171,8 @@ class SafetensorsFile:
     def read_rows(self, name, start, stop, out=None):
         """Rows [start, stop) along axis 0 (`stop=None` on a 0-d tensor), read into a new array, or into `out`
         (C-contiguous, of the tensor's dtype and the rows' shape) so that no intermediate copy is made."""
-        entry, dtype, shape = self.entries[name], self.dtype(name), self.shape(name)
-        begin, end = entry["data_offsets"]
+        dtype, shape = self.dtype(name), self.shape(name)
+        begin = self.entries[name]["data_offsets"][0]
         expected = (stop - start,) + shape[1:] if shape else ()
         if out is None:
             out = np.empty(expected, dtype)
@@ -122,7 +183,7 @@ class SafetensorsFile:
             _read_exact(self._handle(), self._data_start + begin, out.reshape(1).view(np.uint8))
             return out
         row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
-        if not 0 <= start <= stop <= shape[0] or begin + shape[0] * row_bytes != end:
+        if not 0 <= start <= stop <= shape[0]:
             raise ValueError(f"{self.path}: bad row range [{start}, {stop}) for tensor {name!r} of shape {shape}")
         if out.size:
             _read_exact(self._handle(), self._data_start + begin + start * row_bytes, out.reshape(-1).view(np.uint8))
@@ -136,10 +197,12 @@ class SafetensorsFile:
         begin, end = self.entries[name]["data_offsets"]
         if not shape or begin == end:
             return None
-        if end - begin != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
-            raise ValueError(f"{self.path}: tensor {name!r} has {end - begin} bytes, its shape {shape} needs "
-                             f"{int(np.prod(shape, dtype=np.int64)) * dtype.itemsize}")
         if self._map is None:
+            # Mapped bytes beyond the end of a file that shrank since it was checked would kill the process
+            # (SIGBUS) when touched: refuse to map a file whose size changed.
+            if os.path.getsize(self.path) != self._size:
+                raise ValueError(f"{self.path} changed size since it was opened ({self._size} bytes then, "
+                                 f"{os.path.getsize(self.path)} now)")
             self._map = np.memmap(self.path, dtype=np.uint8, mode="c")
         return self._map[self._data_start + begin:self._data_start + end].view(dtype).reshape(shape)
 

@@ -52,24 +52,46 @@ class TFH5File:
 
     def __init__(self, path):
         self.path = path
-        self._file = h5py.File(path, "r")
+        try:
+            self._file = h5py.File(path, "r")
+        except OSError as exc:
+            raise ValueError(f"{path} is not a readable HDF5 file (truncated or corrupt?): {exc}") from None
         self._datasets = {}   # torch name -> (h5 dataset, transposed)
+        try:
+            self._index()
+        except (OSError, KeyError, TypeError) as exc:  # h5py's errors for damaged or missing groups/attributes
+            self._file.close()
+            raise ValueError(f"{path}: damaged Keras h5 weights file: {type(exc).__name__}: {exc}") from None
+        except ValueError:
+            self._file.close()
+            raise
+
+    def _index(self):
         layer_names = _attribute_list(self._file, "layer_names")
         if not layer_names:
-            raise ValueError(f"{path} is not a Keras h5 weights file written by a Hugging Face TF model "
+            raise ValueError(f"{self.path} is not a Keras h5 weights file written by a Hugging Face TF model "
                              "(no layer_names attribute)")
         for layer_name in layer_names:
-            node = self._file[layer_name]
+            node = self._node(self._file, layer_name)
             if isinstance(node, h5py.Dataset):  # a shard: datasets named without the model scope
                 self._add(layer_name, node)
                 continue
             for weight_name in _attribute_list(node, "weight_names"):
-                self._add(weight_name.split("/", 1)[1] if "/" in weight_name else weight_name, node[weight_name])
+                dataset = self._node(node, weight_name)
+                self._add(weight_name.split("/", 1)[1] if "/" in weight_name else weight_name, dataset)
+
+    def _node(self, group, name):
+        if name not in group:
+            raise ValueError(f"{self.path}: {name!r} is listed in the weight names but {group.name} has no such "
+                             "entry")
+        return group[name]
 
     def _add(self, tf_name, dataset):
         name, is_kernel = torch_name(tf_name)
         if name in self._datasets:
             return
+        if not isinstance(dataset, h5py.Dataset) or dataset.dtype.kind not in "fiub":
+            raise ValueError(f"{self.path}: weight {tf_name!r} is not a numeric dataset")
         transposed = is_kernel and dataset.ndim == 2
         if is_kernel and dataset.ndim > 2:
             raise ValueError(f"{self.path}: convolution kernel {tf_name} is not supported (only XLNet and "

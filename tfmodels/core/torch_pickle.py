@@ -56,12 +56,9 @@ class _Storage:
 
     def array(self):
         if self._array is None:
+            # The entry's size was checked against numel when the file was opened (TorchZipFile._check_tensor).
             data = self.archive.read_storage(self.key)
-            array = np.frombuffer(data, dtype=self.dtype.newbyteorder(self.archive.byteorder))
-            if array.size != self.numel:
-                raise pickle.UnpicklingError(f"storage {self.key} holds {array.size} elements, the pickle says "
-                                             f"{self.numel}")
-            self._array = array
+            self._array = np.frombuffer(data, dtype=self.dtype.newbyteorder(self.archive.byteorder))
         return self._array
 
 
@@ -148,10 +145,27 @@ class TorchZipFile:
     def __init__(self, path):
         self.path = path
         if not zipfile.is_zipfile(path):
-            raise ValueError(f"{path} is not a zip file: it was written by torch.save before PyTorch 1.6 (legacy "
-                             "format), which this reader does not support. Load it once with torch and save it "
-                             "again (safetensors preferred).")
-        self._zip = zipfile.ZipFile(path)
+            with open(path, "rb") as f:
+                start = f.read(2)
+            if start[:1] == b"\x80" or start == b"PK":  # a pickle stream, or a zip without its end (truncated)
+                raise ValueError(f"{path} is not a complete zip file: either it was written by torch.save before "
+                                 "PyTorch 1.6 (legacy format, not supported: load it once with torch and save it "
+                                 "again, safetensors preferred) or it is truncated")
+            raise ValueError(f"{path} is neither a torch zip checkpoint nor a legacy torch file (corrupt?)")
+        try:
+            self._zip = zipfile.ZipFile(path)
+            self._open_state_dict()
+        except UnsafePickleError as exc:
+            if path in str(exc):
+                raise
+            raise UnsafePickleError(f"{path}: {exc}") from None
+        except Exception as exc:  # a damaged archive or pickle: the reader's many error types, one message
+            if isinstance(exc, ValueError) and path in str(exc):
+                raise
+            raise ValueError(f"{path} is damaged: {type(exc).__name__}: {exc}") from exc
+
+    def _open_state_dict(self):
+        path = self.path
         names = self._zip.namelist()
         pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
         if len(pickles) != 1:
@@ -168,8 +182,25 @@ class TorchZipFile:
         self._tensors = {}
         for key, value in state.items():
             if not isinstance(key, str) or not isinstance(value, _TensorRef):
-                raise UnsafePickleError(f"{path}: state dict entry {key!r} is not a name -> tensor pair")
+                raise UnsafePickleError(f"{path}: state dict entry {key!r:.100} is not a name -> tensor pair")
+            self._check_tensor(key, value)
             self._tensors[key] = value
+
+    def _check_tensor(self, name, ref):
+        """Check, when the file is opened, that tensor `name` lies inside a storage entry of the right size."""
+        storage = ref.storage
+        try:
+            entry_bytes = self._zip.getinfo(f"{self._prefix}data/{storage.key}").file_size
+        except KeyError:
+            raise ValueError(f"{self.path}: tensor {name!r} refers to storage {storage.key!r}, which the zip file "
+                             "does not hold") from None
+        if entry_bytes != storage.numel * storage.dtype.itemsize:
+            raise ValueError(f"{self.path}: tensor {name!r}: storage {storage.key} holds {entry_bytes} bytes, the "
+                             f"pickle says {storage.numel} elements of {storage.dtype}")
+        last = ref.offset + sum((n - 1) * s for n, s in zip(ref.shape, ref.strides))
+        if all(ref.shape) and last >= storage.numel:
+            raise ValueError(f"{self.path}: tensor {name!r} of size {ref.shape}, stride {ref.strides} at offset "
+                             f"{ref.offset} runs past the end of its storage ({storage.numel} elements)")
 
     def read_storage(self, key):
         return self._zip.read(f"{self._prefix}data/{key}")
