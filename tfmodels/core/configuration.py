@@ -55,7 +55,6 @@ HF_PASSTHROUGH_KEYS = {
 }
 
 _LABEL_KEYS = ("id2label", "label2id", "num_labels")
-
 _TOKEN_ID_KEYS = ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "decoder_start_token_id")
 
 
@@ -85,6 +84,7 @@ def _expected_type(key, default, value):
         return None if isinstance(value, str) or callable(value) else "a string"
     return None
 
+
 class PretrainedConfig:
     """Base of all configs. Subclasses set `model_type`, `defaults` and optionally `attribute_map`."""
 
@@ -113,8 +113,8 @@ class PretrainedConfig:
         for key, value in values.items():
             object.__setattr__(self, key, value)
         self._set_labels(**labels)
-        self.validate()
         self._check_value_types()
+        self.validate()
 
     @classmethod
     def _with_positional(cls, args, kwargs):
@@ -150,9 +150,9 @@ class PretrainedConfig:
         object.__setattr__(self, name, value)
 
     def _set_labels(self, id2label=None, label2id=None, num_labels=None):
-        if id2label is not None:
         if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, numbers.Integral)):
             raise ValueError(f"{type(self).__name__}.num_labels must be an integer, got {num_labels!r}")
+        if id2label is not None:
             id2label = {self._label_id("id2label", k): v for k, v in self._mapping("id2label", id2label).items()}
         elif label2id is not None:
             id2label = {self._label_id("label2id", v): k for k, v in self._mapping("label2id", label2id).items()}
@@ -169,7 +169,6 @@ class PretrainedConfig:
         object.__setattr__(self, "id2label", id2label)
         object.__setattr__(self, "label2id", {v: k for k, v in id2label.items()})
 
-    @property
     def _mapping(self, key, value):
         if not isinstance(value, dict):
             raise ValueError(f"{type(self).__name__}.{key} must be a mapping, got {value!r:.100}")
@@ -181,6 +180,7 @@ class PretrainedConfig:
         except (TypeError, ValueError):
             raise ValueError(f"{type(self).__name__}.{key}: label ids must be integers, got {value!r:.100}") from None
 
+    @property
     def num_labels(self):
         return len(self.id2label)
 
@@ -194,7 +194,6 @@ class PretrainedConfig:
     def validate(self):
         """Subclasses check their documented parameters here and raise ValueError with a clear message."""
 
-    def _unknown_keys_message(self, unknown):
     def _check_value_types(self):
         """The type every parameter must have, declared by its default (in `defaults` or COMMON_DEFAULTS), checked
         before `validate()` so that a config.json with a string, list or bool where a number belongs fails with
@@ -204,6 +203,7 @@ class PretrainedConfig:
             if expected:
                 raise ValueError(f"{type(self).__name__}.{key} must be {expected}, got {getattr(self, key)!r:.100}")
 
+    def _unknown_keys_message(self, unknown):
         known = list(self.defaults) + list(COMMON_DEFAULTS) + list(_LABEL_KEYS)
         parts = []
         for key in unknown:
@@ -307,9 +307,9 @@ class PretrainedConfig:
 
     @classmethod
     def from_json_file(cls, path, strict=True, **overrides):
-        with open(path, encoding="utf-8") as f:
         """Read a config.json; a file that is no JSON object, or with a value of the wrong type or out of range,
         raises ValueError naming the file and the key."""
+        with open(path, encoding="utf-8") as f:
             try:
                 values = json.load(f)
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
