@@ -20,7 +20,8 @@ from tfmodels.training.word_tokenizer import WordLevelTokenizer  # noqa: E402
 ASSETS = os.path.join(os.path.dirname(__file__), "..", "tfmodels", "assets")
 # ListOps size and shape: trains in a few minutes on 2 CPU cores (see the listops recipe).
 LISTOPS_TRAIN, LISTOPS_EVAL = 8000, 500
-LISTOPS_SHAPE = dict(min_length=10, max_length=300, max_depth=3, max_args=6)
+# Depths 1, 2 and 3 equally often (see tfmodels/training/listops.py); a depth-1 expression has 4-8 tokens.
+LISTOPS_SHAPE = dict(min_length=4, max_length=300, max_depth=3, max_args=6, mixed_depths=True)
 
 
 def train_sentencepiece(output_path, vocab_size, model_type, extra_lines=(), **ids):
