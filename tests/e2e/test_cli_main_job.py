@@ -48,7 +48,8 @@ def test_train_evaluates_exports_and_predicts_in_a_fresh_process(run_dir):
     predictions = [json.loads(l) for l in stdout.splitlines() if l.startswith("{")]
     assert len(predictions) == 2 and {p["label"] for p in predictions} <= {"negative", "positive"}
     for name in ("recipe.json", "history.csv", "metrics.json", "best/config.json", "final/model.weights.h5",
-                 "best/sentencepiece.bpe.model", "export/1/saved_model.pb", "export/1/assets.extra/tfmodels.json"):
+                 "best/sentencepiece.bpe.model", "export/1/saved_model.pb", "export/1/assets.extra/tfmodels.json",
+                 "curves.png"):
         assert os.path.isfile(run / name), name
     assert not os.path.exists(run / "checkpoints")
 
@@ -59,7 +60,9 @@ def test_predict_evaluate_export_commands(run_dir, tmp_path):
     code, out = cli_main("predict", str(run / "export" / "1"), "--input", os.path.join(
         ROOT, "tfmodels/assets/data/sentiment/test.jsonl"), "--limit", "3", "--top-k", "2")
     rows = [json.loads(l) for l in out.splitlines()]
-    assert code == 0 and len(rows) == 3 and all(len(r["top"]) == 2 and r["gold"] in (0, 1) for r in rows)
+    assert code == 0 and len(rows) == 3 and all(len(r["top"]) == 2 for r in rows)
+    # the file's labels are indices 0 / 1: shown by name, with whether the prediction is right
+    assert all(r["gold"] in ("negative", "positive") and r["correct"] == (r["label"] == r["gold"]) for r in rows)
     code, out = cli_main("predict", str(run / "best"), "--text", "A lovely day.")
     assert code == 0 and json.loads(out)["label"] in ("negative", "positive")
     overrides = [x for o in TINY for x in ("--set", o)]

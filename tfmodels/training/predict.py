@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmodels.training import readers
+from tfmodels.training.data import label_index
 from tfmodels.training.exporting import METADATA_DIR, read_metadata
 from tfmodels.training.job import tokenizer_class
 from tfmodels.training.tasks import get_task
@@ -136,8 +137,16 @@ def load_runner(path, task=None):
 
 
 def predict(runner, rows, top_k=1):
-    """Readable predictions, one dict per row (also printed by the CLI), in the task's format."""
-    return get_task(runner.task).format_predictions(runner, rows, top_k)
+    """Readable predictions, one dict per row (also printed by the CLI), in the task's format. A classification
+    row that has a label gets it as "gold" by name (a data file's label may be an index or the name) and
+    "correct": whether the predicted label is that one."""
+    results = get_task(runner.task).format_predictions(runner, rows, top_k)
+    names = getattr(runner, "label_names", None) or []
+    for result in results:
+        if result.get("gold") is not None and result.get("label") in names:
+            result["gold"] = names[label_index(result["gold"], names)]
+            result["correct"] = result["label"] == result["gold"]
+    return results
 
 
 def format_result(result):
