@@ -125,3 +125,50 @@ def test_set_input_embeddings_like_hf(tmp_path):
     helpers.assert_close(ours(**inputs).last_hidden_state.numpy(), expected, 1e-5)
     with pytest.raises(ValueError, match=r"needs a \[vocab, 32\] array"):
         ours.set_input_embeddings(table[:, :8])
+
+
+NYSTROMFORMER = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=37, max_position_embeddings=64, segment_means_seq_len=16, num_landmarks=4,
+                     conv_kernel_size=None, pad_token_id=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, config_class, config, length", [
+    ("XLMRobertaXLForSequenceClassification", "XLMRobertaXLConfig", ROBERTA_XL, 10),
+    ("NystromformerModel", "NystromformerConfig", NYSTROMFORMER, 16)])
+def test_prune_heads_like_hf(tmp_path, name, config_class, config, length):
+    hf_model, ours = _pair(name, getattr(transformers, config_class), config, tmp_path / "hf")
+    ids, mask = helpers.padded_ids(3, length, 99, config["pad_token_id"], seed=1)
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    field = "logits" if "For" in name else "last_hidden_state"
+    # Twice: the second call names heads in the original numbering, after the first pruning.
+    for heads in ({0: [1, 3], 1: [0]}, {1: [2], 0: [1]}):
+        hf_model.prune_heads(heads)
+        ours.prune_heads(heads)
+    assert ours.base_model.encoder.layer[0].attention.self.num_heads == 2
+    assert {int(k): sorted(v) for k, v in ours.config.pruned_heads.items()} == \
+        {int(k): sorted(v) for k, v in hf_model.config.pruned_heads.items()} == {0: [1, 3], 1: [0, 2]}
+    with torch.no_grad():
+        expected = getattr(hf_model(**helpers.torch_inputs(inputs)), field).numpy()
+    pruned = getattr(ours(**inputs), field).numpy()
+    helpers.assert_close(pruned, expected, 1e-5, "pruned outputs")
+    # A pruned model saves and loads, in our format and in HF's (HF prunes from config.json, as we do).
+    ours.save_pretrained(str(tmp_path / "own"))
+    helpers.assert_close(getattr(getattr(tfmodels, name).from_pretrained(str(tmp_path / "own"))(**inputs), field),
+                         expected, 1e-5)
+    ours.save_pretrained(str(tmp_path / "hf_format"), hf_format=True)
+    hf_reloaded = getattr(transformers, name).from_pretrained(str(tmp_path / "hf_format")).eval()
+    with torch.no_grad():
+        helpers.assert_close(getattr(hf_reloaded(**helpers.torch_inputs(inputs)), field).numpy(), expected, 1e-5)
+
+
+def test_prune_heads_refused_where_unsupported():
+    xlnet = tfmodels.XLNetModel(tfmodels.XLNetConfig(**XLNET))
+    with pytest.raises(NotImplementedError, match="XLNetModel: head pruning is not supported for the xlnet family"):
+        xlnet.prune_heads({0: [1]})
+    config = tfmodels.NystromformerConfig(**{**NYSTROMFORMER, "conv_kernel_size": 3})
+    with pytest.raises(NotImplementedError, match="per-head convolution"):
+        tfmodels.NystromformerModel(config).prune_heads({0: [1]})
+    model = tfmodels.XLMRobertaXLModel(tfmodels.XLMRobertaXLConfig(**ROBERTA_XL))
+    with pytest.raises(ValueError, match=r"layer 0 has heads 0..3, got \[4\]"):
+        model.prune_heads({0: [4]})

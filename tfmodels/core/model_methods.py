@@ -1,5 +1,7 @@
 """The model methods Hugging Face users call, written once for every family (HF 4.57.6 semantics):
-`get_input_embeddings`, `set_input_embeddings`, `get_output_embeddings` and `resize_token_embeddings`.
+`get_input_embeddings`, `set_input_embeddings`, `get_output_embeddings`, `resize_token_embeddings` and
+`prune_heads` (families that set `supports_head_pruning`: their attention blocks are `self` (query, key, value,
+num_heads, head_dim) plus `output_.dense`).
 
 A family says where its layers are: `input_embeddings_path` (under the base model; HF's get_input_embeddings)
 and, on heads with an LM projection, `output_embeddings_path` (under the model). The projection layer is ours
@@ -86,6 +88,7 @@ class ModelMethods:
 
     input_embeddings_path = "embeddings.word_embeddings"
     output_embeddings_path = None
+    supports_head_pruning = False   # families whose attention layers prune_heads can shrink
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -178,6 +181,72 @@ class ModelMethods:
             replace_variables(head, {"weight": weight, "bias": bias})
         if hasattr(head, "vocab_size"):
             head.vocab_size = rows
+
+    # ---------------------------------------------------------------------------------------------------
+    # Head pruning
+
+    def prune_heads(self, heads_to_prune):
+        """Remove attention heads, {layer: [heads]} in the original numbering, as HF: the query, key and value
+        projections lose the heads' columns and the attention output projection their rows; the union with
+        earlier prunings is kept in config.pruned_heads (written to config.json, and applied again when the
+        model is built, so a pruned checkpoint loads)."""
+        self._check_head_pruning()
+        if not self.built or not self.weights:
+            self.build_model()  # (which applies the config's earlier prunings first)
+        pruned = self.pruned_heads
+        for layer, heads in heads_to_prune.items():
+            self._prune_layer(int(layer), heads, pruned.get(int(layer), set()))
+            pruned[int(layer)] = sorted(pruned.get(int(layer), set()) | set(heads))
+        self.config.extra["pruned_heads"] = {layer: sorted(heads) for layer, heads in pruned.items()}
+        self._forget_compiled_functions()
+
+    @property
+    def pruned_heads(self):
+        stored = getattr(self.config, "pruned_heads", None) or {}
+        return {int(layer): set(heads) for layer, heads in stored.items()}
+
+    def apply_config_pruning(self):
+        """Prune the heads config.pruned_heads names (a pruned checkpoint's config.json) from a model just built
+        at full size."""
+        if self.pruned_heads:
+            self._check_head_pruning()
+            for layer, heads in self.pruned_heads.items():
+                self._prune_layer(layer, heads, set())
+
+    def _check_head_pruning(self):
+        if not self.supports_head_pruning:
+            raise NotImplementedError(f"{type(self).__name__}: head pruning is not supported for the "
+                                      f"{self.config.model_type} family")
+
+    def _prune_layer(self, index, heads, already):
+        layers = self.base_model.encoder.layer
+        if not 0 <= index < len(layers):
+            raise ValueError(f"prune_heads: layer {index} does not exist ({len(layers)} layers)")
+        block = layers[index].attention
+        attention = block.self
+        if getattr(attention, "conv", None) is not None:
+            raise NotImplementedError(f"{type(self).__name__}: head pruning with the per-head convolution "
+                                      "(conv_window / conv_kernel_size) is not supported (nor by the reference)")
+        heads = set(heads) - set(already)
+        total = attention.num_heads + len(already)
+        if any(not 0 <= h < total for h in heads):
+            raise ValueError(f"prune_heads: layer {index} has heads 0..{total - 1}, got {sorted(heads)}")
+        # Positions of the remaining heads in the current (already pruned) layout.
+        current = [h for h in range(total) if h not in already]
+        keep = [i for i, h in enumerate(current) if h not in heads]
+        if not heads:
+            return
+        columns = np.concatenate([np.arange(i * attention.head_dim, (i + 1) * attention.head_dim) for i in keep]
+                                 ) if keep else np.zeros([0], np.int64)
+        for dense in (attention.query, attention.key, attention.value):
+            kernel, bias = (keras.ops.convert_to_numpy(v) for v in (dense.kernel, dense.bias))
+            replace_variables(dense, {"_kernel": kernel[:, columns], "bias": bias[columns]})
+            dense.units = len(columns)
+        output = block.output_.dense
+        kernel, bias = (keras.ops.convert_to_numpy(v) for v in (output.kernel, output.bias))
+        replace_variables(output, {"_kernel": kernel[columns], "bias": bias})
+        output.input_spec = keras.InputSpec(min_ndim=2, axes={-1: len(columns)})  # (Dense checks its input size)
+        attention.num_heads = len(keep)
 
     def _forget_compiled_functions(self):
         # Keras' traced train/test/predict functions captured the old variables.

@@ -160,6 +160,7 @@ class PreTrainedModel(ModelMethods, keras.Model):
     def build_model(self):
         """Create every variable by running the dummy inputs once."""
         self(self.dummy_inputs(), training=False)
+        self.apply_config_pruning()  # a pruned checkpoint's layers (config.pruned_heads), as HF's post_init
         return self
 
     # ---------------------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ class TextPreTrainedModel(PreTrainedModel):
     multiple_choice_dropout = None
     token_loss_ignores_padding = False
     qa_forces_two_labels = False
+    supports_head_pruning = True  # (core.model_methods.prune_heads)
 
     def add_main_layer(self, add_pooling_layer=False):
         setattr(self, self.base_model_prefix, self.main_layer_class(

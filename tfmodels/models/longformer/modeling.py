@@ -304,6 +304,7 @@ class LongformerPreTrainedModel(TextPreTrainedModel):
     lm_head_activation = "gelu"
     classifier_activation = "tanh"
     multiple_choice_style = "pooled"
+    supports_head_pruning = False  # its global query/key/value projections are not pruned (core.model_methods)
 
 
 class LongformerModel(text_heads.BaseModelHead, tasks.BaseModelTask, LongformerPreTrainedModel):
