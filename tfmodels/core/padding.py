@@ -1,4 +1,8 @@
-"""Pad a sequence axis to a multiple (attention window, block, landmark count) and remove the padding again."""
+"""Pad a sequence axis to a multiple (attention window, block, landmark count) and remove the padding again.
+
+Both keep the static rank and every static dimension they can: with a dynamic length (a Keras functional model
+on `keras.Input((None,))`) a pad or slice by tensor amounts would otherwise lose the feature sizes too, and the
+layers built on the result (a pooler, a user's Dense) could not infer their kernels' shapes."""
 import tensorflow as tf
 
 
@@ -15,17 +19,15 @@ def pad_to_multiple(tensor, multiple, axis=1, value=0):
     paddings = [[0, 0]] * rank
     paddings[axis] = [0, pad_len]
     padded = tf.pad(tensor, paddings, constant_values=tf.cast(value, tensor.dtype))
-    static = tensor.shape[axis]
-    if static is not None:
-        shape = padded.shape.as_list()
-        shape[axis] = static + (-static) % multiple
-        padded = tf.ensure_shape(padded, shape)
-    return padded, pad_len
+    shape = tensor.shape.as_list()
+    static = shape[axis]
+    shape[axis] = None if static is None else static + pad_amount(static, multiple)
+    return tf.ensure_shape(padded, shape), pad_len
 
 
 def unpad(tensor, length, axis=1):
-    """Keep the first `length` positions of `axis`."""
-    begin = [0] * tensor.shape.rank
-    size = [-1] * tensor.shape.rank
-    size[axis] = length
-    return tf.slice(tensor, begin, size)
+    """Keep the first `length` positions of `axis` (python int or scalar tensor). A strided slice, not tf.slice:
+    its shape inference keeps the other static dimensions where a slice by a size tensor forgets them all."""
+    index = [slice(None)] * tensor.shape.rank
+    index[axis] = slice(None, length)
+    return tensor[tuple(index)]
