@@ -13,11 +13,13 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tests import helpers
 from tfmodels import registry
 from tfmodels.core import tasks
 from tfmodels.core.modeling import PreTrainedModel
+from tfmodels.core.padding import pad_to_multiple, unpad
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "configs")
 FAMILIES = sorted(registry.families())
@@ -205,3 +207,24 @@ def eager_outputs(models, composed, arrays, options):
         if isinstance(model, tasks.BaseModelTask):
             expected["user_head"] = composed.get_layer("user_head")(output.last_hidden_state[:, 0])
     return expected
+
+
+def test_padding_keeps_static_dimensions_with_a_dynamic_length():
+    """The cause of the Longformer failure: a pad or slice by tensor amounts forgot the hidden size."""
+    seen = {}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 4, 6])])
+    def round_trip(tensor):
+        padded, pad_len = pad_to_multiple(tensor, 8, axis=1)
+        restored = unpad(padded, tf.shape(tensor)[1], axis=1)
+        seen.update(padded=tuple(padded.shape), restored=tuple(restored.shape))
+        return restored, pad_len
+
+    value = np.random.RandomState(0).normal(size=(2, 5, 4, 6)).astype(np.float32)
+    restored, pad_len = round_trip(value)
+    assert seen == {"padded": (None, None, 4, 6), "restored": (None, None, 4, 6)}
+    assert int(pad_len) == 3
+    np.testing.assert_array_equal(restored.numpy(), value)
+    padded, _ = pad_to_multiple(tf.constant(value), 8, axis=1)
+    assert tuple(padded.shape) == (2, 8, 4, 6)
+    assert tuple(unpad(padded, 5, axis=1).shape) == (2, 5, 4, 6)
