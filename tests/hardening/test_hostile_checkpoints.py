@@ -264,6 +264,18 @@ def binary_cases(tmp_path_factory):
         storages = [n for n in f.namelist() if "/data/" in n]
     bin_case("bin storage shorter than the pickle says",
              lambda p: rewrite_zip(p, {storages[0]: lambda d: d[:len(d) // 2]}), "storage")
+
+    def damage_last_storage(path):
+        # One byte of the last storage's data (stored uncompressed) flipped: the header and pickle are intact, so
+        # the load starts and fails at that tensor, after the earlier ones were assigned (its CRC no longer fits).
+        with zipfile.ZipFile(path) as f:
+            entries = [i for i in f.infolist() if "/data/" in i.filename]
+        info = max(entries, key=lambda i: int(i.filename.rsplit("/", 1)[-1]))
+        data = bytearray(path.read_bytes())
+        name_length, extra_length = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
+        data[info.header_offset + 30 + name_length + extra_length + info.file_size // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+    bin_case("bin tensor data damaged mid-load", damage_last_storage, "tensor '", "CRC")
     bin_case("bin pickle calls a global", lambda p: rewrite_zip(p, {"/data.pkl": lambda d: pickle.dumps(
         {word: _Reduce(os.system, f"touch {marker}")}, protocol=2)}), "posix.system")
 
