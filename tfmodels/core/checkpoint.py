@@ -570,7 +570,8 @@ def hf_state_dict(model, checkpoint_map, strip_prefix=None, dtype=None, lazy=Fal
 def write_hf_weights(state, directory, max_shard_bytes=None):
     """Write a state dict ({name: numpy array or LazyTensor}) as model.safetensors, or as shards of at most
     `max_shard_bytes` (a tensor larger than that gets a shard of its own) plus model.safetensors.index.json.
-    Shards are written one after the other and lazy tensors chunk by chunk."""
+    Shards are written one after the other and lazy tensors chunk by chunk. The files are written in place:
+    `save_pretrained` calls this on a fresh temporary folder that replaces the checkpoint once complete."""
     os.makedirs(directory, exist_ok=True)
     metadata = {"format": "pt"}
     if not max_shard_bytes or sum(a.nbytes for a in state.values()) <= max_shard_bytes:
@@ -599,14 +600,10 @@ def write_hf_weights(state, directory, max_shard_bytes=None):
 _SHARD_PATTERN = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
 
 
-def remove_hf_weights(directory):
-    """Delete the safetensors weights (single file, shards, index) of an HF checkpoint directory, so that a
-    new save does not leave stale files that a loader would prefer."""
-    if not os.path.isdir(directory):
-        return
-    for name in os.listdir(directory):
-        if name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME) or _SHARD_PATTERN.match(name):
-            os.remove(os.path.join(directory, name))
+def is_hf_weights_file(name):
+    """Whether a file name is part of the safetensors weights we write (single file, shards, index): a new save
+    does not keep such files of a previous one, which a loader would prefer."""
+    return name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME) or bool(_SHARD_PATTERN.match(name))
 
 
 def log_loading_info(info, model_name):

@@ -11,6 +11,7 @@ import json
 import numbers
 import os
 
+from tfmodels.core import atomic
 from tfmodels.core.activations import ACT2FN
 from tfmodels.core.logging import logger
 
@@ -302,8 +303,8 @@ class PretrainedConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     def to_json_file(self, path):
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(self.to_json_string())
+        # written to a temporary name and renamed, so that a killed save leaves the previous file whole
+        atomic.write_text(path, self.to_json_string())
 
     @classmethod
     def from_json_file(cls, path, strict=True, **overrides):

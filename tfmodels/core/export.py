@@ -17,13 +17,15 @@ Weights are variables, never graph constants, so models over 2 GB export too.
 
 The SavedModel is written for TensorFlow's C++ loader, the one TF Serving uses (see `_served_variables`), and
 carries TF Serving warm-up requests, one small request per signature, in
-`assets.extra/tf_serving_warmup_requests` (a TFRecord file of PredictionLog protos).
+`assets.extra/tf_serving_warmup_requests` (a TFRecord file of PredictionLog protos). The folder appears whole or
+not at all, and replaces an existing export only once complete (core.atomic).
 """
 import os
 
 import numpy as np
 import tensorflow as tf
 
+from tfmodels.core import atomic
 from tfmodels.core.checkpoint import backing_variable
 from tfmodels.ops.dispatch import op_mode
 
@@ -123,12 +125,39 @@ def export_saved_model(model, path, tokenizer=None, max_length=None, input_names
         signatures["serving_image"] = serve_image.get_concrete_function()
 
     root.model_variables = _served_variables(model, signatures.values())
-    os.makedirs(path, exist_ok=True)
-    tf.saved_model.save(root, path, signatures=signatures,
-                        options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
-    _write_warmup_requests(os.path.join(path, WARMUP_FILE),
-                           _warmup_requests(model, input_names, specs, signatures))
+    # Written beside `path` and renamed into place once complete (core.atomic): TF Serving, which loads every
+    # numbered version folder it sees, never finds a half-written one, and a killed export leaves the previous.
+    with atomic.replacing_directory(path) as staging:
+        tf.saved_model.save(root, staging, signatures=signatures,
+                            options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
+        _write_warmup_requests(os.path.join(staging, WARMUP_FILE),
+                               _warmup_requests(model, input_names, specs, signatures))
     return sorted(signatures)
+
+
+def _checked_requests(inputs, main_name):
+    """Request checks the model's own (ids within the vocabulary, length within the positions) leave to the
+    serving graph: no empty batch or sequence (a model would answer an empty output, or fail deep inside),
+    and every [batch, length] input shaped as the main one. Failing asserts answer InvalidArgument."""
+    main = inputs[main_name]
+    shape = tf.shape(main)
+    checks = [tf.debugging.assert_positive(shape[0], message=f"{main_name}: the batch is empty (0 rows)")]
+    if main.dtype.is_integer:  # ids [batch, (choices,) length]: at least one token per sequence
+        checks.append(tf.debugging.assert_positive(shape[-1], message=f"{main_name}: the sequences are empty"))
+        checks += [tf.debugging.assert_equal(tf.shape(t), shape, message=f"{name} must have the shape of {main_name}")
+                   for name, t in inputs.items() if name != main_name and t.shape.rank == main.shape.rank]
+    with tf.control_dependencies(checks):
+        return {name: tf.identity(t) for name, t in inputs.items()}
+
+
+def _to_int32(name, tensor):
+    """An int64 request as int32, refusing values that int32 cannot hold (a cast would wrap them around into
+    valid-looking ids)."""
+    limits = np.iinfo(np.int32)
+    high, low = tf.constant(limits.max, tf.int64), tf.constant(limits.min, tf.int64)
+    with tf.control_dependencies([tf.debugging.assert_less_equal(tensor, high, message=f"{name}: above int32"),
+                                  tf.debugging.assert_greater_equal(tensor, low, message=f"{name}: below int32")]):
+        return tf.cast(tensor, tf.int32)
 
 
 def _served_variables(model, functions):

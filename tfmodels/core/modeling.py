@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfmodels.core import atomic
 from tfmodels.core import checkpoint as ckpt
 from tfmodels.core.initializers import skip_init
 from tfmodels.core.inputs import list_to_dict, normalize_inputs
@@ -31,13 +32,16 @@ DEFAULT_OPTIONS = ("output_attentions", "output_hidden_states", "return_dict")
 _OWN_SHARD_PATTERN = re.compile(r"^model_\d{5}\.weights\.h5$")  # Keras' shard names
 
 
-def remove_own_weights(directory):
-    """Delete our Keras-format weights (single file, or the sharded index and its shards) from `directory`."""
-    if not os.path.isdir(directory):
-        return
-    for name in os.listdir(directory):
-        if name in (WEIGHTS_NAME, SHARDED_WEIGHTS_NAME) or _OWN_SHARD_PATTERN.match(name):
-            os.remove(os.path.join(directory, name))
+def is_own_weights_file(name):
+    """Whether a file name is one of our Keras-format weights (single file, or the sharded index and its shards)."""
+    return name in (WEIGHTS_NAME, SHARDED_WEIGHTS_NAME) or bool(_OWN_SHARD_PATTERN.match(name))
+
+
+def _kept_beside_new_weights(name):
+    """Files of a previous save_pretrained that the new copy keeps (tokenizer files, notes): not the previous
+    weights in either format (a loader would prefer a stale file of the other format), nor a `*.tmp` left by a
+    write that was killed (older versions wrote weights in place)."""
+    return not (is_own_weights_file(name) or ckpt.is_hf_weights_file(name) or name.endswith(".tmp"))
 
 
 def _arrays_to_tensors(value):
@@ -233,30 +237,33 @@ class PreTrainedModel(ModelMethods, keras.Model):
         (model.weights.json + model_NNNNN.weights.h5). With `hf_format=True`, model.safetensors under
         the Hugging Face names instead (shards of at most `max_shard_size` GB + model.safetensors.index.json),
         so that the PyTorch reference loads it; `dtype` (e.g. "bfloat16") converts on the way. The HF writer
-        streams variable by variable, so saving needs no second copy of the model. Weight files a previous save
-        left in `directory` are removed first, so that a loader never picks up a stale file.
+        streams variable by variable, so saving needs no second copy of the model.
+
+        The save is atomic (core.atomic.replacing_directory): the complete checkpoint is written into a
+        temporary folder beside `directory`, fsynced, and then takes its place by a rename, so a process killed
+        at any moment leaves the previous checkpoint or the new one, never new weights beside an old config (a
+        config that changed shape would not load them). Other files of `directory` (tokenizer files) are carried
+        over; the previous weights, of either format, are not, so a loader never picks up a stale file.
         """
-        os.makedirs(directory, exist_ok=True)
+        if dtype is not None and not hf_format:
+            raise ValueError("save_pretrained(dtype=...) converts HF-format weights only (hf_format=True); our "
+                             "Keras format stores the variables as they are")
         if not self.built or not self.weights:
             self.build_model()
         config_dict = self.config.to_dict()
         config_dict["architectures"] = [self.hf_architecture or type(self).__name__]
-        self.config.__class__.from_dict(config_dict, strict=False).save_pretrained(directory)
-        remove_own_weights(directory)
-        ckpt.remove_hf_weights(directory)
-        if hf_format:
-            state = ckpt.hf_state_dict(self, self.checkpoint_map,
-                                       strip_prefix=self.base_model_prefix if self.is_base_model else None,
-                                       dtype=None if dtype is None else ckpt.numpy_dtype(dtype), lazy=True)
-            max_bytes = int(max_shard_size * 1024 ** 3) if max_shard_size else None
-            ckpt.write_hf_weights(state, directory, max_shard_bytes=max_bytes)
-        elif dtype is not None:
-            raise ValueError("save_pretrained(dtype=...) converts HF-format weights only (hf_format=True); our "
-                             "Keras format stores the variables as they are")
-        elif max_shard_size:
-            self.save_weights(os.path.join(directory, SHARDED_WEIGHTS_NAME), max_shard_size=max_shard_size)
-        else:
-            self.save_weights(os.path.join(directory, WEIGHTS_NAME))
+        with atomic.replacing_directory(directory, keep=_kept_beside_new_weights) as staging:
+            self.config.__class__.from_dict(config_dict, strict=False).save_pretrained(staging)
+            if hf_format:
+                state = ckpt.hf_state_dict(self, self.checkpoint_map,
+                                           strip_prefix=self.base_model_prefix if self.is_base_model else None,
+                                           dtype=None if dtype is None else ckpt.numpy_dtype(dtype), lazy=True)
+                max_bytes = int(max_shard_size * 1024 ** 3) if max_shard_size else None
+                ckpt.write_hf_weights(state, staging, max_shard_bytes=max_bytes)
+            elif max_shard_size:
+                self.save_weights(os.path.join(staging, SHARDED_WEIGHTS_NAME), max_shard_size=max_shard_size)
+            else:
+                self.save_weights(os.path.join(staging, WEIGHTS_NAME))
 
     @classmethod
     def from_pretrained(cls, path, config=None, dtype=None, allow_pickle=None, ignore_mismatched_sizes=False,
@@ -281,7 +288,8 @@ class PreTrainedModel(ModelMethods, keras.Model):
                           FutureWarning, stacklevel=2)
         options = hub.HubOptions(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
                                  token=token)
-        path, weights_format = hub.model_files(path, options, weights_format)
+        # A local directory whose atomic save was killed between its two renames is read from its backup name.
+        path, weights_format = hub.model_files(atomic.readable_path(path), options, weights_format)
         if config is None:
             config = cls.config_class.from_pretrained(path, strict=strict, **config_overrides)
         elif config_overrides:

@@ -19,6 +19,7 @@ import os
 
 import keras
 
+from tfmodels.core import atomic
 from tfmodels.core.logging import logger, warn_once
 from tfmodels.training import evaluation
 
@@ -27,6 +28,7 @@ METADATA_FILE = "training_metadata.json"
 
 def resume_point(backup_dir):
     """(epoch, batches already trained in that epoch) from a BackupAndRestore folder; (0, 0) if none."""
+    atomic.recover(backup_dir)  # a backup write killed between its two renames (see ResumableBackup._save_model)
     path = os.path.join(backup_dir, METADATA_FILE)
     if not os.path.isfile(path):
         return 0, 0
@@ -41,12 +43,31 @@ def resume_point(backup_dir):
     return epoch, trained
 
 
+def truncate_history(csv_path, epoch):
+    """Drop the rows of epochs >= `epoch` (and a row cut short by a kill) from a CSVLogger file: a run resumed
+    from a backup of `epoch` logs those epochs again, so each epoch keeps exactly one row."""
+    if not os.path.isfile(csv_path):
+        return
+    with open(csv_path, encoding="utf-8", newline="") as f:
+        lines = f.read().splitlines(keepends=True)
+    if not lines:
+        return
+    kept = [line for line in lines[1:] if line.endswith("\n") and line.split(",", 1)[0].strip().isdigit()
+            and int(line.split(",", 1)[0]) < epoch]
+    if len(kept) != len(lines) - 1:
+        atomic.write_text(csv_path, "".join(lines[:1] + kept))
+
+
 class ResumableBackup(keras.callbacks.BackupAndRestore):
+    """The backup folder is left in place when training ends: the job removes it (`remove`) only once the final
+    model is saved, so that a run killed in between resumes at its end instead of starting afresh."""
+
     def __init__(self, backup_dir, save_freq, steps_per_epoch):
-        super().__init__(backup_dir, save_freq=save_freq, delete_checkpoint=True)
+        super().__init__(backup_dir, save_freq=save_freq, delete_checkpoint=False)
         self.steps_per_epoch = steps_per_epoch
         self.skip = 0
         self._mid_epoch = False
+        self._save_at_epoch_end = False
 
     def on_train_begin(self, logs=None):
         epoch, trained = resume_point(self.backup_dir)
@@ -77,21 +98,34 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
 
     def on_train_batch_end(self, batch, logs=None):
         self._mid_epoch = True
-        super().on_train_batch_end(batch, logs)
+        if batch + 1 < self.steps_per_epoch:
+            super().on_train_batch_end(batch, logs)
+        else:
+            # A backup due after an epoch's last batch is written at the epoch's end instead, after the epoch's
+            # logs (the job places this callback after the CSV log and the best-model checkpoint): a backup never
+            # says "epoch done" while that epoch's row may be missing from the log.
+            self._save_at_epoch_end = self._should_save_on_batch(batch)
 
     def on_epoch_end(self, epoch, logs=None):
         self._mid_epoch = False
         super().on_epoch_end(epoch, logs)
+        if self._save_at_epoch_end:
+            self._save_at_epoch_end = False
+            self._save_model()
 
     def _save_model(self):
-        super()._save_model()
-        path = os.path.join(self.backup_dir, METADATA_FILE)
-        with open(path, encoding="utf-8") as f:
-            metadata = json.load(f)
-        metadata["mid_epoch"] = self._mid_epoch
-        metadata["optimizer_step"] = int(self.model.optimizer.iterations.numpy())
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(metadata, f)
+        # Keras writes the weights, then the metadata, in place: a kill in between leaves a half-written h5 or
+        # new weights beside the previous step count (a resume would train those steps twice). Both are written
+        # into a new folder that replaces the backup whole instead (core.atomic).
+        with atomic.replacing_directory(self.backup_dir) as staging:
+            self.model.save_weights(os.path.join(staging, os.path.basename(self._weights_path)))
+            metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen, "mid_epoch": self._mid_epoch,
+                        "optimizer_step": int(self.model.optimizer.iterations.numpy())}
+            with open(os.path.join(staging, METADATA_FILE), "w", encoding="utf-8") as f:
+                json.dump(metadata, f)
+
+    def remove(self):
+        atomic.remove_directory(self.backup_dir)
 
 
 class EvaluationCallback(keras.callbacks.Callback):
@@ -124,6 +158,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         self.preprocessor = preprocessor
         self.state_path = os.path.join(directory, "best.json")
         self.best = -math.inf if mode == "max" else math.inf
+        atomic.recover(directory)
         if os.path.isfile(self.state_path):
             with open(self.state_path, encoding="utf-8") as f:
                 self.best = json.load(f)["value"]
@@ -138,11 +173,14 @@ class BestModelCheckpoint(keras.callbacks.Callback):
             return
         if self._better(float(value)):
             self.best = float(value)
-            self.model.save_pretrained(self.directory)
-            if self.preprocessor is not None:
-                self.preprocessor.save_pretrained(self.directory)
-            with open(self.state_path, "w", encoding="utf-8") as f:
-                json.dump({"monitor": self.monitor, "value": self.best, "epoch": epoch + 1}, f)
+            # model, preprocessor and best.json replace the previous best together (core.atomic), so that a
+            # resumed run compares against the value of the model that is actually there
+            with atomic.replacing_directory(self.directory) as staging:
+                self.model.save_pretrained(staging)
+                if self.preprocessor is not None:
+                    self.preprocessor.save_pretrained(staging)
+                with open(os.path.join(staging, os.path.basename(self.state_path)), "w", encoding="utf-8") as f:
+                    json.dump({"monitor": self.monitor, "value": self.best, "epoch": epoch + 1}, f)
 
 
 class FailAfterSteps(keras.callbacks.Callback):

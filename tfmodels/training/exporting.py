@@ -8,11 +8,13 @@ the task head; this module adds what serving a trained job needs beside it:
   with the training pipeline's preprocessing in the graph (data.PipelineImageProcessor: decode, resize,
   rescale, normalise exactly as the model was trained).
 
-Exports go to numbered version folders (`export/1`), the layout TF Serving's model server expects.
+Exports go to numbered version folders (`export/1`), the layout TF Serving's model server expects; a version
+folder appears (or is replaced) whole, with its metadata, once complete.
 """
 import json
 import os
 
+from tfmodels.core import atomic
 from tfmodels.training.data import PipelineImageProcessor
 
 METADATA_DIR = "assets.extra"
@@ -33,19 +35,21 @@ def export_job_model(model, path, task, family, label_names=None, tokenizer=None
     use_tokenizer = tokenizer if (tokenizer is not None and text_signature_supported(model)
                                   and family.modality == "text") else None
     image_processor = PipelineImageProcessor(image_settings) if image_settings is not None else None
-    signatures = list(model.export(path, tokenizer=use_tokenizer, max_length=max_length,
-                                   image_processor=image_processor, text_signatures=text_signatures))
-    extra = os.path.join(path, METADATA_DIR)
-    os.makedirs(extra, exist_ok=True)
-    metadata = {"task": task, "family": family.name, "model_class": type(model).__name__,
-                "label_names": list(label_names) if label_names else None, "signatures": sorted(signatures),
-                "max_length": max_length, "image_settings": image_settings,
-                "output_names": list(model.serving_output_names)}
-    if tokenizer is not None:
-        tokenizer.save_pretrained(os.path.join(extra, "tokenizer"))
-        metadata["tokenizer_class"] = type(tokenizer).__name__
-    with open(os.path.join(extra, METADATA_FILE), "w", encoding="utf-8") as f:
-        json.dump(metadata, f, indent=2)
+    # The SavedModel and what `predict` needs beside it appear together, once complete (core.atomic).
+    with atomic.replacing_directory(path) as staging:
+        signatures = list(model.export(staging, tokenizer=use_tokenizer, max_length=max_length,
+                                       image_processor=image_processor, text_signatures=text_signatures))
+        extra = os.path.join(staging, METADATA_DIR)
+        os.makedirs(extra, exist_ok=True)
+        metadata = {"task": task, "family": family.name, "model_class": type(model).__name__,
+                    "label_names": list(label_names) if label_names else None, "signatures": sorted(signatures),
+                    "max_length": max_length, "image_settings": image_settings,
+                    "output_names": list(model.serving_output_names)}
+        if tokenizer is not None:
+            tokenizer.save_pretrained(os.path.join(extra, "tokenizer"))
+            metadata["tokenizer_class"] = type(tokenizer).__name__
+        with open(os.path.join(extra, METADATA_FILE), "w", encoding="utf-8") as f:
+            json.dump(metadata, f, indent=2)
     return sorted(signatures)
 
 

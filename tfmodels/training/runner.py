@@ -4,7 +4,7 @@ export, and a smoke test of the export in a fresh process.
 
 Run directory (training.output_dir, default runs/<recipe name>):
     recipe.json        the resolved recipe (defaults and --set overrides applied)
-    checkpoints/       BackupAndRestore state every training.checkpoint_every steps (removed when training ends)
+    checkpoints/       BackupAndRestore state every training.checkpoint_every steps (removed once final/ is saved)
     best/              save_pretrained of the best model by training.monitor (+ tokenizer files)
     final/             save_pretrained at the end of training (+ tokenizer files)
     history.csv, logs/ per-epoch metrics (CSV) and TensorBoard logs
@@ -20,6 +20,7 @@ import time
 
 import keras
 
+from tfmodels.core import atomic
 from tfmodels.core.logging import logger
 from tfmodels.training import callbacks as cb
 from tfmodels.training import evaluation, exporting
@@ -72,6 +73,8 @@ def _train_fit(job, strategy, extra_callbacks):
     backup_dir = os.path.join(job.output_dir, "checkpoints")
     epoch, trained = cb.resume_point(backup_dir)
     consumed = epoch * steps_per_epoch + trained
+    history_csv = os.path.join(job.output_dir, "history.csv")
+    cb.truncate_history(history_csv, epoch)  # rows a killed run logged after its last backup come again
     stream = train_stream(job, train_data, consumed, total_steps, data_steps)
     with strategy.scope():
         model = job.build_model(config, job.policy())
@@ -82,11 +85,11 @@ def _train_fit(job, strategy, extra_callbacks):
     if validation is not None:
         callbacks.append(cb.EvaluationCallback(validation, job.task, job.eval_batch_size, job.tokenizer,
                                                job.label_names))
+    backup = cb.ResumableBackup(backup_dir, save_freq=int(job.recipe["training"]["checkpoint_every"]),
+                                steps_per_epoch=steps_per_epoch)
     callbacks += [
-        cb.ResumableBackup(backup_dir, save_freq=int(job.recipe["training"]["checkpoint_every"]),
-                           steps_per_epoch=steps_per_epoch),
         keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.CSVLogger(os.path.join(job.output_dir, "history.csv"), append=True),
+        keras.callbacks.CSVLogger(history_csv, append=True),
         cb.TrainingCurves(os.path.join(job.output_dir, "history.csv"), job.recipe["name"]),  # curves.png
     ]
     if validation is not None:
@@ -94,6 +97,7 @@ def _train_fit(job, strategy, extra_callbacks):
                                                 job.preprocessor))
     if job.recipe["training"]["tensorboard"]:
         callbacks.append(cb.TensorBoardScalars(os.path.join(job.output_dir, "logs")))
+    callbacks.append(backup)  # after the epoch's logs and best model: see ResumableBackup.on_train_batch_end
     callbacks += list(extra_callbacks)
     logger.info(f"training {type(model).__name__} ({model.num_parameters():,} parameters) on "
                 f"{train_data.num_examples} examples: {epochs} epochs x {steps_per_epoch} steps, batch "
@@ -101,9 +105,12 @@ def _train_fit(job, strategy, extra_callbacks):
     history = model.fit(stream, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
                         verbose=job.recipe["training"]["verbose"], shuffle=False)
     final_dir = os.path.join(job.output_dir, "final")
-    model.save_pretrained(final_dir)
-    if job.preprocessor is not None:
-        job.preprocessor.save_pretrained(final_dir)
+    with atomic.replacing_directory(final_dir) as staging:  # the model and its preprocessor together
+        model.save_pretrained(staging)
+        if job.preprocessor is not None:
+            job.preprocessor.save_pretrained(staging)
+    # Only now: a run killed before this point resumes from the backup (at its end) instead of starting afresh.
+    backup.remove()
     return {"steps": int(model.optimizer.iterations.numpy()), "planned_steps": total_steps,
             "history": {k: [float(x) for x in v] for k, v in history.history.items()},
             "final_dir": final_dir, "model": model, "config": config}
