@@ -119,13 +119,14 @@ def _exchange(a, b):
 
 
 def _remove_leftovers(path):
-    """Delete the temporary folders of killed writes to `path` (their process is gone)."""
+    """Delete the temporary folders of killed writes to `path` (their process is gone), also those of a write
+    nested in one (`..<name>.partial-<pid>-*.partial-*`: save_pretrained into the folder of an export)."""
     parent, name = os.path.split(os.path.abspath(path))
-    prefix = f".{name}.partial-"
+    prefix = f"{name.lstrip('.')}.partial-"
     for entry in os.listdir(parent):
-        if not entry.startswith(prefix):
+        if not entry.startswith(".") or not entry.lstrip(".").startswith(prefix):
             continue
-        pid = entry[len(prefix):].split("-", 1)[0]
+        pid = entry.lstrip(".")[len(prefix):].split("-", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
 
@@ -198,6 +199,9 @@ def _publish(temporary, path):
 
 
 def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """The process's umask, read without setting it (os.umask would change it for every thread meanwhile)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration):
+        return 0o022
