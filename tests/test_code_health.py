@@ -26,6 +26,7 @@ ALLOWED = {
 VULTURE_IGNORED_NAMES = [
     "TF*",                           # the TF-prefixed aliases of the public API (the reference documents' names)
     "get_config", "from_config",     # Keras serialisation hooks, called by Keras
+    "get_build_config", "build_from_config",  # Keras .keras saving hooks, called by Keras
     "supports_jit",                  # read by Keras (a layer with a custom op turns XLA off)
     "input_spec",                    # read by Keras (a Dense whose input size prune_heads changed)
     "find_class", "persistent_load",  # pickle.Unpickler hooks

@@ -11,10 +11,9 @@ where `attention_mask` is whatever the family's `MainLayer.layer_mask` made of t
 Sub-layers carry the reference's module names (`embeddings.word_embeddings`, `encoder.layer.0.attention.self`,
 `attention.output.LayerNorm`, `intermediate.dense`, `pooler.dense`) so the checkpoint walker finds HF's names.
 """
-import keras
 import tensorflow as tf
 
-from tfmodels.core import attention as attn, blocks, layers, outputs as out
+from tfmodels.core import attention as attn, blocks, layers, outputs as out, serialization
 from tfmodels.core.inputs import check_ids_in_range, check_max_length, text_reference
 
 
@@ -38,7 +37,7 @@ def classifier_dropout(config):
     return config.hidden_dropout_prob if rate is None else rate
 
 
-class TextEmbeddings(keras.layers.Layer):
+class TextEmbeddings(serialization.ConfigLayer):
     """word + token type + position embeddings, then LayerNorm (unless `layer_norm=False`) and dropout.
 
     Positions: by default `position_offset`, `position_offset` + 1, ... from a table of max_position_embeddings +
@@ -131,7 +130,7 @@ class TextEmbeddings(keras.layers.Layer):
         return f"max_position_embeddings={config.max_position_embeddings}"
 
 
-class SelfAttentionBase(keras.layers.Layer):
+class SelfAttentionBase(serialization.ConfigLayer):
     """The start of every family's self-attention: the head geometry and the query, key and value projections
     (hidden_size -> hidden_size, named as the reference's)."""
 
@@ -149,7 +148,7 @@ class SelfAttentionBase(keras.layers.Layer):
         return attn.split_heads(x, self.num_heads, self.head_dim)
 
 
-class AttentionBlock(keras.layers.Layer):
+class AttentionBlock(serialization.ConfigLayer):
     """`self` (the family's self-attention) and `output` (dense, dropout, + residual, LayerNorm)."""
 
     def __init__(self, config, attention_class, layer_index=0, **kwargs):
@@ -163,7 +162,7 @@ class AttentionBlock(keras.layers.Layer):
         return self.output_(context, hidden_states, training=training), attentions
 
 
-class PostNormLayer(keras.layers.Layer):
+class PostNormLayer(serialization.ConfigLayer):
     """BERT's layer: attention block, then the feed-forward (intermediate, output + residual, LayerNorm), in
     chunks of config.chunk_size_feed_forward positions. A family subclasses it under its own name
     (`class YosoLayer(PostNormLayer): attention_class = YosoSelfAttention`): Keras names the entries of the
@@ -208,7 +207,7 @@ def run_encoder(layer_list, hidden_states, head_mask, step, output_attentions=Fa
                                attentions=tuple(all_attentions) if output_attentions else None)
 
 
-class TextEncoder(keras.layers.Layer):
+class TextEncoder(serialization.ConfigLayer):
     """`layer` = [layer_class(config, i)], run by `run_encoder` with gradient checkpointing when configured."""
 
     def __init__(self, config, layer_class, **kwargs):
@@ -227,7 +226,7 @@ class TextEncoder(keras.layers.Layer):
         return run_encoder(self.layer, hidden_states, head_mask, step, output_attentions, output_hidden_states)
 
 
-class Pooler(keras.layers.Layer):
+class Pooler(serialization.ConfigLayer):
     """tanh(dense(first token)): BERT's, RoBERTa's, Longformer's and XLM-RoBERTa-XL's pooler."""
 
     def __init__(self, config, **kwargs):
@@ -238,7 +237,7 @@ class Pooler(keras.layers.Layer):
         return tf.tanh(self.dense(hidden_states[:, 0]))
 
 
-class TextMainLayer(keras.layers.Layer):
+class TextMainLayer(serialization.ConfigLayer):
     """Embeddings + encoder (+ pooler): the part every head shares. Takes already-normalised inputs.
 
     A family subclass sets `layer_class` (its PostNormLayer), `output_class` (the reference's base-model output),

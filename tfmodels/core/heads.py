@@ -1,13 +1,12 @@
 """Task-head layers shared by the families. Attribute names follow the reference modules so that the
 checkpoint walker finds their weights (`dense`, `out_proj`, `layer_norm`, `decoder`, `bias`, `summary`)."""
-import keras
 import tensorflow as tf
 
-from tfmodels.core import layers
+from tfmodels.core import layers, serialization
 from tfmodels.core.activations import get_activation
 
 
-class ClassificationHead(keras.layers.Layer):
+class ClassificationHead(serialization.ConfigLayer):
     """Sentence classification on the first token: dropout, dense, activation, dropout, out_proj
     (RoBERTa-style; YOSO, Nystromformer and MRA use the config's hidden_act instead of tanh)."""
 
@@ -26,7 +25,7 @@ class ClassificationHead(keras.layers.Layer):
         return self.out_proj(x)
 
 
-class LMHead(keras.layers.Layer):
+class LMHead(serialization.ConfigLayer):
     """Masked/causal LM head: dense, activation, layer norm, then the decoder projection to the vocabulary
     plus a bias. With `tied_embeddings` (a function returning the [vocab, hidden] input embedding matrix)
     the decoder reuses the input embeddings, as `tie_word_embeddings` asks."""
@@ -56,7 +55,7 @@ class LMHead(keras.layers.Layer):
         return logits + tf.cast(self.bias, logits.dtype)
 
 
-class SequenceSummary(keras.layers.Layer):
+class SequenceSummary(serialization.ConfigLayer):
     """Summarise a sequence into one vector (HF's SequenceSummary, used by XLNet):
     summary_type "last" | "first" | "mean" | "cls_index", then optional projection, activation, dropouts."""
 

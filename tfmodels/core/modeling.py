@@ -18,12 +18,12 @@ import numpy as np
 import tensorflow as tf
 
 from tfmodels.core import atomic
-from tfmodels.core import checkpoint as ckpt
+from tfmodels.core import checkpoint as ckpt, serialization
 from tfmodels.core.initializers import skip_init
 from tfmodels.core.inputs import list_to_dict, normalize_inputs
 from tfmodels.core.layers import dtype_policy_scope
-from tfmodels.core.outputs import ModelOutput
 from tfmodels.core.model_methods import ModelMethods
+from tfmodels.core.outputs import ModelOutput
 
 WEIGHTS_NAME = "model.weights.h5"
 SHARDED_WEIGHTS_NAME = "model.weights.json"
@@ -92,18 +92,36 @@ class PreTrainedModel(ModelMethods, keras.Model):
     # ---------------------------------------------------------------------------------------------------
     # Keras plumbing
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        serialization.register(cls)  # keras.models.load_model finds every model class by name
+
     def build(self, *args, **kwargs):
         # Sub-layers build themselves on the first call; there is no input shape to plan from here.
         self.built = True
 
     def get_config(self):
-        return {"config": self.config.to_dict(), "name": self.name, "trainable": self.trainable}
+        return {"config": self.config.to_dict(), "name": self.name, "trainable": self.trainable,
+                "dtype": keras.dtype_policies.serialize(self.dtype_policy)}
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
         model_config = cls.config_class.from_dict(config.pop("config"), strict=False)
-        return cls(model_config, **config)
+        dtype = config.pop("dtype", None)
+        # The policy is the global one while the sub-layers are made, as in from_pretrained(dtype=...).
+        with dtype_policy_scope(None if dtype is None else keras.dtype_policies.deserialize(dtype)):
+            return cls(model_config, **config)
+
+    def get_build_config(self):
+        # A .keras file must hold the weights a call would create: a model never called is built here, before
+        # Keras writes the variables. The loader rebuilds the same variables from the dummy inputs.
+        if not self.built or not self.weights:
+            self.build_model()
+        return {"dummy_inputs": True}
+
+    def build_from_config(self, config):
+        self.build_model()
 
     @property
     def base_model(self):

@@ -11,10 +11,9 @@ Each generated class is `<Prefix><Head>(<Head mixin>, <task mixin>, YosoPreTrain
 family's module. A family whose head differs writes that class itself from the same mixins plus its override
 (Longformer's default global attention, XLM-RoBERTa-XL's input orders).
 """
-import keras
 import tensorflow as tf
 
-from tfmodels.core import layers, tasks
+from tfmodels.core import layers, serialization, tasks
 from tfmodels.core.encoder import classifier_dropout
 from tfmodels.core.heads import ClassificationHead, LMHead
 from tfmodels.core.modeling import PreTrainedModel
@@ -56,7 +55,7 @@ class TextPreTrainedModel(PreTrainedModel):
         return self.base_model.embeddings.word_embeddings.embeddings
 
 
-class Nest(keras.layers.Layer):
+class Nest(serialization.ConfigLayer):
     """Holds one layer under a given attribute name (HF's cls.predictions), and calls it."""
 
     def __init__(self, attribute, inner, **kwargs):

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmodels.core import attention as attn
-from tfmodels.core import initializers, layers, losses, outputs as out, tasks
+from tfmodels.core import initializers, layers, losses, outputs as out, serialization, tasks
 from tfmodels.core.activations import get_activation
 from tfmodels.core.heads import SequenceSummary
 from tfmodels.core.inputs import check_ids_in_range, check_rank, check_same_shape, text_reference
@@ -239,7 +239,7 @@ def positional_encoding(pos_seq, d_model):
     return tf.concat([tf.sin(sinusoid), tf.cos(sinusoid)], axis=-1)
 
 
-class XLNetMainLayer(keras.layers.Layer):
+class XLNetMainLayer(serialization.ConfigLayer):
     """Embedding, relative encodings, masks and the layer stack; keyword arguments as the reference's model."""
 
     def __init__(self, config, **kwargs):
