@@ -99,10 +99,10 @@ def test_longformer_global_mask_third_is_a_clear_error_and_fourth_works():
     _close(model([ids, mask, None, global_mask]).last_hidden_state, expected.last_hidden_state)
 
 
-@pytest.mark.parametrize("prefix, config_file", [("Yoso", "yoso-tiny.json"), ("Mra", "mra-tiny.json"),
-                                                 ("Nystromformer", "nystromformer-tiny.json")])
-def test_roberta_order_families_take_token_types_third(prefix, config_file):
-    _, model, inputs = _model(prefix, config_file, "ForSequenceClassification", type_vocab_size=2)
+def test_roberta_order_families_take_token_types_third():
+    # (YOSO and MRA share Nystromformer's classes and order: the order test above covers them.)
+    _, model, inputs = _model("Nystromformer", "nystromformer-tiny.json", "ForSequenceClassification",
+                              type_vocab_size=2)
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     types = (np.arange(ids.shape[1])[None] >= 4).astype(np.int32).repeat(len(ids), 0)
     expected = model(input_ids=ids, attention_mask=mask, token_type_ids=types)
