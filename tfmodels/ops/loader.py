@@ -6,6 +6,11 @@ of the library). The compiled `.so` is cached under ~/.cache/tfmodels/ops (or $T
 the TensorFlow version, the compile flags and a hash of the sources, so a TF upgrade or a source change
 rebuilds it. A file lock keeps parallel processes (pytest-xdist) from building the same library twice.
 
+A sanitizer build (`TFMODELS_OPS_SANITIZE=address,undefined`, or the `sanitize` argument of `compile_library`,
+`OpLibrary.build` and `build_all`) compiles with AddressSanitizer and/or UndefinedBehaviorSanitizer into its own
+cache folder, so it never mixes with the normal build. A Python that is not itself built with ASan loads such a
+library only with the ASan runtime preloaded: `sanitizer_environment()` gives the environment a subprocess needs.
+
 An installed wheel also carries compiled CPU libraries (tfmodels/_compiled_ops, built by setup.py through
 `build_prebuilt`) for two CPU targets; `load()` takes the one this CPU runs when it was built for the imported
 TensorFlow, so such an install needs no compiler. Anything else (a source or editable install, a CPU below the
@@ -41,6 +46,15 @@ WARNING_FLAGS = ["-Wno-deprecated-declarations", "-Wno-interference-size", "-Wno
 HEADER_PATTERNS = ("*.h", "*.hpp", "*.cuh", "*.inc")
 NVCC_ARCHS = ["-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90"]
 
+# The sanitizers a build may use, and the flags they take: every finding aborts (no recovery), so a run that
+# meets one cannot pass. -O1 keeps the compile short and the stack traces readable.
+SANITIZERS = ("address", "undefined")
+SANITIZER_FLAGS = ["-fno-omit-frame-pointer", "-fno-sanitize-recover=all", "-O1", "-g1"]
+# ASan's runtime must come first in the process (LD_PRELOAD); leaks are not checked because TensorFlow keeps its
+# registries alive until exit, and the link order check would refuse the preloaded runtime.
+ASAN_OPTIONS = "detect_leaks=0:verify_asan_link_order=0:abort_on_error=1"
+UBSAN_OPTIONS = "print_stacktrace=1:halt_on_error=1"
+
 # The CPU targets a wheel carries, best first, with the /proc/cpuinfo flags a CPU needs to run each: the x86-64
 # psABI levels. x86-64-v4 (AVX-512 F/BW/CD/DQ/VL) runs on Intel Xeon since Skylake-SP and AMD since Zen 4, and
 # keeps the AVX-512 kernels (MRA's are about 2.5x faster with them); x86-64-v3 (AVX2, FMA, BMI1/2, F16C, LZCNT
@@ -65,6 +79,53 @@ def source_root():
 
 def cache_dir():
     return os.environ.get("TFMODELS_OPS_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "tfmodels", "ops"))
+
+
+def sanitizers(value=None):
+    """The sanitizers a build uses, sorted: `value` (a comma-separated string or a sequence of names), or when
+    it is None the TFMODELS_OPS_SANITIZE environment variable ("" or unset: none). Raises ValueError on a name
+    outside SANITIZERS."""
+    if value is None:
+        value = os.environ.get("TFMODELS_OPS_SANITIZE", "")
+    names = value.split(",") if isinstance(value, str) else list(value)
+    names = sorted({name.strip() for name in names if name.strip()})
+    unknown = [name for name in names if name not in SANITIZERS]
+    if unknown:
+        raise ValueError(f"unknown sanitizer(s) {unknown} for the custom ops; choose from {SANITIZERS}")
+    return tuple(names)
+
+
+def sanitizer_compile_flags(names):
+    """The g++ flags of a build with these sanitizers (none: []).
+
+    UBSan without its null-pointer checks: with them, g++ 12 no longer evaluates the function-pointer tests of the
+    abseil headers TensorFlow ships as constant expressions ("... == 0 is not a constant expression" in
+    absl/container/internal/hash_policy_traits.h), and no library compiles. A null dereference still stops the
+    process (SIGSEGV, with ASan's report where ASan is on)."""
+    if not names:
+        return []
+    skipped = ["-fno-sanitize=null,nonnull-attribute,returns-nonnull-attribute"] if "undefined" in names else []
+    return [f"-fsanitize={','.join(names)}"] + skipped + SANITIZER_FLAGS
+
+
+def sanitizer_environment(names=SANITIZERS):
+    """The environment variables a (non-ASan) Python needs to load libraries built with these sanitizers: the
+    ASan runtime preloaded, and options that make every finding abort with a report on stderr."""
+    env = {"UBSAN_OPTIONS": UBSAN_OPTIONS}
+    if "address" in names:
+        # libstdc++ right after it: ASan wraps C++ `throw` and must find the real one when it starts (the python
+        # executable does not link libstdc++; without it, the first exception TF throws aborts the process).
+        preload = [_runtime_library("libasan.so"), _runtime_library("libstdc++.so")]
+        env.update(LD_PRELOAD=" ".join(preload), ASAN_OPTIONS=ASAN_OPTIONS)
+    return env
+
+
+def _runtime_library(name):
+    path = subprocess.run(["g++", f"-print-file-name={name}"], capture_output=True, text=True).stdout.strip()
+    if not os.path.isabs(path):
+        raise RuntimeError(f"g++ does not know where its {name} is (got {path!r}): is the sanitizer runtime "
+                           "installed?")
+    return path
 
 
 def cpu_arch():
@@ -171,8 +232,9 @@ def family_sources(family):
     return folder, cc, cu
 
 
-def compile_library(family, output, arch=None, with_cuda=False):
-    """Compile one op family into the shared library `output`, for -march=<arch> (default: cpu_arch()).
+def compile_library(family, output, arch=None, with_cuda=False, sanitize=()):
+    """Compile one op family into the shared library `output`, for -march=<arch> (default: cpu_arch()), with the
+    sanitizers named in `sanitize` (see `sanitizers`; their flags come last, so their -O1 wins).
 
     The one compile command: first-use builds, `tfmodels build-ops` and the wheel's libraries (setup.py, through
     build_prebuilt) all come here. Raises RuntimeError naming the first compiler error.
@@ -193,7 +255,8 @@ def compile_library(family, output, arch=None, with_cuda=False):
         tmp_output = os.path.join(tmp_dir, os.path.basename(output))
         _run(["g++", "-std=c++17", "-shared", "-fPIC", "-O3"] + cpu_target_flags(arch) + WARNING_FLAGS
              + (["-DGOOGLE_CUDA=1"] if with_cuda else []) + include + cc + objects + ["-o", tmp_output]
-             + tf_compile_flags() + tf_link_flags() + (["-L/usr/local/cuda/lib64", "-lcudart"] if with_cuda else []))
+             + tf_compile_flags() + tf_link_flags() + (["-L/usr/local/cuda/lib64", "-lcudart"] if with_cuda else [])
+             + sanitizer_compile_flags(sanitize))
         os.replace(tmp_output, output)
 
 
@@ -240,10 +303,11 @@ class OpLibrary:
 
     # ---------------------------------------------------------------------------------------------------
 
-    def _fingerprint(self, files, with_cuda):
+    def _fingerprint(self, files, with_cuda, sanitize):
         digest = hashlib.sha256()
         digest.update(tf.__version__.encode())
-        digest.update(" ".join(tf_compile_flags() + tf_link_flags() + WARNING_FLAGS).encode())
+        digest.update(" ".join(tf_compile_flags() + tf_link_flags() + WARNING_FLAGS
+                               + sanitizer_compile_flags(sanitize)).encode())
         digest.update(b"cuda" if with_cuda else b"cpu")
         digest.update(" ".join(cpu_target_flags()).encode())
         digest.update(_cpu_model().encode())  # built with -march=native: never reuse on another CPU
@@ -259,21 +323,26 @@ class OpLibrary:
                 digest.update(f.read())
         return digest.hexdigest()[:16]
 
-    def library_path(self, with_cuda=None):
-        """Where the source build is cached, or None without sources."""
+    def library_path(self, with_cuda=None, sanitize=None):
+        """Where the source build is cached, or None without sources. A sanitizer build has its own folder,
+        named by its sanitizers (`sanitize`: see `sanitizers`; None reads TFMODELS_OPS_SANITIZE)."""
         folder, cc, cu = family_sources(self.family)
         if not cc:
             return None
         with_cuda = cuda_wanted() if with_cuda is None else with_cuda
+        sanitize = sanitizers(sanitize)
         files = cc + (cu if with_cuda else [])
-        tag = f"tf{tf.__version__}-{'cuda' if with_cuda else 'cpu'}-{self._fingerprint(files, with_cuda)}"
-        return os.path.join(cache_dir(), f"_{self.family}_ops-{tag}.so")
+        tag = f"tf{tf.__version__}-{'cuda' if with_cuda else 'cpu'}-{self._fingerprint(files, with_cuda, sanitize)}"
+        folder = os.path.join(cache_dir(), f"sanitize-{'-'.join(sanitize)}") if sanitize else cache_dir()
+        return os.path.join(folder, f"_{self.family}_ops-{tag}.so")
 
-    def build(self, with_cuda=None, force=False):
-        """Compile the library from the sources if it is not cached; returns its path. Raises RuntimeError on
+    def build(self, with_cuda=None, force=False, sanitize=None):
+        """Compile the library from the sources if it is not cached; returns its path. `sanitize`: the
+        sanitizers to build with (see `sanitizers`; None reads TFMODELS_OPS_SANITIZE). Raises RuntimeError on
         failure."""
         with_cuda = cuda_wanted() if with_cuda is None else with_cuda
-        target = self.library_path(with_cuda)
+        sanitize = sanitizers(sanitize)
+        target = self.library_path(with_cuda, sanitize)
         if target is None:
             raise RuntimeError(_missing_sources(self.family))
         os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -281,8 +350,9 @@ class OpLibrary:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if os.path.isfile(target) and not force:
                 return target
-            compile_library(self.family, target, with_cuda=with_cuda)
-            logger.info(f"built the '{self.family}' custom ops: {target}")
+            compile_library(self.family, target, with_cuda=with_cuda, sanitize=sanitize)
+            logger.info(f"built the '{self.family}' custom ops{' with ' + '+'.join(sanitize) if sanitize else ''}: "
+                        f"{target}")
         return target
 
     def installed_library(self):
@@ -313,8 +383,15 @@ class OpLibrary:
             if os.environ.get("TFMODELS_DISABLE_CUSTOM_OPS", "") in ("1", "true", "yes"):
                 self._error = "custom ops are disabled by TFMODELS_DISABLE_CUSTOM_OPS"
                 return None
-            path, not_installed = self.installed_library()
+            not_installed = None
             try:
+                sanitize = sanitizers()
+                # The wheel's libraries are never sanitized: a sanitizer build always compiles from the sources.
+                path, not_installed = (None, None) if sanitize else self.installed_library()
+                if "address" in sanitize and "libasan" not in os.environ.get("LD_PRELOAD", ""):
+                    raise RuntimeError("an AddressSanitizer build loads only with the ASan runtime preloaded: run "
+                                       "Python with the environment of loader.sanitizer_environment() "
+                                       f"({sanitizer_environment(sanitize)})")
                 path = path or self.build()
                 self._module = tf.load_op_library(path)
                 self.path = path
@@ -352,16 +429,17 @@ def _run(command):
         raise RuntimeError(f"compiling failed ({first}): {' '.join(command[:3])} ...\n{output[-3000:]}")
 
 
-def build_all(with_cuda=None, force=False):
-    """Build every op family found in custom_ops/ (the `tfmodels build-ops` command). A failed family does not
-    stop the others: returns {family: the library's path, or the RuntimeError that stopped its build}."""
+def build_all(with_cuda=None, force=False, sanitize=None):
+    """Build every op family found in custom_ops/ (the `tfmodels build-ops` command), with the sanitizers named
+    in `sanitize` (None reads TFMODELS_OPS_SANITIZE). A failed family does not stop the others: returns
+    {family: the library's path, or the RuntimeError that stopped its build}."""
     root = source_root()
     if root is None:
         raise RuntimeError("custom_ops/ sources not found")
     built = {}
     for family in families():
         try:
-            built[family] = OpLibrary.get(family).build(with_cuda=with_cuda, force=force)
+            built[family] = OpLibrary.get(family).build(with_cuda=with_cuda, force=force, sanitize=sanitize)
         except RuntimeError as error:
             built[family] = error
     return built

@@ -1,0 +1,413 @@
+"""Property-based fuzz of every custom op through its public wrapper (hypothesis), against its pure-TF twin.
+
+Each op has one property that draws a case of one of three kinds:
+- "good": random shapes with zero-sized batch / length / heads, length 1, odd head sizes, windows and block
+  grids at their limits; the compiled op ("custom" mode) and the twin ("reference" mode) must agree, outputs
+  and, where the op has a gradient, gradients;
+- "nonfinite": the same with NaN / +-Inf written into the float inputs: the same NaN / Inf pattern from both;
+- "bad": out-of-range indices or codes, mismatched shapes, wrong ranks or dtypes, bad attributes: both must
+  raise InvalidArgumentError (or a ValueError / TypeError from the wrapper), never crash or return numbers.
+
+`test_fuzz_ops.py` runs it in-process on the normal build; `test_sanitizers.py` runs this module as a script
+(`python -m tests.ops.fuzz_ops MAX_EXAMPLES`) in a subprocess that loads the AddressSanitizer +
+UndefinedBehaviorSanitizer build. The script prints one line `FUZZ_CASES {json}`: per op, the cases by kind.
+"""
+import collections
+import json
+import sys
+
+import numpy as np
+import tensorflow as tf
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from tfmodels.ops import block_sparse as bs
+from tfmodels.ops import dispatch, lsh
+from tfmodels.ops import sliding_window as sw
+
+BAD_INPUT_ERRORS = (tf.errors.InvalidArgumentError, ValueError, TypeError)
+CASES = collections.defaultdict(collections.Counter)  # op -> kind -> cases run
+KINDS = ("good", "nonfinite", "bad")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Running one case under both implementations
+
+
+def _numpy(outputs):
+    return [np.asarray(t) for t in tf.nest.flatten(outputs) if t is not None]
+
+
+def _outcome(fn):
+    try:
+        return _numpy(fn())
+    except BAD_INPUT_ERRORS as error:
+        return error
+
+
+def both(fn):
+    """fn() with the compiled op, then with the twin: two lists of numpy outputs (or the errors raised)."""
+    with dispatch.op_mode("custom"):
+        custom = _outcome(fn)
+    with dispatch.op_mode("reference"):
+        twin = _outcome(fn)
+    return custom, twin
+
+
+def with_gradients(fn, *inputs):
+    """fn(*inputs)'s outputs followed by the gradients of sum(output * fixed weights) with respect to inputs."""
+    inputs = [tf.convert_to_tensor(x) for x in inputs]
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        outputs = [o for o in tf.nest.flatten(fn(*inputs)) if o.dtype.is_floating]
+        loss = tf.add_n([tf.reduce_sum(tf.where(tf.math.is_finite(o), o, 0) * _weights(o)) for o in outputs])
+    return outputs + [g if g is not None else tf.zeros_like(x) for g, x in zip(tape.gradient(loss, inputs), inputs)]
+
+
+def _weights(tensor):
+    return tf.reshape(tf.sin(tf.cast(tf.range(tf.size(tensor)), tensor.dtype) + 1), tf.shape(tensor))
+
+
+def check(op, kind, fn):
+    """Run one case of `op` and check the property of its kind."""
+    CASES[op][kind] += 1
+    custom, twin = both(fn)
+    if kind == "bad":
+        for name, result in (("custom op", custom), ("twin", twin)):
+            assert isinstance(result, Exception), f"{op}: bad input accepted by the {name}, gave {result}"
+        return
+    for name, result in (("custom op", custom), ("twin", twin)):
+        if isinstance(result, Exception):
+            raise AssertionError(f"{op}: valid {kind} input rejected by the {name}: {result}")
+    assert len(custom) == len(twin)
+    for index, (a, b) in enumerate(zip(custom, twin)):
+        assert a.shape == b.shape, f"{op} output {index}: shapes {a.shape} vs {b.shape}"
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=f"{op} output {index}: NaN pattern")
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=f"{op} output {index}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Drawing inputs
+
+
+def floats(data, shape, kind, dtype=np.float32):
+    """Random values of `shape`; for kind "nonfinite", some of them NaN, +Inf or -Inf."""
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    values = np.random.RandomState(seed).randn(*shape).astype(dtype)
+    if kind == "nonfinite" and values.size:
+        flat = values.reshape(-1)
+        count = data.draw(st.integers(1, min(3, flat.size)), label="nonfinite count")
+        for _ in range(count):
+            position = data.draw(st.integers(0, flat.size - 1), label="nonfinite position")
+            flat[position] = data.draw(st.sampled_from([np.nan, np.inf, -np.inf]), label="nonfinite value")
+    return values
+
+
+def bits(data, shape):
+    seed = data.draw(st.integers(0, 2**16), label="mask seed")
+    return (np.random.RandomState(seed).rand(*shape) > 0.3).astype(np.int32)
+
+
+def kind_of(data):
+    return data.draw(st.sampled_from(KINDS), label="kind")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# LSH (YOSO)
+
+
+def fuzz_fast_hash(data):
+    kind = kind_of(data)
+    batch, length = data.draw(st.integers(0, 2)), data.draw(st.integers(0, 4))
+    dim = data.draw(st.sampled_from([1, 3, 5, 31, 33]))
+    code_len, num_hash = data.draw(st.integers(1, lsh.MAX_HASH_CODE_LEN)), data.draw(st.integers(1, 4))
+    vectors = floats(data, (batch, length, dim), kind)
+    mask = bits(data, (batch, length))
+    projections = lsh.fast_hash_projections([1, 2], batch, dim, num_hash, code_len)
+    if kind == "bad":
+        defect = data.draw(st.sampled_from(["code_len", "num_hash", "mask", "padded", "parts", "rank"]))
+        if defect == "code_len":
+            code_len = data.draw(st.sampled_from([0, lsh.MAX_HASH_CODE_LEN + 1]))
+        elif defect == "num_hash":
+            num_hash = 0
+        elif defect == "mask":
+            mask = bits(data, (batch + 1, length))
+        elif defect == "padded":
+            projections = tf.concat([projections, projections[..., :1]], axis=-1)  # not a power of two
+        elif defect == "parts":
+            projections = tf.concat([projections, projections], axis=2)
+        else:
+            vectors = vectors[..., 0]
+    check("fast_hash", kind, lambda: lsh.fast_hash(vectors, mask, projections, num_hash, code_len))
+
+
+def _codes(data, batch, length, hashes, capacity):
+    seed = data.draw(st.integers(0, 2**16), label="code seed")
+    return np.random.RandomState(seed).randint(0, capacity, (batch, length, hashes)).astype(np.int32)
+
+
+def fuzz_lsh_cumulation(data):
+    _fuzz_cumulation(data, weighted=False)
+
+
+def fuzz_lsh_weighted_cumulation(data):
+    _fuzz_cumulation(data, weighted=True)
+
+
+def _fuzz_cumulation(data, weighted):
+    op = "lsh_weighted_cumulation" if weighted else "lsh_cumulation"
+    kind = kind_of(data)
+    batch, num_query, num_key = (data.draw(st.integers(0, 2)), data.draw(st.integers(0, 4)),
+                                 data.draw(st.integers(0, 4)))
+    hashes, dim, weight_dim = data.draw(st.integers(1, 3)), data.draw(st.sampled_from([1, 2, 5])), \
+        data.draw(st.integers(1, 3))
+    capacity = 2 ** data.draw(st.integers(0, 4))
+    query_mask, key_mask = bits(data, (batch, num_query)), bits(data, (batch, num_key))
+    query_code, key_code = _codes(data, batch, num_query, hashes, capacity), _codes(data, batch, num_key, hashes,
+                                                                                    capacity)
+    value = floats(data, (batch, num_key, dim), kind)
+    query_weight = floats(data, (batch, num_query, weight_dim), kind)
+    key_weight = floats(data, (batch, num_key, weight_dim), kind)
+    if kind == "bad":
+        defect = data.draw(st.sampled_from(["code_high", "code_negative", "value", "hashes", "mask", "capacity"]))
+        codes = query_code if data.draw(st.booleans()) or not key_code.size else key_code
+        if defect in ("code_high", "code_negative") and codes.size:
+            codes.reshape(-1)[data.draw(st.integers(0, codes.size - 1))] = capacity if defect == "code_high" else -1
+        elif defect == "value":
+            value = floats(data, (batch, num_key + 1, dim), "good")
+        elif defect == "hashes":
+            key_code = _codes(data, batch, num_key, hashes + 1, capacity)
+        elif defect == "mask":
+            query_mask = bits(data, (batch, num_query + 1))
+        else:
+            capacity = 0
+        if defect in ("code_high", "code_negative") and not codes.size:
+            capacity = 0  # no code to spoil: an impossible capacity instead
+    if weighted:
+        def run(qw, kw, v):
+            return lsh.lsh_weighted_cumulation(query_mask, query_code, qw, key_mask, key_code, kw, v, capacity)
+        inputs = (query_weight, key_weight, value)
+    else:
+        def run(v):
+            return lsh.lsh_cumulation(query_mask, query_code, key_mask, key_code, v, capacity)
+        inputs = (value,)
+    check(op, kind, lambda: with_gradients(run, *inputs) if kind == "good" else run(*inputs))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Block-sparse (MRA)
+
+
+def _grid(data):
+    batch = data.draw(st.integers(0, 2))
+    rows, cols = data.draw(st.integers(0, 3)), data.draw(st.integers(0, 3))
+    slots = data.draw(st.integers(0, 4))
+    seed = data.draw(st.integers(0, 2**16), label="index seed")
+    indices = np.random.RandomState(seed).randint(-1, max(rows * cols, 1), (batch, slots)).astype(np.int32)
+    if rows * cols == 0:
+        indices[:] = -1
+    return batch, rows, cols, slots, indices
+
+
+def _spoil_indices(data, indices, limit):
+    """An index past the grid where there is a slot; else None (the caller spoils something else)."""
+    if not indices.size:
+        return None
+    spoiled = indices.copy()
+    spoiled.reshape(-1)[data.draw(st.integers(0, indices.size - 1))] = limit + data.draw(st.integers(0, 3))
+    return spoiled
+
+
+def fuzz_sddmm(data):
+    kind = kind_of(data)
+    batch, rows, cols, _, indices = _grid(data)
+    dim = data.draw(st.sampled_from([1, 3, 8]))
+    a, b = floats(data, (batch, rows * bs.BLOCK, dim), kind), floats(data, (batch, cols * bs.BLOCK, dim), kind)
+    if kind == "bad":
+        spoiled = _spoil_indices(data, indices, rows * cols)
+        if spoiled is not None and data.draw(st.booleans()):
+            indices = spoiled
+        else:
+            b = data.draw(st.sampled_from([b[..., :0], a[:, :, None], np.zeros((batch, 5, dim), np.float32),
+                                           a.astype(int)]))
+    check("sddmm", kind, lambda: with_gradients(lambda x, y: bs.sddmm(x, y, indices), a, b) if kind == "good"
+          else bs.sddmm(a, b, indices))
+
+
+def fuzz_spmm(data):
+    kind = kind_of(data)
+    batch, rows, cols, slots, indices = _grid(data)
+    transpose = data.draw(st.booleans())
+    dim = data.draw(st.sampled_from([1, 3, 8]))
+    dense_blocks, out_blocks = (rows, cols) if transpose else (cols, rows)
+    blocks = floats(data, (batch, slots, bs.BLOCK, bs.BLOCK), kind)
+    dense = floats(data, (batch, dense_blocks * bs.BLOCK, dim), kind)
+    if kind == "bad":
+        spoiled = _spoil_indices(data, indices, rows * cols)
+        defect = data.draw(st.sampled_from(["indices", "blocks", "dense", "out_blocks"]))
+        if defect == "indices" and spoiled is not None:
+            indices = spoiled
+        elif defect == "blocks" or (defect == "indices"):
+            blocks = blocks[:, :, :16]
+        elif defect == "dense":
+            dense = dense[:, :dense.shape[1] - 1]
+        else:
+            out_blocks = -1
+
+    def run(x, y):
+        return bs.spmm(x, indices, y, out_blocks, transpose_blocks=transpose)
+    check("spmm", kind, lambda: with_gradients(run, blocks, dense) if kind == "good" else run(blocks, dense))
+
+
+def fuzz_row_max(data):
+    _fuzz_row_reduce(data, is_max=True)
+
+
+def fuzz_row_sum(data):
+    _fuzz_row_reduce(data, is_max=False)
+
+
+def _fuzz_row_reduce(data, is_max):
+    op = "row_max" if is_max else "row_sum"
+    reduce = bs.row_max if is_max else bs.row_sum
+    kind = kind_of(data)
+    batch, rows, cols, slots, indices = _grid(data)
+    blocks = floats(data, (batch, slots, bs.BLOCK, bs.BLOCK), kind)
+    if kind == "good" and is_max and blocks.size and data.draw(st.booleans()):
+        blocks = np.round(blocks)  # ties: the gradient is shared between them
+    if kind == "bad":
+        spoiled = _spoil_indices(data, indices, rows * cols)
+        defect = data.draw(st.sampled_from(["indices", "slots", "rows", "indices_dtype"]))
+        if defect == "indices" and spoiled is not None:
+            indices = spoiled
+        elif defect in ("slots", "indices"):
+            indices = np.concatenate([indices, np.full((batch, 1), -1, np.int32)], axis=1)
+        elif defect == "rows":
+            rows = -1
+        else:
+            indices = indices.astype(np.float32)
+    check(op, kind, lambda: with_gradients(lambda x: reduce(x, indices, rows, cols), blocks) if kind == "good"
+          else reduce(blocks, indices, rows, cols))
+
+
+def fuzz_attention(data):
+    kind = kind_of(data)
+    batch, rows, cols, _, indices = _grid(data)
+    dim, value_dim = data.draw(st.sampled_from([1, 3, 8])), data.draw(st.sampled_from([1, 2, 5]))
+    query = floats(data, (batch, rows * bs.BLOCK, dim), kind)
+    key = floats(data, (batch, cols * bs.BLOCK, dim), kind)
+    value = floats(data, (batch, cols * bs.BLOCK, value_dim), kind)
+    key_mask = bits(data, (batch, cols * bs.BLOCK)) if data.draw(st.booleans()) else None
+    scale = data.draw(st.sampled_from([1.0, 0.125]))
+    if kind == "bad":
+        spoiled = _spoil_indices(data, indices, rows * cols)
+        defect = data.draw(st.sampled_from(["indices", "value", "query", "key_mask"]))
+        if defect == "indices" and spoiled is not None:
+            indices = spoiled
+        elif defect in ("value", "indices"):
+            value = floats(data, (batch + 1, cols * bs.BLOCK, value_dim), "good")
+        elif defect == "query":
+            query = query[:, :, :, None]
+        else:
+            key_mask = bits(data, (batch, cols * bs.BLOCK + 1))
+
+    def run(q, k, v):
+        return bs.attention(q, k, v, indices, key_mask, scale)
+    # With a NaN score in a row, that row's out and norm are NaN in both; its row_max (a stabilising shift)
+    # is unspecified (block_sparse.attention's docstring): compared for finite inputs only.
+    check("attention", kind, lambda: with_gradients(run, query, key, value) if kind == "good"
+          else run(query, key, value)[:2 if kind == "nonfinite" else 3])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sliding window (Longformer)
+
+
+def _band(data):
+    batch, seq, heads = data.draw(st.integers(0, 2)), data.draw(st.integers(0, 6)), data.draw(st.integers(0, 2))
+    dim, num_global = data.draw(st.sampled_from([1, 3, 4])), data.draw(st.integers(0, 2))
+    window = data.draw(st.sampled_from([0, 1, 2, seq, seq + 1]))
+    return batch, seq, heads, dim, num_global, window
+
+
+def fuzz_sliding_window_qk(data):
+    kind = kind_of(data)
+    batch, seq, heads, dim, num_global, window = _band(data)
+    query, key = floats(data, (batch, seq, heads, dim), kind), floats(data, (batch, seq, heads, dim), kind)
+    global_key = floats(data, (batch, num_global, heads, dim), kind)
+    key_keep, global_keep = bits(data, (batch, seq)) > 0, bits(data, (batch, num_global)) > 0
+    if kind == "bad":
+        defect = data.draw(st.sampled_from(["window", "key", "keep", "global_key", "rank"]))
+        if defect == "window":
+            window = -1
+        elif defect == "key":
+            key = floats(data, (batch, seq + 1, heads, dim), "good")
+        elif defect == "keep":
+            key_keep = bits(data, (batch, seq + 1)) > 0
+        elif defect == "global_key":
+            global_key = floats(data, (batch, num_global, heads, dim + 1), "good")
+        else:
+            query, key = query[0], key[0]
+
+    def run(q, k, g):
+        return sw.sliding_window_qk(q, k, window, key_keep, g, global_keep)
+    check("sliding_window_qk", kind, lambda: with_gradients(run, query, key, global_key) if kind == "good"
+          else run(query, key, global_key))
+
+
+def fuzz_sliding_window_pv(data):
+    kind = kind_of(data)
+    batch, seq, heads, dim, num_global, window = _band(data)
+    probs = floats(data, (batch, seq, heads, num_global + 2 * window + 1), kind)
+    value = floats(data, (batch, seq, heads, dim), kind)
+    global_value = floats(data, (batch, num_global, heads, dim), kind)
+    if kind == "bad":
+        defect = data.draw(st.sampled_from(["even_band", "value", "global_value", "rank"]))
+        if defect == "even_band":
+            probs = probs[..., 1:]
+        elif defect == "value":
+            value = floats(data, (batch, seq + 1, heads, dim), "good")
+        elif defect == "global_value":
+            global_value = floats(data, (batch, num_global, heads + 1, dim), "good")
+        else:
+            probs = probs[0]
+
+    def run(p, v, g):
+        return sw.sliding_window_pv(p, v, g)
+    check("sliding_window_pv", kind, lambda: with_gradients(run, probs, value, global_value) if kind == "good"
+          else run(probs, value, global_value))
+
+
+PROPERTIES = {"fast_hash": fuzz_fast_hash, "lsh_cumulation": fuzz_lsh_cumulation,
+              "lsh_weighted_cumulation": fuzz_lsh_weighted_cumulation, "sddmm": fuzz_sddmm, "spmm": fuzz_spmm,
+              "row_max": fuzz_row_max, "row_sum": fuzz_row_sum, "attention": fuzz_attention,
+              "sliding_window_qk": fuzz_sliding_window_qk, "sliding_window_pv": fuzz_sliding_window_pv}
+
+
+def run_property(op, max_examples):
+    """Run op's property for max_examples cases (derandomized: the same cases on every run, as CI needs)."""
+    # No shrinking: a failing case is reported as drawn (shrinking one costs minutes of TF calls in CI).
+    fuzz = settings(max_examples=max_examples, deadline=None, derandomize=True, database=None,
+                    phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))(
+        given(st.data())(PROPERTIES[op]))
+    fuzz()
+    return dict(CASES[op])
+
+
+def main(argv):
+    max_examples = int(argv[1])
+    ops = argv[2:] or list(PROPERTIES)
+    for op in ops:
+        with dispatch.op_mode("custom"):
+            assert dispatch.use_custom_op(op_family(op)), f"the custom op of {op} must load"
+        run_property(op, max_examples)
+    print("FUZZ_CASES " + json.dumps({op: dict(CASES[op]) for op in ops}), flush=True)
+
+
+def op_family(op):
+    return "lsh" if op in ("fast_hash", "lsh_cumulation", "lsh_weighted_cumulation") else \
+        "sliding_window" if op.startswith("sliding_window") else "block_sparse"
+
+
+if __name__ == "__main__":
+    main(sys.argv)
