@@ -16,8 +16,8 @@ import unicodedata
 import tensorflow as tf
 
 from tfmodels.tokenizers.base import Template
-from tfmodels.tokenizers.in_graph import (SentencePieceInGraphTokenizer, _tf_text, normalize_sentencepiece_input,
-                                          template_items)
+from tfmodels.tokenizers.in_graph import (SentencePieceInGraphTokenizer, lower_each_character,
+                                          normalize_sentencepiece_input, regex_split, template_items)
 from tfmodels.tokenizers.sentencepiece import (SPIECE_UNDERLINE, SentencePieceTokenizer, normalize_with_alignment)
 
 
@@ -151,12 +151,6 @@ class AlbertTokenizer(SentencePieceTokenizer):
             max_length=max_length, return_token_type_ids="token_type_ids" in self.model_input_names)
 
 
-def _lower_each_character(text):
-    # tf.strings.lower applies Unicode's context rules (final sigma) like Python's str.lower on a whole string;
-    # the reference lowercases one character at a time, where Σ always becomes σ.
-    return tf.strings.lower(tf.strings.regex_replace(text, "\u03a3", "\u03c3"), encoding="utf-8")
-
-
 class AlbertInGraphTokenizer(SentencePieceInGraphTokenizer):
     """ALBERT preprocessing and number handling with TF / TF Text ops, on top of the shared in-graph tokenizer."""
 
@@ -177,11 +171,11 @@ class AlbertInGraphTokenizer(SentencePieceInGraphTokenizer):
 
     def _lower_outside_specials(self, text):
         if self._pattern is None:
-            return _lower_each_character(text)
-        pieces = _tf_text().regex_split(text, self._pattern, self._pattern)
+            return lower_each_character(text)
+        pieces = regex_split(text, self._pattern)
         flat = pieces.flat_values
         is_special = tf.reduce_any(tf.stack([tf.equal(flat, t) for t in self.special_strings], axis=1), axis=1)
-        lowered = tf.where(is_special, flat, _lower_each_character(flat))
+        lowered = tf.where(is_special, flat, lower_each_character(flat))
         return tf.strings.reduce_join(pieces.with_flat_values(lowered), axis=1)
 
     def _preprocess(self, text):

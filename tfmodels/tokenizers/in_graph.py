@@ -27,8 +27,42 @@ def normalize_sentencepiece_input(text, remove_space, keep_accents, do_lower_cas
         text = _tf_text().normalize_utf8(text, "NFKD")
         text = tf.strings.regex_replace(text, combining_class, "")
     if do_lower_case:
-        text = tf.strings.lower(text, encoding="utf-8")
+        text = lower(text)
     return text
+
+
+# NUL bytes: TF Text's regex_split and tf.strings.lower end each string at its first NUL (they read it as a C
+# string), while the reference tokenizes NUL like any other character; the two wrappers below keep it.
+
+
+def regex_split(text, pattern):
+    """[n] strings -> ragged [n, None] pieces: TF Text's regex_split keeping the delimiters, NUL-safe. The split
+    runs on a copy with NUL written as \\x01 (one byte, and like NUL a control character: the same class in every
+    pattern used here) and the original strings are cut at the same byte offsets."""
+    text = tf.convert_to_tensor(text, tf.string)
+    _, begins, ends = _tf_text().regex_split_with_offsets(tf.strings.regex_replace(text, "\\x00", "\x01"),
+                                                          pattern, pattern)
+    pieces = tf.strings.substr(tf.gather(text, begins.value_rowids()), begins.flat_values,
+                               ends.flat_values - begins.flat_values)
+    return begins.with_flat_values(pieces)
+
+
+def lower(text):
+    """[n] strings lower-cased (UTF-8), NUL-safe: the parts between NULs are lowered on their own (NUL is
+    neither cased nor case-ignorable, so no context rule sees across it)."""
+    parts = tf.strings.split(text, "\x00")
+    # The NULs go back as data: a separator attribute would be cut at its NUL too.
+    not_last = tf.ragged.range(parts.row_lengths()) < tf.expand_dims(parts.row_lengths() - 1, 1)
+    nul = tf.where(not_last.flat_values, "\x00", "")
+    lowered = tf.strings.join([tf.strings.lower(parts.flat_values, encoding="utf-8"), nul])
+    return tf.strings.reduce_join(parts.with_flat_values(lowered), axis=-1)
+
+
+def lower_each_character(text):
+    """Lower case one character at a time, as the reference's XLNet and ALBERT do before the special tokens are
+    split out: tf.strings.lower applies the final-sigma rule like Python's str.lower on a whole string, where a
+    capital sigma on its own always becomes σ."""
+    return lower(tf.strings.regex_replace(text, "\u03a3", "\u03c3"))
 
 
 def _tf_text():
@@ -94,7 +128,7 @@ class InGraphTokenizer(tf.Module):
         text = tf.convert_to_tensor(text, tf.string)
         if self._pattern is None:
             return self._subword_ids(text)
-        pieces = _tf_text().regex_split(text, self._pattern, self._pattern)
+        pieces = regex_split(text, self._pattern)
         flat = pieces.flat_values
         match = tf.stack([tf.equal(flat, t) for t in self.special_strings], axis=1)  # [pieces, specials]
         is_special = tf.reduce_any(match, axis=1)

@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from tfmodels.tokenizers import tokenizer_json
 from tfmodels.tokenizers.base import SPECIAL_TOKEN_ATTRIBUTES, PreTrainedTokenizer, Template
-from tfmodels.tokenizers.in_graph import InGraphTokenizer, _tf_text, template_items
+from tfmodels.tokenizers.in_graph import InGraphTokenizer, regex_split, template_items
 
 VOCAB_FILES_NAMES = {"vocab_file": "vocab.json", "merges_file": "merges.txt"}
 PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -406,7 +406,7 @@ class ByteLevelBPEInGraphTokenizer(InGraphTokenizer):
 
     def pretokenize(self, pieces):
         """[P] strings -> ragged [P, None] pieces of the reference's pattern."""
-        runs = _tf_text().regex_split(pieces, _WS + "+", _WS + "+")         # whitespace runs and the rest
+        runs = regex_split(pieces, _WS + "+")         # whitespace runs and the rest
         flat = runs.flat_values
         rows = runs.value_rowids()
         n = tf.shape(flat, out_type=tf.int64)[0]
@@ -423,7 +423,7 @@ class ByteLevelBPEInGraphTokenizer(InGraphTokenizer):
         part_last = tf.where(tf.logical_and(inner_ws, tf.logical_not(gives_space)), last, "")
         prefixed = tf.concat([[False], gives_space], 0)[:-1]
         words = tf.where(is_ws, "", tf.where(prefixed, tf.strings.join([" ", flat]), flat))
-        word_pieces = _tf_text().regex_split(words, _WORD_PATTERN, _WORD_PATTERN)
+        word_pieces = regex_split(words, _WORD_PATTERN)
         single = lambda x: tf.RaggedTensor.from_tensor(x[:, None])  # noqa: E731
         combined = tf.concat([single(part_ws), single(part_last), word_pieces], axis=1)
         combined = tf.ragged.boolean_mask(combined, tf.not_equal(combined, ""))

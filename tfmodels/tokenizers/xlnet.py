@@ -15,7 +15,8 @@ import unicodedata
 import tensorflow as tf
 
 from tfmodels.tokenizers.base import Template, clean_up_tokenization
-from tfmodels.tokenizers.in_graph import InGraphTokenizer, _tf_text, normalize_sentencepiece_input
+from tfmodels.tokenizers.in_graph import (InGraphTokenizer, _tf_text, lower_each_character,
+                                          normalize_sentencepiece_input)
 from tfmodels.tokenizers.sentencepiece import (SPIECE_UNDERLINE, SentencePieceTokenizer, normalize_with_alignment)
 
 SEG_ID_A, SEG_ID_B, SEG_ID_CLS, SEG_ID_PAD = 0, 1, 2, 3
@@ -206,7 +207,7 @@ class XLNetInGraphTokenizer(InGraphTokenizer):
         if self.do_lower_case:
             # Before the special tokens are split out, as the Python tokenizer (they are lower case). The
             # reference lowers one character at a time, so a word-final capital sigma becomes σ, not ς.
-            text = tf.strings.lower(tf.strings.regex_replace(text, "\u03a3", "\u03c3"), encoding="utf-8")
+            text = lower_each_character(text)
         return super().encode(text)
 
     def _preprocess(self, text):
