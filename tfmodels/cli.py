@@ -2,6 +2,7 @@
 import argparse
 import json
 import os
+import re
 import sys
 
 DESCRIPTION = """\
@@ -111,6 +112,11 @@ def build_parser():
 
     p = commands.add_parser("list", help="list families, task heads, configs and recipes")
     p.add_argument("what", nargs="?", default="all", choices=("all", "families", "configs", "recipes"))
+    # --debug before or after the command; SUPPRESS keeps a command's parser from resetting the global flag.
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    for command in commands.choices.values():
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the full traceback of an error")
     return parser
 
 
@@ -284,9 +290,24 @@ def main(argv=None):
         return 0
     try:
         return COMMANDS[args.command](args) or 0
-    except (FileNotFoundError, ValueError) as error:
-        print(f"tfmodels {args.command}: error: {error}", file=sys.stderr)
+    except Exception as error:  # every failure: one line on stderr, the traceback only with --debug
+        if args.debug:
+            raise
+        print(f"tfmodels {args.command}: error: {error_line(error)}", file=sys.stderr)
         return 2
+
+
+def error_line(error):
+    """An exception as one line: its message (a TensorFlow error's without the graph node and stack details
+    it appends), named by its type unless it is one of the ordinary input errors, and the --debug hint."""
+    message = getattr(error, "message", None) or str(error)
+    if isinstance(error, KeyError) and error.args:
+        message = f"missing key {error.args[0]!r}"
+    message = re.sub(r"\s*\[\[.*", "", message, flags=re.S)      # TF: "[[{{node ...}}]]" and what follows
+    message = " ".join(message.split()) or "(no message)"
+    if not isinstance(error, (FileNotFoundError, ValueError)):
+        message = f"{type(error).__name__}: {message}"
+    return message + " (run with --debug for the traceback)"
 
 
 if __name__ == "__main__":

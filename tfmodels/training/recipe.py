@@ -13,10 +13,12 @@ Sections:
   checkpoint_every, mixed_precision, strategy, monitor), export, predict (examples for the smoke test).
 """
 import copy
+import difflib
 import json
+import numbers
 import os
 
-from tfmodels.registry import CONFIGS_DIR
+from tfmodels.registry import ASSETS_DIR, CONFIGS_DIR
 
 RECIPES_DIR = os.path.join(CONFIGS_DIR, "recipes")
 
@@ -40,11 +42,37 @@ DEFAULTS = {
 }
 
 
+# The type of each key whose default is None (the others take their default's type); "path" is a string naming
+# a file or folder that must exist, "number" an int or a float.
+NULLABLE_TYPES = {
+    "model.family": str, "model.task": str, "model.config": str, "model.pretrained": str, "model.dtype": str,
+    "tokenizer.class": str, "tokenizer.path": "path", "data.format": str, "data.train": "path",
+    "data.validation": "path", "data.test": "path", "data.labels": (list, str), "data.pad_to_multiple_of": int,
+    "data.eval_batch_size": int, "data.limit": int, "data.eval_limit": int, "optimizer.global_clipnorm": "number",
+    "schedule.warmup_steps": int, "training.output_dir": str, "training.mixed_precision": str,
+    "training.devices": list, "training.monitor": str, "training.monitor_mode": str, "training.steps_per_epoch": int,
+    "training.verbose": (str, int), "export.path": str, "export.max_length": int, "name": str,
+}
+# Counts and sizes that must be at least 1.
+POSITIVE = ("data.max_length", "data.batch_size", "data.eval_batch_size", "data.pad_to_multiple_of", "data.limit",
+            "data.eval_limit", "data.bucket_pool", "training.epochs", "training.checkpoint_every",
+            "training.steps_per_epoch", "export.max_length")
+
+
+def _unknown_key(key, known, where):
+    """The error for a key the recipe does not have, with the closest known key when one is close."""
+    close = difflib.get_close_matches(key, list(known), n=1)
+    hint = f"did you mean {where + close[0]!r}? " if close else ""
+    return ValueError(f"unknown recipe key {where + key!r}; {hint}known: {', '.join(where + k for k in known)}")
+
+
 def _merge(base, update, where=""):
+    if not isinstance(update, dict):
+        raise ValueError(f"recipe {where.rstrip('.') or 'file'} must be a JSON object, got {update!r}")
     result = copy.deepcopy(base)
     for key, value in update.items():
         if key not in base:
-            raise ValueError(f"unknown recipe key {where + key!r}; known: {', '.join(where + k for k in base)}")
+            raise _unknown_key(key, base, where)
         if isinstance(base[key], dict) and base[key] and isinstance(value, dict) and key not in (
                 "overrides", "columns", "image"):
             result[key] = _merge(base[key], value, where + key + ".")
@@ -69,19 +97,18 @@ def apply_overrides(recipe, assignments):
         path, value = assignment.split("=", 1)
         keys = path.strip().split(".")
         if keys[0] not in DEFAULTS:
-            raise ValueError(f"unknown recipe section {keys[0]!r}; sections: {', '.join(DEFAULTS)}")
+            raise _unknown_key(keys[0], DEFAULTS, "")
         node, defaults = recipe, DEFAULTS
         for i, key in enumerate(keys[:-1]):
             free = isinstance(defaults, dict) and key in ("overrides", "columns", "image")
             if not free and isinstance(defaults, dict) and key not in defaults:
-                raise ValueError(f"unknown recipe key {'.'.join(keys[:i + 1])!r}")
+                raise _unknown_key(key, defaults, ".".join(keys[:i]) + "." if i else "")
             node = node.setdefault(key, {})
             defaults = defaults.get(key, {}) if isinstance(defaults, dict) and not free else None
         last = keys[-1]
         if isinstance(defaults, dict) and defaults is not None and last not in defaults and keys[-2:-1] not in (
                 ["overrides"], ["columns"], ["image"]):
-            raise ValueError(f"unknown recipe key {path!r}; known in {'.'.join(keys[:-1]) or 'recipe'}: "
-                             f"{', '.join(defaults)}")
+            raise _unknown_key(last, defaults, ".".join(keys[:-1]) + "." if len(keys) > 1 else "")
         node[last] = parse_value(value)
     return recipe
 
@@ -112,9 +139,67 @@ def load_recipe(name_or_path, overrides=None):
     return recipe
 
 
+def _type_name(kind):
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {str: "a string", int: "an integer", float: "a number", "number": "a number", bool: "true or false",
+             list: "a list", dict: "an object", "path": "a path (string)"}
+    return " or ".join(names[k] for k in kinds)
+
+
+def _has_type(value, kind):
+    if isinstance(kind, tuple):
+        return any(_has_type(value, k) for k in kind)
+    if kind in (int, "number", float) and isinstance(value, bool):
+        return False
+    if kind in ("number", float):
+        return isinstance(value, numbers.Real)
+    return isinstance(value, str if kind == "path" else kind)
+
+
+def _check_types(recipe, defaults=DEFAULTS, where=""):
+    """Each key holds its default's type (None: NULLABLE_TYPES' type, or None); counts are positive."""
+    for key, default in defaults.items():
+        name, value = where + key, recipe.get(key)
+        if isinstance(default, dict) and default and key not in ("overrides", "columns", "image"):
+            _check_types(value, default, name + ".")
+            continue
+        kind = NULLABLE_TYPES.get(name, type(default) if default is not None else None)
+        if value is None and (default is None or name in NULLABLE_TYPES) or kind is None:
+            continue
+        if not _has_type(value, kind):
+            raise ValueError(f"recipe key {name!r} must be {_type_name(kind)}, got {value!r}")
+        if name in POSITIVE and value < 1:
+            raise ValueError(f"recipe key {name!r} must be at least 1, got {value!r}")
+
+
+def _path_exists(value, recipe_path):
+    """Whether a recipe path exists where the job (training.job.Job.path) looks for it: `assets:` data, else
+    from the current directory, else from two levels above the recipe's folder (the repository root for
+    configs/recipes/)."""
+    if value.startswith("assets:"):
+        return os.path.exists(os.path.join(ASSETS_DIR, value[len("assets:"):]))
+    roots = (os.getcwd(), os.path.dirname(os.path.dirname(os.path.dirname(recipe_path))) if recipe_path else None)
+    return any(os.path.exists(os.path.join(root, value)) for root in roots if root)
+
+
+def _check_paths(recipe):
+    for name in [k for k, kind in NULLABLE_TYPES.items() if kind == "path"] + ["data.labels"]:
+        section, key = name.split(".")
+        value = recipe[section][key]
+        if isinstance(value, str) and not _path_exists(value, recipe.get("_path")):
+            raise FileNotFoundError(f"recipe key {name!r}: no file or folder {value!r}")
+
+
 def validate(recipe):
-    from tfmodels.registry import TASKS
+    from tfmodels.registry import TASKS, resolve_config_path
+    _check_types(recipe)
+    _check_paths(recipe)
     model = recipe["model"]
+    if model["config"] and not model["pretrained"] and not _path_exists(model["config"], recipe.get("_path")):
+        try:
+            resolve_config_path(model["config"])
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"recipe key 'model.config': {error}") from None
     if not model["task"] or model["task"] not in TASKS:
         raise ValueError(f"model.task must be one of {', '.join(TASKS)}, got {model['task']!r}")
     if not model["family"] and not model["pretrained"]:
@@ -124,8 +209,6 @@ def validate(recipe):
     if not recipe["data"]["train"] and not recipe["data"]["test"]:
         raise ValueError("the recipe needs data.train (or data.test for evaluation only)")
     training = recipe["training"]
-    if not isinstance(training["epochs"], int) or training["epochs"] < 1:
-        raise ValueError(f"training.epochs must be a positive integer, got {training['epochs']!r}")
     if training["strategy"] not in ("auto", "default", "mirrored", "multi_worker"):
         raise ValueError("training.strategy must be auto, default, mirrored or multi_worker")
     if training["mixed_precision"] not in (None, "bf16", "mixed_bfloat16", "fp16", "mixed_float16"):
