@@ -46,6 +46,13 @@ def label_index(value, names):
     raise ValueError(f"label {value!r} is not one of the labels {names}")
 
 
+def _row_label(number, row, names):
+    try:
+        return label_index(row["label"], names)
+    except ValueError as error:
+        raise ValueError(f"example {number} ({row.get('image', '')}): {error}") from None
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Tokenisation helpers
 
@@ -106,8 +113,15 @@ class TextTask:
 
     def encode(self, rows):
         features = {}
-        for row in rows:
-            for key, value in self.encode_row(row).items():
+        for number, row in enumerate(rows, 1):
+            try:
+                encoded = self.encode_row(row)
+            except KeyError as error:
+                raise ValueError(f"example {number}: no column {error.args[0]!r} (set data.columns); it has "
+                                 f"{sorted(row) if isinstance(row, dict) else row!r}") from None
+            except ValueError as error:
+                raise ValueError(f"example {number}: {error}") from None
+            for key, value in encoded.items():
                 features.setdefault(key, []).append(value)
         return features
 
@@ -538,13 +552,21 @@ class ImageDataset:
         if targets == "mask":
             self.targets = tf.constant([r["mask"] for r in rows])
         else:
-            self.targets = tf.constant([label_index(r["label"], label_names) for r in rows], tf.int32)
+            self.targets = tf.constant([_row_label(number, r, label_names) for number, r in enumerate(rows, 1)],
+                                       tf.int32)
 
     def steps(self, batch_size):
         return math.ceil(self.num_examples / batch_size)
 
     def _load(self, path, target, flip=None):
-        pixels = preprocess_image_bytes(tf.io.read_file(path), self.settings)
+        encoded = tf.io.read_file(path)
+        # Training images must be RGB: a grayscale or RGBA file in the data is refused with its name, not
+        # converted silently (the decoder below would expand or drop channels).
+        channels = tf.shape(tf.io.decode_image(encoded, channels=0, expand_animations=False))[-1]
+        check = tf.debugging.Assert(tf.equal(channels, 3), ["training image must have 3 channels (RGB):", path,
+                                                            "has", channels])
+        with tf.control_dependencies([check]):
+            pixels = preprocess_image_bytes(encoded, self.settings)
         width_axis = 2 if self.settings["channels_first"] else 1
         if self.targets_kind == "mask":
             labels = preprocess_mask_bytes(tf.io.read_file(target), self.settings)
