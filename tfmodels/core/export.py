@@ -68,7 +68,7 @@ def export_saved_model(model, path, tokenizer=None, max_length=None, input_names
     # The model is traced once, here; the int64 and text signatures call this function.
     @tf.function(input_signature=specs, autograph=False)
     def serve(*tensors):
-        return run(dict(zip(input_names, tensors)))
+        return run(_checked_requests(dict(zip(input_names, tensors)), model.main_input_name))
 
     root = tf.Module()
     root.serve = serve
@@ -79,7 +79,7 @@ def export_saved_model(model, path, tokenizer=None, max_length=None, input_names
 
         @tf.function(input_signature=int64_specs, autograph=False)
         def serve_int64(*tensors):
-            return serve(*[tf.cast(t, tf.int32) if t.dtype == tf.int64 else t for t in tensors])
+            return serve(*[_to_int32(name, t) if t.dtype == tf.int64 else t for name, t in zip(input_names, tensors)])
 
         root.serve_int64 = serve_int64
         signatures["serving_int64"] = serve_int64.get_concrete_function()
