@@ -488,7 +488,9 @@ void RowReduce(const ParallelFor& parallel_for, const T* blocks, const int32_t* 
 // rows in order): the results do not depend on the layout.
 
 // exp(x) for float, written so that loops over it vectorise (no libm call, no branches): Cephes' expf as in
-// Eigen's vectorised exp (same range reduction and polynomial, about 1 ulp); below -87.3 it returns 0. GCC
+// Eigen's vectorised exp (same range reduction and polynomial, about 1 ulp); below -87.3 it returns 0, and NaN
+// for NaN (a NaN score must not become a zero weight; it goes through the arithmetic as the lowest value, so that
+// no NaN reaches the float-to-int conversion, which would be undefined behaviour). GCC
 // if-converts the selects only without -ftrapping-math, so these functions are compiled with
 // -fno-trapping-math (we never rely on floating-point exception flags). double: std::exp.
 #if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
@@ -498,7 +500,7 @@ void RowReduce(const ParallelFor& parallel_for, const T* blocks, const int32_t* 
 inline float ExpApprox(float x) {
   const float lo = -87.3365447504f, hi = 88.3762626647949f;
   const int32_t keep = -static_cast<int32_t>(x >= lo);  // all ones unless the result flushes to 0
-  float xc = x < lo ? lo : x;
+  float xc = x >= lo ? x : lo;  // NaN too
   xc = xc > hi ? hi : xc;
   const float fx = xc * 1.44269504088896341f + 0.5f;
   int32_t n = static_cast<int32_t>(fx);
@@ -522,7 +524,7 @@ inline float ExpApprox(float x) {
   result_bits &= keep;
   float flushed;
   std::memcpy(&flushed, &result_bits, sizeof(flushed));
-  return flushed;
+  return x != x ? x : flushed;
 }
 inline double ExpApprox(double x) { return std::exp(x); }
 
@@ -550,7 +552,9 @@ inline Vec16 ExpApprox(Vec16 x) {
   // of the integer round trip, and the FMAs GCC contracts the scalar version into: bit-identical to it for
   // x <= 88.3 (the shifted scores are <= 0).
   const __m512 v = reinterpret_cast<__m512>(x);
-  const __mmask16 keep = _mm512_cmp_ps_mask(v, _mm512_set1_ps(-87.3365447504f), _CMP_GE_OQ);
+  // Lanes kept: x >= lo, and NaN (which the arithmetic below carries through to a NaN result).
+  const __mmask16 keep = _mm512_cmp_ps_mask(v, _mm512_set1_ps(-87.3365447504f), _CMP_GE_OQ) |
+                         _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
   __m512 xc = _mm512_max_ps(_mm512_set1_ps(-87.3365447504f), v);  // (lo > x ? lo : x): NaN stays NaN
   xc = _mm512_min_ps(_mm512_set1_ps(88.3762626647949f), xc);
   const __m512 fx = _mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f));

@@ -16,7 +16,8 @@ length a multiple of 32.
   into one op that never stores the selected blocks: per row block, S = scale * q_r k_c^T over its selected
   blocks with masked keys scoring 0, m = the row max of S (-inf: none), A = exp(S - m) * key_mask; returns
   (sum A v, row sums of A, m). m is a stabilising shift and carries no gradient. Same as composing the four
-  primitives (that composition is its twin). The fused op has a CPU kernel only: where TF sees a GPU,
+  primitives (that composition is its twin). A NaN score makes its row's out and norm NaN; that row's m is
+  then unspecified (NaN or the largest other score). The fused op has a CPU kernel only: where TF sees a GPU,
   attention() composes the compiled primitives (which have CUDA kernels) instead.
 
 Each function uses the compiled op (custom_ops/block_sparse/, CPU and CUDA kernels) when
@@ -133,6 +134,8 @@ def _row_reduce(blocks, indices, num_row_blocks, num_col_blocks, validate, is_ma
 def _decode(indices, num_col_blocks):
     valid = indices >= 0
     safe = tf.maximum(indices, 0)
+    # A grid without columns has only unused slots (the indices are validated): never divide by zero for them.
+    num_col_blocks = tf.maximum(tf.cast(num_col_blocks, tf.int32), 1)
     return valid, safe // num_col_blocks, safe % num_col_blocks
 
 
@@ -142,10 +145,17 @@ def _tiles(dense):
     return tf.reshape(dense, [shape[0], shape[1] // BLOCK, BLOCK, _last_dim(dense)])
 
 
+def _gather_tiles(tiles, ids, valid):
+    """tiles [B, N, ...] at ids [B, K]; unused slots (not `valid`) read an extra zero tile, which is there even
+    when the grid has no tiles at all (N = 0, where a gather of tile 0 would fail)."""
+    padded = tf.pad(tiles, [[0, 0], [0, 1]] + [[0, 0]] * (tiles.shape.rank - 2))
+    return tf.gather(padded, tf.where(valid, ids, tf.shape(tiles)[1]), batch_dims=1)
+
+
 def sddmm_twin(a, b, indices):
     valid, rows, cols = _decode(indices, tf.shape(b)[1] // BLOCK)
-    a_blocks = tf.gather(_tiles(a), rows, batch_dims=1)  # [B, K, 32, D]
-    b_blocks = tf.gather(_tiles(b), cols, batch_dims=1)
+    a_blocks = _gather_tiles(_tiles(a), rows, valid)  # [B, K, 32, D]
+    b_blocks = _gather_tiles(_tiles(b), cols, valid)
     products = tf.matmul(a_blocks, b_blocks, transpose_b=True)
     return tf.where(valid[:, :, None, None], products, tf.zeros([], products.dtype))
 
@@ -158,12 +168,19 @@ def spmm_twin(blocks, indices, dense, num_out_blocks, transpose_blocks=False):
         valid, sources, targets = _decode(indices, num_out_blocks)
     else:
         valid, targets, sources = _decode(indices, dense_blocks)
-    gathered = tf.gather(_tiles(dense), sources, batch_dims=1)  # [B, K, 32, D]
+    gathered = _gather_tiles(_tiles(dense), sources, valid)  # [B, K, 32, D]
     products = tf.matmul(blocks, gathered, transpose_a=bool(transpose_blocks))
     products = tf.where(valid[:, :, None, None], products, tf.zeros([], products.dtype))
-    segments = tf.where(valid, targets + tf.range(batch)[:, None] * num_out_blocks, 0)
-    out = tf.math.unsorted_segment_sum(products, segments, batch * num_out_blocks)
+    segments, count = _segments(valid, targets, batch, num_out_blocks)
+    out = tf.math.unsorted_segment_sum(products, segments, count)[:-1]
     return tf.reshape(out, [batch, num_out_blocks * BLOCK, _last_dim(dense)])
+
+
+def _segments(valid, targets, batch, num_targets):
+    """Segment ids of the slots for the per-batch targets, and their number: unused slots go to one extra
+    segment at the end (to drop), so that no slot needs a target (there may be none: num_targets = 0)."""
+    total = batch * num_targets
+    return tf.where(valid, targets + tf.range(batch)[:, None] * num_targets, total), total + 1
 
 
 def row_sum_twin(blocks, indices, num_row_blocks, num_col_blocks):
@@ -171,8 +188,8 @@ def row_sum_twin(blocks, indices, num_row_blocks, num_col_blocks):
     num_row_blocks = tf.cast(num_row_blocks, tf.int32)
     valid, rows, _ = _decode(indices, tf.cast(num_col_blocks, tf.int32))
     sums = tf.where(valid[:, :, None], tf.reduce_sum(blocks, axis=-1), tf.zeros([], blocks.dtype))
-    segments = tf.where(valid, rows + tf.range(batch)[:, None] * num_row_blocks, 0)
-    out = tf.math.unsorted_segment_sum(sums, segments, batch * num_row_blocks)
+    segments, count = _segments(valid, rows, batch, num_row_blocks)
+    out = tf.math.unsorted_segment_sum(sums, segments, count)[:-1]
     return tf.reshape(out, [batch, num_row_blocks * BLOCK])
 
 
@@ -193,10 +210,10 @@ def _row_max_values(blocks, indices, num_row_blocks, num_col_blocks):
     valid, rows, _ = _decode(indices, tf.cast(num_col_blocks, tf.int32))
     low = tf.constant(-np.inf, blocks.dtype)
     maxima = tf.where(valid[:, :, None], tf.reduce_max(blocks, axis=-1), low)
-    segments = tf.where(valid, rows + tf.range(batch)[:, None] * num_row_blocks, 0)
-    out = tf.math.unsorted_segment_max(maxima, segments, batch * num_row_blocks)
+    segments, count = _segments(valid, rows, batch, num_row_blocks)
+    out = tf.math.unsorted_segment_max(maxima, segments, count)[:-1]
     # Row blocks without a selected block come out as the dtype's lowest value: make them -inf, as the op does.
-    counts = tf.math.unsorted_segment_sum(tf.cast(valid, tf.int32), segments, batch * num_row_blocks)
+    counts = tf.math.unsorted_segment_sum(tf.cast(valid, tf.int32), segments, count)[:-1]
     out = tf.where(counts[:, None] > 0, out, low)
     return tf.reshape(out, [batch, num_row_blocks * BLOCK])
 
@@ -223,13 +240,15 @@ def _compose_attention(query, key, value, indices, key_mask, scale, primitives):
     scores = sddmm_fn(query, key, indices) * tf.cast(scale, query.dtype)
     slot_mask = None
     if key_mask is not None:
-        _, _, cols = _decode(indices, num_cols)
+        valid, _, cols = _decode(indices, num_cols)
         key_tiles = tf.reshape(key_mask, [tf.shape(key_mask)[0], num_cols, BLOCK])
-        slot_mask = tf.gather(key_tiles, cols, batch_dims=1)[:, :, None, :]
+        slot_mask = _gather_tiles(key_tiles, cols, valid)[:, :, None, :]
         scores = scores * slot_mask
     row_max = tf.stop_gradient(row_max_fn(tf.stop_gradient(scores), indices, num_rows, num_cols))
-    shift = _gather_rows(tf.where(tf.math.is_finite(row_max), row_max, tf.zeros_like(row_max)), indices, num_rows,
-                         num_cols)
+    # -inf marks a row without slots (shift by 0 there); an Inf or NaN score maximum stays, as in the fused op
+    # (exp(inf - inf) is NaN: the row's weights are undefined, not silently finite).
+    no_slot = tf.equal(row_max, tf.constant(-np.inf, row_max.dtype))
+    shift = _gather_rows(tf.where(no_slot, tf.zeros_like(row_max), row_max), indices, num_rows, num_cols)
     weights = tf.exp(scores - shift[..., None])
     if slot_mask is not None:
         weights = weights * slot_mask
@@ -247,7 +266,7 @@ def _gather_rows(values, indices, num_row_blocks, num_col_blocks):
     valid, rows, _ = _decode(indices, num_col_blocks)
     shape = tf.shape(values)
     tiles = tf.reshape(values, [shape[0], num_row_blocks, BLOCK])
-    gathered = tf.gather(tiles, rows, batch_dims=1)
+    gathered = _gather_tiles(tiles, rows, valid)
     return tf.where(valid[:, :, None], gathered, tf.zeros([], values.dtype))
 
 

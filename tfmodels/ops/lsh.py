@@ -1,5 +1,5 @@
 """The LSH op family (YOSO): fast hashing and LSH cumulation, as custom ops (C++ / CUDA, custom_ops/lsh/) with
-pure-TensorFlow twins of identical semantics, and the two YOSO attention functions built on them.
+pure-TensorFlow twins of identical semantics.
 
 Ops (each dispatches through `tfmodels.ops.dispatch`: the compiled op in "auto"/"custom" mode when its library
 loads, the twin in "reference" mode, under XLA and in exported SavedModels):
@@ -16,15 +16,16 @@ loads, the twin in "reference" mode, under XLA and in exported SavedModels):
 
 Their gradients (with respect to values and weights, for fixed codes) are exact and are again LSH cumulations.
 Randomness is never drawn inside an op: `fast_hash_projections` / `gaussian_projections` make it from a seed.
-
 The YOSO attention built on them is tfmodels.ops.lsh_attention.
 """
+
 import tensorflow as tf
 
 from tfmodels.ops import dispatch
 
 FAMILY = "lsh"
 MIN_PADDED_DIM = 32  # the reference pads heads below the CUDA warp size (32) to 32 before hashing
+MAX_HASH_CODE_LEN = 30  # codes are int32 bucket numbers and tables have 2^L rows: the kernels' kMaxCodeLen
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -106,12 +107,37 @@ def fast_hash_twin(vectors, mask, projections, num_hash, hash_code_len):
 
 def fast_hash(vectors, mask, projections, num_hash, hash_code_len):
     """Hash codes [B, N, num_hash] (int32) of `vectors` [B, N, D]; see the module docstring."""
+    # Checked here for the twin too, which would otherwise pack the bits into overflowing or empty codes.
+    if not 1 <= int(hash_code_len) <= MAX_HASH_CODE_LEN or int(num_hash) < 1:
+        raise ValueError(f"fast_hash needs 1 <= hash_code_len <= {MAX_HASH_CODE_LEN} and num_hash >= 1, got "
+                         f"hash_code_len={hash_code_len}, num_hash={num_hash}")
+    _check_projections(vectors, projections, num_hash, hash_code_len)
     mask = tf.cast(mask, tf.int32)
     if dispatch.use_custom_op(FAMILY):
         return dispatch.op_module(FAMILY).tf_models_lsh_fast_hash(
             tf.cast(vectors, tf.float32), mask, tf.cast(projections, tf.float32), num_hash=int(num_hash),
             hash_code_len=int(hash_code_len))
     return fast_hash_twin(vectors, mask, projections, num_hash, hash_code_len)
+
+
+def _check_projections(vectors, projections, num_hash, hash_code_len):
+    """The static shape checks of the op, for the twin too (its Hadamard butterflies would silently run on a size
+    that is not a power of two, and its slices would drop extra parts)."""
+    shape = tf.TensorShape(getattr(projections, "shape", None) or tf.convert_to_tensor(projections).shape)
+    if shape.rank is None:
+        return
+    size, dim = (shape[-1] if shape.rank else None), tf.TensorShape(getattr(vectors, "shape", None)).as_list()
+    if shape.rank != 4 or shape[1] not in (3, None):
+        raise ValueError(f"projections must be [batch, 3, num_part, padded_dim], got shape {shape}")
+    if size is not None:
+        vector_dim = dim[-1] if dim and dim[-1] is not None else 0
+        if size & (size - 1) or size < max(vector_dim, int(hash_code_len), 1):
+            raise ValueError(f"projections dimension 3 (padded dimension) must be a power of two >= the vector "
+                             f"dimension ({vector_dim}) and >= hash_code_len ({hash_code_len}), got {size}")
+        parts = num_parts(num_hash, size, hash_code_len)
+        if shape[2] not in (parts, None):
+            raise ValueError(f"projections dimension 2 must be {parts} parts (ceil(num_hash / (padded_dim / "
+                             f"hash_code_len))), got shape {shape}")
 
 
 def gaussian_hash(vectors, mask, projections, hash_code_len):
@@ -158,8 +184,29 @@ def lsh_cumulation_twin(query_mask, query_code, key_mask, key_code, value, hasht
     return _cumulate(query_mask, query_ids, key_ids, segments, value)
 
 
+def _validated_codes(codes, capacity):
+    """codes in [0, capacity): the compiled CPU kernel checks this itself; this check also covers the twin (an
+    out-of-range code would silently land in another batch element's or hash's bucket) and the GPU kernel (which
+    skips such codes)."""
+    if int(capacity) < 1:
+        raise ValueError(f"hashtable_capacity must be >= 1, got {capacity}")
+    codes = tf.convert_to_tensor(codes, tf.int32)
+    message = f"hash codes must lie in [0, hashtable_capacity={int(capacity)})"
+    if tf.executing_eagerly():
+        if tf.size(codes) > 0 and (int(tf.reduce_min(codes)) < 0 or int(tf.reduce_max(codes)) >= int(capacity)):
+            raise tf.errors.InvalidArgumentError(
+                None, None, f"{message}: got codes in [{int(tf.reduce_min(codes))}, {int(tf.reduce_max(codes))}]")
+        return codes
+    checks = [tf.debugging.assert_non_negative(codes, message=message),
+              tf.debugging.assert_less(codes, int(capacity), message=message)]
+    with tf.control_dependencies(checks):
+        return tf.identity(codes)
+
+
 def lsh_cumulation(query_mask, query_code, key_mask, key_code, value, hashtable_capacity):
     """[B, Nq, D]: see the module docstring."""
+    query_code = _validated_codes(query_code, hashtable_capacity)
+    key_code = _validated_codes(key_code, hashtable_capacity)
     query_mask, key_mask = tf.cast(query_mask, tf.int32), tf.cast(key_mask, tf.int32)
     if dispatch.use_custom_op(FAMILY):
         return dispatch.op_module(FAMILY).tf_models_lsh_cumulation(
@@ -184,12 +231,17 @@ def lsh_weighted_cumulation_twin(query_mask, query_code, query_weight, key_mask,
 
     out_shape = tf.concat([tf.shape(query_code)[:2], tf.shape(value)[2:]], 0)
     _, out = tf.while_loop(lambda w, _: w < weight_dim, body, [tf.constant(0), tf.zeros(out_shape, tf.float32)])
-    return out
+    # A query that meets no key (masked, or alone in all its buckets) sums nothing: 0 whatever its weights, as
+    # in the op (the products above would turn a NaN or Inf weight times the empty sums into NaN).
+    meets_keys = _cumulate(query_mask, query_ids, key_ids, segments, tf.ones_like(value[:, :, :1])) > 0
+    return tf.where(meets_keys, out, tf.zeros_like(out))
 
 
 def lsh_weighted_cumulation(query_mask, query_code, query_weight, key_mask, key_code, key_weight, value,
                             hashtable_capacity):
     """[B, Nq, D]: see the module docstring."""
+    query_code = _validated_codes(query_code, hashtable_capacity)
+    key_code = _validated_codes(key_code, hashtable_capacity)
     query_mask, key_mask = tf.cast(query_mask, tf.int32), tf.cast(key_mask, tf.int32)
     if dispatch.use_custom_op(FAMILY):
         return dispatch.op_module(FAMILY).tf_models_lsh_weighted_cumulation(
