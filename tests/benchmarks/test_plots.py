@@ -52,6 +52,7 @@ def test_figure_draws_ours_and_the_reference_on_both_panels_with_labelled_axes()
     assert "ours (mode=forward)" in legend and "HF PyTorch (mode=forward)" in legend
 
 
+@pytest.mark.slow  # two fresh processes (the measurement, then the drawing with TensorFlow imported)
 def test_measure_records_and_the_command_writes_a_png(tmp_path, monkeypatch):
     import matplotlib.image
     records = tmp_path / "bench.jsonl"
