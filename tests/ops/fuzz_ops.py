@@ -347,7 +347,7 @@ def fuzz_sliding_window_qk(data):
         elif defect == "global_key":
             global_key = floats(data, (batch, num_global, heads, dim + 1), "good")
         else:
-            query, key = query[0], key[0]
+            query, key = query[..., 0], key[..., 0]
 
     def run(q, k, g):
         return sw.sliding_window_qk(q, k, window, key_keep, g, global_keep)
@@ -370,7 +370,7 @@ def fuzz_sliding_window_pv(data):
         elif defect == "global_value":
             global_value = floats(data, (batch, num_global, heads + 1, dim), "good")
         else:
-            probs = probs[0]
+            probs = probs[..., 0]
 
     def run(p, v, g):
         return sw.sliding_window_pv(p, v, g)
