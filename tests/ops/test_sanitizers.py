@@ -17,7 +17,8 @@ from tfmodels.ops import loader
 pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixture_ops")
+# Apart from fixture_ops/, whose every family test_loader's build-ops test builds and counts.
+FIXTURES = os.path.join(os.path.dirname(__file__), "sanitizer_fixtures")
 SANITIZE = "address,undefined"
 FUZZ_EXAMPLES = 5  # per op, under the sanitizers (the in-process fuzz of test_fuzz_ops runs more)
 
