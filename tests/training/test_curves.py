@@ -10,7 +10,7 @@ from tfmodels.core.logging import logger
 from tfmodels.training import callbacks as cb
 
 
-def fit_with_logs(folder, epochs=3):
+def fit_with_logs(folder, epochs=3, validation_freq=1):
     """A real Keras fit with the job's CSV log and the curves callback after it."""
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
@@ -20,7 +20,7 @@ def fit_with_logs(folder, epochs=3):
     csv_path = str(folder / "history.csv")
     curves = cb.TrainingCurves(csv_path, "tiny run")
     history = model.fit(x, y, validation_data=(x[:16], y[:16]), epochs=epochs, batch_size=16, verbose=0,
-                        callbacks=[keras.callbacks.CSVLogger(csv_path), curves])
+                        validation_freq=validation_freq, callbacks=[keras.callbacks.CSVLogger(csv_path), curves])
     return csv_path, curves, history.history
 
 
@@ -45,6 +45,18 @@ def test_fit_writes_curves_png_with_train_and_validation_of_every_quantity(tmp_p
         np.testing.assert_allclose(lines["validation"].get_ydata(), history[f"val_{name}"], rtol=1e-5)
         assert list(lines["train"].get_xdata()) == [1, 2, 3]
         assert [t.get_text() for t in axis.get_legend().get_texts()] == ["train", "validation"]
+
+
+def test_epochs_without_validation_are_gaps_in_the_curves(tmp_path):
+    """Keras' CSVLogger writes "NA" for a column an epoch did not log (validation on the first epoch only)."""
+    import matplotlib.image
+    csv_path, curves, history = fit_with_logs(tmp_path, validation_freq=[1])
+    with open(csv_path) as f:
+        assert ",NA" in f.read()
+    logged = cb.read_history(csv_path)
+    assert np.isfinite(logged["val_loss"][0]) and np.isnan(logged["val_loss"][1:]).all()
+    np.testing.assert_allclose(logged["loss"], history["loss"], rtol=1e-5)
+    assert matplotlib.image.imread(curves.path).std() > 0
 
 
 def test_without_matplotlib_one_warning_names_the_extra_and_training_goes_on(tmp_path, monkeypatch):

@@ -263,15 +263,23 @@ def pyplot(purpose):
     return plt
 
 
+def _cell(value):
+    """A CSVLogger cell as a float: empty cells and Keras' "NA" (a key missing from an epoch's logs, e.g. every
+    `val_*` of a run without validation data) are NaN."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def read_history(csv_path):
-    """{column: [float per epoch row]} from a CSVLogger file (empty cells, e.g. a metric of some epochs only,
-    are NaN)."""
+    """{column: [float per epoch row]} from a CSVLogger file (cells without a number are NaN)."""
     with open(csv_path, encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     columns = {}
     for row in rows:
         for key, value in row.items():
-            columns.setdefault(key, []).append(float(value) if value not in ("", None) else math.nan)
+            columns.setdefault(key, []).append(_cell(value))
     return columns
 
 
