@@ -170,6 +170,30 @@ def _check_pruned_reloads(ours, name, inputs, field, expected, tmp_path):
         helpers.assert_close(getattr(hf_reloaded(**helpers.torch_inputs(inputs)), field).numpy(), expected, 1e-5)
 
 
+BEIT = dict(image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=37, use_relative_position_bias=False, use_absolute_position_embeddings=True,
+            layer_scale_init_value=0.1)
+
+
+@pytest.mark.slow
+def test_prune_heads_of_beit_like_hf(tmp_path):
+    """BEiT's attention (key without bias, `attention.attention` / `attention.output.dense`), saved and reloaded in
+    both formats; with relative position bias HF's own pruning fails, and ours refuses."""
+    hf_model, ours = _pair("BeitModel", transformers.BeitConfig, BEIT, tmp_path / "hf")
+    pixels = np.random.RandomState(1).uniform(-1, 1, (3, 3, 32, 32)).astype(np.float32)
+    for heads in ({0: [1, 3], 1: [0]}, {1: [2], 0: [1]}):
+        hf_model.prune_heads(heads)
+        ours.prune_heads(heads)
+    assert ours.base_model.encoder.layer[0].attention.attention.num_heads == 2
+    with torch.no_grad():
+        expected = hf_model(pixel_values=torch.from_numpy(pixels)).last_hidden_state.numpy()
+    helpers.assert_close(ours(pixel_values=pixels).last_hidden_state.numpy(), expected, 1e-5, "pruned outputs")
+    _check_pruned_reloads(ours, "BeitModel", {"pixel_values": pixels}, "last_hidden_state", expected, tmp_path)
+    with_bias = tfmodels.BeitModel(tfmodels.BeitConfig(**{**BEIT, "use_relative_position_bias": True}))
+    with pytest.raises(NotImplementedError, match="relative position bias"):
+        with_bias.prune_heads({0: [1]})
+
+
 def test_prune_heads_refused_where_unsupported():
     xlnet = tfmodels.XLNetModel(tfmodels.XLNetConfig(**XLNET))
     with pytest.raises(NotImplementedError, match="XLNetModel: head pruning is not supported for the xlnet family"):

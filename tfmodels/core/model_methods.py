@@ -1,7 +1,7 @@
 """The model methods Hugging Face users call, written once for every family (HF 4.57.6 semantics):
 `get_input_embeddings`, `set_input_embeddings`, `get_output_embeddings`, `resize_token_embeddings` and
-`prune_heads` (families that set `supports_head_pruning`: their attention blocks are `self` (query, key, value,
-num_heads, head_dim) plus `output_.dense`).
+`prune_heads` (families that set `supports_head_pruning`: an encoder layer's attention is found by
+`attention_parts`, by default `attention.self` (query, key, value, num_heads, head_dim) and `attention.output_.dense`).
 
 A family says where its layers are: `input_embeddings_path` (under the base model; HF's get_input_embeddings)
 and, on heads with an LM projection, `output_embeddings_path` (under the model). The projection layer is ours
@@ -218,12 +218,16 @@ class ModelMethods:
             raise NotImplementedError(f"{type(self).__name__}: head pruning is not supported for the "
                                       f"{self.config.model_type} family")
 
+    @staticmethod
+    def attention_parts(layer):
+        """(self-attention with query / key / value / num_heads / head_dim, output projection) of an encoder layer."""
+        return layer.attention.self, layer.attention.output_.dense
+
     def _prune_layer(self, index, heads, already):
         layers = self.base_model.encoder.layer
         if not 0 <= index < len(layers):
             raise ValueError(f"prune_heads: layer {index} does not exist ({len(layers)} layers)")
-        block = layers[index].attention
-        attention = block.self
+        attention, output = self.attention_parts(layers[index])
         if getattr(attention, "conv", None) is not None:
             raise NotImplementedError(f"{type(self).__name__}: head pruning with the per-head convolution "
                                       "(conv_window / conv_kernel_size) is not supported (nor by the reference)")
@@ -239,10 +243,11 @@ class ModelMethods:
         columns = np.concatenate([np.arange(i * attention.head_dim, (i + 1) * attention.head_dim) for i in keep]
                                  ) if keep else np.zeros([0], np.int64)
         for dense in (attention.query, attention.key, attention.value):
-            kernel, bias = (keras.ops.convert_to_numpy(v) for v in (dense.kernel, dense.bias))
-            replace_variables(dense, {"_kernel": kernel[:, columns], "bias": bias[columns]})
+            values = {"_kernel": keras.ops.convert_to_numpy(dense.kernel)[:, columns]}
+            if dense.bias is not None:  # (BEiT's key has none)
+                values["bias"] = keras.ops.convert_to_numpy(dense.bias)[columns]
+            replace_variables(dense, values)
             dense.units = len(columns)
-        output = block.output_.dense
         kernel, bias = (keras.ops.convert_to_numpy(v) for v in (output.kernel, output.bias))
         replace_variables(output, {"_kernel": kernel[columns], "bias": bias})
         output.input_spec = keras.InputSpec(min_ndim=2, axes={-1: len(columns)})  # (Dense checks its input size)

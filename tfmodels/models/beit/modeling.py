@@ -511,6 +511,18 @@ class BeitPreTrainedModel(PreTrainedModel):
     serving_input_names = ("pixel_values",)
     checkpoint_map = BEIT_CHECKPOINT_MAP
     input_embeddings_path = "embeddings.patch_embeddings"  # HF's get_input_embeddings
+    supports_head_pruning = True
+
+    @staticmethod
+    def attention_parts(layer):
+        return layer.attention.attention, layer.attention.output_.dense
+
+    def _check_head_pruning(self):
+        if self.config.use_relative_position_bias or self.config.use_shared_relative_position_bias:
+            # HF prunes query/key/value but not the per-head bias tables, and then fails on the shape mismatch.
+            raise NotImplementedError(f"{type(self).__name__}: head pruning with relative position bias is not "
+                                      "supported (the reference fails there too: its per-head bias tables are "
+                                      "not pruned)")
 
     def dummy_inputs(self):
         # A 2x2 patch grid builds every weight (tables are sized by the config, not the input) and is cheap
