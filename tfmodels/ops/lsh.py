@@ -22,6 +22,7 @@ The YOSO attention built on them is tfmodels.ops.lsh_attention.
 import tensorflow as tf
 
 from tfmodels.ops import dispatch
+from tfmodels.ops.shapes import agree
 
 FAMILY = "lsh"
 MIN_PADDED_DIM = 32  # the reference pads heads below the CUDA warp size (32) to 32 before hashing
@@ -113,6 +114,8 @@ def fast_hash(vectors, mask, projections, num_hash, hash_code_len):
                          f"hash_code_len={hash_code_len}, num_hash={num_hash}")
     _check_projections(vectors, projections, num_hash, hash_code_len)
     mask = tf.cast(mask, tf.int32)
+    agree("fast_hash", (("mask", mask, 0), ("vectors", vectors, 0)), (("mask", mask, 1), ("vectors", vectors, 1)),
+          (("projections", projections, 0), ("vectors", vectors, 0)))
     if dispatch.use_custom_op(FAMILY):
         return dispatch.op_module(FAMILY).tf_models_lsh_fast_hash(
             tf.cast(vectors, tf.float32), mask, tf.cast(projections, tf.float32), num_hash=int(num_hash),
@@ -203,11 +206,23 @@ def _validated_codes(codes, capacity):
         return tf.identity(codes)
 
 
+def _check_cumulation_shapes(op, query_mask, query_code, key_mask, key_code, value):
+    agree(op, (("query_mask", query_mask, 0), ("query_code", query_code, 0)),
+          (("query_mask", query_mask, 1), ("query_code", query_code, 1)),
+          (("key_code", key_code, 0), ("query_code", query_code, 0)),
+          (("key_code", key_code, 2), ("query_code", query_code, 2)),
+          (("key_mask", key_mask, 0), ("query_code", query_code, 0)),
+          (("key_mask", key_mask, 1), ("key_code", key_code, 1)),
+          (("value", value, 0), ("query_code", query_code, 0)),
+          (("value", value, 1), ("key_code", key_code, 1)))
+
+
 def lsh_cumulation(query_mask, query_code, key_mask, key_code, value, hashtable_capacity):
     """[B, Nq, D]: see the module docstring."""
     query_code = _validated_codes(query_code, hashtable_capacity)
     key_code = _validated_codes(key_code, hashtable_capacity)
     query_mask, key_mask = tf.cast(query_mask, tf.int32), tf.cast(key_mask, tf.int32)
+    _check_cumulation_shapes("lsh_cumulation", query_mask, query_code, key_mask, key_code, value)
     if dispatch.use_custom_op(FAMILY):
         return dispatch.op_module(FAMILY).tf_models_lsh_cumulation(
             query_mask, query_code, key_mask, key_code, tf.cast(value, tf.float32),
@@ -243,6 +258,13 @@ def lsh_weighted_cumulation(query_mask, query_code, query_weight, key_mask, key_
     query_code = _validated_codes(query_code, hashtable_capacity)
     key_code = _validated_codes(key_code, hashtable_capacity)
     query_mask, key_mask = tf.cast(query_mask, tf.int32), tf.cast(key_mask, tf.int32)
+    _check_cumulation_shapes("lsh_weighted_cumulation", query_mask, query_code, key_mask, key_code, value)
+    agree("lsh_weighted_cumulation",
+          (("query_weight", query_weight, 0), ("query_code", query_code, 0)),
+          (("query_weight", query_weight, 1), ("query_code", query_code, 1)),
+          (("key_weight", key_weight, 0), ("query_code", query_code, 0)),
+          (("key_weight", key_weight, 1), ("key_code", key_code, 1)),
+          (("key_weight", key_weight, 2), ("query_weight", query_weight, 2)))
     if dispatch.use_custom_op(FAMILY):
         return dispatch.op_module(FAMILY).tf_models_lsh_weighted_cumulation(
             query_mask, query_code, tf.cast(query_weight, tf.float32), key_mask, key_code,

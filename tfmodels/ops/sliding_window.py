@@ -18,6 +18,7 @@ and the band is read off the [w, 3w] chunk products by a pad-and-reshape skew (n
 import tensorflow as tf
 
 from tfmodels.ops import dispatch
+from tfmodels.ops.shapes import agree
 
 FAMILY = "sliding_window"
 
@@ -40,6 +41,11 @@ def _prepare(query, key, window, key_keep, global_key, global_keep):
     if global_keep is None:
         global_keep = tf.ones(tf.shape(global_key)[:2], tf.bool)
     global_keep = tf.cast(global_keep, tf.bool)
+    agree("sliding_window_qk", *((("key", key, axis), ("query", query, axis)) for axis in range(4)),
+          (("key_keep", key_keep, 0), ("query", query, 0)), (("key_keep", key_keep, 1), ("query", query, 1)),
+          *((("global_key", global_key, axis), ("query", query, axis)) for axis in (0, 2, 3)),
+          (("global_keep", global_keep, 0), ("query", query, 0)),
+          (("global_keep", global_keep, 1), ("global_key", global_key, 1)))
     return query, key, window, key_keep, global_key, global_keep
 
 
@@ -65,6 +71,8 @@ def sliding_window_pv(probs, value, global_value=None, window=None):
     if global_value is None:
         global_value = tf.zeros([tf.shape(value)[0], 0, tf.shape(value)[2], tf.shape(value)[3]], value.dtype)
     global_value = tf.convert_to_tensor(global_value, dtype=value.dtype)
+    agree("sliding_window_pv", *((("probs", probs, axis), ("value", value, axis)) for axis in range(3)),
+          *((("global_value", global_value, axis), ("value", value, axis)) for axis in (0, 2, 3)))
     if dispatch.use_custom_op(FAMILY):
         return dispatch.op_module(FAMILY).tf_models_sliding_window_pv(probs, value, global_value)
     return sliding_window_pv_reference(probs, value, global_value, window)
