@@ -156,6 +156,10 @@ def test_every_head_in_a_functional_model_with_dynamic_shapes(family, tmp_path):
     # The reference needs interpolate_pos_encoding for BEiT's absolute position embeddings at other image sizes.
     options = dict(output_hidden_states=True, output_attentions=True,
                    **({"interpolate_pos_encoding": True} if image else {}))
+    if family == "xlnet":
+        # XLNet returns mems by config.use_mems_eval at inference and use_mems_train in training (as HF), and a
+        # functional model needs one output structure for both: the README says to pass use_mems explicitly.
+        options["use_mems"] = True
     models, configs, outputs, losses = {}, {}, {}, {}
     for head in head_classes(spec):
         name = head.__name__
@@ -195,7 +199,32 @@ def test_every_head_in_a_functional_model_with_dynamic_shapes(family, tmp_path):
         expected = eager_outputs(models, composed, arrays, options)
         assert sorted(predicted) == sorted(expected)
         for key, value in expected.items():
-            helpers.assert_close(predicted[key], value, name=f"{key} at size {size}")
+            if key.endswith("top_index"):
+                check_top_indices(predicted, expected, key, size)
+            else:
+                helpers.assert_close(predicted[key], value, name=f"{key} at size {size}")
+
+
+def check_top_indices(predicted, expected, key, size):
+    """XLNet's beam-search indices: equal wherever the log-probabilities they rank are not tied within 1e-5 (graph
+    and eager may order near-ties of a tiny random model differently; the log-probabilities are compared too)."""
+    # Ranked along the last axis for the starts; the end ranks of each start are [batch, end_n_top, start_n_top],
+    # flattened (as HF), so they are ranked along axis 1 of that shape.
+    start_n_top = np.shape(expected[key.replace("end_", "start_")])[-1]
+    shape = (-1, start_n_top) if key.split(".")[-1].startswith("start") else (len(expected[key]), -1, start_n_top)
+    axis = -1 if len(shape) == 2 else 1
+    log_probs = np.asarray(expected[key.replace("top_index", "top_log_probs")]).reshape(shape)
+    gaps = np.abs(np.diff(log_probs, axis=axis)) <= 1e-5
+    tied = np.zeros(log_probs.shape, bool)
+    if axis == 1:
+        tied[:, 1:] |= gaps
+        tied[:, :-1] |= gaps
+    else:
+        tied[..., 1:] |= gaps
+        tied[..., :-1] |= gaps
+    tied = tied.reshape(np.shape(expected[key]))
+    np.testing.assert_array_equal(np.where(tied, -1, predicted[key]), np.where(tied, -1, expected[key]),
+                                  err_msg=f"{key} at size {size}")
 
 
 def eager_outputs(models, composed, arrays, options):
