@@ -210,7 +210,8 @@ class PreTrainedModel(ModelMethods, keras.Model):
         if isinstance(y_pred, ModelOutput):
             if "logits" in y_pred:
                 return y_pred["logits"]
-            values = [v for k, v in y_pred.items() if k != "loss"]
+            # Caches for the next call (XLNet's time-major mems, past key values) are not predictions.
+            values = [v for k, v in y_pred.items() if k not in ("loss", "mems", "past_key_values")]
             return values[0] if len(values) == 1 else tuple(values)
         return y_pred
 
