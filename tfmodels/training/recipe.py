@@ -42,13 +42,14 @@ DEFAULTS = {
 }
 
 
-# The type of each key whose default is None (the others take their default's type); "path" is a string naming
-# a file or folder that must exist, "number" an int or a float.
+# The type of each key whose default is None, or that null turns off (optimizer.clipnorm); the others take their
+# default's type. "path" is a string naming a file or folder that must exist, "number" an int or a float.
 NULLABLE_TYPES = {
     "model.family": str, "model.task": str, "model.config": str, "model.pretrained": str, "model.dtype": str,
     "tokenizer.class": str, "tokenizer.path": "path", "data.format": str, "data.train": "path",
     "data.validation": "path", "data.test": "path", "data.labels": (list, str), "data.pad_to_multiple_of": int,
     "data.eval_batch_size": int, "data.limit": int, "data.eval_limit": int, "optimizer.global_clipnorm": "number",
+    "optimizer.clipnorm": "number",
     "schedule.warmup_steps": int, "training.output_dir": str, "training.mixed_precision": str,
     "training.devices": list, "training.monitor": str, "training.monitor_mode": str, "training.steps_per_epoch": int,
     "training.verbose": (str, int), "export.path": str, "export.max_length": int, "name": str,
