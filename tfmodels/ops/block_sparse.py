@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmodels.ops import dispatch
+from tfmodels.ops.shapes import checked_range
 
 FAMILY = "block_sparse"
 BLOCK = 32
@@ -414,11 +415,5 @@ def _validated(indices, num_row_blocks, num_col_blocks):
     """indices < num_row_blocks * num_col_blocks (negative = unused slot). The compiled CPU kernels check this
     themselves; this check also covers the twins (gathers give silent zeros on GPU) and the GPU kernels."""
     limit = tf.cast(num_row_blocks, tf.int32) * tf.cast(num_col_blocks, tf.int32)
-    message = "indices must be -1 (unused slot) or a block of the grid (< num_row_blocks * num_col_blocks)"
-    if tf.executing_eagerly():
-        if tf.size(indices) > 0 and int(tf.reduce_max(indices)) >= int(limit):
-            raise tf.errors.InvalidArgumentError(
-                None, None, f"{message}: got index {int(tf.reduce_max(indices))} for a grid of {int(limit)} blocks")
-        return indices
-    with tf.control_dependencies([tf.debugging.assert_less(indices, limit, message=message)]):
-        return tf.identity(indices)
+    return checked_range(indices, limit, "indices must be -1 (unused slot) or a block of the grid "
+                                         "(< num_row_blocks * num_col_blocks)")

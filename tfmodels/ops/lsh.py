@@ -22,7 +22,7 @@ The YOSO attention built on them is tfmodels.ops.lsh_attention.
 import tensorflow as tf
 
 from tfmodels.ops import dispatch
-from tfmodels.ops.shapes import agree
+from tfmodels.ops.shapes import agree, checked_range
 
 FAMILY = "lsh"
 MIN_PADDED_DIM = 32  # the reference pads heads below the CUDA warp size (32) to 32 before hashing
@@ -193,17 +193,8 @@ def _validated_codes(codes, capacity):
     skips such codes)."""
     if int(capacity) < 1:
         raise ValueError(f"hashtable_capacity must be >= 1, got {capacity}")
-    codes = tf.convert_to_tensor(codes, tf.int32)
-    message = f"hash codes must lie in [0, hashtable_capacity={int(capacity)})"
-    if tf.executing_eagerly():
-        if tf.size(codes) > 0 and (int(tf.reduce_min(codes)) < 0 or int(tf.reduce_max(codes)) >= int(capacity)):
-            raise tf.errors.InvalidArgumentError(
-                None, None, f"{message}: got codes in [{int(tf.reduce_min(codes))}, {int(tf.reduce_max(codes))}]")
-        return codes
-    checks = [tf.debugging.assert_non_negative(codes, message=message),
-              tf.debugging.assert_less(codes, int(capacity), message=message)]
-    with tf.control_dependencies(checks):
-        return tf.identity(codes)
+    return checked_range(tf.convert_to_tensor(codes, tf.int32), int(capacity),
+                         f"hash codes must lie in [0, hashtable_capacity={int(capacity)})", lower=0)
 
 
 def _check_cumulation_shapes(op, query_mask, query_code, key_mask, key_code, value):

@@ -1,7 +1,9 @@
-"""Static shape agreement between an op's inputs, checked in its Python wrapper, so that the pure-TF twin refuses
-what the compiled op refuses (InvalidArgument there, ValueError here). Without it a twin accepts some mismatches
-silently: where a dimension is zero its gathers and segment sums have nothing to fail on. Sizes known only at run
-time are left to the compiled op's checks and to the twin's own ops."""
+"""Input checks of the op wrappers, so that the pure-TF twins refuse what the compiled ops refuse.
+
+`agree`: static shape agreement between an op's inputs (InvalidArgument in the op, ValueError here). Without it
+a twin accepts some mismatches silently: where a dimension is zero its gathers and segment sums have nothing to
+fail on. Sizes known only at run time are left to the compiled op's checks and to the twin's own ops.
+`checked_range`: index or code values inside their table, for the twins and the GPU kernels."""
 import tensorflow as tf
 
 
@@ -19,3 +21,21 @@ def agree(op, *pairs):
         if size_a is not None and size_b is not None and size_a != size_b:
             raise ValueError(f"{op}: {name_a} dimension {axis_a} ({size_a}) must equal {name_b} dimension {axis_b} "
                              f"({size_b})")
+
+
+def checked_range(values, upper, message, lower=None):
+    """`values` (int32) with every entry < upper (and >= lower, when given): an InvalidArgumentError at once when
+    executing eagerly, else an assertion the returned tensor depends on. Indices or codes outside the range would
+    land silently in another slot in the twins' gathers and segment sums."""
+    if tf.executing_eagerly():
+        if tf.size(values) > 0:
+            low, high = int(tf.reduce_min(values)), int(tf.reduce_max(values))
+            if high >= int(upper) or (lower is not None and low < lower):
+                raise tf.errors.InvalidArgumentError(
+                    None, None, f"{message}: got values in [{low}, {high}] (upper bound {int(upper)})")
+        return values
+    checks = [tf.debugging.assert_less(values, tf.cast(upper, values.dtype), message=message)]
+    if lower is not None:
+        checks.append(tf.debugging.assert_greater_equal(values, tf.cast(lower, values.dtype), message=message))
+    with tf.control_dependencies(checks):
+        return tf.identity(values)
