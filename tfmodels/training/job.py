@@ -15,6 +15,7 @@ from tfmodels.core.layers import dtype_policy_scope
 from tfmodels.registry import get_family, resolve_config_path
 from tfmodels.training import data as data_lib
 from tfmodels.training import readers
+from tfmodels.training.recipe import resolve_recipe_path
 from tfmodels.training.optimization import build_optimizer
 from tfmodels.training.tasks import get_task
 
@@ -29,7 +30,6 @@ class Job:
         self.recipe = recipe
         self.task = recipe["model"]["task"]
         self.training_task = get_task(self.task)
-        self.base_dir = os.path.dirname(recipe.get("_path", "")) or None
         self.output_dir = recipe["training"]["output_dir"] or os.path.join("runs", recipe["name"])
         self._hub_snapshots = {}  # Hub id -> its cached snapshot directory
         family = recipe["model"]["family"]
@@ -45,14 +45,7 @@ class Job:
     # Paths, config, tokenizer, labels
 
     def path(self, value):
-        if value is None:
-            return None
-        if value.startswith("assets:"):
-            return readers.resolve_path(value)
-        for root in (os.getcwd(), self.base_dir and os.path.dirname(os.path.dirname(self.base_dir))):
-            if root and os.path.exists(os.path.join(root, value)):
-                return os.path.join(root, value)
-        return value
+        return None if value is None else resolve_recipe_path(value, self.recipe.get("_path"))
 
     @property
     def pretrained(self):

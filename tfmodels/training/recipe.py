@@ -173,14 +173,21 @@ def _check_types(recipe, defaults=DEFAULTS, where=""):
             raise ValueError(f"recipe key {name!r} must be at least 1, got {value!r}")
 
 
-def _path_exists(value, recipe_path):
-    """Whether a recipe path exists where the job (training.job.Job.path) looks for it: `assets:` data, else
-    from the current directory, else from two levels above the recipe's folder (the repository root for
-    configs/recipes/)."""
+def resolve_recipe_path(value, recipe_path):
+    """Where a path of the recipe at `recipe_path` points: `assets:` data, else from the current directory, else
+    from two levels above the recipe's folder (the repository root for configs/recipes/); `value` itself when it
+    is found nowhere. The job (training.job.Job.path) and the validation below both use it."""
     if value.startswith("assets:"):
-        return os.path.exists(os.path.join(ASSETS_DIR, value[len("assets:"):]))
+        return os.path.join(ASSETS_DIR, value[len("assets:"):])
     roots = (os.getcwd(), os.path.dirname(os.path.dirname(os.path.dirname(recipe_path))) if recipe_path else None)
-    return any(os.path.exists(os.path.join(root, value)) for root in roots if root)
+    for root in roots:
+        if root and os.path.exists(os.path.join(root, value)):
+            return os.path.join(root, value)
+    return value
+
+
+def _path_exists(value, recipe_path):
+    return os.path.exists(resolve_recipe_path(value, recipe_path))
 
 
 def _check_paths(recipe):
