@@ -131,10 +131,13 @@ inline void ScoresTile(const A* q, int64_t qld, const A* kt, int64_t ld, int64_t
     for (int v = 0; v < kCols; ++v) StoreVec<A>(out + r * old + c0 + v * L, acc[r][v]);
 }
 
-// acc[r][:] += sum_c coef(r, c) * v[c][d0 : d0 + kCols * lanes] with coef(r, c) = coef[r * rstride + c * cstride].
+// acc[r][:] += sum_c coef(r, c) * v[c][d0 : d0 + kCols * lanes] with coef(r, c) = coef[r * rstride + c * cstride],
+// over the columns of row r's band only: r <= c < r + band. The coefficients outside it are structural zeros,
+// and skipping them (rather than adding 0 * v) keeps a NaN / Inf in one value row out of the rows whose band
+// does not reach it, as the op's definition says. Only the first and last kRows - 1 columns need the check.
 template <typename A, int kCols>
 inline void ApplyTile(const A* coef, int64_t rstride, int64_t cstride, const A* v, int64_t ld, int64_t ncols,
-                      int64_t d0, A* out, int64_t old) {
+                      int64_t band, int64_t d0, A* out, int64_t old) {
   using V = typename Vec<A>::type;
   constexpr int L = Vec<A>::kLanes;
   V acc[kRows][kCols];
@@ -145,7 +148,9 @@ inline void ApplyTile(const A* coef, int64_t rstride, int64_t cstride, const A* 
   for (int64_t c = 0; c < ncols; ++c, vp += ld, cp += cstride) {
     V vv[kCols];
     for (int u = 0; u < kCols; ++u) vv[u] = LoadVec<A>(vp + u * L);
+    const bool every_row = c >= kRows - 1 && c < band;
     for (int r = 0; r < kRows; ++r) {
+      if (!every_row && (c < r || c >= r + band)) continue;
       const V pv = Splat<A>(cp[r * rstride]);
       for (int u = 0; u < kCols; ++u) acc[r][u] += pv * vv[u];
     }
@@ -154,18 +159,18 @@ inline void ApplyTile(const A* coef, int64_t rstride, int64_t cstride, const A* 
     for (int u = 0; u < kCols; ++u) StoreVec<A>(out + r * old + d0 + u * L, acc[r][u]);
 }
 
-// out[r][:] = sum_c coef(r, c) * v[c][:] for kRows rows and all `dim` features.
+// out[r][:] = sum_c coef(r, c) * v[c][:] for kRows rows and all `dim` features (row r: columns r .. r + band - 1).
 template <typename A>
 inline void ApplyRows(const A* coef, int64_t rstride, int64_t cstride, const A* v, int64_t ld, int64_t ncols,
-                      int64_t dim, A* out, int64_t old) {
+                      int64_t band, int64_t dim, A* out, int64_t old) {
   constexpr int L = Vec<A>::kLanes;
   int64_t d0 = 0;
-  for (; d0 + 4 * L <= dim; d0 += 4 * L) ApplyTile<A, 4>(coef, rstride, cstride, v, ld, ncols, d0, out, old);
-  for (; d0 + L <= dim; d0 += L) ApplyTile<A, 1>(coef, rstride, cstride, v, ld, ncols, d0, out, old);
+  for (; d0 + 4 * L <= dim; d0 += 4 * L) ApplyTile<A, 4>(coef, rstride, cstride, v, ld, ncols, band, d0, out, old);
+  for (; d0 + L <= dim; d0 += L) ApplyTile<A, 1>(coef, rstride, cstride, v, ld, ncols, band, d0, out, old);
   for (; d0 < dim; ++d0) {
     for (int r = 0; r < kRows; ++r) {
       A s = A(0);
-      for (int64_t c = 0; c < ncols; ++c) s += coef[r * rstride + c * cstride] * v[c * ld + d0];
+      for (int64_t c = r; c < std::min(ncols, r + band); ++c) s += coef[r * rstride + c * cstride] * v[c * ld + d0];
       out[r * old + d0] = s;
     }
   }
@@ -341,7 +346,7 @@ void BandedApply(const ParallelFor& parallel_for, const Dims& d, const T* p, con
           A* row = coef + r * ncols + r;
           for (int64_t j = 0; j < 2 * w + 1; ++j) row[j] = static_cast<A>(src[j]);
         }
-        ApplyRows<A>(coef, ncols, 1, vb + r0 * D, D, ncols, D, acc, D);
+        ApplyRows<A>(coef, ncols, 1, vb + r0 * D, D, ncols, 2 * w + 1, D, acc, D);
         for (int r = 0; r < kRows && r0 + r < rows; ++r) {
           const int64_t i = i0 + r0 + r;
           A* a = acc + r * D;
@@ -400,7 +405,7 @@ void BandedApplyTransposed(const ParallelFor& parallel_for, const Dims& d, const
       A* acc = scratch.second(static_cast<size_t>(kRows * D));
       for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
         const A* coef = pb + r0 * pw + kPad + 2 * w;  // coef(r, c) = pb[r0 + c][kPad + 2w - c + r]
-        ApplyRows<A>(coef, 1, pw - 1, ub + r0 * D, D, ncols, D, acc, D);
+        ApplyRows<A>(coef, 1, pw - 1, ub + r0 * D, D, ncols, band, D, acc, D);
         for (int r = 0; r < kRows && r0 + r < rows; ++r) {
           const int64_t m = m0 + r0 + r;
           T* dst = out + d.row(b, m, h);

@@ -4,7 +4,9 @@ Each op has one property that draws a case of one of three kinds:
 - "good": random shapes with zero-sized batch / length / heads, length 1, odd head sizes, windows and block
   grids at their limits; the compiled op ("custom" mode) and the twin ("reference" mode) must agree, outputs
   and, where the op has a gradient, gradients;
-- "nonfinite": the same with NaN / +-Inf written into the float inputs: the same NaN / Inf pattern from both;
+- "nonfinite": the same with NaN / +-Inf written into the float inputs: the same NaN / Inf pattern from both
+  (sliding_window_pv: the op equals its definition evaluated in numpy, and the twin, whose chunked einsum
+  multiplies structural zeros by values, equals it wherever the twin is not NaN);
 - "bad": out-of-range indices or codes, mismatched shapes, wrong ranks or dtypes, bad attributes: both must
   raise InvalidArgumentError (or a ValueError / TypeError from the wrapper), never crash or return numbers.
 
@@ -68,10 +70,18 @@ def _weights(tensor):
     return tf.reshape(tf.sin(tf.cast(tf.range(tf.size(tensor)), tensor.dtype) + 1), tf.shape(tensor))
 
 
-def check(op, kind, fn):
-    """Run one case of `op` and check the property of its kind."""
+def check(op, kind, fn, exact=None):
+    """Run one case of `op` and check the property of its kind.
+
+    `exact` (optional): the op's definition evaluated in numpy, for an op whose twin computes structural zeros
+    times values (0 * NaN = NaN reaches outputs that do not depend on that value): with it, a nonfinite case
+    needs the compiled op to equal the definition, NaN / Inf pattern included, and the twin to equal it
+    wherever the twin is not NaN."""
     CASES[op][kind] += 1
     custom, twin = both(fn)
+    if kind == "nonfinite" and exact is not None:
+        _check_against_definition(op, custom, twin, exact())
+        return
     if kind == "bad":
         for name, result in (("custom op", custom), ("twin", twin)):
             assert isinstance(result, Exception), f"{op}: bad input accepted by the {name}, gave {result}"
@@ -84,6 +94,18 @@ def check(op, kind, fn):
         assert a.shape == b.shape, f"{op} output {index}: shapes {a.shape} vs {b.shape}"
         np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=f"{op} output {index}: NaN pattern")
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=f"{op} output {index}")
+
+
+def _check_against_definition(op, custom, twin, expected):
+    for name, result in (("custom op", custom), ("twin", twin)):
+        if isinstance(result, Exception):
+            raise AssertionError(f"{op}: valid nonfinite input rejected by the {name}: {result}")
+    for index, (a, b, e) in enumerate(zip(custom, twin, expected)):
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(e), err_msg=f"{op} output {index}: NaN pattern")
+        np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5, err_msg=f"{op} output {index}")
+        assert np.isnan(b)[np.isnan(e)].all(), f"{op} output {index}: the twin lost a NaN"
+        np.testing.assert_allclose(b[~np.isnan(b)], e[~np.isnan(b)], rtol=1e-5, atol=1e-5,
+                                   err_msg=f"{op} output {index}: twin")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -375,7 +397,20 @@ def fuzz_sliding_window_pv(data):
     def run(p, v, g):
         return sw.sliding_window_pv(p, v, g)
     check("sliding_window_pv", kind, lambda: with_gradients(run, probs, value, global_value) if kind == "good"
-          else run(probs, value, global_value))
+          else run(probs, value, global_value), exact=lambda: [_pv_definition(probs, value, global_value, window)])
+
+
+def _pv_definition(probs, value, global_value, window):
+    """out_i = sum_c p[i, c] gv_c + sum_j p[i, X + j] v_{i+j-w}, with v zero outside the sequence."""
+    num_global, seq = global_value.shape[1], value.shape[1]
+    out = np.einsum("bshx,bxhd->bshd", probs[..., :num_global], global_value) if num_global else \
+        np.zeros(value.shape, value.dtype)
+    padded = np.pad(value, ((0, 0), (window, window), (0, 0), (0, 0)))
+    with np.errstate(invalid="ignore"):  # NaN / Inf are the point here
+        for j in range(2 * window + 1):
+            # Row i meets padded row i + j (zero outside the sequence, still multiplied, as the op does).
+            out = out + probs[..., num_global + j, None] * padded[:, j:j + seq]
+    return out
 
 
 PROPERTIES = {"fast_hash": fuzz_fast_hash, "lsh_cumulation": fuzz_lsh_cumulation,
