@@ -421,9 +421,11 @@ void Spmm(const ParallelFor& parallel_for, const T* blocks, const int32_t* indic
 
 // Per row block: the selected blocks are first combined element-wise (max or sum over the slots, contiguous and
 // vectorised), then each of the 32 rows is reduced once, column halves combined element-wise (16, 8, 4, 2, 1).
+// The max propagates NaN (as torch.max and numpy do): `y > x ? y : x` alone keeps or drops a NaN depending on
+// which side it is on, i.e. on the order of the slots and lanes.
 template <bool kMax, typename T>
 inline T Combine(T x, T y) {
-  return kMax ? (y > x ? y : x) : x + y;
+  return kMax ? ((y > x || y != y) ? y : x) : x + y;
 }
 
 template <bool kMax, typename T>

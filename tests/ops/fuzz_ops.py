@@ -271,8 +271,8 @@ def fuzz_spmm(data):
             indices = spoiled
         elif defect == "blocks" or (defect == "indices"):
             blocks = blocks[:, :, :16]
-        elif defect == "dense":
-            dense = dense[:, :dense.shape[1] - 1]
+        elif defect == "dense":  # one row too many (one too few is no defect when there are none)
+            dense = np.zeros((batch, dense.shape[1] + 1, dim), np.float32)
         else:
             out_blocks = -1
 

@@ -213,6 +213,10 @@ def _row_max_values(blocks, indices, num_row_blocks, num_col_blocks):
     maxima = tf.where(valid[:, :, None], tf.reduce_max(blocks, axis=-1), low)
     segments, count = _segments(valid, rows, batch, num_row_blocks)
     out = tf.math.unsorted_segment_max(maxima, segments, count)[:-1]
+    # A NaN propagates, as in the op: TF's max reductions keep or drop it depending on where it sits.
+    has_nan = tf.cast(valid[:, :, None] & tf.reduce_any(tf.math.is_nan(blocks), axis=-1), tf.int32)
+    nan_rows = tf.math.unsorted_segment_max(has_nan, segments, count)[:-1] > 0
+    out = tf.where(nan_rows, tf.constant(np.nan, blocks.dtype), out)
     # Row blocks without a selected block come out as the dtype's lowest value: make them -inf, as the op does.
     counts = tf.math.unsorted_segment_sum(tf.cast(valid, tf.int32), segments, count)[:-1]
     out = tf.where(counts[:, None] > 0, out, low)
