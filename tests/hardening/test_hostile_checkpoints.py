@@ -1,7 +1,8 @@
 """Hostile checkpoints and configs (issue 20): each damaged file gives a clear error naming the file and the
 tensor or key, in a fresh process that exits normally (never a signal), with no model returned; NaN weights
 load with one warning. Small valid checkpoints are written first (our safetensors, HF PyTorch's .bin, HF TF's
-tf_model.h5), then damaged one way per case; hostile_driver.py loads each group of cases in one child process."""
+tf_model.h5), then damaged one way per case; hostile_driver.py loads every case of the module, and runs the
+safetensors fuzz, in one fresh child process (a fresh process per group would only pay TensorFlow's import again)."""
 import json
 import os
 import pickle
@@ -177,10 +178,10 @@ def safe_cases(tmp_path_factory):
     return cases, expect
 
 
-@pytest.mark.slow  # a child process that imports TensorFlow (~15 s)
-def test_hostile_safetensors_indexes_and_configs_give_clean_errors(safe_cases, tmp_path):
+def check_safetensors_indexes_and_configs(safe_cases, driven):
+    """Damaged safetensors, indexes and configs give clean errors; NaN weights load with one warning."""
     cases, expect = safe_cases
-    results = run_driver(cases, tmp_path)
+    results = {case["name"]: driven[case["name"]] for case in cases}
     nan = results.pop("nan weights")
     assert nan["returned"] and not nan["error_type"], nan
     warned = [w for w in nan["warnings"] if "NaN or Inf" in w]
@@ -303,10 +304,10 @@ def binary_cases(tmp_path_factory):
     return cases, expect, marker
 
 
-@pytest.mark.slow  # HF writes both checkpoints (a tf-keras child), then one child process loads them (~40 s)
-def test_corrupt_bin_and_h5_give_clean_errors_and_run_no_pickle_code(binary_cases, tmp_path):
+def check_bin_and_h5(binary_cases, driven):
+    """Corrupt pytorch_model.bin and tf_model.h5 files give clean errors and run no pickle code."""
     cases, expect, marker = binary_cases
-    results = run_driver(cases, tmp_path)
+    results = {case["name"]: driven[case["name"]] for case in cases}
     for name, result in results.items():
         assert_refused(result, *expect[name])
     assert results["bin pickle calls a global"]["error_type"] == "UnsafePickleError"
@@ -317,20 +318,34 @@ def test_corrupt_bin_and_h5_give_clean_errors_and_run_no_pickle_code(binary_case
 # Fuzz: byte flips and truncations of a valid safetensors file
 
 
-@pytest.mark.slow  # one child process, 200 mutations (~15 s)
-def test_mutated_safetensors_load_exactly_or_fail_cleanly(tmp_path):
+@pytest.fixture(scope="module")
+def fuzz_case(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fuzz")
     rng = np.random.RandomState(0)
     tensors = {"a.weight": rng.randn(16, 8).astype(np.float32), "b.bias": rng.randn(5).astype(np.float32),
                "c.ids": np.arange(12, dtype=np.int64).reshape(3, 4), "d.half": rng.randn(7, 3).astype(np.float16)}
     from tfmodels.core.safetensors_io import write_safetensors
-    (tmp_path / "valid").mkdir()
-    path = tmp_path / "valid" / "model.safetensors"
+    (root / "valid").mkdir()
+    path = root / "valid" / "model.safetensors"
     write_safetensors(str(path), tensors, {"format": "pt"})
-    (tmp_path / "work").mkdir()
-    results = run_driver([{"name": "fuzz", "kind": "fuzz", "path": str(path), "count": 200, "seed": 0,
-                           "workdir": str(tmp_path / "work")}], tmp_path)
-    result = results["fuzz"]
+    (root / "work").mkdir()
+    return {"name": "fuzz", "kind": "fuzz", "path": str(path), "count": 200, "seed": 0, "workdir": str(root / "work")}
+
+
+def check_mutated_safetensors(driven):
+    """Byte flips and truncations load exactly or fail cleanly; both outcomes exercised."""
+    result = driven["fuzz"]
     assert not result["error_type"], result
     assert result["failures"] == [], result["failures"]
     assert result["errors"] + result["loaded"] == 200
-    assert result["errors"] >= 50 and result["loaded"] >= 50, result  # both outcomes exercised
+    assert result["errors"] >= 50 and result["loaded"] >= 50, result
+
+
+# One test for every case: pytest-xdist hands a module's tests to different workers, each of which would build the
+# checkpoints and start the driver again for the fixtures they share.
+@pytest.mark.slow  # HF writes the .bin here and tf_model.h5 in a tf-keras child; one driver child loads all cases
+def test_hostile_checkpoints_give_clean_errors_in_a_fresh_process(safe_cases, binary_cases, fuzz_case, tmp_path):
+    driven = run_driver(safe_cases[0] + binary_cases[0] + [fuzz_case], tmp_path)
+    check_safetensors_indexes_and_configs(safe_cases, driven)
+    check_bin_and_h5(binary_cases, driven)
+    check_mutated_safetensors(driven)
