@@ -129,15 +129,42 @@ def test_python_hf_and_in_graph_ids_are_identical(family, directory):
     assert_graph_equals_python(ours, strings)
 
 
-# Known and not yet explained: ALBERT's in-graph tokenizer leaves the Python one (which equals HF's) after
-# ~173k characters of this 1 MB string, beyond an equal-score tie (the pieces' text differs). Strict: it fails
-# once fixed, so that the mark goes.
-ALBERT_MEGABYTE = pytest.mark.xfail(strict=True, reason="ALBERT in-graph diverges deep into a 1 MB string")
+# Unicode versions (in_graph.outside_unassigned, in_graph.lower): Python 3.11's unicodedata and str.lower (what
+# the reference runs) follow Unicode 14.0, TF Text's NFKD a newer ICU and tf.strings.lower an older one. U+1CCD8
+# (OUTLINED LATIN CAPITAL LETTER C, Unicode 16) is unassigned to Python, so ALBERT's preprocessing keeps it and
+# sentencepiece's normaliser makes it "C", not in ALBERT's lower-case vocabulary; TF Text's NFKD made it "C"
+# before the lower-casing, hence "▁c" in-graph (the divergence of ALBERT on the 1 MB string). U+2C2F is a
+# Unicode 14 capital that tf.strings.lower does not know.
+UNICODE_VERSION_TEXTS = ["a \U0001ccd8b", "\U0001ccd8o\u0316 e", "x \u2c2fy Ab", "\u2c2f\x00\U0001ccd8A\u2c2f",
+                         "Ϲ \U0001d6ba."]
+
+
+@pytest.mark.parametrize("family", ["albert", "xlnet"])
+def test_characters_python_and_icu_see_differently(family, directory):
+    ours, hf = build(family, directory)
+    for text in UNICODE_VERSION_TEXTS:
+        assert ours(text)["input_ids"] == hf(text)["input_ids"], repr(text)
+    assert_graph_equals_python(ours, UNICODE_VERSION_TEXTS)
+
+
+@pytest.mark.parametrize("family", ["albert", "xlnet"])
+def test_in_graph_preprocessing_of_every_character_is_the_reference(family, directory):
+    """Every code point of planes 0 and 1, one at a time, through the in-graph normalisation (NFKD, combining
+    marks, lower case for ALBERT) gives HF's preprocess_text."""
+    ours, hf = build(family, directory)
+    chars = [chr(c) for c in range(0x20000) if not 0xD800 <= c <= 0xDFFF]
+    got = ours.in_graph()._preprocess(tf.constant(chars)).numpy()
+    expected = [hf.preprocess_text(c).encode("utf-8") for c in chars]
+    differ = [(hex(ord(c)), g, e) for c, g, e in zip(chars, got, expected) if g != e]
+    assert not differ, differ[:20]
 
 
 @pytest.mark.slow
-# The sentencepiece families: the byte-level BPE ones cost minutes of CI on 1 MB (their 1000 strings run above).
-@pytest.mark.parametrize("family", ["xlnet", "xlm_roberta", pytest.param("albert", marks=ALBERT_MEGABYTE)])
+# The sentencepiece families. The byte-level BPE ones (RoBERTa, Longformer; their 1000 strings run above) are left
+# out: on this 1 MB string their Python and HF tokenizers agree in ~1 s and ~3.5 s of CPU, but the in-graph one's
+# memory grows faster than the text (~0.2 GB more for the first 16 KB of this string, ~0.55 GB for 64 KB, ~6 GB
+# for 256 KB, with the same ids as Python) and on 1 MB it was killed for memory at ~20 GB (issue 20's report).
+@pytest.mark.parametrize("family", ["xlnet", "xlm_roberta", "albert"])
 def test_a_one_megabyte_string(family, directory):
     ours, hf = build(family, directory)
     text = huge_string()
@@ -152,10 +179,10 @@ def test_a_one_megabyte_string(family, directory):
 
 def assert_equal_score_tie(ours, got, expected):
     """The one known divergence of the in-graph tokenizer (README, "Tokenizers"): unigram segmentations of equal
-    score, e.g. "1999" as 1|9|99 or 1|99|9 (the same pieces in another order), are told apart only by the float
-    rounding of the running path score, which TF Text's build of sentencepiece and the sentencepiece wheel
-    (what HF and our Python tokenizer run) round differently deep into a long text. Anything else is a failure:
-    the same pieces' text and the same total score."""
+    score, e.g. "1999" as 1|9|99 or 1|99|9, or ALBERT's "ttt" as t|tt or tt|t (the same pieces in another order),
+    are told apart only by the float rounding of the running path score, which TF Text's build of sentencepiece
+    and the sentencepiece wheel (what HF and our Python tokenizer run) round differently, even in a short text.
+    Anything else is a failure: the same pieces' text and the same total score."""
     tokens_got, tokens_expected = ours.convert_ids_to_tokens(got), ours.convert_ids_to_tokens(expected)
     assert "".join(tokens_got) == "".join(tokens_expected)
 

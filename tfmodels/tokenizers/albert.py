@@ -16,39 +16,9 @@ import unicodedata
 import tensorflow as tf
 
 from tfmodels.tokenizers.base import Template
-from tfmodels.tokenizers.in_graph import (SentencePieceInGraphTokenizer, lower_each_character,
+from tfmodels.tokenizers.in_graph import (SentencePieceInGraphTokenizer, cached_class, lower_each_character,
                                           normalize_sentencepiece_input, regex_split, template_items)
 from tfmodels.tokenizers.sentencepiece import (SPIECE_UNDERLINE, SentencePieceTokenizer, normalize_with_alignment)
-
-
-def _character_class(predicate):
-    """An RE2 character class of every code point for which `predicate(char)` holds (ranges merged)."""
-    ranges, start, previous = [], None, None
-    for code in range(0x110000):
-        if 0xD800 <= code < 0xE000:
-            continue
-        if predicate(chr(code)):
-            if start is None:
-                start = code
-            elif code != previous + 1:
-                ranges.append((start, previous))
-                start = code
-            previous = code
-    if start is not None:
-        ranges.append((start, previous))
-    parts = [f"\\x{{{a:x}}}" if a == b else f"\\x{{{a:x}}}-\\x{{{b:x}}}" for a, b in ranges]
-    return "[" + "".join(parts) + "]"
-
-
-_CLASSES = {}
-
-
-def _classes():
-    """(combining marks as unicodedata.combining, digits as str.isdigit): built once, on first use."""
-    if not _CLASSES:
-        _CLASSES["combining"] = _character_class(lambda c: unicodedata.combining(c) != 0)
-        _CLASSES["digit"] = _character_class(str.isdigit)
-    return _CLASSES["combining"], _CLASSES["digit"]
 
 
 class AlbertTokenizer(SentencePieceTokenizer):
@@ -161,7 +131,8 @@ class AlbertInGraphTokenizer(SentencePieceInGraphTokenizer):
         self.remove_space = remove_space
         self.keep_accents = keep_accents
         self.comma_id = int(comma_id)
-        self.combining_class, self.digit_class = _classes()
+        self.combining_class = cached_class("combining", lambda c: unicodedata.combining(c) != 0)
+        self.digit_class = cached_class("digit", str.isdigit)
 
     def encode(self, text):
         text = tf.convert_to_tensor(text, tf.string)

@@ -5,13 +5,45 @@ Built from a Python tokenizer (`tokenizer.in_graph(max_length=...)`), they repro
 tokens split out of the text with their lstrip/rstrip flags, the same sub-word model and id mapping, the
 truncation strategy "longest_first", the special-token template, and padding on the tokenizer's side.
 """
+import functools
 import re
+import sys
+import unicodedata
 
 import tensorflow as tf
 
 # RE2 character class equivalent to Python's str.isspace() (what str.strip() removes).
 _PY_WHITESPACE = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
 _WS_CLASS = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in _PY_WHITESPACE) + "]"
+
+
+def character_class(predicate):
+    """An RE2 character class of every code point for which `predicate(char)` holds (as ranges)."""
+    ranges, start, previous = [], None, None
+    for code in range(sys.maxunicode + 1):
+        if 0xD800 <= code <= 0xDFFF:  # surrogates never occur in valid UTF-8
+            continue
+        if predicate(chr(code)):
+            if start is None:
+                start = code
+            elif code != previous + 1:
+                ranges.append((start, previous))
+                start = code
+            previous = code
+    if start is not None:
+        ranges.append((start, previous))
+    parts = [f"\\x{{{a:x}}}" if a == b else f"\\x{{{a:x}}}-\\x{{{b:x}}}" for a, b in ranges]
+    return "[" + "".join(parts) + "]"
+
+
+_CLASSES = {}
+
+
+def cached_class(name, predicate):
+    """`character_class(predicate)`, built once per process under `name` (a scan of every code point)."""
+    if name not in _CLASSES:
+        _CLASSES[name] = character_class(predicate)
+    return _CLASSES[name]
 
 
 def normalize_sentencepiece_input(text, remove_space, keep_accents, do_lower_case, combining_class):
@@ -24,7 +56,7 @@ def normalize_sentencepiece_input(text, remove_space, keep_accents, do_lower_cas
     text = tf.strings.regex_replace(text, "``", '"')
     text = tf.strings.regex_replace(text, "''", '"')
     if not keep_accents:
-        text = _tf_text().normalize_utf8(text, "NFKD")
+        text = outside_unassigned(text, lambda part: _tf_text().normalize_utf8(part, "NFKD"))
         text = tf.strings.regex_replace(text, combining_class, "")
     if do_lower_case:
         text = lower(text)
@@ -47,15 +79,63 @@ def regex_split(text, pattern):
     return begins.with_flat_values(pieces)
 
 
-def lower(text):
-    """[n] strings lower-cased (UTF-8), NUL-safe: the parts between NULs are lowered on their own (NUL is
-    neither cased nor case-ignorable, so no context rule sees across it)."""
+def _lower_icu(text):
+    """[n] strings lower-cased by tf.strings.lower (UTF-8), NUL-safe: the parts between NULs are lowered on their
+    own (NUL is neither cased nor case-ignorable, so no context rule sees across it)."""
     parts = tf.strings.split(text, "\x00")
     # The NULs go back as data: a separator attribute would be cut at its NUL too.
     not_last = tf.ragged.range(parts.row_lengths()) < tf.expand_dims(parts.row_lengths() - 1, 1)
     nul = tf.where(not_last.flat_values, "\x00", "")
     lowered = tf.strings.join([tf.strings.lower(parts.flat_values, encoding="utf-8"), nul])
     return tf.strings.reduce_join(parts.with_flat_values(lowered), axis=-1)
+
+
+# Unicode versions: the reference runs Python's unicodedata and str.lower (Unicode 14.0 in Python 3.11), TF Text's
+# NFKD a newer ICU (it decomposes U+1CCD8, a Unicode 16 letter, to "C") and tf.strings.lower an older one (it
+# leaves U+2C2F, a Unicode 14 capital, as it is). Two wrappers give Python's results: `outside_unassigned` keeps
+# what Python's database does not know away from the ICU ops, and `lower` maps the capitals that TF's ICU misses.
+
+
+def outside_unassigned(text, transform):
+    """[n] strings -> `transform` ([n] strings -> [n] strings) applied to each string's runs of code points that
+    Python's Unicode database assigns; the unassigned ones stay as they are, as Python's NFKD and str.lower
+    leave them. Unassigned code points are starters there, with no case: nothing reorders or cases across them,
+    so transforming the runs on their own gives Python's result for the whole string."""
+    unassigned = cached_class("unassigned", lambda c: unicodedata.category(c) == "Cn") + "+"
+    parts = regex_split(text, unassigned)
+    flat = parts.flat_values
+    kept = tf.strings.regex_full_match(flat, unassigned)
+    return tf.strings.reduce_join(parts.with_flat_values(tf.where(kept, flat, transform(flat))), axis=-1)
+
+
+@functools.lru_cache(maxsize=None)
+def _lower_gaps():
+    """{character: Python's lower case} where tf.strings.lower gives another (probed once, eagerly)."""
+    cased = [chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF and chr(c).lower() != chr(c)]
+    with tf.init_scope():
+        icu = [s.decode("utf-8") for s in _lower_icu(tf.constant(cased)).numpy()]
+    return {c: c.lower() for c, lowered in zip(cased, icu) if lowered != c.lower()}
+
+
+def lower(text):
+    """[n] strings lower-cased (UTF-8) as Python's str.lower: NUL-safe, the code points unassigned in Python's
+    Unicode database kept, and the capitals that TF's ICU does not know lowered by a table. (Not reproduced: to
+    TF's ICU those capitals are not cased, so a capital sigma next to one can take the other final-sigma form.)"""
+    gaps = _lower_gaps()
+    if not gaps:
+        return outside_unassigned(text, _lower_icu)
+    keys = sorted(gaps)
+    gap_class = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in keys) + "]"
+
+    def lower_known(part):
+        pieces = regex_split(part, gap_class)
+        flat = pieces.flat_values
+        match = tf.equal(tf.expand_dims(flat, 1), tf.constant(keys))  # [pieces, gaps]: a gap character alone
+        mapped = tf.gather(tf.constant([gaps[k] for k in keys]), tf.argmax(tf.cast(match, tf.int32), axis=1))
+        lowered = tf.where(tf.reduce_any(match, axis=1), mapped, _lower_icu(flat))
+        return tf.strings.reduce_join(pieces.with_flat_values(lowered), axis=-1)
+
+    return outside_unassigned(text, lower_known)
 
 
 def lower_each_character(text):

@@ -9,13 +9,12 @@ stays in place. Before sentencepiece the text is normalised as the reference doe
 and a comma ("▁1999,") are split into the number and the comma.
 """
 import re
-import sys
 import unicodedata
 
 import tensorflow as tf
 
 from tfmodels.tokenizers.base import Template, clean_up_tokenization
-from tfmodels.tokenizers.in_graph import (InGraphTokenizer, _tf_text, lower_each_character,
+from tfmodels.tokenizers.in_graph import (InGraphTokenizer, _tf_text, cached_class, lower_each_character,
                                           normalize_sentencepiece_input)
 from tfmodels.tokenizers.sentencepiece import (SPIECE_UNDERLINE, SentencePieceTokenizer, normalize_with_alignment)
 
@@ -160,34 +159,6 @@ class XLNetTokenizerFast(XLNetTokenizer):
 # In-graph twin
 
 
-def _char_class(predicate):
-    """An RE2 character class holding every code point for which `predicate(chr(cp))` is true (as ranges)."""
-    ranges, start, previous = [], None, None
-    for cp in range(sys.maxunicode + 1):
-        if 0xD800 <= cp <= 0xDFFF:  # surrogates never occur in valid UTF-8
-            continue
-        if predicate(chr(cp)):
-            if start is None:
-                start = cp
-            elif cp != previous + 1:
-                ranges.append((start, previous))
-                start = cp
-            previous = cp
-    if start is not None:
-        ranges.append((start, previous))
-    parts = [f"\\x{{{a:x}}}" if a == b else f"\\x{{{a:x}}}-\\x{{{b:x}}}" for a, b in ranges]
-    return "[" + "".join(parts) + "]"
-
-
-_CLASSES = {}
-
-
-def _cached_class(name, predicate):
-    if name not in _CLASSES:
-        _CLASSES[name] = _char_class(predicate)
-    return _CLASSES[name]
-
-
 class XLNetInGraphTokenizer(InGraphTokenizer):
     """Strings -> XLNet inputs with TF / TF Text ops only (what `XLNetTokenizer` does in Python)."""
 
@@ -199,8 +170,8 @@ class XLNetInGraphTokenizer(InGraphTokenizer):
         self.keep_accents = keep_accents
         self.pad_token_type_id = int(pad_token_type_id)
         self.pieces = _tf_text().SentencepieceTokenizer(model=model_proto, out_type=tf.string)
-        self._combining = _cached_class("combining", lambda c: unicodedata.combining(c) != 0)
-        self._digit = _cached_class("digit", str.isdigit)
+        self._combining = cached_class("combining", lambda c: unicodedata.combining(c) != 0)
+        self._digit = cached_class("digit", str.isdigit)
 
     def encode(self, text):
         text = tf.convert_to_tensor(text, tf.string)
