@@ -25,8 +25,9 @@ from tfmodels.training import recipe as recipe_lib
 
 KILLS = 10
 VOCAB = 60_000  # a tiny model with a big vocabulary: a save takes a measurable time
-OLD = {"vocab_size": VOCAB, "intermediate_size": 37}
-NEW = {"vocab_size": VOCAB, "intermediate_size": 41}  # another shape: new config + old weights would not load
+# One layer: every writer, and the verifying loads, build and trace the model, at a cost that grows with its depth.
+OLD = {"vocab_size": VOCAB, "intermediate_size": 37, "num_hidden_layers": 1}
+NEW = {"vocab_size": VOCAB, "intermediate_size": 41, "num_hidden_layers": 1}  # new config + old weights: no load
 # (previous format, new format): our Keras format or HF safetensors, single or sharded (max GB per shard)
 SWITCHES = [("ours", "hf"), ("hf", "ours"), ("ours-sharded", "hf-sharded"), ("hf-sharded", "ours-sharded"),
             ("hf", "hf-sharded")]
@@ -36,10 +37,11 @@ SHARD_GB = (VOCAB * 32 * 4 + 16_000) / 1024 ** 3
 FORMATS = {"ours": {}, "hf": {"hf_format": True}, "ours-sharded": {"max_shard_size": SHARD_GB},
            "hf-sharded": {"hf_format": True, "max_shard_size": SHARD_GB}}
 # One step per epoch, so that history.csv (one row per epoch) logs every step's loss; a backup after every step.
-# With validation: the best-model checkpoint (best/) is written under the kills too.
-TRAIN = ["data.limit=48", "data.batch_size=4", "data.eval_limit=4", "data.eval_batch_size=4", "training.epochs=10",
-         "training.steps_per_epoch=1", "training.checkpoint_every=1", "training.verbose=0",
-         "training.tensorboard=false"]
+# With validation: the best-model checkpoint (best/) is written under the kills too. One layer and short inputs:
+# each of the twelve processes of the killed run builds the model and traces its steps again.
+TRAIN = ["data.limit=48", "data.batch_size=4", "data.eval_limit=4", "data.eval_batch_size=4", "data.max_length=16",
+         "model.overrides.num_hidden_layers=1", "training.epochs=10", "training.steps_per_epoch=1",
+         "training.checkpoint_every=1", "training.verbose=0", "training.tensorboard=false"]
 
 
 def model_class():

@@ -26,18 +26,8 @@ def _run(mode, root):
     assert result.returncode == 0, result.stderr[-4000:]
 
 
-@pytest.fixture(scope="module")
-def killed(tmp_path_factory):
-    root = tmp_path_factory.mktemp("killed_writes")
-    _run("write", root)
-    _run("verify", root)
-    with open(root / "verified.json") as f:
-        return json.load(f)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("kind", ["save", "export"])
-def test_killed_write_leaves_old_or_new_copy(killed, kind):
+def check_writes(killed, kind):
+    """Every killed save / export left the old copy or the new one; a write not killed midway left the new one."""
     attempts = [a for a in killed["writes"] if a["kind"] == kind]
     assert len(attempts) == 10
     found = [a["found"] for a in attempts]
@@ -54,8 +44,9 @@ def test_killed_write_leaves_old_or_new_copy(killed, kind):
             ("hf", "hf-sharded")}
 
 
-@pytest.mark.slow
-def test_killed_training_resumes_step_for_step(killed):
+def check_training(killed):
+    """The run killed ten times ends with the weights of an uninterrupted one, and logged the same loss and
+    metrics at every step."""
     run = killed["training"]
     assert len(run["kills"]) >= 5 and sum(k["killed_midway"] for k in run["kills"]) >= 5, run["kills"]
     assert run["final_weights_equal"], run["final_max_difference"]
@@ -65,6 +56,19 @@ def test_killed_training_resumes_step_for_step(killed):
         assert expected.keys() == actual.keys()
         for key in expected:
             assert actual[key] == pytest.approx(expected[key], abs=1e-6), (key, expected, actual)
+
+
+# One test for all the kills: pytest-xdist hands a module's tests to different workers, and each worker would run
+# the kills again for a fixture they shared.
+@pytest.mark.slow
+def test_killed_writes_leave_old_or_new_copy_and_training_resumes_step_for_step(tmp_path):
+    _run("write", tmp_path)
+    _run("verify", tmp_path)
+    with open(tmp_path / "verified.json") as f:
+        killed = json.load(f)
+    check_writes(killed, "save")
+    check_writes(killed, "export")
+    check_training(killed)
 
 
 # ---------------------------------------------------------------------------------------------------------------
