@@ -124,6 +124,20 @@ def test_streaming_load_into_target_dtype_chunk_by_chunk(tmp_path, monkeypatch, 
     helpers.assert_close(tf.cast(logits, tf.float32), reference, 1e-5 if dtype == "float32" else 0.1)
 
 
+@pytest.mark.parametrize("source, target", [("bfloat16", "bfloat16"), ("bfloat16", "float32"),
+                                            ("float32", "bfloat16"), ("float32", "float32")])
+def test_tiled_copy_of_a_transposed_chunk_equals_numpy_assignment(source, target):
+    """copy_into (the tiled copy load_tensor uses for transposed Dense kernels) writes exactly what numpy's
+    casting assignment writes, NaN and Inf included, also into a strided slice of a bigger buffer."""
+    array = (np.random.RandomState(0).randn(ckpt.COPY_TILE + 37, 2 * ckpt.COPY_TILE + 5) * 4).astype(source)
+    array[3, 5], array[7, 300] = np.nan, -np.inf
+    expected = np.zeros((3, array.shape[1], array.shape[0] + 9), target)
+    got = expected.copy()
+    expected[1, :, 4:-5] = array.T
+    ckpt.copy_into(got[1, :, 4:-5], array.T)
+    assert np.array_equal(got.view(np.uint8), expected.view(np.uint8))
+
+
 def test_loaded_variables_adopt_the_read_buffers(tmp_path):
     """An aligned numpy buffer becomes a tensor without a copy, so the buffer a checkpoint tensor is assembled
     in becomes the variable's storage; unaligned arrays are copied instead."""
