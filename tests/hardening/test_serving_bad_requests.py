@@ -99,8 +99,9 @@ def numeric_bad_requests(signature, dtype):
     }
 
 
-@pytest.mark.slow
-def test_every_signature_refuses_bad_requests_and_serves_on(export, tmp_path):
+def check_every_signature(export, tmp_path):
+    """Through tf.saved_model.load's concrete functions: each bad request to each signature is an error, and the
+    good request after it is answered right."""
     path, texts, expected = export
     cases = {**{f"int32 {k}": v for k, v in numeric_bad_requests("serving_default", np.int32).items()},
              **{f"int64 {k}": v for k, v in numeric_bad_requests("serving_int64", np.int64).items()},
@@ -128,8 +129,8 @@ def test_every_signature_refuses_bad_requests_and_serves_on(export, tmp_path):
         np.testing.assert_allclose(answer["outputs"]["logits"], expected[which], atol=1e-5, err_msg=name)
 
 
-@pytest.mark.slow
-def test_the_cpp_loader_refuses_bad_numeric_requests_and_serves_on(export):
+def check_the_cpp_loader(export):
+    """Through TensorFlow's C++ loader (what TF Serving runs): the same for the numeric signatures."""
     path, _, expected = export
     bad = {**numeric_bad_requests("serving_default", np.int32), "int64 wraps around int32": as_request(
         "serving_int64", input_ids=IDS.astype(np.int64) + (1 << 32),
@@ -145,3 +146,11 @@ def test_the_cpp_loader_refuses_bad_numeric_requests_and_serves_on(export):
         assert result["error"] is not None and "TF_SessionRun" in result["error"], (name, result["error"])
     assert results[-1]["error"] is None
     np.testing.assert_allclose(results[-1]["outputs"][0]["logits"], expected["ids"], atol=1e-5)
+
+
+# One test for both clients: pytest-xdist hands a module's tests to different workers, each of which would export
+# the model again for the fixture they shared.
+@pytest.mark.slow
+def test_every_signature_refuses_bad_requests_and_serves_on(export, tmp_path):
+    check_every_signature(export, tmp_path)
+    check_the_cpp_loader(export)
