@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 import tfmodels
-from tfmodels.training import recipe as recipe_lib
+from tfmodels.training import callbacks, recipe as recipe_lib
 
 KILLS = 10
 VOCAB = 60_000  # a tiny model with a big vocabulary: a save takes a measurable time
@@ -37,10 +37,11 @@ SHARD_GB = (VOCAB * 32 * 4 + 16_000) / 1024 ** 3
 FORMATS = {"ours": {}, "hf": {"hf_format": True}, "ours-sharded": {"max_shard_size": SHARD_GB},
            "hf-sharded": {"hf_format": True, "max_shard_size": SHARD_GB}}
 # One step per epoch, so that history.csv (one row per epoch) logs every step's loss; a backup after every step.
+# Twelve steps: each of the ten killed processes trains at least one, and the last process the rest.
 # With validation: the best-model checkpoint (best/) is written under the kills too. One layer and short inputs:
 # each of the twelve processes of the killed run builds the model and traces its steps again.
 TRAIN = ["data.limit=48", "data.batch_size=4", "data.eval_limit=4", "data.eval_batch_size=4", "data.max_length=16",
-         "model.overrides.num_hidden_layers=1", "training.epochs=10", "training.steps_per_epoch=1",
+         "model.overrides.num_hidden_layers=1", "training.epochs=12", "training.steps_per_epoch=1",
          "training.checkpoint_every=1", "training.verbose=0", "training.tensorboard=false"]
 
 
@@ -172,14 +173,16 @@ def writes(root):
 
 
 def signals(fd, times_path=None):
-    """A callback that signals the first trained step of this process ("s": the kill clock starts there, after
-    the start-up and tracing) and the end of training ("d"); with `times_path`, it logs when each step ended."""
+    """A callback that signals the end of this process's first epoch ("s": the kill clock starts there, once the
+    process has started up, traced its steps, and written that epoch's log row, best model and backup: the
+    callbacks the job runs before extra ones) and the end of training ("d"); with `times_path`, it logs when
+    each epoch (here one step) ended."""
     import keras
 
     class Signal(keras.callbacks.Callback):
         times = []
 
-        def on_train_batch_end(self, batch, logs=None):
+        def on_epoch_end(self, epoch, logs=None):
             if not self.times:
                 os.write(fd, b"s")
             self.times.append(time.perf_counter())
@@ -204,9 +207,19 @@ def complete(output_dir):
         os.path.join(output_dir, "checkpoints"))
 
 
+def backed_up_step(output_dir):
+    """The optimizer step the run's backup holds (where a restart resumes), 0 without a backup."""
+    path = os.path.join(output_dir, "checkpoints", callbacks.METADATA_FILE)
+    if not os.path.isfile(path):
+        return 0
+    with open(path) as f:
+        return json.load(f)["optimizer_step"]
+
+
 def training(root):
-    """An uninterrupted run, then a run killed ten times, each time at a fraction (spread over 0..1) of one step's
-    time (train step, log row, backup) after the first step that process trained, and resumed until it ends."""
+    """An uninterrupted run, then a run killed ten times and resumed until it ends. Each killed process first
+    trains one step and backs it up (so that every restart resumes), then is killed at a fraction (spread over
+    0..1) of one step's time (train step, validation, log row, best model, backup) into its next step."""
     reference = os.path.join(root, "train", "uninterrupted")
     times_path = os.path.join(root, "train_times.json")
     pid, read = fork(train, reference, times_path)
@@ -220,8 +233,10 @@ def training(root):
         if complete(killed_dir):  # a run that finished before its kill: starting again would train afresh
             break
         fraction = (k + 0.5) / KILLS
+        resumed_from = backed_up_step(killed_dir)
         pid, read = fork(train, killed_dir)
-        kills.append({"fraction": fraction, "killed_midway": kill_after(pid, read, fraction * step_time)})
+        kills.append({"fraction": fraction, "resumed_from": resumed_from,
+                      "killed_midway": kill_after(pid, read, fraction * step_time)})
     if not complete(killed_dir):
         pid, read = fork(train, killed_dir)  # the last run is left to finish
         os.read(read, 1)
