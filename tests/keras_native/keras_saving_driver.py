@@ -1,14 +1,17 @@
-"""The fresh-process half of test_keras_saving.py: `python -m tests.keras_native.keras_saving_driver DIR`.
+"""The fresh-process half of test_keras_saving.py: `python -m tests.keras_native.keras_saving_driver DIR...`.
 
-Reads DIR/manifest.json (written by the test), loads every listed `.keras` file with `keras.models.load_model`
+One process serves every family (a process start and the TF import cost several seconds each). For each DIR it
+reads DIR/manifest.json (written by the test), loads every listed `.keras` file with `keras.models.load_model`
 (safe_mode on, nothing passed but the file), runs it on the entry's inputs and writes what it got to
 DIR/loaded_<n>.npz (every output array, every optimizer variable) and DIR/report.json (per entry: the class, the
 variable dtype and the results of the entry's extra checks: further training, save_pretrained, export). The test
-compares them with what the saving process computed.
+compares them with what the saving process computed. A DIR whose loading fails gets DIR/error.txt (the
+traceback) instead of a report, and the process goes on with the next DIR, so that only that family's test fails.
 """
 import json
 import os
 import sys
+import traceback
 
 import numpy as np
 
@@ -64,10 +67,8 @@ def _export(model, inputs, directory):
                             for name in served)}
 
 
-def main(directory):
+def load_directory(directory):
     import keras
-
-    import tfmodels  # noqa: F401  (imports every family, which registers its classes)
 
     with open(os.path.join(directory, "manifest.json"), encoding="utf-8") as f:
         manifest = json.load(f)
@@ -91,5 +92,16 @@ def main(directory):
         json.dump(report, f)
 
 
+def main(directories):
+    import tfmodels  # noqa: F401  (imports every family, which registers its classes)
+
+    for directory in directories:
+        try:
+            load_directory(directory)
+        except Exception:  # reported to that directory's test, which fails with it
+            with open(os.path.join(directory, "error.txt"), "w", encoding="utf-8") as f:
+                f.write(traceback.format_exc())
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1:])
