@@ -40,8 +40,14 @@ def head_classes(spec):
 
 
 def tiny_config(spec, head):
-    name = "beit-tiny-segmentation.json" if head.__name__.endswith("SemanticSegmentation") else f"{spec.name}-tiny.json"
-    return head.config_class.from_pretrained(os.path.join(CONFIGS, name))
+    """The family's tiny config with one layer (each layer is traced three times per head here), except for
+    BEiT's segmentation head, which taps four."""
+    if head.__name__.endswith("SemanticSegmentation"):
+        return head.config_class.from_pretrained(os.path.join(CONFIGS, "beit-tiny-segmentation.json"))
+    overrides = {"n_layer": 1} if spec.name == "xlnet" else {"num_hidden_layers": 1}
+    if spec.name == "longformer":
+        overrides["attention_window"] = [4]
+    return head.config_class.from_pretrained(os.path.join(CONFIGS, f"{spec.name}-tiny.json"), **overrides)
 
 
 def main_field(model):
@@ -183,13 +189,14 @@ def test_every_head_in_a_functional_model_with_dynamic_shapes(family, tmp_path):
             assert tuple(outputs["user_head"].shape) == (None, 3)
             losses["user_head"] = "mse"
     composed = keras.Model(symbolic, outputs)
-    composed.compile(optimizer=keras.optimizers.Adam(1e-3), loss=losses)
+    composed.compile(optimizer=keras.optimizers.SGD(1e-3), loss=losses)  # (the optimizer is not under test)
 
     sizes = IMAGE_SIZES if image else TEXT_LENGTHS
     first_config = next(iter(configs.values()))
     train = family_inputs(image, first_config, sizes[0], seed=1)
+    # The targets' shapes from a prediction before training: its predict trace serves the first size again.
     targets = {key: np.zeros(value.shape, np.float32)
-               for key, value in eager_outputs(models, composed, train, options).items() if key in losses}
+               for key, value in composed.predict(train, batch_size=BATCH, verbose=0).items() if key in losses}
     history = composed.fit(train, targets, batch_size=BATCH, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
 
