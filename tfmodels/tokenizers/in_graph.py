@@ -39,6 +39,9 @@ def character_class(predicate):
 _CLASSES = {}
 
 
+# Plain Python even when first called while autograph traces a tokenizer (a SavedModel export): a converted loop
+# over every code point costs minutes.
+@tf.autograph.experimental.do_not_convert
 def cached_class(name, predicate):
     """`character_class(predicate)`, built once per process under `name` (a scan of every code point)."""
     if name not in _CLASSES:
@@ -108,6 +111,7 @@ def outside_unassigned(text, transform):
     return tf.strings.reduce_join(parts.with_flat_values(tf.where(kept, flat, transform(flat))), axis=-1)
 
 
+@tf.autograph.experimental.do_not_convert  # as cached_class
 @functools.lru_cache(maxsize=None)
 def _lower_gaps():
     """{character: Python's lower case} where tf.strings.lower gives another (probed once, eagerly)."""
