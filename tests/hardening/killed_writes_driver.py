@@ -207,15 +207,6 @@ def complete(output_dir):
         os.path.join(output_dir, "checkpoints"))
 
 
-def backed_up_step(output_dir):
-    """The optimizer step the run's backup holds (where a restart resumes), 0 without a backup."""
-    path = os.path.join(output_dir, "checkpoints", callbacks.METADATA_FILE)
-    if not os.path.isfile(path):
-        return 0
-    with open(path) as f:
-        return json.load(f)["optimizer_step"]
-
-
 def training(root):
     """An uninterrupted run, then a run killed ten times and resumed until it ends. Each killed process first
     trains one step and backs it up (so that every restart resumes), then is killed at a fraction (spread over
@@ -233,7 +224,9 @@ def training(root):
         if complete(killed_dir):  # a run that finished before its kill: starting again would train afresh
             break
         fraction = (k + 0.5) / KILLS
-        resumed_from = backed_up_step(killed_dir)
+        # where this restart resumes: (epoch, steps of it trained), read as the job reads it (a backup killed
+        # between its two renames included)
+        resumed_from = callbacks.resume_point(os.path.join(killed_dir, "checkpoints"))
         pid, read = fork(train, killed_dir)
         kills.append({"fraction": fraction, "resumed_from": resumed_from,
                       "killed_midway": kill_after(pid, read, fraction * step_time)})

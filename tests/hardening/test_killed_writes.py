@@ -50,8 +50,8 @@ def check_training(killed):
     run = killed["training"]
     assert len(run["kills"]) >= 5 and sum(k["killed_midway"] for k in run["kills"]) >= 5, run["kills"]
     # every killed process backed up at least one step before its kill, so each restart resumed further on
-    resumed = [k["resumed_from"] for k in run["kills"]]
-    assert resumed[0] == 0 and all(b > a for a, b in zip(resumed, resumed[1:])), run["kills"]
+    resume_points = [k["resumed_from"] for k in run["kills"]]  # [epoch, steps of it trained]
+    assert resume_points[0] == [0, 0] and all(b > a for a, b in zip(resume_points, resume_points[1:])), run["kills"]
     assert run["final_weights_equal"], run["final_max_difference"]
     reference, resumed = run["history"]["reference"], run["history"]["killed"]
     assert [r["epoch"] for r in resumed] == [r["epoch"] for r in reference] == list(range(len(reference)))
