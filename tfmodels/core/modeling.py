@@ -181,6 +181,13 @@ class PreTrainedModel(ModelMethods, keras.Model):
 
     def build_model(self):
         """Create every variable by running the dummy inputs once."""
+        # A layer without a build() of its own whose sub-layers are unbuilt is built by Keras by first tracing
+        # its call() on symbolic inputs, and again at every nesting level inside that trace: for XLM-R-XL's 36
+        # layers that graph construction took most of from_pretrained's time. Such layers have no state of their
+        # own, so they are marked built: the one eager call below builds every sub-layer that does have a build().
+        for layer in self._flatten_layers(include_self=False):
+            if not layer.built and getattr(layer.build, "_is_default", False):
+                layer.built = True
         self(self.dummy_inputs(), training=False)
         self.apply_config_pruning()  # a pruned checkpoint's layers (config.pruned_heads), as HF's post_init
         return self
