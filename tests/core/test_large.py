@@ -97,13 +97,18 @@ def test_streaming_load_into_target_dtype_chunk_by_chunk(tmp_path, monkeypatch, 
     assert len(set(index["weight_map"].values())) > 3
     monkeypatch.setattr(ckpt, "LOAD_CHUNK_BYTES", 96)  # a few rows per chunk, transposed kernels included
     reads = []
-    original = SafetensorsFile.read_rows
+    original, original_mapped = SafetensorsFile.read_rows, SafetensorsFile.mapped_rows
 
     def counting(self, name, start, stop, out=None):
         reads.append((name, start, stop))
         return original(self, name, start, stop, out=out)
 
+    def counting_mapped(self, name, start, stop):  # converted tensors are mapped chunk by chunk
+        reads.append((name, start, stop))
+        return original_mapped(self, name, start, stop)
+
     monkeypatch.setattr(SafetensorsFile, "read_rows", counting)
+    monkeypatch.setattr(SafetensorsFile, "mapped_rows", counting_mapped)
     model, info = tfmodels.XLMRobertaXLForMaskedLM.from_pretrained(str(tmp_path), dtype=dtype,
                                                                    output_loading_info=True)
     assert not info.missing and not info.unexpected and not info.mismatched
@@ -136,6 +141,20 @@ def test_tiled_copy_of_a_transposed_chunk_equals_numpy_assignment(source, target
     expected[1, :, 4:-5] = array.T
     ckpt.copy_into(got[1, :, 4:-5], array.T)
     assert np.array_equal(got.view(np.uint8), expected.view(np.uint8))
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32", "float64"])
+def test_nonfinite_count_by_exponent_bits_equals_isfinite(monkeypatch, dtype):
+    """count_nonfinite screens blocks by their exponent bits: the same count as np.isfinite, for NaN of either
+    sign, +-Inf, the largest finite values and subnormals, in blocks with and without them, and on views."""
+    monkeypatch.setattr(ckpt, "NONFINITE_SCAN_ELEMENTS", 64)
+    array = np.random.RandomState(0).randn(37, 29).astype(dtype)
+    finfo = np.finfo(array.dtype)
+    array[0, :4] = [finfo.max, -finfo.max, finfo.smallest_subnormal, -0.0]
+    array[5, 3], array[9, 0], array[20, 28], array[36, 1] = np.nan, -np.nan, np.inf, -np.inf
+    for view in (array, array[::2], array.T, array[:0], array[5, 3]):
+        assert ckpt.count_nonfinite(view) == np.size(view) - np.count_nonzero(np.isfinite(view))
+    assert ckpt.count_nonfinite(np.arange(5)) == 0
 
 
 def test_loaded_variables_adopt_the_read_buffers(tmp_path):

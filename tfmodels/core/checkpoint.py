@@ -11,8 +11,9 @@ without running pickle code), sharded or not, into the variables, and reports mi
 mis-shaped weights by name.
 
 Memory: loading never holds more than the model plus one chunk. Tensors that need a new layout or dtype (a
-Dense kernel is transposed) are read with explicit file reads, converted chunk by chunk (at most
-`LOAD_CHUNK_BYTES` at a time, rows of the checkpoint tensor) into a buffer the variable adopts; tensors that
+Dense kernel is transposed) are converted chunk by chunk (at most `LOAD_CHUNK_BYTES` at a time, rows of the
+checkpoint tensor, each mapped from a safetensors file for just that chunk, or read) into a buffer the variable
+adopts; tensors that
 need no change are memory-mapped and adopted as they lie in the file (load_tensor), as PyTorch's loaders do.
 The variables themselves were created without initialising their memory (initializers.skip_init).
 Writing (`hf_state_dict(..., lazy=True)` + `write_hf_weights`) streams variable by variable the same way.
@@ -278,6 +279,15 @@ class CheckpointReader:
         """Rows [start, stop) along axis 0 of a tensor, read without touching the rest (into `out` if given)."""
         return self._open(self._where[name]).read_rows(name, start, stop, out=out)
 
+    def rows(self, name, start, stop, mmap=True):
+        """Rows [start, stop) along axis 0 to be read once (counted, permuted, cast): with `mmap`, from a
+        safetensors file, a view of a mapping of just those rows that goes away with it (no copy, see
+        SafetensorsFile.mapped_rows); otherwise a fresh array read from the file."""
+        f = self._open(self._where[name])
+        if mmap and isinstance(f, SafetensorsFile):
+            return f.mapped_rows(name, start, stop)
+        return f.read_rows(name, start, stop)
+
     def mapped(self, name):
         """A copy-on-write memory-mapped view of a tensor (safetensors only, see SafetensorsFile.mapped), or
         None."""
@@ -388,9 +398,10 @@ def load_tensor(reader, key, named, transform=None, chunk_bytes=None, mmap=True)
     shape) when the shapes differ; the count is of the NaN / Inf values in the checkpoint tensor.
 
     The value is assembled in an aligned buffer of the variable's dtype and layout, which the variable then
-    adopts (no further copy on CPU). Rows of the checkpoint tensor are read, permuted and cast into it at most
-    `chunk_bytes` at a time; when neither layout nor dtype changes they are read straight into it. So loading
-    a tensor costs its own size plus one chunk, and a model its own size plus one chunk.
+    adopts (no further copy on CPU). Rows of the checkpoint tensor are read (with `mmap`, mapped for that chunk
+    only: see CheckpointReader.rows), permuted and cast into it at most `chunk_bytes` at a time; when neither
+    layout nor dtype changes they are read straight into it. So loading a tensor costs its own size plus one
+    chunk, and a model its own size plus one chunk.
 
     With `mmap`, a tensor that needs no change (same layout and dtype, e.g. embedding tables, norms, biases)
     and lies 64-byte aligned in a safetensors file is not read at all: the variable adopts a copy-on-write view
@@ -430,8 +441,9 @@ def load_tensor(reader, key, named, transform=None, chunk_bytes=None, mmap=True)
         view = reader.mapped(key)
         if view is not None and is_shareable(view):
             assign_array(variable, view)
-            # Counted through file reads (the page cache), not the view, whose pages would all become resident.
-            return None, sum(count_nonfinite(reader.read_rows(key, start, min(start + rows, shape[0])))
+            # Counted through temporary mappings of a chunk each (the page cache), not the view, whose pages would
+            # all become resident.
+            return None, sum(count_nonfinite(reader.rows(key, start, min(start + rows, shape[0])))
                              for start in range(0, shape[0], rows))
     out = aligned_empty(model_shape, dtype)
     nonfinite = 0
@@ -441,7 +453,7 @@ def load_tensor(reader, key, named, transform=None, chunk_bytes=None, mmap=True)
         if unchanged:
             nonfinite += count_nonfinite(reader.read_rows(key, start, stop, out=out[start:stop]))
             continue
-        chunk = reader.read_rows(key, start, stop)
+        chunk = reader.rows(key, start, stop, mmap)
         nonfinite += count_nonfinite(chunk)
         if permutation:
             chunk = np.transpose(chunk, permutation)
@@ -456,10 +468,34 @@ def load_tensor(reader, key, named, transform=None, chunk_bytes=None, mmap=True)
 _FLOAT_DTYPES = (np.dtype(ml_dtypes.bfloat16), np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 
+NONFINITE_SCAN_ELEMENTS = 1 << 16  # elements screened at a time: the shifted copy of a block stays in L2
+
+
 def count_nonfinite(array):
-    """How many NaN / Inf values a (float) array holds; 0 for integer and bool arrays."""
+    """How many NaN / Inf values a (float) array holds; 0 for integer and bool arrays.
+
+    Why not just np.isfinite: every loaded byte goes through this, and isfinite on bfloat16 (ml_dtypes) runs at
+    ~0.5 GB/s, a tenth of a 3.5B-parameter load. A float is NaN or Inf exactly when its exponent bits are all
+    ones, i.e. when its bits shifted left by one (dropping the sign) are >= the exponent mask shifted so; the
+    blocks are screened with that integer maximum (~3x faster) and only a block that has such a value is
+    counted with isfinite."""
     array = np.asarray(array)
-    return int(array.size - np.count_nonzero(np.isfinite(array))) if array.dtype in _FLOAT_DTYPES else 0
+    if array.dtype not in _FLOAT_DTYPES:
+        return 0
+    if not array.flags.c_contiguous:
+        return int(array.size - np.count_nonzero(np.isfinite(array)))
+    values = array.reshape(-1)
+    bits = values.view(f"u{array.dtype.itemsize}")
+    limit = np.array(np.inf, array.dtype).view(bits.dtype) << 1  # Inf: all exponent bits set, mantissa zero
+    shifted = np.empty(min(bits.size, NONFINITE_SCAN_ELEMENTS), bits.dtype)
+    count = 0
+    for start in range(0, bits.size, NONFINITE_SCAN_ELEMENTS):
+        block = bits[start:start + NONFINITE_SCAN_ELEMENTS]
+        np.left_shift(block, 1, out=shifted[:block.size])
+        if shifted[:block.size].max() >= limit:
+            part = values[start:start + NONFINITE_SCAN_ELEMENTS]
+            count += int(part.size - np.count_nonzero(np.isfinite(part)))
+    return count
 
 
 def load_hf_weights(model, reader, checkpoint_map, prefix, ignore_mismatched_sizes=False, initialised_missing=True,

@@ -3,11 +3,13 @@
 Why our own: the `safetensors` package's numpy API has no bfloat16, and the big checkpoints are bf16. The
 format is simple (an 8-byte little-endian header size, a JSON header, then raw little-endian tensors).
 
-Two ways to read. `read_rows` reads into arrays we own: used when a tensor must be converted (transposed, cast)
-anyway; mapping a shard to copy it would keep every page read in the process's resident memory while the map
-lives, whereas a read goes through the kernel's page cache, reclaimable and not part of the process.
-`mapped` gives a copy-on-write view of the memory-mapped file: used for tensors that are kept as they are,
-which a variable then adopts (only the pages a computation touches become resident).
+Three ways to read. `read_rows` reads into arrays we own. `mapped_rows` gives rows of a tensor as a read-only
+view of a mapping of just those bytes, unmapped when the view is dropped: used when a tensor must be converted
+(transposed, cast) anyway, it reads the page cache in place, without the copy into a buffer that a read makes
+(a third of the time of loading a transposed bf16 kernel); mapping a whole shard for that would instead keep
+every page read in the process's resident memory while the map lives. `mapped` gives a copy-on-write view of
+the memory-mapped file: used for tensors that are kept as they are, which a variable then adopts (only the
+pages a computation touches become resident).
 
 Writing aligns tensor data to 64 bytes where the format allows (the header is padded with spaces so that the
 data starts on a 64-byte boundary, and tensors whose size is a multiple of 64 bytes come first), so that the
@@ -189,6 +191,29 @@ class SafetensorsFile:
             _read_exact(self._handle(), self._data_start + begin + start * row_bytes, out.reshape(-1).view(np.uint8))
         return out
 
+    def mapped_rows(self, name, start, stop):
+        """Rows [start, stop) along axis 0 as a read-only array over a mapping of only their bytes (see the module
+        docstring): nothing is copied, and the mapping, so the pages in the process's resident memory, goes away
+        with the array. A 0-d tensor or an empty range is read instead."""
+        dtype, shape = self.dtype(name), self.shape(name)
+        if not shape or start == stop:
+            return self.read_rows(name, start, stop)
+        if not 0 <= start <= stop <= shape[0]:
+            raise ValueError(f"{self.path}: bad row range [{start}, {stop}) for tensor {name!r} of shape {shape}")
+        row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        if row_bytes == 0:
+            return self.read_rows(name, start, stop)
+        self._check_size()
+        offset = self._data_start + self.entries[name]["data_offsets"][0] + start * row_bytes
+        return np.memmap(self.path, dtype=dtype, mode="r", offset=offset, shape=(stop - start,) + shape[1:])
+
+    def _check_size(self):
+        # Mapped bytes beyond the end of a file that shrank since it was checked would kill the process (SIGBUS)
+        # when touched: refuse to map a file whose size changed.
+        if os.path.getsize(self.path) != self._size:
+            raise ValueError(f"{self.path} changed size since it was opened ({self._size} bytes then, "
+                             f"{os.path.getsize(self.path)} now)")
+
     def mapped(self, name):
         """The tensor as a copy-on-write view of the memory-mapped file (writes go to private pages, never to
         the file), or None for a 0-d or empty tensor. Nothing is read until the view's pages are touched; the
@@ -198,11 +223,7 @@ class SafetensorsFile:
         if not shape or begin == end:
             return None
         if self._map is None:
-            # Mapped bytes beyond the end of a file that shrank since it was checked would kill the process
-            # (SIGBUS) when touched: refuse to map a file whose size changed.
-            if os.path.getsize(self.path) != self._size:
-                raise ValueError(f"{self.path} changed size since it was opened ({self._size} bytes then, "
-                                 f"{os.path.getsize(self.path)} now)")
+            self._check_size()
             self._map = np.memmap(self.path, dtype=np.uint8, mode="c")
         return self._map[self._data_start + begin:self._data_start + end].view(dtype).reshape(shape)
 
