@@ -29,6 +29,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
 
 from benchmarks.common import format_table  # noqa: E402
+from benchmarks.machine import cpu_features, cpu_model  # noqa: E402
 
 GB = 1024 ** 3
 
@@ -259,7 +260,8 @@ def _report(ours, hf, args):
                      f"{r['forward_s']:.1f}", f"{r['forward_first_s']:.1f}"])
     print()
     print(f"XLM-RoBERTa-XL bf16, {ours['weight_bytes'] / 1e9:.2f} GB of model weights "
-          f"({weights_gb:.2f} GiB); forward on {args.batch} x {args.length} tokens; CPU")
+          f"({weights_gb:.2f} GiB); forward on {args.batch} x {args.length} tokens")
+    print(f"CPU: {cpu_model()} [{' '.join(cpu_features()) or 'no AVX2'}]")
     print(format_table(headers, rows))
     target = 1.25 * weights_gb
     verdict = ours["peak_rss_gb"] <= target and (hf is None or ours["peak_rss_gb"] <= hf["peak_rss_gb"])
@@ -268,6 +270,9 @@ def _report(ours, hf, args):
     if hf is not None:
         print(f"ratios ours/HF: load {ours['load_s'] / hf['load_s']:.2f}, peak RSS "
               f"{ours['peak_rss_gb'] / hf['peak_rss_gb']:.2f}, forward {ours['forward_s'] / hf['forward_s']:.2f}")
+        ours_ready, hf_ready = (r["load_s"] + r["forward_first_s"] for r in (ours, hf))
+        print(f"load + first forward: ours {ours_ready:.1f} s, HF {hf_ready:.1f} s, ratio {ours_ready / hf_ready:.2f} "
+              f"(target <= 1.5: {'met' if ours_ready <= 1.5 * hf_ready else 'NOT met'})")
         a = np.load(os.path.join(args.dir, "ours_hidden.npy"))
         b = np.load(os.path.join(args.dir, "hf_hidden.npy"))
         _, mask = _inputs(_load_config(args.config, args.set), args.batch, args.length)
