@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -58,30 +59,86 @@ struct FastHashArgs {
   int64_t batch, num_vectors, dim, padded_dim, num_part, num_hash, code_len;
 };
 
-// In-place unnormalised Walsh-Hadamard transform of kLanes vectors stored as buf[d * kLanes + lane].
-inline void HadamardLanes(float* buf, int64_t padded_dim) {
+#if defined(__GNUC__) && !defined(__CUDACC__) && defined(__AVX512F__)
+// A row of the transform's buffer (kLanes = 16 floats: one AVX-512 register) as a GCC vector: named vectors stay
+// in registers, where GCC spills a plain float[rows][kLanes] array and moves its lanes through the stack (3x
+// slower than stage by stage). AVX-512 only: built for AVX2 (as 8-float vectors too) GCC spilled these and the
+// hash ran 2x slower than stage by stage, which it vectorises well enough there.
+typedef float LaneVec __attribute__((vector_size(kLanes * sizeof(float)), aligned(4), may_alias));
+
+// kStages consecutive butterfly stages of the unnormalised Walsh-Hadamard transform (strides
+// smallest_stride << (kStages - 1) down to smallest_stride) on kLanes vectors stored as buf[d * kLanes + lane],
+// from src to dst (which may be the same buffer), row d multiplied by diag[d] on the way in (diag may be
+// nullptr). The 2^kStages rows a group of butterflies shares are loaded and stored once: stage by stage the
+// transform loads and stores every row in every stage, and the stores, not the additions, were its limit.
+// Every output is the same IEEE operation on the same operands as stage by stage (the stages keep their order).
+template <int kStages>
+inline void ButterflyPass(const float* src, float* dst, const float* diag, int64_t padded_dim,
+                          int64_t smallest_stride) {
+  constexpr int kRows = 1 << kStages;
+  const int64_t t = smallest_stride;
+  for (int64_t start = 0; start < padded_dim; start += t * kRows) {
+    for (int64_t o = start * kLanes; o < (start + t) * kLanes; o += kLanes) {  // row o / kLanes and its partners
+      LaneVec x[kRows];
+#pragma GCC unroll 8
+      for (int m = 0; m < kRows; ++m) {
+        x[m] = *reinterpret_cast<const LaneVec*>(src + o + m * t * kLanes);
+        if (diag != nullptr) x[m] = x[m] * diag[o / kLanes + m * t];
+      }
+#pragma GCC unroll 3
+      for (int bit = kStages - 1; bit >= 0; --bit) {
+#pragma GCC unroll 8
+        for (int m = 0; m < kRows; ++m) {
+          if ((m >> bit) & 1) continue;
+          const LaneVec sum = x[m] + x[m + (1 << bit)], difference = x[m] - x[m + (1 << bit)];
+          x[m] = sum;
+          x[m + (1 << bit)] = difference;
+        }
+      }
+#pragma GCC unroll 8
+      for (int m = 0; m < kRows; ++m) *reinterpret_cast<LaneVec*>(dst + o + m * t * kLanes) = x[m];
+    }
+  }
+}
+
+// dst = H(diag * src) for kLanes vectors (layout as above; H: butterflies of stride P/2 down to 1), three
+// stages per pass (eight rows: eight registers).
+inline void ScaledHadamardLanes(const float* src, float* dst, const float* diag, int64_t padded_dim) {
+  int64_t stride = padded_dim / 2;
+  while (stride >= 1) {
+    if (stride >= 4) {
+      ButterflyPass<3>(src, dst, diag, padded_dim, stride / 4);
+      stride /= 8;
+    } else if (stride >= 2) {
+      ButterflyPass<2>(src, dst, diag, padded_dim, stride / 2);
+      stride /= 4;
+    } else {
+      ButterflyPass<1>(src, dst, diag, padded_dim, 1);
+      stride = 0;
+    }
+    src = dst;
+    diag = nullptr;
+  }
+}
+#else
+// The same transform stage by stage (AVX2 and older, and device-side compilers: the CUDA kernels have their own).
+inline void ScaledHadamardLanes(const float* src, float* dst, const float* diag, int64_t padded_dim) {
+  for (int64_t d = 0; d < padded_dim; ++d) {
+    for (int l = 0; l < kLanes; ++l) dst[d * kLanes + l] = src[d * kLanes + l] * diag[d];
+  }
   for (int64_t stride = padded_dim / 2; stride >= 1; stride /= 2) {
     for (int64_t start = 0; start < padded_dim; start += 2 * stride) {
       for (int64_t j = start; j < start + stride; ++j) {
-        float* x = buf + j * kLanes;
-        float* y = buf + (j + stride) * kLanes;
         for (int l = 0; l < kLanes; ++l) {
-          const float a = x[l], b = y[l];
-          x[l] = a + b;
-          y[l] = a - b;
+          const float a = dst[j * kLanes + l], b = dst[(j + stride) * kLanes + l];
+          dst[j * kLanes + l] = a + b;
+          dst[(j + stride) * kLanes + l] = a - b;
         }
       }
     }
   }
 }
-
-inline void ScaleLanes(float* buf, const float* diag, int64_t padded_dim) {
-  for (int64_t d = 0; d < padded_dim; ++d) {
-    const float s = diag[d];
-    float* x = buf + d * kLanes;
-    for (int l = 0; l < kLanes; ++l) x[l] = x[l] * s;
-  }
-}
+#endif
 
 template <typename ParallelFor>
 void FastHash(const ParallelFor& parallel_for, const FastHashArgs& a) {
@@ -92,27 +149,27 @@ void FastHash(const ParallelFor& parallel_for, const FastHashArgs& a) {
   while ((int64_t{1} << log_p) < P) ++log_p;
   const int64_t cost = kLanes * a.num_part * (3 * P * (2 * log_p + 1) + D);
   parallel_for(B * blocks, cost, [&](int64_t begin, int64_t end) {
-    std::vector<float> storage(P * kLanes);
-    float* buf = storage.data();
+    // The vectors, zero-padded and transposed once per work item (every part starts from them), and the
+    // transform's buffer.
+    std::vector<float> storage(2 * P * kLanes);
+    float* input = storage.data();
+    float* buf = input + P * kLanes;
     for (int64_t unit = begin; unit < end; ++unit) {
       const int64_t b = unit / blocks;
       const int64_t n0 = (unit % blocks) * kLanes;
       const int64_t count = std::min<int64_t>(kLanes, N - n0);
       const float* rows = a.vectors + (b * N + n0) * D;
+      std::fill(input, input + P * kLanes, 0.0f);
+      for (int64_t l = 0; l < count; ++l) {
+        for (int64_t d = 0; d < D; ++d) input[d * kLanes + l] = rows[l * D + d];
+      }
       for (int64_t part = 0; part < a.num_part; ++part) {
         const float* diag0 = a.projections + ((b * 3 + 0) * a.num_part + part) * P;
         const float* diag1 = a.projections + ((b * 3 + 1) * a.num_part + part) * P;
         const float* diag2 = a.projections + ((b * 3 + 2) * a.num_part + part) * P;
-        for (int64_t d = 0; d < P; ++d) {
-          float* x = buf + d * kLanes;
-          for (int l = 0; l < kLanes; ++l) x[l] = (l < count && d < D) ? rows[l * D + d] : 0.0f;
-        }
-        ScaleLanes(buf, diag0, P);
-        HadamardLanes(buf, P);
-        ScaleLanes(buf, diag1, P);
-        HadamardLanes(buf, P);
-        ScaleLanes(buf, diag2, P);
-        HadamardLanes(buf, P);
+        ScaledHadamardLanes(input, buf, diag0, P);
+        ScaledHadamardLanes(buf, buf, diag1, P);
+        ScaledHadamardLanes(buf, buf, diag2, P);
         for (int64_t j = 0; j < per_part; ++j) {
           const int64_t hash = part * per_part + j;
           if (hash >= a.num_hash) break;
@@ -215,6 +272,27 @@ inline void PairsUpdate(float* __restrict out, const float* __restrict qw, const
   }
 }
 
+// out[0:D] += tables[h * table_floats + codes[h] * D + (0:D)] for h = 0 .. num_tables - 1, in that order, each
+// slice of 8 floats summed in a register (a GCC vector: as a loop of AddRow per table, or over a float[8], GCC
+// fused the rows' loops and added them one float at a time, half of lsh_cumulation's time). The vectors are read
+// and written through an unaligned may_alias pointer type, not memcpy: with x86-64-v3's tuning (split unaligned
+// 256-bit loads) GCC moved each memcpy'd row through the stack in halves and the loop stalled on the stack.
+inline void SumTableRows(float* __restrict out, const float* tables, const int32_t* codes, int64_t num_tables,
+                         int64_t table_floats, int64_t D) {
+  int64_t d0 = 0;
+#if defined(__GNUC__) && !defined(__CUDACC__)
+  typedef float Vec8 __attribute__((vector_size(8 * sizeof(float)), aligned(4), may_alias));
+  for (; d0 + 8 <= D; d0 += 8) {
+    Vec8 acc = *reinterpret_cast<const Vec8*>(out + d0);
+    for (int64_t h = 0; h < num_tables; ++h) {
+      acc += *reinterpret_cast<const Vec8*>(tables + h * table_floats + codes[h] * D + d0);
+    }
+    *reinterpret_cast<Vec8*>(out + d0) = acc;
+  }
+#endif
+  for (int64_t h = 0; h < num_tables; ++h) AddRow(out + d0, tables + h * table_floats + codes[h] * D + d0, D - d0);
+}
+
 // out[b, q] = query_mask / H * (out[b, q] accumulated sums); rows of masked queries become 0.
 template <typename ParallelFor>
 void FinishCumulation(const ParallelFor& parallel_for, const CumulationArgs& a) {
@@ -246,8 +324,15 @@ void LshCumulation(const ParallelFor& parallel_for, const CumulationArgs& a) {
       hash_chunk == H ? std::max<int64_t>(1, std::min<int64_t>(B, kTableBudgetBytes / (per_hash_bytes * H))) : 1;
   // A build work item adds each key once to a group of tables: one pass over the values for several hashes.
   constexpr int64_t kGroup = 8;
-  std::vector<float> tables(batch_chunk * hash_chunk * table_floats);
-  constexpr int64_t kQueryBlock = 32;
+  // Not zeroed here: each build work item zeroes its own group's tables (a second pass over up to 64 MB).
+  const std::unique_ptr<float[]> table_storage(new float[batch_chunk * hash_chunk * table_floats]);
+  float* const tables = table_storage.get();
+  // The query pass reads the tables in groups of hashes whose tables take about kQueryTableBytes (in L2 with a
+  // block of kQueryBlock output rows), each group by all of a block's queries: every query reading all of its
+  // hashes' tables in turn (4 MB for 32 hashes of 512 x 64) missed the cache on nearly every row.
+  constexpr int64_t kQueryBlock = 512;
+  constexpr int64_t kQueryTableBytes = int64_t{512} << 10;
+  const int64_t query_group = std::max<int64_t>(1, kQueryTableBytes / per_hash_bytes);
   for (int64_t b0 = 0; b0 < B; b0 += batch_chunk) {
     const int64_t nb = std::min(batch_chunk, B - b0);
     for (int64_t h0 = 0; h0 < H; h0 += hash_chunk) {
@@ -258,14 +343,14 @@ void LshCumulation(const ParallelFor& parallel_for, const CumulationArgs& a) {
           const int64_t bl = unit / groups, g0 = (unit % groups) * kGroup;
           const int64_t g1 = std::min(nh, g0 + kGroup);
           const int64_t b = b0 + bl;
-          float* group_tables = tables.data() + (bl * hash_chunk + g0) * table_floats;
+          float* group_tables = tables + (bl * hash_chunk + g0) * table_floats;
           std::fill(group_tables, group_tables + (g1 - g0) * table_floats, 0.0f);
           for (int64_t k = 0; k < Nk; ++k) {
             if (a.key_mask[b * Nk + k] == 0) continue;
             const float* v = a.value + (b * Nk + k) * D;
             const int32_t* codes = a.key_code + (b * Nk + k) * H + h0;
             for (int64_t g = g0; g < g1; ++g) {
-              AddRow(tables.data() + ((bl * hash_chunk + g) * C + codes[g]) * D, v, D);
+              AddRow(tables + ((bl * hash_chunk + g) * C + codes[g]) * D, v, D);
             }
           }
         }
@@ -276,12 +361,14 @@ void LshCumulation(const ParallelFor& parallel_for, const CumulationArgs& a) {
           const int64_t bl = unit / blocks, q0 = (unit % blocks) * kQueryBlock;
           const int64_t q1 = std::min(Nq, q0 + kQueryBlock);
           const int64_t b = b0 + bl;
-          const float* batch_tables = tables.data() + bl * hash_chunk * table_floats;
-          for (int64_t q = q0; q < q1; ++q) {
-            if (a.query_mask[b * Nq + q] == 0) continue;
-            float* out = a.out + (b * Nq + q) * D;
-            const int32_t* codes = a.query_code + (b * Nq + q) * H + h0;
-            for (int64_t h = 0; h < nh; ++h) AddRow(out, batch_tables + (h * C + codes[h]) * D, D);
+          for (int64_t g0 = 0; g0 < nh; g0 += query_group) {  // hashes in increasing order for every query
+            const float* group_tables = tables + (bl * hash_chunk + g0) * table_floats;
+            for (int64_t q = q0; q < q1; ++q) {
+              if (a.query_mask[b * Nq + q] == 0) continue;
+              float* out = a.out + (b * Nq + q) * D;
+              const int32_t* codes = a.query_code + (b * Nq + q) * H + h0 + g0;
+              SumTableRows(out, group_tables, codes, std::min(query_group, nh - g0), C * D, D);
+            }
           }
         }
       });
