@@ -4,6 +4,10 @@ Masks follow the reference: an additive mask holds 0 where attention is allowed 
 of the compute dtype where it is not, so that softmax gives exact zeros there.
 """
 import tensorflow as tf
+from tensorflow.python.util import _pywrap_util_port
+
+# Whether TF runs its CPU kernels through oneDNN (TF_ENABLE_ONEDNN_OPTS; no public API tells).
+_ONEDNN = _pywrap_util_port.IsMklEnabled()
 
 
 def mask_value(dtype):
@@ -134,13 +138,32 @@ def _scaled_scores(query, key, additive_mask, extra_scores):
 def stable_softmax(scores):
     """Softmax over the last axis, computed in float32 for half-precision inputs.
 
-    In the half-precision path each intermediate is released as soon as the next exists (in eager mode the
-    peak is two float32 copies of the scores, not two plus the input), which is most of the activation
-    memory of a long-sequence forward pass."""
+    bfloat16 with oneDNN (TF's default on x86-64 Linux) goes to oneDNN's softmax as is: it reads bf16, computes
+    in float32 and rounds once, so its results equal the cast path's bit for bit, in less than half the time in
+    eager mode and a sixth in graphs, with no float32 copy of the scores. Without oneDNN, TF's Eigen kernel would
+    sum in bfloat16 (errors near 10%): that case casts, as float16 does. In that path each intermediate is
+    released as soon as the next exists (in eager mode the peak is two float32 copies of the scores, not two plus
+    the input), which is most of the activation memory of a long-sequence forward pass."""
     if scores.dtype not in (tf.float16, tf.bfloat16):
         return tf.nn.softmax(scores, axis=-1)
+    if scores.dtype == tf.bfloat16 and _ONEDNN:
+        return _onednn_bfloat16_softmax(scores)
     dtype = scores.dtype
     wide = tf.cast(scores, tf.float32)
     del scores  # frees the input if the caller passed a temporary
     wide = tf.nn.softmax(wide, axis=-1)
     return tf.cast(wide, dtype)
+
+
+@tf.custom_gradient
+def _onednn_bfloat16_softmax(scores):
+    """oneDNN's bfloat16 softmax (see stable_softmax); its gradient, whose sum over keys TF would take in
+    bfloat16, is computed in float32 as the cast path's is."""
+    probs = tf.nn.softmax(scores, axis=-1)
+
+    def gradient(upstream):
+        wide_probs, wide_upstream = tf.cast(probs, tf.float32), tf.cast(upstream, tf.float32)
+        wide = (wide_upstream - tf.reduce_sum(wide_upstream * wide_probs, axis=-1, keepdims=True)) * wide_probs
+        return tf.cast(wide, tf.bfloat16)
+
+    return probs, gradient
