@@ -3,8 +3,14 @@
 measurement in a fresh process, medians of repeats.
 
     python benchmarks/bench_beit.py [--sizes 224,384] [--batch 4] [--repeats 5] [--jit]
+        [--dtypes float32,bfloat16,mixed_bfloat16]
 
 Target (issue 8): our forward time <= HF's (ratio <= 1.0) at 224 and 384.
+
+bf16 inference (issue 16): with --dtypes, our model is also built under those Keras dtype policies ("bfloat16":
+bf16 variables and compute; "mixed_bfloat16": float32 variables, bf16 compute) and measured against HF under
+torch.autocast("cpu", torch.bfloat16); "vs our fp32" is our float32 forward's time over this one. Target where the
+CPU has AMX-BF16: >= 2x our float32, ratio to HF bf16 <= 1.0.
 """
 import argparse
 import os
@@ -24,32 +30,39 @@ def _pixels(size, batch):
     return np.random.RandomState(0).randn(batch, 3, size, size).astype("float32")
 
 
-def ours(size, batch=4, jit=False):
+def ours(size, batch=4, jit=False, dtype="float32"):
     import tensorflow as tf
     import tfmodels
-    model = tfmodels.BeitModel(tfmodels.BeitConfig(**CONFIG))
+    from tfmodels.core.layers import dtype_policy_scope
+    with dtype_policy_scope(dtype):
+        model = tfmodels.BeitModel(tfmodels.BeitConfig(**CONFIG))
     model.build_model()
     pixels = tf.constant(_pixels(size, batch))
 
     @tf.function(jit_compile=jit)
     def forward():
         out = model(pixel_values=pixels, training=False)
-        return tf.reduce_sum(out.last_hidden_state) + tf.reduce_sum(out.pooler_output)
+        return tf.reduce_sum(tf.cast(out.last_hidden_state, tf.float32)) + \
+            tf.reduce_sum(tf.cast(out.pooler_output, tf.float32))
 
     return lambda: forward().numpy()
 
 
-def hf(size, batch=4):
+def hf(size, batch=4, dtype="float32"):
+    """HF's model in float32; any other dtype: under torch.autocast("cpu", torch.bfloat16)."""
+    import contextlib
+
     import torch
     import transformers
     set_torch_threads()
     model = transformers.BeitModel(transformers.BeitConfig(**CONFIG, attn_implementation="sdpa")).eval()
     pixels = torch.tensor(_pixels(size, batch))
+    precision = contextlib.nullcontext if dtype == "float32" else (lambda: torch.autocast("cpu", torch.bfloat16))
 
     def step():
-        with torch.no_grad():
+        with torch.no_grad(), precision():
             out = model(pixel_values=pixels)
-            return (out.last_hidden_state.sum() + out.pooler_output.sum()).item()
+            return (out.last_hidden_state.float().sum() + out.pooler_output.float().sum()).item()
     return step
 
 
@@ -59,24 +72,35 @@ def main():
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--jit", action="store_true", help="also measure ours with jit_compile=True (XLA)")
+    parser.add_argument("--dtypes", default="float32",
+                        help="Keras dtype policies of our model, e.g. float32,bfloat16,mixed_bfloat16 (non-float32: "
+                             "against HF under bf16 autocast)")
     args = parser.parse_args()
     sgemm = header()
     rows = []
     for size in [int(s) for s in args.sizes.split(",")]:
-        params = {"size": size, "batch": args.batch}
-        reference = measure("benchmarks.bench_beit", "hf", params, repeats=args.repeats)
-        tf_graph = measure("benchmarks.bench_beit", "ours", params, repeats=args.repeats)
-        flops = forward_flops(size, args.batch)
-        row = ["forward", size, (size // 16) ** 2 + 1, seconds(tf_graph), seconds(reference), ratio(tf_graph, reference),
-               efficiency(flops, tf_graph, sgemm), efficiency(flops, reference, sgemm),
-               megabytes(tf_graph), megabytes(reference)]
-        if args.jit:
-            xla = measure("benchmarks.bench_beit", "ours", {**params, "jit": True}, repeats=args.repeats)
-            row += [seconds(xla), ratio(xla, reference)]
-        rows.append(row)
-        print(format_table(_headers(args.jit), rows[-1:]).splitlines()[-1], flush=True)
+        fp32, references = None, {}
+        for dtype in args.dtypes.split(","):
+            params = {"size": size, "batch": args.batch, "dtype": dtype}
+            hf_dtype = "float32" if dtype == "float32" else "bfloat16"  # autocast for both bf16 policies
+            if hf_dtype not in references:
+                references[hf_dtype] = measure("benchmarks.bench_beit", "hf", {**params, "dtype": hf_dtype},
+                                               repeats=args.repeats)
+            reference = references[hf_dtype]
+            tf_graph = measure("benchmarks.bench_beit", "ours", params, repeats=args.repeats)
+            fp32 = tf_graph if dtype == "float32" else fp32
+            flops = forward_flops(size, args.batch)
+            row = ["forward", size, (size // 16) ** 2 + 1, dtype, seconds(tf_graph), seconds(reference),
+                   ratio(tf_graph, reference), ratio(fp32, tf_graph), efficiency(flops, tf_graph, sgemm),
+                   efficiency(flops, reference, sgemm), megabytes(tf_graph), megabytes(reference)]
+            if args.jit:
+                xla = measure("benchmarks.bench_beit", "ours", {**params, "jit": True}, repeats=args.repeats)
+                row += [seconds(xla), ratio(xla, reference)]
+            rows.append(row)
+            print(format_table(_headers(args.jit), rows[-1:]).splitlines()[-1], flush=True)
     print()
-    print(f"BEiT, hidden 768, 12 heads, 2 layers, relative position bias, batch {args.batch}; CPU, 2 threads")
+    print(f"BEiT, hidden 768, 12 heads, 2 layers, relative position bias, batch {args.batch}; CPU, 2 threads; "
+          "HF column: SDPA in float32, or under bf16 autocast for the bf16 policies")
     print(format_table(_headers(args.jit), rows))
 
 
@@ -92,8 +116,8 @@ def forward_flops(size, batch):
 
 
 def _headers(jit):
-    headers = ["mode", "image", "tokens", "ours s", "HF sdpa s", "ratio", "ours GFLOP/s (x sgemm)",
-               "HF GFLOP/s (x sgemm)", "ours peak MB", "HF peak MB"]
+    headers = ["mode", "image", "tokens", "dtype", "ours s", "HF sdpa s", "ratio", "vs our fp32",
+               "ours GFLOP/s (x sgemm)", "HF GFLOP/s (x sgemm)", "ours peak MB", "HF peak MB"]
     return headers + (["ours XLA s", "XLA ratio"] if jit else [])
 
 

@@ -2,8 +2,14 @@
 with SDPA attention, same config, each measurement in a fresh process, medians of repeats.
 
     python benchmarks/bench_xlm_roberta_xl.py [--lengths 512,1024,2048,4096] [--repeats 5]
+        [--dtypes float32,bfloat16,mixed_bfloat16]
 
 Target (issue 2): our time <= HF's at 2048 and 4096 (ratio <= 1.0), forward and forward+backward.
+
+bf16 inference (issue 16): with --dtypes, the forward is also measured with our model built under those Keras
+dtype policies ("bfloat16": bf16 variables and compute; "mixed_bfloat16": float32 variables, bf16 compute) against
+HF under torch.autocast("cpu", torch.bfloat16); "vs our fp32" is our float32 forward's time over this one.
+Target where the CPU has AMX-BF16: >= 2x our float32, ratio to HF bf16 <= 1.0.
 """
 import argparse
 import os
@@ -28,16 +34,19 @@ def _inputs(length, batch):
     return ids, mask
 
 
-def ours(length, mode, batch=1, jit=False):
+def ours(length, mode, batch=1, jit=False, dtype="float32"):
     import tensorflow as tf
     import tfmodels
-    model = tfmodels.XLMRobertaXLModel(tfmodels.XLMRobertaXLConfig(**CONFIG), add_pooling_layer=False)
+    from tfmodels.core.layers import dtype_policy_scope
+    with dtype_policy_scope(dtype):
+        model = tfmodels.XLMRobertaXLModel(tfmodels.XLMRobertaXLConfig(**CONFIG), add_pooling_layer=False)
     ids, mask = (tf.constant(a) for a in _inputs(length, batch))
     model(input_ids=ids[:, :8], attention_mask=mask[:, :8])
 
     @tf.function(jit_compile=jit)
     def forward():
-        return tf.reduce_sum(model(input_ids=ids, attention_mask=mask, training=False).last_hidden_state)
+        hidden = model(input_ids=ids, attention_mask=mask, training=False).last_hidden_state
+        return tf.reduce_sum(tf.cast(hidden, tf.float32))
 
     @tf.function(jit_compile=jit)
     def forward_backward():
@@ -50,7 +59,10 @@ def ours(length, mode, batch=1, jit=False):
     return lambda: [t.numpy() for t in tf.nest.flatten(step())]
 
 
-def hf(length, mode, batch=1):
+def hf(length, mode, batch=1, dtype="float32"):
+    """HF's model in float32; any other dtype: under torch.autocast("cpu", torch.bfloat16) (forward only)."""
+    import contextlib
+
     import torch
     import transformers
     set_torch_threads()
@@ -60,9 +72,12 @@ def hf(length, mode, batch=1):
     if mode == "forward":
         model.eval()
 
+        precision = contextlib.nullcontext if dtype == "float32" else \
+            (lambda: torch.autocast("cpu", torch.bfloat16))
+
         def step():
-            with torch.no_grad():
-                return model(input_ids=ids, attention_mask=mask).last_hidden_state.sum().item()
+            with torch.no_grad(), precision():
+                return model(input_ids=ids, attention_mask=mask).last_hidden_state.float().sum().item()
         return step
     model.train()
 
@@ -78,26 +93,39 @@ def main():
     parser.add_argument("--modes", default="forward,forward_backward")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--jit", action="store_true", help="also measure ours with jit_compile=True (XLA)")
+    parser.add_argument("--dtypes", default="float32",
+                        help="Keras dtype policies of our model, e.g. float32,bfloat16,mixed_bfloat16 (non-float32: "
+                             "forward only, against HF under bf16 autocast)")
     args = parser.parse_args()
+    dtypes = args.dtypes.split(",")
     sgemm = header()
     rows = []
     for mode in args.modes.split(","):
         for length in [int(x) for x in args.lengths.split(",")]:
-            params = {"length": length, "mode": mode}
             repeats = args.repeats if length <= 2048 else max(3, args.repeats - 2)
-            reference = measure("benchmarks.bench_xlm_roberta_xl", "hf", params, repeats=repeats)
-            tf_graph = measure("benchmarks.bench_xlm_roberta_xl", "ours", params, repeats=repeats)
-            flops = forward_flops(length, mode)
-            row = [mode, length, seconds(tf_graph), seconds(reference), ratio(tf_graph, reference),
-                   efficiency(flops, tf_graph, sgemm), efficiency(flops, reference, sgemm),
-                   megabytes(tf_graph), megabytes(reference)]
-            if args.jit:
-                xla = measure("benchmarks.bench_xlm_roberta_xl", "ours", {**params, "jit": True}, repeats=repeats)
-                row += [seconds(xla), ratio(xla, reference)]
-            rows.append(row)
-            print(format_table(_headers(args.jit), rows[-1:]).splitlines()[-1], flush=True)
+            fp32, references = None, {}
+            for dtype in dtypes if mode == "forward" else ["float32"]:
+                params = {"length": length, "mode": mode, "dtype": dtype}
+                hf_dtype = "float32" if dtype == "float32" else "bfloat16"  # autocast for both bf16 policies
+                if hf_dtype not in references:
+                    references[hf_dtype] = measure("benchmarks.bench_xlm_roberta_xl", "hf",
+                                                   {**params, "dtype": hf_dtype}, repeats=repeats)
+                reference = references[hf_dtype]
+                tf_graph = measure("benchmarks.bench_xlm_roberta_xl", "ours", params, repeats=repeats)
+                fp32 = tf_graph if dtype == "float32" else fp32
+                flops = forward_flops(length, mode)
+                row = [mode, length, dtype, seconds(tf_graph), seconds(reference), ratio(tf_graph, reference),
+                       ratio(fp32, tf_graph), efficiency(flops, tf_graph, sgemm),
+                       efficiency(flops, reference, sgemm), megabytes(tf_graph), megabytes(reference)]
+                if args.jit:
+                    xla = measure("benchmarks.bench_xlm_roberta_xl", "ours", {**params, "jit": True},
+                                  repeats=repeats)
+                    row += [seconds(xla), ratio(xla, reference)]
+                rows.append(row)
+                print(format_table(_headers(args.jit), rows[-1:]).splitlines()[-1], flush=True)
     print()
-    print("XLM-RoBERTa-XL, hidden 256, 4 heads, 2 layers, batch 1 (last row 1/8 padding); CPU, 2 threads")
+    print("XLM-RoBERTa-XL, hidden 256, 4 heads, 2 layers, batch 1 (last row 1/8 padding); CPU, 2 threads; "
+          "HF column: SDPA in float32, or under bf16 autocast for the bf16 policies")
     print(format_table(_headers(args.jit), rows))
 
 
@@ -108,8 +136,8 @@ def forward_flops(length, mode, batch=1):
 
 
 def _headers(jit):
-    headers = ["mode", "length", "ours s", "HF sdpa s", "ratio", "ours GFLOP/s (x sgemm)", "HF GFLOP/s (x sgemm)",
-               "ours peak MB", "HF peak MB"]
+    headers = ["mode", "length", "dtype", "ours s", "HF sdpa s", "ratio", "vs our fp32", "ours GFLOP/s (x sgemm)",
+               "HF GFLOP/s (x sgemm)", "ours peak MB", "HF peak MB"]
     return headers + (["ours XLA s", "XLA ratio"] if jit else [])
 
 
