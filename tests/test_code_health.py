@@ -9,7 +9,8 @@ from tests.import_graph import ROOT, cycles, import_graph
 # What each part of the package may import (docs/architecture.md, "Layers"). Keys and values are the first
 # name below tfmodels ("core" for tfmodels.core.*, "tfmodels" for the package __init__ itself).
 ALLOWED = {
-    "core": {"ops"},                 # core.export switches the custom ops to their twins (ops.dispatch)
+    "core": {"ops"},                 # core.export switches the custom ops to their twins (ops.dispatch);
+                                     # core.attention runs the fused dense-attention op (ops.dense_attention)
     "ops": {"core"},                 # core.logging, and core.attention's tensor helpers (sliding_window_attention)
     "tokenizers": {"core"},          # Hub downloads (core.hub)
     "models": {"core", "ops", "tokenizers", "registry"},

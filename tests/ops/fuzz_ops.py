@@ -23,6 +23,7 @@ import tensorflow as tf
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from tfmodels.core import attention as attn
 from tfmodels.ops import block_sparse as bs
 from tfmodels.ops import dispatch, lsh
 from tfmodels.ops import sliding_window as sw
@@ -415,10 +416,42 @@ def _pv_definition(probs, value, global_value, window):
     return out
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Dense attention (the fused CPU op behind core.attention's inference path)
+
+
+def fuzz_dense_attention(data):
+    kind = kind_of(data)
+    batch, heads = data.draw(st.integers(0, 2)), data.draw(st.integers(0, 3))
+    queries, keys = data.draw(st.sampled_from([0, 1, 5, 7, 70])), data.draw(st.sampled_from([0, 1, 3, 64, 65, 130]))
+    dim, value_dim = data.draw(st.sampled_from([1, 3, 16, 24])), data.draw(st.sampled_from([1, 8, 17]))
+    query = floats(data, (batch, heads, queries, dim), kind)
+    key = floats(data, (batch, heads, keys, dim), kind)
+    value = floats(data, (batch, heads, keys, value_dim), kind)
+    bias_shape = [data.draw(st.sampled_from([1, size]), label="bias dim") for size in (batch, heads, queries)]
+    bias = None if data.draw(st.booleans()) else np.where(
+        bits(data, bias_shape + [keys]) > 0, floats(data, bias_shape + [keys], "good"), np.finfo(np.float32).min)
+    if kind == "bad":
+        defect = data.draw(st.sampled_from(["key", "value", "bias"]))
+        if defect == "key":
+            key = floats(data, (batch, heads, keys, dim + 1), "good")
+        elif defect == "value":
+            value = floats(data, (batch, heads, keys + 1, value_dim), "good")
+        else:
+            bias = floats(data, (batch + 2, 1, 1, keys), "good")
+
+    def run(q, k, v, *b):  # tensors, as the layers pass them
+        q, k, v, *b = (tf.convert_to_tensor(x) for x in (q, k, v, *b))
+        return attn.scaled_dot_product_attention(q, k, v, b[0] if b else None, need_probs=False)[0]
+    inputs = (query, key, value) + (() if bias is None else (bias.astype(np.float32),))
+    check("dense_attention", kind, lambda: with_gradients(run, *inputs) if kind == "good" else run(*inputs))
+
+
 PROPERTIES = {"fast_hash": fuzz_fast_hash, "lsh_cumulation": fuzz_lsh_cumulation,
               "lsh_weighted_cumulation": fuzz_lsh_weighted_cumulation, "sddmm": fuzz_sddmm, "spmm": fuzz_spmm,
               "row_max": fuzz_row_max, "row_sum": fuzz_row_sum, "attention": fuzz_attention,
-              "sliding_window_qk": fuzz_sliding_window_qk, "sliding_window_pv": fuzz_sliding_window_pv}
+              "sliding_window_qk": fuzz_sliding_window_qk, "sliding_window_pv": fuzz_sliding_window_pv,
+              "dense_attention": fuzz_dense_attention}
 
 
 def run_property(op, max_examples):
@@ -443,7 +476,8 @@ def main(argv):
 
 def op_family(op):
     return "lsh" if op in ("fast_hash", "lsh_cumulation", "lsh_weighted_cumulation") else \
-        "sliding_window" if op.startswith("sliding_window") else "block_sparse"
+        "sliding_window" if op.startswith("sliding_window") else \
+        "dense_attention" if op == "dense_attention" else "block_sparse"
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ of the compute dtype where it is not, so that softmax gives exact zeros there.
 import tensorflow as tf
 from tensorflow.python.util import _pywrap_util_port
 
+from tfmodels.ops import dense_attention
+
 # Whether TF runs its CPU kernels through oneDNN (TF_ENABLE_ONEDNN_OPTS; no public API tells).
 _ONEDNN = _pywrap_util_port.IsMklEnabled()
 
@@ -79,21 +81,21 @@ def scaled_dot_product_attention(query, key, value, additive_mask=None, head_mas
     extra_scores is added before scaling (relative position terms, as XLM-R-XL does); additive_mask after
     scaling (padding masks, and biases that the reference adds to the scaled scores, as BEiT does).
 
-    With `need_probs=False` (the caller will not return the attention weights) and no dropout in play, heads
-    are processed in chunks whose float32 scores stay under CHUNK_SCORE_BYTES, and probs is None: the same
-    numbers, with the score matrices of a few heads alive at a time instead of all (the largest activations of
-    a long-sequence forward pass). Needs static shapes (always so in eager mode); otherwise one chunk.
+    With `need_probs=False` (the caller will not return the attention weights) and no dropout in play, probs is
+    None and the score matrices of all heads are never held at once:
+    - float32 inference on the CPU (not training, no head mask or extra scores) runs the fused op of
+      tfmodels.ops.dense_attention, which keeps each block of scores in the cache (the fastest path there);
+    - otherwise heads are processed in chunks whose float32 scores stay under CHUNK_SCORE_BYTES: the same
+      numbers, with the score matrices of a few heads alive at a time instead of all (the largest activations
+      of a long-sequence forward pass). Needs static shapes (always so in eager mode); otherwise one chunk.
+    The chunked path is the fused op's twin, and its gradient.
     """
-    heads_per_chunk = _heads_per_chunk(query, key) if not need_probs and (dropout is None or not training) \
-        else None
-    if heads_per_chunk is not None:
-        contexts = []
-        for start in range(0, query.shape[1], heads_per_chunk):
-            part = slice(start, start + heads_per_chunk)
-            contexts.append(scaled_dot_product_attention(
-                query[:, part], key[:, part], value[:, part], _heads(additive_mask, part),
-                _heads(head_mask, part), extra_scores=_heads(extra_scores, part))[0])
-        return tf.concat(contexts, axis=1), None
+    if not need_probs and (dropout is None or not training):
+        if (training is None or training is False) and head_mask is None and extra_scores is None \
+                and dense_attention.use_fused_attention(query, additive_mask):
+            scale = 1.0 / (query.shape[-1] ** 0.5)
+            return dense_attention.fused_attention(query, key, value, additive_mask, scale, _chunked_attention), None
+        return _chunked_attention(query, key, value, additive_mask, head_mask, extra_scores), None
     # The scores come from a helper so that no name here holds them while the softmax runs: stable_softmax
     # can then free them before its float32 work (peak memory of half-precision inference).
     probs = stable_softmax(_scaled_scores(query, key, additive_mask, extra_scores))
@@ -102,6 +104,21 @@ def scaled_dot_product_attention(query, key, value, additive_mask=None, head_mas
     if head_mask is not None:
         probs = probs * head_mask
     return tf.matmul(probs, value), probs
+
+
+def _chunked_attention(query, key, value, additive_mask=None, head_mask=None, extra_scores=None):
+    """The attention output without its weights, a chunk of heads at a time (see scaled_dot_product_attention)."""
+    heads_per_chunk = _heads_per_chunk(query, key)
+    if heads_per_chunk is None:  # one chunk holds every head (or the shapes are dynamic)
+        return scaled_dot_product_attention(query, key, value, additive_mask, head_mask,
+                                            extra_scores=extra_scores)[0]
+    contexts = []
+    for start in range(0, query.shape[1], heads_per_chunk):
+        part = slice(start, start + heads_per_chunk)
+        contexts.append(scaled_dot_product_attention(
+            query[:, part], key[:, part], value[:, part], _heads(additive_mask, part),
+            _heads(head_mask, part), extra_scores=_heads(extra_scores, part))[0])
+    return tf.concat(contexts, axis=1)
 
 
 def _heads_per_chunk(query, key):

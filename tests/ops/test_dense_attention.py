@@ -1,0 +1,115 @@
+"""The fused dense-attention op (custom_ops/dense_attention) against its twin, core.attention's chunked path:
+outputs and gradients over the bias layouts the families use, dynamic shapes, bad inputs, and which path a model
+takes (inference: the op; training, attention weights, half precision: the twin). Random shapes, NaN / Inf and
+bad inputs are also fuzzed (tests/ops/fuzz_ops.py)."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfmodels
+from tests.helpers import padded_ids
+from tfmodels.core import attention as attn
+from tfmodels.ops import dense_attention, dispatch
+
+RNG = np.random.RandomState(0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compiled_op():
+    with dispatch.op_mode("custom"):
+        assert dispatch.use_custom_op(dense_attention.FAMILY), "the dense_attention op must build here"
+
+
+def _attention_and_gradients(query, key, value, bias, mode):
+    inputs = [tf.constant(x) for x in (query, key, value)] + ([] if bias is None else [tf.constant(bias)])
+    with dispatch.op_mode(mode), tf.GradientTape() as tape:
+        tape.watch(inputs)
+        context = attn.scaled_dot_product_attention(*inputs[:3], inputs[3] if bias is not None else None,
+                                                    need_probs=False)[0]
+        weights = tf.reshape(tf.sin(tf.range(tf.size(context), dtype=tf.float32)), tf.shape(context))
+        loss = tf.reduce_sum(context * weights)
+    return [context.numpy()] + [g.numpy() for g in tape.gradient(loss, inputs)]
+
+
+def _masked(shape, fraction=0.25):
+    values = RNG.randn(*shape).astype(np.float32)
+    return np.where(RNG.rand(*shape) < fraction, np.finfo(np.float32).min, values).astype(np.float32)
+
+
+@pytest.mark.parametrize("batch, heads, queries, keys, dim, bias_shape", [
+    (2, 4, 37, 53, 64, (2, 1, 1, 53)),        # padding mask, as the text encoders pass it
+    (2, 3, 50, 50, 16, (1, 3, 50, 50)),       # a per-head bias over every pair (BEiT's relative positions)
+    (2, 2, 19, 130, 80, (2, 1, 19, 130)),     # a 3-D mask; head size 80 (XLM-R-XL's published one)
+    (2, 2, 9, 70, 24, None),                  # no mask; head size not a whole number of vectors
+    (2, 4, 700, 700, 64, (2, 1, 1, 700)),     # several blocks of query rows per head
+])
+def test_op_equals_its_twin_with_gradients(batch, heads, queries, keys, dim, bias_shape):
+    query, key, value = (RNG.randn(batch, heads, n, dim).astype(np.float32) for n in (queries, keys, keys))
+    bias = None if bias_shape is None else _masked(bias_shape)
+    fused = _attention_and_gradients(query, key, value, bias, "custom")
+    twin = _attention_and_gradients(query, key, value, bias, "reference")
+    for name, a, b in zip(["context", "d_query", "d_key", "d_value", "d_bias"], fused, twin):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-5, err_msg=name)
+
+
+def test_dynamic_shapes_in_a_graph():
+    """Lengths unknown until run time (a SavedModel signature, Keras symbolic inputs): the op takes them."""
+    spec = tf.TensorSpec([None, 2, None, 32], tf.float32)
+
+    @tf.function(input_signature=[spec, spec, spec, tf.TensorSpec([None, 1, 1, None], tf.float32)])
+    def attention(query, key, value, bias):
+        return attn.scaled_dot_product_attention(query, key, value, bias, need_probs=False)[0]
+
+    query, key, value = (RNG.randn(2, 2, n, 32).astype(np.float32) for n in (11, 29, 29))
+    bias = _masked((2, 1, 1, 29))
+    with dispatch.op_mode("custom"):
+        fused = attention(query, key, value, bias).numpy()
+        graph = attention.get_concrete_function().graph
+    assert any(op.type == "TFModels>DenseAttention" for op in graph.get_operations())
+    twin = attn.scaled_dot_product_attention(*(tf.constant(x) for x in (query, key, value, bias)), need_probs=True)[0]
+    np.testing.assert_allclose(fused, twin.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("defect, message", [
+    ("key", "key dimension 3"), ("value", "value dimension 2"), ("bias", "bias dimension 1 must be 1 or 2"),
+    ("rank", "query must have rank 4"),
+])
+def test_bad_inputs_are_clear_errors(defect, message):
+    shapes = {"query": (2, 2, 5, 8), "key": (2, 2, 6, 8), "value": (2, 2, 6, 8), "bias": (2, 1, 1, 6)}
+    shapes.update({"key": (2, 2, 6, 9)} if defect == "key" else {"value": (2, 2, 7, 8)} if defect == "value"
+                  else {"bias": (2, 3, 1, 6)} if defect == "bias" else {"query": (2, 5, 8)} if defect == "rank" else {})
+    tensors = {name: tf.zeros(shape) for name, shape in shapes.items()}
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        dispatch.op_module(dense_attention.FAMILY).tf_models_dense_attention(
+            tensors["query"], tensors["key"], tensors["value"], tensors["bias"], scale=1.0)
+
+
+def _graph_op_types(model, inputs, **kwargs):
+    forward = tf.function(lambda: model(**inputs, **kwargs))
+    return {op.type for op in forward.get_concrete_function().graph.get_operations()}, forward
+
+
+def test_a_model_runs_the_op_in_inference_only():
+    """XLM-R-XL (batch 2, padding): inference runs the op and equals the twin's forward; training and returned
+    attention weights run the twin."""
+    config = tfmodels.XLMRobertaXLConfig.from_json_file("configs/xlm-roberta-xl-tiny.json")
+    model = tfmodels.XLMRobertaXLModel(config)
+    ids, mask = padded_ids(2, 40, config.vocab_size, config.pad_token_id, lengths=[40, 27])
+    inputs = {"input_ids": tf.constant(ids), "attention_mask": tf.constant(mask)}
+    with dispatch.op_mode("custom"):
+        types, forward = _graph_op_types(model, inputs, training=False)
+        fused = forward().last_hidden_state.numpy()
+        assert "TFModels>DenseAttention" in types
+        for kwargs in ({"training": True}, {"training": False, "output_attentions": True}):
+            assert "TFModels>DenseAttention" not in _graph_op_types(model, inputs, **kwargs)[0], kwargs
+    with dispatch.op_mode("reference"):
+        types, forward = _graph_op_types(model, inputs, training=False)
+        assert "TFModels>DenseAttention" not in types
+        np.testing.assert_allclose(fused, forward().last_hidden_state.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_half_precision_and_head_masks_use_the_twin():
+    query = tf.zeros([1, 2, 3, 8], tf.bfloat16)
+    assert not dense_attention.use_fused_attention(query, None)
+    assert not dense_attention.use_fused_attention(tf.zeros([1, 2, 3, 8]), tf.zeros([1, 3]))  # not rank 4
+    assert dense_attention.use_fused_attention(tf.zeros([1, 2, 3, 8]), None)

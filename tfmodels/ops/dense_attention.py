@@ -1,0 +1,50 @@
+"""Dense softmax attention as one fused CPU op: softmax((query * scale) key^T + bias) value, per head.
+
+The op (custom_ops/dense_attention) computes a block of query rows of one head at a time, its scores held in a
+cache-sized scratch from the product to the softmax to the values, where stock TensorFlow writes the whole
+[batch, heads, queries, keys] score tensor to memory and reads it back twice (see the C++ file for the figures).
+
+It covers float32 inference on the CPU, the case where TensorFlow's three-op path is slowest; core.attention
+calls `fused_attention` only when `use_fused_attention` says so and keeps its own path otherwise (training,
+attention weights wanted, dropout, half precision, XLA, a GPU, export for TF Serving: op mode "reference"). That
+path is this op's twin, and the tests compare the two. The op has no gradient kernel: its gradient recomputes the
+forward pass with the twin the caller passes and differentiates that.
+"""
+import tensorflow as tf
+
+from tfmodels.ops import dispatch
+
+FAMILY = "dense_attention"
+
+
+def use_fused_attention(query, bias):
+    """Whether `fused_attention` may run here: float32, a rank-4 bias (or none), no GPU to run on, and the op mode
+    allows the compiled op (in "auto" mode a library that fails to load gives one warning and False)."""
+    if query.dtype != tf.float32 or (bias is not None and bias.shape.rank != 4):
+        return False
+    if tf.config.list_logical_devices("GPU"):  # the op has CPU kernels only
+        return False
+    return dispatch.use_custom_op(FAMILY)
+
+
+def fused_attention(query, key, value, bias, scale, twin):
+    """softmax((query * scale) key^T + bias) value with the compiled op. query [B, H, Q, D], key [B, H, K, D],
+    value [B, H, K, E]; bias [B or 1, H or 1, Q or 1, K] additive (None: no bias). `twin(query, key, value,
+    bias)` computes the same with stock TF ops; the gradient differentiates it."""
+    if bias is None:
+        bias = tf.zeros([1, 1, 1, tf.shape(key)[2]], query.dtype)
+    module = dispatch.op_module(FAMILY)
+
+    @tf.custom_gradient
+    def attention(query, key, value, bias):
+        context = module.tf_models_dense_attention(query, key, value, bias, scale=float(scale))
+
+        def gradient(grad_context):
+            inputs = [query, key, value, bias]
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                recomputed = twin(*inputs)
+            return tape.gradient(recomputed, inputs, output_gradients=grad_context)
+        return context, gradient
+
+    return attention(query, key, value, tf.cast(bias, query.dtype))
