@@ -76,14 +76,15 @@ class YosoSelfAttention(encoder.SelfAttentionBase):
 
     def _hash(self, query, key, mask, training):
         config = self.config
-        batch_heads, seq_len = tf.shape(query)[0], tf.shape(query)[1]
+        batch_heads = tf.shape(query)[0]
         seed = self._seed(training)
         if config.use_fast_hash:
             projections = lsh.fast_hash_projections(seed, batch_heads, self.head_dim, config.num_hash,
                                                     config.hash_code_len)
-            codes = lsh.fast_hash(tf.concat([query, key], axis=1), tf.concat([mask, mask], axis=1), projections,
-                                  config.num_hash, config.hash_code_len)
-            return codes[:, :seq_len], codes[:, seq_len:]
+            # Each vector is hashed on its own: two calls give the codes of one call on the concatenated queries
+            # and keys without copying them into one tensor and slicing the codes apart.
+            return tuple(lsh.fast_hash(x, mask, projections, config.num_hash, config.hash_code_len)
+                         for x in (query, key))
         projections = lsh.gaussian_projections(seed, batch_heads, self.head_dim, config.num_hash,
                                                config.hash_code_len)
         return (lsh.gaussian_hash(query, mask, projections, config.hash_code_len),
