@@ -147,6 +147,12 @@ class SelfAttentionBase(serialization.ConfigLayer):
         """[batch, seq, hidden] -> [batch, heads, seq, head_dim]."""
         return attn.split_heads(x, self.num_heads, self.head_dim)
 
+    def project(self, dense, hidden_states):
+        """One of the projections (self.query, self.key, self.value) of [batch, seq, hidden], split into heads.
+        Through layers.apply_dense: a 2-D MatMul + BiasAdd, which oneDNN fuses (calling the Keras layer on a
+        rank-3 input gives a Tensordot and a separate add)."""
+        return self.split_heads(layers.apply_dense(dense, hidden_states))
+
 
 class AttentionBlock(serialization.ConfigLayer):
     """`self` (the family's self-attention) and `output` (dense, dropout, + residual, LayerNorm)."""

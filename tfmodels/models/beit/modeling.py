@@ -230,16 +230,16 @@ class BeitSelfAttention(keras.layers.Layer):
         if window_size:
             self.relative_position_bias = BeitRelativePositionBias(config, window_size, name="relative_position_bias")
 
-    def call(self, hidden_states, head_mask=None, shared_bias=None, window=None, index=None, training=False):
-        query = attn.split_heads(self.query(hidden_states), self.num_heads, self.head_dim)
-        key = attn.split_heads(self.key(hidden_states), self.num_heads, self.head_dim)
-        value = attn.split_heads(self.value(hidden_states), self.num_heads, self.head_dim)
+    def call(self, hidden_states, head_mask=None, shared_bias=None, window=None, index=None, training=False,
+             need_probs=True):
+        query, key, value = (attn.split_heads(layers.apply_dense(dense, hidden_states), self.num_heads, self.head_dim)
+                             for dense in (self.query, self.key, self.value))
         bias = shared_bias
         if self.relative_position_bias is not None:
             own = self.relative_position_bias(index, window=window, dtype=hidden_states.dtype)
             bias = own if bias is None else own + bias
         context, probs = attn.scaled_dot_product_attention(query, key, value, bias, head_mask, self.dropout,
-                                                           training)
+                                                           training, need_probs=need_probs)
         return attn.merge_heads(context), probs
 
 
@@ -252,7 +252,7 @@ class BeitSelfOutput(keras.layers.Layer):
         self.dropout = layers.dropout(config.hidden_dropout_prob)
 
     def call(self, hidden_states, training=False):
-        return self.dropout(self.dense(hidden_states), training=training)
+        return self.dropout(layers.apply_dense(self.dense, hidden_states), training=training)
 
 
 class BeitAttention(keras.layers.Layer):
@@ -261,9 +261,10 @@ class BeitAttention(keras.layers.Layer):
         self.attention = BeitSelfAttention(config, window_size, name="attention")
         self.output_ = BeitSelfOutput(config, name="output")
 
-    def call(self, hidden_states, head_mask=None, shared_bias=None, window=None, index=None, training=False):
+    def call(self, hidden_states, head_mask=None, shared_bias=None, window=None, index=None, training=False,
+             need_probs=True):
         context, probs = self.attention(hidden_states, head_mask, shared_bias, window=window, index=index,
-                                        training=training)
+                                        training=training, need_probs=need_probs)
         return self.output_(context, training=training), probs
 
 
@@ -274,7 +275,7 @@ class BeitOutput(keras.layers.Layer):
         self.dropout = layers.dropout(config.hidden_dropout_prob)
 
     def call(self, hidden_states, training=False):
-        return self.dropout(self.dense(hidden_states), training=training)
+        return self.dropout(layers.apply_dense(self.dense, hidden_states), training=training)
 
 
 class BeitLayer(keras.layers.Layer):
@@ -306,9 +307,11 @@ class BeitLayer(keras.layers.Layer):
             output = output * tf.cast(self.lambda_2, output.dtype)
         return output
 
-    def call(self, hidden_states, head_mask=None, shared_bias=None, window=None, index=None, training=False):
+    def call(self, hidden_states, head_mask=None, shared_bias=None, window=None, index=None, training=False,
+             need_probs=True):
         attention_output, probs = self.attention(self.layernorm_before(hidden_states), head_mask, shared_bias,
-                                                 window=window, index=index, training=training)
+                                                 window=window, index=index, training=training,
+                                                 need_probs=need_probs)
         if self.lambda_1 is not None:
             attention_output = attention_output * tf.cast(self.lambda_1, attention_output.dtype)
         hidden_states = self.drop_path(attention_output, training=training) + hidden_states
@@ -342,7 +345,7 @@ class BeitEncoder(keras.layers.Layer):
 
         def step(layer, hidden, layer_head_mask):
             return layers.run_layer(layer, recompute, hidden, layer_head_mask, shared_bias, window=window,
-                                    index=index, training=training)
+                                    index=index, training=training, need_probs=output_attentions)
 
         return run_encoder(self.layer, hidden_states, head_mask, step, output_attentions, output_hidden_states)
 

@@ -25,7 +25,7 @@ class MraSelfAttention(encoder.SelfAttentionBase):
 
     def call(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False, training=False):
         config = self.config
-        query, key, value = (self.split_heads(dense(hidden_states)) for dense in (self.query, self.key, self.value))
+        query, key, value = (self.project(dense, hidden_states) for dense in (self.query, self.key, self.value))
         context, probs = mra2_attention(
             query, key, value, attention_mask, num_blocks=config.num_high_resolution_blocks,
             approx_mode=config.approx_mode, initial_prior_first_n_blocks=config.initial_prior_first_n_blocks,

@@ -159,9 +159,9 @@ class NystromformerSelfAttention(encoder.SelfAttentionBase):
         """hidden_states [B, N, hidden]; attention_mask additive [B, 1, 1, N] (or None); head_mask [1, H, 1, 1]."""
         # Divided (not multiplied by the inverse) as the reference does: the pseudo-inverse amplifies ulps.
         divisor = tf.cast(np.sqrt(np.sqrt(self.head_dim)), hidden_states.dtype)
-        query = self.query(hidden_states) / divisor
-        key = self.key(hidden_states) / divisor
-        value = self.value(hidden_states)
+        query = layers.apply_dense(self.query, hidden_states) / divisor
+        key = layers.apply_dense(self.key, hidden_states) / divisor
+        value = layers.apply_dense(self.value, hidden_states)
         length = hidden_states.shape[1]
         exact = self.config.exact_attention
         if exact or (length is not None and length <= self.num_landmarks):

@@ -30,13 +30,13 @@ class XLMRobertaXLSelfAttention(encoder.SelfAttentionBase):
 
     def call(self, hidden_states, attention_mask=None, head_mask=None, encoder_hidden_states=None,
              past_key_value=None, training=False, need_probs=True):
-        query = self.split_heads(self.query(hidden_states))
+        query = self.project(self.query, hidden_states)
         is_cross = encoder_hidden_states is not None
         if is_cross and past_key_value is not None:
             key, value = past_key_value  # cross-attention keys/values are computed once and cached
         else:
             source = encoder_hidden_states if is_cross else hidden_states
-            key, value = self.split_heads(self.key(source)), self.split_heads(self.value(source))
+            key, value = self.project(self.key, source), self.project(self.value, source)
             if past_key_value is not None:
                 key = tf.concat([past_key_value[0], key], axis=2)
                 value = tf.concat([past_key_value[1], value], axis=2)
@@ -71,7 +71,7 @@ class XLMRobertaXLSelfOutput(keras.layers.Layer):
         self.dropout = layers.dropout(config.hidden_dropout_prob)
 
     def call(self, hidden_states, residual, training=False):
-        return self.dropout(self.dense(hidden_states), training=training) + residual
+        return self.dropout(layers.apply_dense(self.dense, hidden_states), training=training) + residual
 
 
 class XLMRobertaXLAttention(keras.layers.Layer):
@@ -97,7 +97,7 @@ class XLMRobertaXLOutput(keras.layers.Layer):
         self.dense = layers.dense(config.hidden_size, config.initializer_range, name="dense")
 
     def call(self, hidden_states, residual):
-        return self.dense(hidden_states) + residual
+        return layers.apply_dense(self.dense, hidden_states) + residual
 
 
 class XLMRobertaXLLayer(keras.layers.Layer):

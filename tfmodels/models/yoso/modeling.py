@@ -96,7 +96,7 @@ class YosoSelfAttention(encoder.SelfAttentionBase):
         batch, seq_len = tf.shape(hidden_states)[0], tf.shape(hidden_states)[1]
         heads, dim = self.num_heads, self.head_dim
         # [batch, heads, seq, dim] each
-        query, key, value = (self.split_heads(dense(hidden_states)) for dense in (self.query, self.key, self.value))
+        query, key, value = (self.project(dense, hidden_states) for dense in (self.query, self.key, self.value))
         conv_value = None
         if self.conv is not None:
             masked = value * tf.cast(attention_mask, dtype)[:, None, :, None]
