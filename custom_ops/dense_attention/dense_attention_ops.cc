@@ -15,7 +15,6 @@
 // There is no gradient op: tfmodels.ops.dense_attention recomputes the backward pass with stock TF ops.
 #include <algorithm>
 #include <cstdint>
-#include <limits>
 #include <vector>
 
 #include "Eigen/Core"
@@ -56,7 +55,6 @@ absl::Status Shape(InferenceContext* c) {
 
 using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using ConstRows = Eigen::Map<const RowMajor>;
-using Rows = Eigen::Map<RowMajor>;
 
 class DenseAttentionOp : public OpKernel {
  public:
