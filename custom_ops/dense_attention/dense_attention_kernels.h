@@ -177,6 +177,18 @@ inline void QueryKeyScores(const float* query, int64_t rows, int64_t dim, const 
   }
 }
 
+// A TileRows with NV (1..kTileVectors) also known only at run time.
+template <bool Accumulate>
+inline void TileVectors(int vectors, int rows, const float* a, int64_t a_stride, const float* b, int64_t b_stride,
+                        int64_t inner, float* out, int64_t out_stride) {
+  switch (vectors) {
+    case 4: return TileRows<4, Accumulate>(rows, a, a_stride, b, b_stride, inner, out, out_stride);
+    case 3: return TileRows<3, Accumulate>(rows, a, a_stride, b, b_stride, inner, out, out_stride);
+    case 2: return TileRows<2, Accumulate>(rows, a, a_stride, b, b_stride, inner, out, out_stride);
+    default: return TileRows<1, Accumulate>(rows, a, a_stride, b, b_stride, inner, out, out_stride);
+  }
+}
+
 // Keys per step of ProbabilityValues: a chunk of values (32 KB at 64 values per key) stays in L1 while every
 // row tile of the block uses it.
 constexpr int64_t kValueChunk = 128;
@@ -194,20 +206,11 @@ inline void ProbabilityValues(const float* probs, int64_t probs_stride, int64_t 
       for (int64_t c = 0; c < columns; c += kTileColumns) {
         float* o = out + r * out_stride + c;
         const int vectors = static_cast<int>(columns - c < kTileColumns ? (columns - c) / kLanes : kTileVectors);
+        // The first chunk of keys starts the sums, the others add to them.
         if (k == 0) {
-          switch (vectors) {
-            case 4: TileRows<4, false>(tile_rows, a, probs_stride, b + c, columns, inner, o, out_stride); break;
-            case 3: TileRows<3, false>(tile_rows, a, probs_stride, b + c, columns, inner, o, out_stride); break;
-            case 2: TileRows<2, false>(tile_rows, a, probs_stride, b + c, columns, inner, o, out_stride); break;
-            default: TileRows<1, false>(tile_rows, a, probs_stride, b + c, columns, inner, o, out_stride); break;
-          }
+          TileVectors<false>(vectors, tile_rows, a, probs_stride, b + c, columns, inner, o, out_stride);
         } else {
-          switch (vectors) {
-            case 4: TileRows<4, true>(tile_rows, a, probs_stride, b + c, columns, inner, o, out_stride); break;
-            case 3: TileRows<3, true>(tile_rows, a, probs_stride, b + c, columns, inner, o, out_stride); break;
-            case 2: TileRows<2, true>(tile_rows, a, probs_stride, b + c, columns, inner, o, out_stride); break;
-            default: TileRows<1, true>(tile_rows, a, probs_stride, b + c, columns, inner, o, out_stride); break;
-          }
+          TileVectors<true>(vectors, tile_rows, a, probs_stride, b + c, columns, inner, o, out_stride);
         }
       }
     }

@@ -108,7 +108,7 @@ def test_a_model_runs_the_op_in_inference_only():
         np.testing.assert_allclose(fused, forward().last_hidden_state.numpy(), rtol=1e-5, atol=1e-5)
 
 
-def test_half_precision_and_head_masks_use_the_twin():
+def test_half_precision_and_biases_of_another_rank_use_the_twin():
     query = tf.zeros([1, 2, 3, 8], tf.bfloat16)
     assert not dense_attention.use_fused_attention(query, None)
     assert not dense_attention.use_fused_attention(tf.zeros([1, 2, 3, 8]), tf.zeros([1, 3]))  # not rank 4

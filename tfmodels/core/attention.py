@@ -93,8 +93,8 @@ def scaled_dot_product_attention(query, key, value, additive_mask=None, head_mas
     if not need_probs and (dropout is None or not training):
         if (training is None or training is False) and head_mask is None and extra_scores is None \
                 and dense_attention.use_fused_attention(query, additive_mask):
-            scale = 1.0 / (query.shape[-1] ** 0.5)
-            return dense_attention.fused_attention(query, key, value, additive_mask, scale, _chunked_attention), None
+            return dense_attention.fused_attention(query, key, value, additive_mask, _scale(query),
+                                                   _chunked_attention), None
         return _chunked_attention(query, key, value, additive_mask, head_mask, extra_scores), None
     # The scores come from a helper so that no name here holds them while the softmax runs: stable_softmax
     # can then free them before its float32 work (peak memory of half-precision inference).
@@ -143,13 +143,18 @@ def _scaled_scores(query, key, additive_mask, extra_scores):
     # Scaling the query (seq x dim values) instead of the scores (seq x seq) saves a full pass over the
     # score matrix in the forward and the backward pass; the result differs from scaling afterwards only by
     # float rounding (~1e-7).
-    scale = tf.cast(1.0 / (query.shape[-1] ** 0.5), query.dtype)
+    scale = tf.cast(_scale(query), query.dtype)
     scores = tf.matmul(query * scale, key, transpose_b=True)
     if extra_scores is not None:
         scores = scores + extra_scores * scale
     if additive_mask is not None:
         scores = scores + tf.cast(additive_mask, scores.dtype)
     return scores
+
+
+def _scale(query):
+    """The reference's score scale, 1 / sqrt(head size), as a Python float (the fused op's attribute)."""
+    return 1.0 / (query.shape[-1] ** 0.5)
 
 
 def stable_softmax(scores):
