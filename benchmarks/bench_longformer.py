@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-from benchmarks.common import format_table, measure, megabytes, ratio, seconds, set_torch_threads  # noqa: E402
+from benchmarks.common import format_table, measure, megabytes, ratio, seconds, set_torch_threads, skipped  # noqa: E402
 from benchmarks.machine import dense_attention_flops, efficiency, encoder_flops, header  # noqa: E402
 
 CONFIG = dict(vocab_size=1000, hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=1024,
@@ -127,7 +127,7 @@ def main():
             repeats = args.repeats if length <= 2048 else max(3, args.repeats - 2)
             torch_result = measure(MODULE, "hf", params, repeats=repeats)
             tf_result = measure(MODULE, "hf_tf", params, repeats=repeats) if length <= args.hf_tf_max_length \
-                else {"error": "not measured"}
+                else skipped(f"longer than --hf-tf-max-length {args.hf_tf_max_length}")
             mine = measure(MODULE, "ours", params, repeats=repeats)
             flops = forward_flops(length, mode)
             row = [mode, length, seconds(mine), seconds(torch_result), seconds(tf_result), ratio(mine, torch_result),

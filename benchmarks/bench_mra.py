@@ -29,7 +29,7 @@ import sys
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
 from benchmarks.common import (format_table, measure, measure_interleaved, megabytes, ratio, seconds,  # noqa: E402
-                               set_torch_threads)
+                               set_torch_threads, skipped)
 from benchmarks.machine import dense_attention_flops, efficiency, encoder_flops, header  # noqa: E402
 
 BASE = dict(vocab_size=1000, hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=1024,
@@ -200,7 +200,7 @@ def main():
                     twin_ratio = paired["ratios"]["twin"]
                     twin_over_ours = f"{twin_ratio['median']:.2f}"
                     spread = f"{twin_ratio['min']:.2f}-{twin_ratio['max']:.2f}"
-                reference = {"error": "not measured"}
+                reference = skipped("not measured in the paired twin run")
             else:
                 reference = measure(module, "hf", {"length": length, "mode": mode}, repeats=repeats)
                 custom = measure(module, "ours", {"length": length, "mode": mode}, repeats=repeats)

@@ -19,7 +19,8 @@ import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-from benchmarks.common import format_table, measure, megabytes, ratio, seconds, set_torch_threads  # noqa: E402
+from benchmarks.common import (format_table, measure, megabytes, ratio, seconds, set_torch_threads,  # noqa: E402
+                               skipped)
 from benchmarks.machine import efficiency, encoder_flops, header  # noqa: E402
 
 CONFIG = dict(vocab_size=1000, hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=1024,
@@ -122,15 +123,13 @@ def main():
             if length <= args.hf_max_length:
                 reference = measure(MODULE, "hf", params, repeats=repeats if length <= 4096 else 3, warmup=1)
             else:
-                reference = {"error": "skipped"}
+                reference = skipped(f"longer than --hf-max-length {args.hf_max_length}")
             custom = measure(MODULE, "ours", {**params, "op_mode": "custom"}, repeats=repeats)
             twin = measure(MODULE, "ours", {**params, "op_mode": "reference"}, repeats=repeats)
             ours_by_length[(mode, length)] = custom
-            hf_s = "skipped" if reference.get("error") == "skipped" else seconds(reference)
-            hf_mb = "skipped" if reference.get("error") == "skipped" else megabytes(reference)
-            speedup = ratio(reference, custom) if "error" not in reference else "n/a"
-            model_rows.append([mode, length, seconds(custom), hf_s, speedup, seconds(twin), ratio(twin, custom),
-                               efficiency(forward_flops(length, mode), custom, sgemm), megabytes(custom), hf_mb])
+            model_rows.append([mode, length, seconds(custom), seconds(reference), ratio(reference, custom),
+                               seconds(twin), ratio(twin, custom), efficiency(forward_flops(length, mode), custom, sgemm),
+                               megabytes(custom), megabytes(reference)])
             print(format_table(MODEL_HEADERS, model_rows[-1:]).splitlines()[-1], flush=True)
     for length in lengths:
         params = {"length": length}

@@ -154,12 +154,22 @@ def ratio(a, b):
     return f"{a['median_s'] / b['median_s']:.2f}"
 
 
+def skipped(reason):
+    """The result of a measurement deliberately not made: it counts as no number everywhere ("error" in it), and
+    the tables print "skipped" for it rather than "error"."""
+    return {"error": reason, "skipped": True}
+
+
+def _missing(result):
+    return "skipped" if result.get("skipped") else "error"
+
+
 def seconds(result):
-    return "error" if "error" in result else f"{result['median_s']:.3f}"
+    return _missing(result) if "error" in result else f"{result['median_s']:.3f}"
 
 
 def megabytes(result):
-    return "error" if "error" in result else f"{result['peak_mb']:.0f}"
+    return _missing(result) if "error" in result else f"{result['peak_mb']:.0f}"
 
 
 def main():

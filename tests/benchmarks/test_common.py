@@ -1,6 +1,8 @@
-"""benchmarks/common.py: the interleaved measurement that the MRA op-vs-twin ratios rest on."""
+"""benchmarks/common.py: the interleaved measurement that the MRA op-vs-twin ratios rest on, and how the tables
+print a measurement not made."""
 import time
 
+from benchmarks import common
 from benchmarks.common import measure_interleaved
 
 
@@ -26,3 +28,11 @@ def test_interleaved_measurement_reports_a_failing_step_as_an_error():
     result = measure_interleaved("tests.benchmarks.test_common", "steps", {"short_s": -1.0, "long_s": 0.01},
                                  rounds=3, warmup=1)
     assert "error" in result and "sleep length must be non-negative" in result["error"], result
+
+
+def test_a_measurement_not_made_prints_skipped_and_a_failed_one_error():
+    not_made, failed, made = common.skipped("longer than --hf-tf-max-length 0"), {"error": "boom"}, \
+        {"median_s": 0.5, "peak_mb": 12.4}
+    assert [common.seconds(r) for r in (not_made, failed, made)] == ["skipped", "error", "0.500"]
+    assert [common.megabytes(r) for r in (not_made, failed, made)] == ["skipped", "error", "12"]
+    assert common.ratio(made, not_made) == common.ratio(failed, made) == "n/a"
