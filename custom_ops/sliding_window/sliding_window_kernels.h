@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #if defined(__CUDACC__)
@@ -53,24 +54,34 @@ struct Dims {
 template <typename T> struct AccType { using type = float; };
 template <> struct AccType<double> { using type = double; };
 
-constexpr int64_t kBlock = 64;   // query rows per work unit
-constexpr int kRows = 4;         // rows per micro-kernel tile
-constexpr int64_t kPad = 4;      // zero columns around a copied band row (>= kRows - 1)
+constexpr int64_t kBlock = 64;              // query rows per work unit
+constexpr int kRows = 6;                    // rows per Apply tile
+constexpr int64_t kPad = kRows - 1;         // zero columns around a copied band row: the most a tile reads past it
 
 inline int64_t RoundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-// 64-byte SIMD vectors through the GCC/Clang vector extension (AVX-512 registers, or pairs of AVX2 registers);
-// the compiler keeps a tile of them in registers, which plain arrays do not guarantee.
+// SIMD vectors of the target's register width through the GCC/Clang vector extension; the compiler keeps a tile
+// of them in registers, which plain arrays do not guarantee. Vectors wider than the registers are not kept there:
+// 64-byte vectors built for AVX2 went through the stack, several times slower than 32-byte ones.
+#if defined(__AVX512F__)
+constexpr int kVectorBytes = 64;
+constexpr int kTileVectors = 4;  // 32 registers: 6 x 4 accumulators, 4 loaded vectors and a broadcast
+#elif defined(__AVX__)
+constexpr int kVectorBytes = 32;
+constexpr int kTileVectors = 2;  // 16 registers: 6 x 2 accumulators, 2 loaded vectors and a broadcast
+#else
+constexpr int kVectorBytes = 16;
+constexpr int kTileVectors = 2;
+#endif
+
 template <typename A> struct Vec;
 template <> struct Vec<float> {
-  typedef float type __attribute__((vector_size(64)));
-  static constexpr int kLanes = 16;
-  static type Splat(float x) { return type{x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
+  typedef float type __attribute__((vector_size(kVectorBytes)));
+  static constexpr int kLanes = kVectorBytes / 4;
 };
 template <> struct Vec<double> {
-  typedef double type __attribute__((vector_size(64)));
-  static constexpr int kLanes = 8;
-  static type Splat(double x) { return type{x, x, x, x, x, x, x, x}; }
+  typedef double type __attribute__((vector_size(kVectorBytes)));
+  static constexpr int kLanes = kVectorBytes / 8;
 };
 
 template <typename A>
@@ -85,9 +96,16 @@ inline void StoreVec(A* p, const typename Vec<A>::type& v) {
   std::memcpy(p, &v, sizeof(v));
 }
 
+// x in every lane, as an initializer list {x, x, ...}: a broadcast (a loop setting the lanes one by one is not
+// always turned into one).
+template <typename A, size_t... kLane>
+inline typename Vec<A>::type SplatLanes(A x, std::index_sequence<kLane...>) {
+  return typename Vec<A>::type{((void)kLane, x)...};
+}
+
 template <typename A>
 inline typename Vec<A>::type Splat(A x) {
-  return Vec<A>::Splat(x);
+  return SplatLanes<A>(x, std::make_index_sequence<Vec<A>::kLanes>());
 }
 
 // Per-thread scratch buffers, grown on demand and reused across calls.
@@ -107,28 +125,46 @@ inline Scratch<A>& ThreadScratch() {
 // ---------------------------------------------------------------------------------------------------------
 // Micro-kernels
 
-// out[r][c0 + t] = sum_d q[r][d] * kt[d][c0 + t]: kScoreRows rows x kCols vectors of columns.
-constexpr int kScoreRows = 8;
-template <typename A, int kCols>
-inline void ScoresTile(const A* q, int64_t qld, const A* kt, int64_t ld, int64_t dim, int64_t c0, A* out,
-                       int64_t old) {
+// Score tiles: R (<= kScoreRows) query rows x NV (<= kTileVectors) vectors of key columns, accumulated in
+// registers: 6 x 4 on AVX-512 is 24 FMAs per 4 key loads and 6 broadcasts.
+constexpr int kScoreRows = 6;
+
+// out[r][t] = sum_d q[r][d] * kp[d][t] for r < R and t < NV * lanes (kp row-major with stride ld).
+template <typename A, int R, int NV>
+inline void ScoresTile(const A* q, int64_t qld, const A* kp, int64_t ld, int64_t dim, A* out, int64_t old) {
   using V = typename Vec<A>::type;
   constexpr int L = Vec<A>::kLanes;
-  constexpr int kRows = kScoreRows;
-  V acc[kRows][kCols];
-  for (int r = 0; r < kRows; ++r)
-    for (int v = 0; v < kCols; ++v) acc[r][v] = V{};
-  const A* kp = kt + c0;
+  V acc[R][NV];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = V{};
   for (int64_t d = 0; d < dim; ++d, kp += ld) {
-    V kv[kCols];
-    for (int v = 0; v < kCols; ++v) kv[v] = LoadVec<A>(kp + v * L);
-    for (int r = 0; r < kRows; ++r) {
+    V kv[NV];
+    for (int v = 0; v < NV; ++v) kv[v] = LoadVec<A>(kp + v * L);
+    for (int r = 0; r < R; ++r) {
       const V qv = Splat<A>(q[r * qld + d]);
-      for (int v = 0; v < kCols; ++v) acc[r][v] += qv * kv[v];
+      for (int v = 0; v < NV; ++v) acc[r][v] += qv * kv[v];
     }
   }
-  for (int r = 0; r < kRows; ++r)
-    for (int v = 0; v < kCols; ++v) StoreVec<A>(out + r * old + c0 + v * L, acc[r][v]);
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NV; ++v) StoreVec<A>(out + r * old + v * L, acc[r][v]);
+}
+
+// A ScoresTile with its rows (1..kScoreRows) and vectors (1..kTileVectors) known only at run time.
+template <typename A, int NV = kTileVectors>
+inline void ScoresTiles(int vectors, int rows, const A* q, int64_t qld, const A* kp, int64_t ld, int64_t dim, A* out,
+                        int64_t old) {
+  if constexpr (NV > 1) {
+    if (vectors < NV) return ScoresTiles<A, NV - 1>(vectors, rows, q, qld, kp, ld, dim, out, old);
+  }
+  static_assert(kScoreRows == 6, "the switch below covers 1..6 rows");
+  switch (rows) {
+    case 6: return ScoresTile<A, 6, NV>(q, qld, kp, ld, dim, out, old);
+    case 5: return ScoresTile<A, 5, NV>(q, qld, kp, ld, dim, out, old);
+    case 4: return ScoresTile<A, 4, NV>(q, qld, kp, ld, dim, out, old);
+    case 3: return ScoresTile<A, 3, NV>(q, qld, kp, ld, dim, out, old);
+    case 2: return ScoresTile<A, 2, NV>(q, qld, kp, ld, dim, out, old);
+    default: return ScoresTile<A, 1, NV>(q, qld, kp, ld, dim, out, old);
+  }
 }
 
 // acc[r][:] += sum_c coef(r, c) * v[c][d0 : d0 + kCols * lanes] with coef(r, c) = coef[r * rstride + c * cstride],
@@ -165,7 +201,8 @@ inline void ApplyRows(const A* coef, int64_t rstride, int64_t cstride, const A* 
                       int64_t band, int64_t dim, A* out, int64_t old) {
   constexpr int L = Vec<A>::kLanes;
   int64_t d0 = 0;
-  for (; d0 + 4 * L <= dim; d0 += 4 * L) ApplyTile<A, 4>(coef, rstride, cstride, v, ld, ncols, band, d0, out, old);
+  for (; d0 + kTileVectors * L <= dim; d0 += kTileVectors * L)
+    ApplyTile<A, kTileVectors>(coef, rstride, cstride, v, ld, ncols, band, d0, out, old);
   for (; d0 + L <= dim; d0 += L) ApplyTile<A, 1>(coef, rstride, cstride, v, ld, ncols, band, d0, out, old);
   for (; d0 < dim; ++d0) {
     for (int r = 0; r < kRows; ++r) {
@@ -177,25 +214,29 @@ inline void ApplyRows(const A* coef, int64_t rstride, int64_t cstride, const A* 
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// BandedScores: the keys of each (batch, head) are first transposed once into a workspace
-// kt[e][w + m] = k[m][e] (zero columns around the sequence), then each block of query rows runs ScoresTile
-// over the 2w + kRows key columns its row groups can see.
+// BandedScores: the keys of each (batch, head) are first transposed once into panels of P = kTileVectors * lanes
+// key columns: column c <-> key c - w (zero outside the sequence), panel c / P a contiguous [dim, P] block.
+// Then each block of query rows takes the panels its rows can see in turn, and every row tile of the block that
+// reaches a panel runs one ScoresTile over the vectors of it that the tile's band touches: the panel (16 KB at
+// head size 64 on AVX-512) stays in L1 across the block's row tiles, where a row tile reading all its 2w + 6
+// columns of a plain [dim, keys] transpose (74 KB at w = 128) streams them from L2.
 
 template <typename A>
-struct ScoresLayout {
-  int64_t ncols, ld;
-  explicit ScoresLayout(const Dims& d) {
-    constexpr int64_t kTileCols = 2 * Vec<A>::kLanes;
-    ncols = RoundUp(kScoreRows + 2 * d.window, kTileCols);
-    ld = RoundUp(d.seq + kScoreRows + ncols, 16);
-  }
-};
+constexpr int64_t PanelColumns() {
+  return kTileVectors * Vec<A>::kLanes;
+}
+
+// Panels per (batch, head): the last row's band ends at column seq - 1 + 2w.
+inline int64_t ScorePanels(const Dims& d, int64_t columns) {
+  return (d.seq + 2 * d.window + columns - 1) / columns;
+}
 
 // Workspace elements (of the accumulation type) BandedScores needs.
 template <typename T>
 int64_t BandedScoresWorkspace(const Dims& d) {
   using A = typename AccType<T>::type;
-  return d.batch * d.heads * d.dim * ScoresLayout<A>(d).ld;
+  constexpr int64_t P = PanelColumns<A>();
+  return d.batch * d.heads * ScorePanels(d, P) * d.dim * P;
 }
 
 template <typename T, typename ParallelFor>
@@ -203,33 +244,29 @@ void BandedScores(const ParallelFor& parallel_for, const Dims& d, const T* q, co
                   const bool* key_keep, const bool* global_keep, T fill, T* out,
                   typename AccType<T>::type* workspace = nullptr) {
   using A = typename AccType<T>::type;
-  constexpr int kCols = 2;                                   // vectors of columns per tile
-  constexpr int64_t kTileCols = kCols * Vec<A>::kLanes;
+  constexpr int L = Vec<A>::kLanes;
+  constexpr int64_t P = PanelColumns<A>();
   const int64_t S = d.seq, D = d.dim, w = d.window, X = d.num_global;
   if (S == 0 || d.batch == 0 || d.heads == 0) return;
-  const ScoresLayout<A> layout(d);
-  const int64_t ncols = layout.ncols, ld = layout.ld;
+  const int64_t panels = ScorePanels(d, P), panel_size = D * P;
   std::vector<A> own;
   if (workspace == nullptr) {
     own.resize(static_cast<size_t>(BandedScoresWorkspace<T>(d)));
     workspace = own.data();
   }
-  // Phase 1: transpose the keys, 16 positions at a time.
-  constexpr int64_t kSpan = 16;
-  const int64_t spans = (ld + kSpan - 1) / kSpan;
-  parallel_for(d.batch * d.heads * spans, kSpan * (D + 1) * 2, [&](int64_t begin, int64_t end) {
+  // Phase 1: the key panels.
+  parallel_for(d.batch * d.heads * panels, P * (D + 1) * 2, [&](int64_t begin, int64_t end) {
     for (int64_t unit = begin; unit < end; ++unit) {
-      const int64_t sp = unit % spans, h = (unit / spans) % d.heads, b = unit / (spans * d.heads);
-      A* kt = workspace + (b * d.heads + h) * D * ld;
-      const int64_t c0 = sp * kSpan, c1 = std::min(ld, c0 + kSpan);
-      const T* rows[kSpan];
-      for (int64_t c = c0; c < c1; ++c) {
-        const int64_t m = c - w;
-        rows[c - c0] = (m >= 0 && m < S) ? k + d.row(b, m, h) : nullptr;
+      const int64_t p = unit % panels, h = (unit / panels) % d.heads, b = unit / (panels * d.heads);
+      A* panel = workspace + unit * panel_size;
+      const T* rows[P];
+      for (int64_t c = 0; c < P; ++c) {
+        const int64_t m = p * P + c - w;
+        rows[c] = (m >= 0 && m < S) ? k + d.row(b, m, h) : nullptr;
       }
       for (int64_t e = 0; e < D; ++e) {
-        A* dst = kt + e * ld;
-        for (int64_t c = c0; c < c1; ++c) dst[c] = rows[c - c0] ? static_cast<A>(rows[c - c0][e]) : A(0);
+        A* dst = panel + e * P;
+        for (int64_t c = 0; c < P; ++c) dst[c] = rows[c] ? static_cast<A>(rows[c][e]) : A(0);
       }
     }
   });
@@ -242,54 +279,64 @@ void BandedScores(const ParallelFor& parallel_for, const Dims& d, const T* q, co
     for (int64_t unit = begin; unit < end; ++unit) {
       const int64_t blk = unit % blocks, h = (unit / blocks) % d.heads, b = unit / (blocks * d.heads);
       const int64_t i0 = blk * kBlock, i1 = std::min(S, i0 + kBlock), rows = i1 - i0;
-      const int64_t padded_rows = RoundUp(rows, kScoreRows);
-      const A* kt = workspace + (b * d.heads + h) * D * ld + i0;  // column c <-> key i0 - w + c
-      A* buffer = scratch.second(static_cast<size_t>(padded_rows * D + kScoreRows * ncols));
+      // Row i sees key columns [i, i + 2w]; res column c <-> key column first * P + c. The global keys are one
+      // more panel, gp ([dim, gw] with zero columns past X), and their scores go to gres.
+      const int64_t first = i0 / P, last = (i1 - 1 + 2 * w) / P, rc = (last - first + 1) * P;
+      const int64_t gw = RoundUp(X, L);
+      A* buffer = scratch.second(static_cast<size_t>(rows * (D + rc + gw) + D * gw));
       A* qb = buffer;
-      A* res = buffer + padded_rows * D;
-      for (int64_t r = 0; r < padded_rows; ++r) {
-        A* dst = qb + r * D;
-        if (r < rows) {
-          const T* src = q + d.row(b, i0 + r, h);
-          for (int64_t e = 0; e < D; ++e) dst[e] = static_cast<A>(src[e]);
-        } else {
-          std::fill(dst, dst + D, A(0));
+      A* res = qb + rows * D;
+      A* gres = res + rows * rc;
+      A* gp = gres + rows * gw;
+      for (int64_t r = 0; r < rows; ++r) {
+        const T* src = q + d.row(b, i0 + r, h);
+        for (int64_t e = 0; e < D; ++e) qb[r * D + e] = static_cast<A>(src[e]);
+      }
+      const A* kt = workspace + (b * d.heads + h) * panels * panel_size;
+      for (int64_t p = first; p <= last; ++p) {
+        for (int64_t r0 = 0; r0 < rows; r0 += kScoreRows) {
+          const int tile_rows = static_cast<int>(std::min<int64_t>(kScoreRows, rows - r0));
+          // The columns the tile's rows see, within this panel, widened to whole vectors.
+          const int64_t lo = std::max(i0 + r0, p * P), hi = std::min(i0 + r0 + tile_rows - 1 + 2 * w, p * P + P - 1);
+          if (lo > hi) continue;
+          const int64_t v0 = (lo - p * P) / L, v1 = (hi - p * P) / L;
+          ScoresTiles<A>(static_cast<int>(v1 - v0 + 1), tile_rows, qb + r0 * D, D, kt + p * panel_size + v0 * L, P, D,
+                         res + r0 * rc + (p - first) * P + v0 * L, rc);
         }
       }
-      for (int64_t r0 = 0; r0 < rows; r0 += kScoreRows) {
-        // Row r0 + r sees columns [r0 + r, r0 + r + 2w] of kt; res column c <-> kt column r0 + c.
-        for (int64_t c0 = 0; c0 < ncols; c0 += kTileCols)
-          ScoresTile<A, kCols>(qb + r0 * D, D, kt + r0, ld, D, c0, res, ncols);
-        for (int r = 0; r < kScoreRows && r0 + r < rows; ++r) {
-          const int64_t i = i0 + r0 + r;
-          T* __restrict__ dst = out + d.srow(b, i, h);
-          const A* qi = qb + (r0 + r) * D;
-          for (int64_t c = 0; c < X; ++c) {
-            if (global_keep != nullptr && !global_keep[b * X + c]) {
-              dst[c] = fill;
-              continue;
-            }
-            const T* g = gk + d.grow(b, c, h);
-            A s = A(0);
-            for (int64_t e = 0; e < D; ++e) s += qi[e] * static_cast<A>(g[e]);
-            dst[c] = static_cast<T>(s);
-          }
-          // Band j <-> key i + j - w, valid for j in [lo, hi].
-          const A* __restrict__ band = res + r * ncols + r;
-          const int64_t lo = std::max<int64_t>(0, w - i), hi = std::min<int64_t>(2 * w, S - 1 - i + w);
-          T* __restrict__ dband = dst + X;
-          for (int64_t j = 0; j < lo; ++j) dband[j] = fill;
-          if (key_keep == nullptr) {
-            for (int64_t j = lo; j <= hi; ++j) dband[j] = static_cast<T>(band[j]);
-          } else {
-            const bool* __restrict__ keep = key_keep + b * S + i - w;
-            for (int64_t j = lo; j <= hi; ++j) {
-              const T value = static_cast<T>(band[j]);
-              dband[j] = keep[j] ? value : fill;
-            }
-          }
-          for (int64_t j = std::max(hi + 1, lo); j <= 2 * w; ++j) dband[j] = fill;
+      if (X > 0) {
+        for (int64_t e = 0; e < D; ++e) {
+          for (int64_t c = 0; c < gw; ++c) gp[e * gw + c] = c < X ? static_cast<A>(gk[d.grow(b, c, h) + e]) : A(0);
         }
+        for (int64_t c0 = 0; c0 < gw; c0 += P) {
+          const int vectors = static_cast<int>(std::min<int64_t>(P, gw - c0) / L);
+          for (int64_t r0 = 0; r0 < rows; r0 += kScoreRows) {
+            const int tile_rows = static_cast<int>(std::min<int64_t>(kScoreRows, rows - r0));
+            ScoresTiles<A>(vectors, tile_rows, qb + r0 * D, D, gp + c0, gw, D, gres + r0 * gw + c0, gw);
+          }
+        }
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t i = i0 + r;
+        T* __restrict__ dst = out + d.srow(b, i, h);
+        for (int64_t c = 0; c < X; ++c) {
+          const bool kept = global_keep == nullptr || global_keep[b * X + c];
+          dst[c] = kept ? static_cast<T>(gres[r * gw + c]) : fill;
+        }
+        // Band j <-> key i + j - w (key column i + j), valid for j in [lo, hi].
+        const A* __restrict__ band = res + r * rc + i - first * P;
+        const int64_t lo = std::max<int64_t>(0, w - i), hi = std::min<int64_t>(2 * w, S - 1 - i + w);
+        T* __restrict__ dband = dst + X;
+        for (int64_t j = 0; j < lo; ++j) dband[j] = fill;
+        // The select below does not vectorise (GCC, bool or byte masks alike): rows whose keys are all kept, found
+        // by a (vectorised) memchr for a false byte (a bool false is a zero byte), take the plain copy.
+        const bool* keep = key_keep == nullptr ? nullptr : key_keep + b * S + i - w;
+        if (keep == nullptr || hi < lo || std::memchr(keep + lo, 0, static_cast<size_t>(hi - lo + 1)) == nullptr) {
+          for (int64_t j = lo; j <= hi; ++j) dband[j] = static_cast<T>(band[j]);
+        } else {
+          for (int64_t j = lo; j <= hi; ++j) dband[j] = keep[j] ? static_cast<T>(band[j]) : fill;
+        }
+        for (int64_t j = std::max(hi + 1, lo); j <= 2 * w; ++j) dband[j] = fill;
       }
     }
   });
@@ -383,7 +430,7 @@ void BandedApplyTransposed(const ParallelFor& parallel_for, const Dims& d, const
       const int64_t ncols = kRows + 2 * w;
       const int64_t urows = RoundUp(rows, kRows) - kRows + ncols;  // input rows n = m0 - w + c
       // Input row c contributes p[n, X + (m - n + w)] to output row m = m0 + r, i.e. band column
-      // r - c + 2w of row n: with pw-wide zero-padded copies of the band rows, output rows r0..r0+3 read
+      // r - c + 2w of row n: with pw-wide zero-padded copies of the band rows, output rows r0 + r (r < kRows) read
       // pb[c][kPad + r0 - c + 2w + r], a fixed stride of pw - 1 per input row.
       const int64_t pw = band + 2 * kPad;
       A* buffer = scratch.first(static_cast<size_t>(urows * D + urows * pw));

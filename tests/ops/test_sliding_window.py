@@ -106,6 +106,33 @@ def test_custom_gradients_equal_twin_gradients(shape):
         np.testing.assert_allclose(got, expected, atol=1e-12, rtol=0, err_msg=name)
 
 
+# Shapes at the edges of the CPU tiles: 6-row tiles over blocks of 64 rows (seq 200: a last block of 8 rows),
+# panels of 64 float32 (32 float64) key columns and bands that start and end inside a vector (w = 37), more global
+# keys than one panel, head sizes below, at and past a whole tile of 4 (AVX-512) or 2 (AVX2) vectors.
+EDGE_SHAPES = [(1, 200, 2, 40, 70, 37), (2, 131, 1, 72, 3, 37), (1, 64, 1, 17, 0, 40)]
+
+
+@pytest.mark.parametrize("dtype,atol", [("float64", 1e-12), ("float32", 1e-4)])
+@pytest.mark.parametrize("shape", EDGE_SHAPES, ids=str)
+def test_tile_edges(shape, dtype, atol):
+    a = random_inputs(shape, np.float64, seed=5)
+    w = shape[-1]
+    cast = {n: (a[n].astype(dtype) if np.ndim(a[n]) == 4 else a[n]) for n in a}
+    scores = run_qk("custom", cast, w)
+    expected = numpy_qk(*(cast[n].astype(np.float64) for n in ("q", "k")), w, a["keep"],
+                        cast["gk"].astype(np.float64), a["gkeep"])
+    valid = expected > -1e30
+    np.testing.assert_allclose(scores[valid], expected[valid], atol=atol, rtol=0)
+    assert np.all(scores[~valid] == np.finfo(dtype).min)
+    expected = numpy_pv(*(cast[n].astype(np.float64) for n in ("p", "v", "gv")))
+    np.testing.assert_allclose(run_pv("custom", cast), expected, atol=atol, rtol=0)
+    if dtype == "float64":  # the transposed products, through the gradients
+        custom = _gradients("custom", a, w, seed=6)
+        reference = _gradients("reference", a, w, seed=6)
+        for got, want in zip(custom, reference):
+            np.testing.assert_allclose(got, want, atol=1e-12, rtol=0)
+
+
 @pytest.mark.parametrize("shape", [(2, 11, 2, 3, 2, 2), (1, 7, 1, 4, 1, 4)], ids=str)
 def test_numeric_gradients_of_the_custom_ops(shape):
     a = random_inputs(shape, seed=3)
