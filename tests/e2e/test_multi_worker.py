@@ -55,5 +55,10 @@ def test_two_workers_end_with_identical_weights(tmp_path):
     assert names and sorted(names) == sorted(k for k in second.files if k.startswith("w"))
     for name in names:
         np.testing.assert_array_equal(first[name], second[name], err_msg=name)
-    # the chief (worker 0) wrote the final model
+    # the chief (worker 0) wrote the final model, and both removed their checkpoints whole (atomic.remove_directory
+    # leaves no partial copy behind)
     assert os.path.isfile(tmp_path / "run" / "final" / "config.json")
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")
+    scratch = tmp_path / "run" / ".scratch"
+    assert not os.path.isdir(scratch) or not os.listdir(scratch)
+    assert not [name for name in os.listdir(tmp_path / "run") if "partial" in name]

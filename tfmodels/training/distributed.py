@@ -16,11 +16,11 @@ reaches `_maybe_symbolic_build`, then a reduction on a scalar), so this path doe
 """
 import json
 import os
-import shutil
 
 import keras
 import tensorflow as tf
 
+from tfmodels.core import atomic
 from tfmodels.core.logging import logger
 from tfmodels.training import callbacks as cb
 from tfmodels.training.job import check_training_memory, is_chief, save_recipe, train_stream
@@ -147,8 +147,8 @@ def train_multi_worker(job, strategy, extra_callbacks=()):
         model.save_pretrained(final_dir)
         if job.preprocessor is not None:
             job.preprocessor.save_pretrained(final_dir)
-        shutil.rmtree(chief_dir, ignore_errors=True)
-    else:
-        shutil.rmtree(os.path.join(job.output_dir, ".scratch", _task_index()), ignore_errors=True)
+    # Whole or gone even if the process is killed midway: a restart then resumes from a complete checkpoint
+    # (and finds training done) rather than from a half-deleted one.
+    atomic.remove_directory(chief_dir if chief else os.path.join(job.output_dir, ".scratch", _task_index()))
     return {"steps": int(optimizer.iterations.numpy()), "planned_steps": total_steps, "history": history,
             "final_dir": final_dir, "model": model, "config": config}
