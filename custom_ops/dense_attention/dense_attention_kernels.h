@@ -152,13 +152,15 @@ inline void TileRows(int rows, const float* a, int64_t a_stride, const float* b,
 // contiguous [dim, kTileColumns] block (zeros past the last key). A tile then reads one 16 KB panel (at head
 // size 64) row after row; reading the same columns of a plain [dim, keys] transpose would touch dim cache lines
 // a whole row apart, which all fall in one L1 set and evict each other.
-inline void PackKeyPanels(const float* key, int64_t keys, int64_t dim, float* panels) {
+// The keys may be bfloat16 (T converts to float): the products and the softmax stay float32.
+template <typename T>
+inline void PackKeyPanels(const T* key, int64_t keys, int64_t dim, float* panels) {
   const int64_t count = RoundUp(keys, kTileColumns) / kTileColumns;
   for (int64_t p = 0; p < count; ++p) {
     float* panel = panels + p * dim * kTileColumns;
     for (int64_t c = 0; c < kTileColumns; ++c) {
       const int64_t j = p * kTileColumns + c;
-      for (int64_t d = 0; d < dim; ++d) panel[d * kTileColumns + c] = j < keys ? key[j * dim + d] : 0.0f;
+      for (int64_t d = 0; d < dim; ++d) panel[d * kTileColumns + c] = j < keys ? static_cast<float>(key[j * dim + d]) : 0.0f;
     }
   }
 }
@@ -217,19 +219,22 @@ inline void ProbabilityValues(const float* probs, int64_t probs_stride, int64_t 
   }
 }
 
-// One row of scores: adds its bias row, then replaces each score s by exp(s - the row's maximum) and returns
-// 1 / their sum. The caller scales the row's output by it (once per output value, not once per key).
-inline float ExponentiateRow(float* row, const float* bias, int64_t length) {
+// One row of scores: scales it and adds its bias row, then replaces each score s by exp(s - the row's maximum)
+// and returns 1 / their sum. The caller scales the row's output by it (once per output value, not once per key).
+// The float32 path passes scale 1 (it scales the query, as the twin does; s * 1 + b is s + b exactly); the AMX
+// path scales here, in float32, instead of rounding a scaled query to bfloat16.
+inline float ExponentiateRow(float* row, const float* bias, int64_t length, float scale) {
   const int64_t whole = length / kLanes * kLanes;
+  const Vec vector_scale = Broadcast(scale);
   Vec vector_max = Broadcast(-INFINITY);
   float max = -INFINITY;
   for (int64_t j = 0; j < whole; j += kLanes) {
-    const Vec s = Add(Load(row + j), Load(bias + j));
+    const Vec s = MulAdd(Load(row + j), vector_scale, Load(bias + j));
     Store(row + j, s);
     vector_max = Max(vector_max, s);
   }
   for (int64_t j = whole; j < length; ++j) {
-    row[j] += bias[j];
+    row[j] = std::fma(row[j], scale, bias[j]);
     max = row[j] > max ? row[j] : max;
   }
   // A NaN score may be lost from the maximum, never from the row: its exp is NaN, and so is the sum.

@@ -4,6 +4,9 @@
 //       query [B, H, Q, D], key [B, H, K, D], value [B, H, K, E]; bias [B or 1, H or 1, Q or 1, K], additive,
 //       added to the scaled scores (padding masks, relative position biases).
 //       context = softmax((query * scale) key^T + bias) value, [B, H, Q, E].
+//       T (every input and the output): float32 or bfloat16. bfloat16 is computed in float32 (scores, softmax,
+//       sums) and rounded once at the output; on AMX CPUs both products run on bfloat16 tiles
+//       (dense_attention_amx.h), elsewhere the inputs are converted to float32 while being packed.
 //
 // Why: TensorFlow computes dense attention as three ops over a [B, H, Q, K] tensor in memory (the score matmul,
 // the softmax, the probability matmul). At long sequences that tensor is far larger than the caches, and the
@@ -15,6 +18,7 @@
 // There is no gradient op: tfmodels.ops.dense_attention recomputes the backward pass with stock TF ops.
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "Eigen/Core"
@@ -22,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/tf_checks.h"
 #include "common/tf_parallel.h"
+#include "dense_attention/dense_attention_amx.h"
 #include "dense_attention/dense_attention_kernels.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -53,9 +58,12 @@ absl::Status Shape(InferenceContext* c) {
   return absl::OkStatus();
 }
 
-using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using ConstRows = Eigen::Map<const RowMajor>;
+template <typename T>
+using RowMajor = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <typename T>
+using ConstRows = Eigen::Map<const RowMajor<T>>;
 
+template <typename T>
 class DenseAttentionOp : public OpKernel {
  public:
   explicit DenseAttentionOp(OpKernelConstruction* context) : OpKernel(context) {
@@ -94,16 +102,56 @@ class DenseAttentionOp : public OpKernel {
                                 0, tensorflow::TensorShape({batch, heads, queries, value_dim}), &output));
     if (output->NumElements() == 0) return;
     if (keys == 0) {  // no keys: an empty sum, as the twin's matmul gives
-      output->flat<float>().setZero();
+      output->flat<T>().setZero();
       return;
     }
+    Shapes shapes{batch, heads, queries, keys, dim, value_dim};
     // Strides of the bias over batch, heads and query rows: 0 where it broadcasts.
-    const int64_t bias_row = bias.dim_size(2) == 1 ? 0 : keys;
-    const int64_t bias_head = bias.dim_size(1) == 1 ? 0 : bias.dim_size(2) * keys;
-    const int64_t bias_batch = bias.dim_size(0) == 1 ? 0 : bias.dim_size(1) * bias.dim_size(2) * keys;
+    shapes.bias_row = bias.dim_size(2) == 1 ? 0 : keys;
+    shapes.bias_head = bias.dim_size(1) == 1 ? 0 : bias.dim_size(2) * keys;
+    shapes.bias_batch = bias.dim_size(0) == 1 ? 0 : bias.dim_size(1) * bias.dim_size(2) * keys;
+    // The softmax reads the bias as float32: a bfloat16 bias is converted once.
+    const float* b;
+    Tensor bias_float;
+    if constexpr (std::is_same_v<T, float>) {
+      b = bias.flat<float>().data();
+    } else {
+      OP_REQUIRES_OK(context, context->allocate_temp(tensorflow::DT_FLOAT, bias.shape(), &bias_float));
+      Eigen::Map<Eigen::ArrayXf>(bias_float.flat<float>().data(), bias.NumElements()) =
+          Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(bias.flat<T>().data(), bias.NumElements())
+              .template cast<float>();
+      b = bias_float.flat<float>().data();
+    }
+    const T* q = query.flat<T>().data();
+    const T* k = key.flat<T>().data();
+    const T* v = value.flat<T>().data();
+    T* out = output->flat<T>().data();
+#ifdef TFMODELS_DENSE_ATTENTION_AMX
+    if constexpr (std::is_same_v<T, tensorflow::bfloat16>) {
+      if (amx::Available()) {
+        return ComputeAmx(context, shapes, reinterpret_cast<const uint16_t*>(q),
+                          reinterpret_cast<const uint16_t*>(k), reinterpret_cast<const uint16_t*>(v), b, out);
+      }
+    }
+#endif
+    ComputeFloat(context, shapes, q, k, v, b, out);
+  }
 
+ private:
+  struct Shapes {
+    int64_t batch, heads, queries, keys, dim, value_dim;
+    int64_t bias_row = 0, bias_head = 0, bias_batch = 0;
+    const float* BiasRows(const float* bias, int64_t head, int64_t first) const {
+      return bias + (head / heads) * bias_batch + (head % heads) * bias_head + first * bias_row;
+    }
+  };
+
+  // The products on the vector tiles of dense_attention_kernels.h, in float32 (bfloat16 inputs converted).
+  void ComputeFloat(OpKernelContext* context, const Shapes& s, const T* q, const T* k, const T* v, const float* b,
+                    T* out) {
+    const int64_t keys = s.keys, dim = s.dim, value_dim = s.value_dim, queries = s.queries;
     const int64_t padded_keys = RoundUp(keys, kTileColumns), padded_value_dim = RoundUp(value_dim, kLanes);
-    const int64_t head_count = batch * heads;
+    const int64_t head_count = s.batch * s.heads;
     // The keys of every head as panels (PackKeyPanels) and the values padded to whole vectors ([keys, padded E]),
     // once per call: the tiles then read both in place.
     Tensor key_panels, values_padded;
@@ -111,20 +159,15 @@ class DenseAttentionOp : public OpKernel {
                                                    tensorflow::TensorShape({head_count, dim, padded_keys}), &key_panels));
     OP_REQUIRES_OK(context, context->allocate_temp(tensorflow::DT_FLOAT, tensorflow::TensorShape(
                                 {head_count, keys, padded_value_dim}), &values_padded));
-    const float* q = query.flat<float>().data();
-    const float* k = key.flat<float>().data();
-    const float* v = value.flat<float>().data();
-    const float* b = bias.flat<float>().data();
     float* kt = key_panels.flat<float>().data();
     float* vp = values_padded.flat<float>().data();
-    float* out = output->flat<float>().data();
     TfParallelFor parallel_for(context);
     parallel_for(head_count, keys * (dim + value_dim) * 2, [&](int64_t begin, int64_t end) {
       for (int64_t head = begin; head < end; ++head) {
         PackKeyPanels(k + head * keys * dim, keys, dim, kt + head * dim * padded_keys);
-        Eigen::Map<RowMajor> padded(vp + head * keys * padded_value_dim, keys, padded_value_dim);
+        Eigen::Map<RowMajor<float>> padded(vp + head * keys * padded_value_dim, keys, padded_value_dim);
         padded.rightCols(padded_value_dim - value_dim).setZero();
-        padded.leftCols(value_dim) = ConstRows(v + head * keys * value_dim, keys, value_dim);
+        padded.leftCols(value_dim) = ConstRows<T>(v + head * keys * value_dim, keys, value_dim).template cast<float>();
       }
     });
 
@@ -144,27 +187,101 @@ class DenseAttentionOp : public OpKernel {
         const int64_t first = (task % blocks) * rows;
         const int64_t count = std::min(rows, queries - first);
         // The query is scaled before the product, as the twin does (the same rounding).
-        Eigen::Map<RowMajor>(scaled_query.data(), count, dim) =
-            ConstRows(q + (head * queries + first) * dim, count, dim) * scale;
+        Eigen::Map<RowMajor<float>>(scaled_query.data(), count, dim) =
+            ConstRows<T>(q + (head * queries + first) * dim, count, dim).template cast<float>() * scale;
         QueryKeyScores(scaled_query.data(), count, dim, kt + head * dim * padded_keys,
                        padded_keys / kTileColumns, scores.data(), scores_stride);
-        const float* bias_rows = b + (head / heads) * bias_batch + (head % heads) * bias_head + first * bias_row;
+        const float* bias_rows = s.BiasRows(b, head, first);
         for (int64_t r = 0; r < count; ++r) {
-          inverse_sums[r] = ExponentiateRow(scores.data() + r * scores_stride, bias_rows + r * bias_row, keys);
+          inverse_sums[r] = ExponentiateRow(scores.data() + r * scores_stride, bias_rows + r * s.bias_row, keys, 1.0f);
         }
         ProbabilityValues(scores.data(), scores_stride, count, vp + head * keys * padded_value_dim, keys,
                           padded_value_dim, context_rows.data(), padded_value_dim);
-        // Softmax's normalisation, applied to the output rows: value_dim products per row instead of keys.
-        Eigen::Map<RowMajor>(out + (head * queries + first) * value_dim, count, value_dim) =
-            Eigen::Map<Eigen::VectorXf>(inverse_sums.data(), count).asDiagonal() *
-            Eigen::Map<RowMajor, 0, Eigen::OuterStride<>>(context_rows.data(), count, value_dim,
-                                                          Eigen::OuterStride<>(padded_value_dim));
+        Normalise(inverse_sums.data(), context_rows.data(), padded_value_dim, count, value_dim,
+                  out + (head * queries + first) * value_dim);
       }
     };
     parallel_for(head_count * blocks, rows * keys * (2 * dim + 2 * value_dim + 20), work);
   }
 
- private:
+#ifdef TFMODELS_DENSE_ATTENTION_AMX
+  // The products on AMX tiles (dense_attention_amx.h): bfloat16 inputs as they are, float32 scores and sums.
+  void ComputeAmx(OpKernelContext* context, const Shapes& s, const uint16_t* q, const uint16_t* k,
+                  const uint16_t* v, const float* b, T* out) {
+    const int64_t keys = s.keys, dim = s.dim, value_dim = s.value_dim, queries = s.queries;
+    const int64_t head_count = s.batch * s.heads;
+    const int64_t padded_keys = RoundUp(keys, amx::kBlock), padded_columns = RoundUp(value_dim, amx::kBlock);
+    const int64_t chunks = RoundUp(dim, amx::kInner) / amx::kInner, query_stride = chunks * amx::kInner;
+    const int64_t key_values = padded_keys * query_stride, value_values = padded_keys * padded_columns;
+    Tensor key_tiles, value_tiles;
+    OP_REQUIRES_OK(context, context->allocate_temp(tensorflow::DT_UINT16,
+                                                   tensorflow::TensorShape({head_count, key_values}), &key_tiles));
+    OP_REQUIRES_OK(context, context->allocate_temp(tensorflow::DT_UINT16,
+                                                   tensorflow::TensorShape({head_count, value_values}), &value_tiles));
+    uint16_t* kt = key_tiles.flat<uint16_t>().data();
+    uint16_t* vt = value_tiles.flat<uint16_t>().data();
+    TfParallelFor parallel_for(context);
+    parallel_for(head_count, keys * (dim + value_dim) * 2, [&](int64_t begin, int64_t end) {
+      for (int64_t head = begin; head < end; ++head) {
+        amx::PackKeys(k + head * keys * dim, keys, dim, kt + head * key_values);
+        amx::PackValues(v + head * keys * value_dim, keys, padded_keys, value_dim, vt + head * value_values);
+      }
+    });
+
+    // Query rows per task, in whole blocks of 32: their scores fill the scratch.
+    const int64_t scores_stride = padded_keys + amx::kTile;  // 4K aliasing, as in ComputeFloat
+    const int64_t probs_stride = padded_keys + amx::kInner;  // tile loads 8 KB apart would share one L1 set
+    int64_t rows = std::max<int64_t>(amx::kBlock, kScratchFloats / scores_stride / amx::kBlock * amx::kBlock);
+    rows = std::min(rows, RoundUp(queries, amx::kBlock));
+    const int64_t blocks = (queries + rows - 1) / rows;
+    const float scale = scale_;
+    auto work = [&](int64_t begin, int64_t end) {
+      std::vector<float> scores(rows * scores_stride), context_rows(rows * padded_columns), inverse_sums(rows);
+      // Zeros past the head size stay (the products' padding); rows past the last query are zeroed per block.
+      std::vector<uint16_t> query_rows(rows * query_stride), probs(rows * probs_stride);
+      amx::Configure();
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t head = task / blocks;
+        const int64_t first = (task % blocks) * rows;
+        const int64_t count = std::min(rows, queries - first), tile_rows = RoundUp(count, amx::kBlock);
+        const uint16_t* query_head = q + (head * queries + first) * dim;
+        for (int64_t r = 0; r < count; ++r) {
+          std::copy(query_head + r * dim, query_head + (r + 1) * dim, query_rows.data() + r * query_stride);
+        }
+        std::fill(query_rows.data() + count * query_stride, query_rows.data() + tile_rows * query_stride, 0);
+        amx::Product(query_rows.data(), query_stride, tile_rows, chunks, kt + head * key_values,
+                     2 * chunks * amx::kTileValues, amx::kTileValues, padded_keys / amx::kBlock, scores.data(),
+                     scores_stride);
+        const float* bias_rows = s.BiasRows(b, head, first);
+        for (int64_t r = 0; r < count; ++r) {
+          float* row = scores.data() + r * scores_stride;
+          inverse_sums[r] = ExponentiateRow(row, bias_rows + r * s.bias_row, keys, scale);
+          amx::RoundRow(row, keys, padded_keys, probs.data() + r * probs_stride);
+        }
+        std::fill(probs.data() + count * probs_stride, probs.data() + tile_rows * probs_stride, 0);
+        amx::Product(probs.data(), probs_stride, tile_rows, padded_keys / amx::kInner, vt + head * value_values,
+                     2 * padded_keys * amx::kTile, amx::kTileValues, padded_columns / amx::kBlock,
+                     context_rows.data(), padded_columns);
+        Normalise(inverse_sums.data(), context_rows.data(), padded_columns, count, value_dim,
+                  out + (head * queries + first) * value_dim);
+      }
+      amx::Release();
+    };
+    parallel_for(head_count * blocks, rows * keys * (dim + value_dim + 20), work);
+  }
+#endif
+
+  // Softmax's normalisation, applied to the output rows (value_dim products per row instead of keys), and the
+  // one rounding of a bfloat16 output.
+  static void Normalise(const float* inverse_sums, const float* context_rows, int64_t context_stride, int64_t count,
+                        int64_t value_dim, T* out) {
+    Eigen::Map<RowMajor<T>>(out, count, value_dim) =
+        (Eigen::Map<const Eigen::VectorXf>(inverse_sums, count).asDiagonal() *
+         Eigen::Map<const RowMajor<float>, 0, Eigen::OuterStride<>>(context_rows, count, value_dim,
+                                                                     Eigen::OuterStride<>(context_stride)))
+            .template cast<T>();
+  }
+
   float scale_;
 };
 
@@ -172,14 +289,18 @@ class DenseAttentionOp : public OpKernel {
 }  // namespace tfmodels
 
 REGISTER_OP("TFModels>DenseAttention")
-    .Input("query: float")
-    .Input("key: float")
-    .Input("value: float")
-    .Input("bias: float")
-    .Output("context: float")
+    .Input("query: T")
+    .Input("key: T")
+    .Input("value: T")
+    .Input("bias: T")
+    .Output("context: T")
+    .Attr("T: {float, bfloat16} = DT_FLOAT")
     .Attr("scale: float")
     .SetShapeFn(tfmodels::dense_attention::Shape)
     .Doc("softmax((query * scale) key^T + bias) value per head, with the scores kept in cache-sized blocks.");
 
-REGISTER_KERNEL_BUILDER(Name("TFModels>DenseAttention").Device(tensorflow::DEVICE_CPU),
-                        tfmodels::dense_attention::DenseAttentionOp);
+REGISTER_KERNEL_BUILDER(Name("TFModels>DenseAttention").Device(tensorflow::DEVICE_CPU).TypeConstraint<float>("T"),
+                        tfmodels::dense_attention::DenseAttentionOp<float>);
+REGISTER_KERNEL_BUILDER(
+    Name("TFModels>DenseAttention").Device(tensorflow::DEVICE_CPU).TypeConstraint<tensorflow::bfloat16>("T"),
+    tfmodels::dense_attention::DenseAttentionOp<tensorflow::bfloat16>);

@@ -444,7 +444,28 @@ def fuzz_dense_attention(data):
         q, k, v, *b = (tf.convert_to_tensor(x) for x in (q, k, v, *b))
         return attn.scaled_dot_product_attention(q, k, v, b[0] if b else None, need_probs=False)[0]
     inputs = (query, key, value) + (() if bias is None else (bias.astype(np.float32),))
-    check("dense_attention", kind, lambda: with_gradients(run, *inputs) if kind == "good" else run(*inputs))
+    if not data.draw(st.booleans(), label="bfloat16"):
+        check("dense_attention", kind, lambda: with_gradients(run, *inputs) if kind == "good" else run(*inputs))
+        return
+    # bfloat16: the op computes in float32 and rounds its output once, so it is held to the float32 twin on the
+    # same (bfloat16) inputs at the bfloat16 tolerance, NaN / Inf pattern included. Its gradient is the bfloat16
+    # twin's on either path (tests/ops/test_dense_attention.py checks that).
+    from tests.ops.test_dense_attention import bfloat16_tolerance
+    CASES["dense_attention"][kind] += 1
+    half = [tf.cast(x, tf.bfloat16) for x in inputs]
+    with dispatch.op_mode("custom"):
+        custom = _outcome(lambda: run(*half))
+    with dispatch.op_mode("reference"):
+        twin = _outcome(lambda: run(*(tf.cast(x, tf.float32) for x in half)))
+    if kind == "bad":
+        for name, result in (("custom op", custom), ("twin", twin)):
+            assert isinstance(result, Exception), f"dense_attention: bad bfloat16 input accepted by the {name}"
+        return
+    _assert_accepted("dense_attention", kind, custom, twin)
+    output, expected = custom[0].astype(np.float32), twin[0]
+    np.testing.assert_array_equal(np.isnan(output), np.isnan(expected), err_msg="bfloat16: NaN pattern")
+    rtol, atol = bfloat16_tolerance(tf.cast(half[2], tf.float32).numpy())
+    np.testing.assert_allclose(output, expected, rtol=rtol, atol=atol, err_msg="bfloat16")
 
 
 PROPERTIES = {"fast_hash": fuzz_fast_hash, "lsh_cumulation": fuzz_lsh_cumulation,

@@ -1,7 +1,11 @@
 """The fused dense-attention op (custom_ops/dense_attention) against its twin, core.attention's chunked path:
-outputs and gradients over the bias layouts the families use, dynamic shapes, bad inputs, and which path a model
-takes (inference: the op; training, attention weights, half precision: the twin). Random shapes, NaN / Inf and
-bad inputs are also fuzzed (tests/ops/fuzz_ops.py)."""
+outputs and gradients over the bias layouts the families use, dynamic shapes, bad inputs, bfloat16, and which
+path a model takes (inference, float32 or bfloat16: the op; training, attention weights, float16: the twin).
+Random shapes, NaN / Inf and bad inputs are also fuzzed (tests/ops/fuzz_ops.py)."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -26,7 +30,7 @@ def _attention_and_gradients(query, key, value, bias, mode):
         tape.watch(inputs)
         context = attn.scaled_dot_product_attention(*inputs[:3], inputs[3] if bias is not None else None,
                                                     need_probs=False)[0]
-        weights = tf.reshape(tf.sin(tf.range(tf.size(context), dtype=tf.float32)), tf.shape(context))
+        weights = tf.reshape(tf.sin(tf.range(tf.size(context), dtype=context.dtype)), tf.shape(context))
         loss = tf.reduce_sum(context * weights)
     return [context.numpy()] + [g.numpy() for g in tape.gradient(loss, inputs)]
 
@@ -108,8 +112,61 @@ def test_a_model_runs_the_op_in_inference_only():
         np.testing.assert_allclose(fused, forward().last_hidden_state.numpy(), rtol=1e-5, atol=1e-5)
 
 
-def test_half_precision_and_biases_of_another_rank_use_the_twin():
-    query = tf.zeros([1, 2, 3, 8], tf.bfloat16)
-    assert not dense_attention.use_fused_attention(query, None)
+def test_float16_and_biases_of_another_rank_use_the_twin():
+    assert not dense_attention.use_fused_attention(tf.zeros([1, 2, 3, 8], tf.float16), None)
     assert not dense_attention.use_fused_attention(tf.zeros([1, 2, 3, 8]), tf.zeros([1, 3]))  # not rank 4
     assert dense_attention.use_fused_attention(tf.zeros([1, 2, 3, 8]), None)
+    assert dense_attention.use_fused_attention(tf.zeros([1, 2, 3, 8], tf.bfloat16), tf.zeros([1, 1, 1, 3]))
+
+
+def bfloat16_tolerance(value):
+    """(rtol, atol) of the bfloat16 op against the float32 twin on the same (bfloat16) inputs. The op computes in
+    float32 and rounds the output once: at most half an ulp, 2^-9 of |output| (bfloat16 keeps 8 significant
+    bits). With AMX it also rounds the unnormalised probabilities to bfloat16 before the value product: each term
+    p_j v_j off by at most 2^-9 of itself, so the row by at most 2^-9 sum_j p_j |v_j| <= 2^-9 max |v| after the
+    normalisation. Float32 rounding (~1e-7 relative) is far below both; each bound is doubled for it. NaN / Inf
+    values (the fuzz's) give NaN / Inf outputs, compared as such: the bound takes the finite ones."""
+    return 2.0 ** -8, 2.0 ** -8 * float(np.max(np.abs(value), initial=0.0, where=np.isfinite(value)))
+
+
+BFLOAT16_CASES = [
+    (2, 4, 37, 53, 64, (2, 1, 1, 53)),        # padding mask
+    (2, 3, 50, 50, 16, (1, 3, 50, 50)),       # a per-head bias over every pair (BEiT)
+    (2, 2, 19, 130, 80, (2, 1, 19, 130)),     # a 3-D mask; head size 80 (not a multiple of 32)
+    (2, 2, 9, 70, 24, None),                  # no mask; head size 24 (not a multiple of 16)
+    (1, 2, 700, 700, 64, (1, 1, 1, 700)),     # several blocks of query rows per head
+]
+
+
+@pytest.mark.parametrize("batch, heads, queries, keys, dim, bias_shape", BFLOAT16_CASES)
+def test_bfloat16_op_equals_the_float32_twin_and_its_gradients_the_twins(batch, heads, queries, keys, dim,
+                                                                        bias_shape):
+    """bfloat16 runs the op (on AMX tiles where the CPU has them) in inference; its gradient is the bfloat16
+    twin's, whichever path ran the forward pass."""
+    check_bfloat16(batch, heads, queries, keys, dim, bias_shape)
+
+
+def test_bfloat16_without_amx():
+    """The bfloat16 path of CPUs without AMX (inputs converted to float32 while packed): the op decides once per
+    process, so a fresh one runs the same cases with AMX turned off."""
+    script = ("from tests.ops import test_dense_attention as t\n"
+              "for case in t.BFLOAT16_CASES: t.check_bfloat16(*case)")
+    environment = dict(os.environ, TFMODELS_DENSE_ATTENTION_AMX="0", TFMODELS_OP_MODE="custom")
+    result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+def check_bfloat16(batch, heads, queries, keys, dim, bias_shape):
+    query, key, value = (tf.cast(RNG.randn(batch, heads, n, dim).astype(np.float32), tf.bfloat16).numpy()
+                         for n in (queries, keys, keys))
+    bias = None if bias_shape is None else tf.cast(_masked(bias_shape), tf.bfloat16).numpy()
+    fused = _attention_and_gradients(query, key, value, bias, "custom")
+    twin = _attention_and_gradients(query, key, value, bias, "reference")
+    as_float = [None if x is None else tf.constant(x.astype(np.float32)) for x in (query, key, value, bias)]
+    with dispatch.op_mode("reference"):
+        expected = attn.scaled_dot_product_attention(*as_float, need_probs=False)[0].numpy()
+    rtol, atol = bfloat16_tolerance(value.astype(np.float32))
+    np.testing.assert_allclose(fused[0].astype(np.float32), expected, rtol=rtol, atol=atol, err_msg="context")
+    for name, a, b in zip(["d_query", "d_key", "d_value", "d_bias"], fused[1:], twin[1:]):
+        np.testing.assert_array_equal(a, b, err_msg=name)

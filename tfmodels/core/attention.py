@@ -83,8 +83,9 @@ def scaled_dot_product_attention(query, key, value, additive_mask=None, head_mas
 
     With `need_probs=False` (the caller will not return the attention weights) and no dropout in play, probs is
     None and the score matrices of all heads are never held at once:
-    - float32 inference on the CPU (not training, no head mask or extra scores) runs the fused op of
-      tfmodels.ops.dense_attention, which keeps each block of scores in the cache (the fastest path there);
+    - float32 or bfloat16 inference on the CPU (not training, no head mask or extra scores) runs the fused op of
+      tfmodels.ops.dense_attention, which keeps each block of scores in the cache (the fastest path there;
+      bfloat16 is computed in float32 and rounded once, on AMX tiles where the CPU has them);
     - otherwise heads are processed in chunks whose float32 scores stay under CHUNK_SCORE_BYTES: the same
       numbers, with the score matrices of a few heads alive at a time instead of all (the largest activations
       of a long-sequence forward pass). Needs static shapes (always so in eager mode); otherwise one chunk.

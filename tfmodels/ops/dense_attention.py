@@ -4,9 +4,10 @@ The op (custom_ops/dense_attention) computes a block of query rows of one head a
 cache-sized scratch from the product to the softmax to the values, where stock TensorFlow writes the whole
 [batch, heads, queries, keys] score tensor to memory and reads it back twice (see the C++ file for the figures).
 
-It covers float32 inference on the CPU, the case where TensorFlow's three-op path is slowest; core.attention
-calls `fused_attention` only when `use_fused_attention` says so and keeps its own path otherwise (training,
-attention weights wanted, dropout, half precision, XLA, a GPU, export for TF Serving: op mode "reference"). That
+It covers float32 and bfloat16 inference on the CPU, the cases where TensorFlow's three-op path is slowest
+(bfloat16 runs on AMX tiles where the CPU has them); core.attention calls `fused_attention` only when
+`use_fused_attention` says so and keeps its own path otherwise (training, attention weights wanted, dropout,
+float16, XLA, a GPU, export for TF Serving: op mode "reference"). That
 path is this op's twin, and the tests compare the two. The op has no gradient kernel: its gradient recomputes the
 forward pass with the twin the caller passes and differentiates that.
 """
@@ -18,9 +19,9 @@ FAMILY = "dense_attention"
 
 
 def use_fused_attention(query, bias):
-    """Whether `fused_attention` may run here: float32, a rank-4 bias (or none), no GPU to run on, and the op mode
-    allows the compiled op (in "auto" mode a library that fails to load gives one warning and False)."""
-    if query.dtype != tf.float32 or (bias is not None and bias.shape.rank != 4):
+    """Whether `fused_attention` may run here: float32 or bfloat16, a rank-4 bias (or none), no GPU to run on, and
+    the op mode allows the compiled op (in "auto" mode a library that fails to load gives one warning and False)."""
+    if query.dtype not in (tf.float32, tf.bfloat16) or (bias is not None and bias.shape.rank != 4):
         return False
     if tf.config.list_logical_devices("GPU"):  # the op has CPU kernels only
         return False
