@@ -16,8 +16,9 @@ import unicodedata
 import tensorflow as tf
 
 from tfmodels.tokenizers.base import Template
-from tfmodels.tokenizers.in_graph import (SentencePieceInGraphTokenizer, cached_class, lower_each_character,
-                                          normalize_sentencepiece_input, regex_split, template_items)
+from tfmodels.tokenizers.in_graph import (SentencePieceInGraphTokenizer, cached_class, concat_rows, join_rows,
+                                          lower_each_character, normalize_sentencepiece_input, ragged_from_lengths,
+                                          ragged_from_splits, regex_split, template_items, value_rowids)
 from tfmodels.tokenizers.sentencepiece import (SPIECE_UNDERLINE, SentencePieceTokenizer, normalize_with_alignment)
 
 
@@ -147,7 +148,7 @@ class AlbertInGraphTokenizer(SentencePieceInGraphTokenizer):
         flat = pieces.flat_values
         is_special = tf.reduce_any(tf.stack([tf.equal(flat, t) for t in self.special_strings], axis=1), axis=1)
         lowered = tf.where(is_special, flat, lower_each_character(flat))
-        return tf.strings.reduce_join(pieces.with_flat_values(lowered), axis=1)
+        return join_rows(pieces.with_flat_values(lowered))
 
     def _preprocess(self, text):
         return normalize_sentencepiece_input(text, self.remove_space, self.keep_accents, self.do_lower_case,
@@ -156,7 +157,7 @@ class AlbertInGraphTokenizer(SentencePieceInGraphTokenizer):
     def _subword_ids(self, flat_pieces):
         ids = self.sentencepiece.tokenize(self._preprocess(flat_pieces))           # ragged [texts, pieces]
         per_piece = self._split_digit_commas(ids.flat_values)                        # ragged [pieces, None]
-        ids = ids.with_flat_values(per_piece).merge_dims(1, 2)
+        ids = ragged_from_splits(per_piece.flat_values, tf.gather(per_piece.row_splits, ids.row_splits))  # merged
         return tf.ragged.map_flat_values(
             lambda v: tf.where(tf.equal(v, self.sp_unk_id), self.unk_id, v + self.id_offset), ids)
 
@@ -179,14 +180,14 @@ class AlbertInGraphTokenizer(SentencePieceInGraphTokenizer):
         drop_first = fix & tf.equal(first_string, underline)
         replace_first = fix & ~drop_first
         replacement = self.sentencepiece.string_to_id(tf.strings.regex_replace(first_string, "^" + underline, ""))
-        rows = parts.value_rowids()
+        rows = value_rowids(parts.row_splits)
         is_first = tf.equal(tf.range(tf.size(values, out_type=starts.dtype)), tf.gather(starts, rows))
         values = tf.where(is_first & tf.gather(replace_first, rows), tf.gather(replacement, rows), values)
         keep = ~(is_first & tf.gather(drop_first, rows))
-        parts = tf.RaggedTensor.from_value_rowids(tf.boolean_mask(values, keep), tf.boolean_mask(rows, keep),
-                                                  nrows=tf.size(piece_ids, out_type=rows.dtype))
-        comma = tf.RaggedTensor.from_row_lengths(
-            tf.fill([tf.reduce_sum(tf.cast(split, tf.int64))], tf.constant(self.comma_id, values.dtype)),
-            tf.cast(split, tf.int64))
-        original = tf.RaggedTensor.from_row_lengths(tf.boolean_mask(piece_ids, ~split), tf.cast(~split, tf.int64))
-        return tf.concat([tf.cast(original, values.dtype), parts, comma], axis=1)
+        parts = ragged_from_lengths(tf.boolean_mask(values, keep),
+                                    parts.row_lengths() - tf.cast(drop_first, parts.row_splits.dtype))
+        comma = ragged_from_lengths(tf.fill([tf.reduce_sum(tf.cast(split, tf.int64))],
+                                            tf.constant(self.comma_id, values.dtype)), tf.cast(split, tf.int64))
+        original = ragged_from_lengths(tf.cast(tf.boolean_mask(piece_ids, ~split), values.dtype),
+                                       tf.cast(~split, tf.int64))
+        return concat_rows(original, parts, comma)

@@ -75,26 +75,28 @@ def regex_split(text, pattern):
     runs on a copy with NUL written as \\x01 (one byte, and like NUL a control character: the same class in every
     pattern used here) and the original strings are cut at the same byte offsets."""
     text = tf.convert_to_tensor(text, tf.string)
-    _, begins, ends = _tf_text().regex_split_with_offsets(tf.strings.regex_replace(text, "\\x00", "\x01"),
-                                                          pattern, pattern)
+    # TF Text's op itself: its Python wrapper adds ~200 validation ops per call, and an encoding calls this up to
+    # seven times (ops built while tracing are what an export with a tokenizer spends its time on).
+    group = f"({pattern})"  # as the wrapper: an alternation must not bind to anything else
+    _, begins, ends, splits = _regex_split_op()(tf.strings.regex_replace(text, "\\x00", "\x01"), group, group)
     # The pieces are joined from the strings' bytes: cutting them with substr from the whole string gathered
     # once per piece copied that string once per piece (quadratic: gigabytes for a 64 KB text).
     chars = tf.strings.bytes_split(text)                                      # ragged [n, bytes]
-    row_start = tf.gather(chars.row_splits[:-1], begins.value_rowids())       # in the flat bytes
-    byte_ranges = tf.ragged.range(row_start + begins.flat_values, row_start + ends.flat_values)
-    pieces = tf.strings.reduce_join(tf.gather(chars.flat_values, byte_ranges), axis=-1)
-    return begins.with_flat_values(pieces)
+    row_start = tf.gather(chars.row_splits[:-1], value_rowids(splits))       # in the flat bytes
+    byte_ranges = tf.ragged.range(row_start + begins, row_start + ends)
+    piece_bytes = ragged_from_splits(tf.gather(chars.flat_values, byte_ranges.flat_values), byte_ranges.row_splits)
+    return ragged_from_splits(join_rows(piece_bytes), splits)
 
 
 def _lower_icu(text):
     """[n] strings lower-cased by tf.strings.lower (UTF-8), NUL-safe: the parts between NULs are lowered on their
     own (NUL is neither cased nor case-ignorable, so no context rule sees across it)."""
     parts = tf.strings.split(text, "\x00")
+    rows = value_rowids(parts.row_splits)
     # The NULs go back as data: a separator attribute would be cut at its NUL too.
-    not_last = tf.ragged.range(parts.row_lengths()) < tf.expand_dims(parts.row_lengths() - 1, 1)
-    nul = tf.where(not_last.flat_values, "\x00", "")
-    lowered = tf.strings.join([tf.strings.lower(parts.flat_values, encoding="utf-8"), nul])
-    return tf.strings.reduce_join(parts.with_flat_values(lowered), axis=-1)
+    last = tf.equal(tf.range(tf.size(rows, out_type=rows.dtype)), tf.gather(parts.row_splits[1:] - 1, rows))
+    lowered = tf.strings.join([tf.strings.lower(parts.flat_values, encoding="utf-8"), tf.where(last, "", "\x00")])
+    return tf.strings.unsorted_segment_join(lowered, rows, tf.size(text))
 
 
 # Unicode versions: the reference runs Python's unicodedata and str.lower (Unicode 14.0 in Python 3.11), TF Text's
@@ -112,7 +114,7 @@ def outside_unassigned(text, transform):
     parts = regex_split(text, unassigned)
     flat = parts.flat_values
     kept = tf.strings.regex_full_match(flat, unassigned)
-    return tf.strings.reduce_join(parts.with_flat_values(tf.where(kept, flat, transform(flat))), axis=-1)
+    return join_rows(parts.with_flat_values(tf.where(kept, flat, transform(flat))))
 
 
 @tf.autograph.experimental.do_not_convert  # as cached_class
@@ -141,7 +143,7 @@ def lower(text):
         match = tf.equal(tf.expand_dims(flat, 1), tf.constant(keys))  # [pieces, gaps]: a gap character alone
         mapped = tf.gather(tf.constant([gaps[k] for k in keys]), tf.argmax(tf.cast(match, tf.int32), axis=1))
         lowered = tf.where(tf.reduce_any(match, axis=1), mapped, _lower_icu(flat))
-        return tf.strings.reduce_join(pieces.with_flat_values(lowered), axis=-1)
+        return join_rows(pieces.with_flat_values(lowered))
 
     return outside_unassigned(text, lower_known)
 
@@ -158,6 +160,55 @@ def _tf_text():
     libraries), which a process that never tokenizes in-graph (e.g. inference on ids) should not pay."""
     import tensorflow_text
     return tensorflow_text
+
+
+def _regex_split_op():
+    """TF Text's RegexSplitWithOffsets op, unwrapped: (tokens, begins, ends, row splits) of [n] strings."""
+    _tf_text()
+    from tensorflow_text.python.ops import regex_split_ops
+    return regex_split_ops.gen_regex_split_ops.regex_split_with_offsets
+
+
+def ragged_from_splits(values, row_splits):
+    """A ragged tensor from row splits that an op built (valid by construction): without the validation ops."""
+    return tf.RaggedTensor.from_row_splits(values, row_splits, validate=False)
+
+
+def value_rowids(row_splits):
+    """The row of each value (RaggedTensor.value_rowids in a few ops instead of ~70): how many rows end at or
+    before its position."""
+    positions = tf.range(row_splits[-1], dtype=row_splits.dtype)
+    # The op itself: tf.searchsorted's wrapper adds ~40 reshaping ops.
+    return tf.raw_ops.UpperBound(sorted_inputs=tf.expand_dims(row_splits[1:], 0), values=tf.expand_dims(positions, 0),
+                                 out_type=row_splits.dtype)[0]
+
+
+def ragged_from_lengths(values, row_lengths):
+    """RaggedTensor.from_row_lengths without its validation ops (the lengths are built to match the values)."""
+    return ragged_from_splits(values, tf.concat([[0], tf.cumsum(tf.cast(row_lengths, tf.int64))], 0))
+
+
+def concat_rows(*rts):
+    """Ragged [n, None] tensors -> ragged [n, None], row i the rows i of each in turn: tf.concat(axis=1) as one
+    gather (the ragged concat adds ~80 ops)."""
+    splits = [tf.cast(rt.row_splits, tf.int64) for rt in rts]
+    lengths = [s[1:] - s[:-1] for s in splits]
+    out_splits = tf.concat([[0], tf.cumsum(tf.add_n(lengths))], 0)
+    rows = value_rowids(out_splits)
+    within = tf.range(out_splits[-1]) - tf.gather(out_splits, rows)         # position in the output row
+    source, offset, before = tf.zeros_like(rows), 0, tf.zeros_like(rows)     # `before`: the row's earlier inputs
+    for rt, split, length in zip(rts, splits, lengths):
+        here = (within >= before) & (within < before + tf.gather(length, rows))
+        source = tf.where(here, offset + tf.gather(split, rows) + within - before, source)
+        offset += tf.size(rt.flat_values, out_type=tf.int64)
+        before += tf.gather(length, rows)
+    return ragged_from_splits(tf.gather(tf.concat([rt.flat_values for rt in rts], 0), source), out_splits)
+
+
+def join_rows(rt):
+    """Ragged [n, None] strings -> [n]: each row's strings concatenated in order (the kernel of reduce_join on a
+    ragged tensor, without the ~100 ops of its wrapper)."""
+    return tf.strings.unsorted_segment_join(rt.flat_values, value_rowids(rt.row_splits), rt.nrows())
 
 
 def _row_lengths(rt):
@@ -225,19 +276,32 @@ class InGraphTokenizer(tf.Module):
         rstrip = tf.logical_and(is_special, tf.gather(tf.constant(self.rstrip), special_index))
         # Neighbours within the same row: a piece before an lstrip special loses its trailing whitespace,
         # a piece after an rstrip special its leading whitespace.
-        row = pieces.value_rowids()
+        row = value_rowids(pieces.row_splits)
         same_next = tf.concat([tf.equal(row[1:], row[:-1]), [False]], 0)
         same_prev = tf.concat([[False], tf.equal(row[1:], row[:-1])], 0)
         next_lstrip = tf.logical_and(same_next, tf.concat([lstrip[1:], [False]], 0))
         prev_rstrip = tf.logical_and(same_prev, tf.concat([[False], rstrip[:-1]], 0))
         flat = tf.where(next_lstrip, tf.strings.regex_replace(flat, _WS_CLASS + "+$", ""), flat)
         flat = tf.where(prev_rstrip, tf.strings.regex_replace(flat, "^" + _WS_CLASS + "+", ""), flat)
-        words = self._subword_ids(tf.where(is_special, tf.fill(tf.shape(flat), ""), flat))
+        words = self._subword_ids(tf.where(is_special, tf.fill(tf.shape(flat), ""), flat))  # none for a special
+        # Each piece gives its words or (a special) its one id, and a text the ids of its pieces in order: one
+        # gather from [word ids, special id of each piece] (ragged concat and merge_dims cost hundreds of ops).
+        word_splits = tf.cast(words.row_splits, tf.int64)
+        lengths = word_splits[1:] - word_splits[:-1] + tf.cast(is_special, tf.int64)
+        id_splits = tf.concat([[0], tf.cumsum(lengths)], 0)                          # per piece
+        piece = value_rowids(id_splits)                                             # of each id
+        word_count = tf.size(words.flat_values, out_type=tf.int64)
+        source = tf.where(tf.gather(is_special, piece), word_count + piece,
+                          tf.gather(word_splits, piece) + tf.range(id_splits[-1]) - tf.gather(id_splits, piece))
         special_ids = tf.gather(tf.constant(self.special_ids, tf.int32), special_index)
-        specials = tf.RaggedTensor.from_row_lengths(tf.boolean_mask(special_ids, is_special),
-                                                    tf.cast(is_special, tf.int64))
-        combined = tf.concat([specials, tf.cast(words, tf.int32)], axis=1)  # one of the two is empty per piece
-        return tf.RaggedTensor.from_row_splits(combined, pieces.row_splits).merge_dims(1, 2)
+        ids = tf.gather(tf.concat([tf.cast(words.flat_values, tf.int32), special_ids], 0), source)
+        return ragged_from_splits(ids, tf.gather(id_splits, pieces.row_splits))
+
+    # Traced once per tokenizer and called as a function: an export traces the text and the text-pair signatures
+    # (three sequences), each of which would otherwise build the encoding's thousands of ops again.
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
+    def _encode_once(self, text):
+        return self.encode(text)
 
     # ---------------------------------------------------------------------------------------------------
 
@@ -262,18 +326,18 @@ class InGraphTokenizer(tf.Module):
         return cut(ids_a, len_a - remove_a), cut(ids_b, len_b - remove_b)
 
     def _assemble(self, template, ids_a, ids_b):
-        batch = ids_a.nrows()
+        batch = tf.cast(ids_a.nrows(), tf.int64)
+        one_per_row = tf.range(batch + 1)
         id_parts, type_parts = [], []
         for item in template:
             if item[0] in ("A", "B"):
                 part = ids_a if item[0] == "A" else ids_b
                 id_parts.append(part)
-                type_parts.append(tf.ones_like(part) * item[1])
+                type_parts.append(part.with_flat_values(tf.fill(tf.shape(part.flat_values), item[1])))
             else:
-                constant = tf.RaggedTensor.from_tensor(tf.fill([batch, 1], tf.constant(item[0], tf.int32)))
-                id_parts.append(constant)
-                type_parts.append(tf.RaggedTensor.from_tensor(tf.fill([batch, 1], tf.constant(item[1], tf.int32))))
-        return tf.concat(id_parts, axis=1), tf.concat(type_parts, axis=1)
+                id_parts.append(ragged_from_splits(tf.fill([batch], tf.constant(item[0], tf.int32)), one_per_row))
+                type_parts.append(ragged_from_splits(tf.fill([batch], tf.constant(item[1], tf.int32)), one_per_row))
+        return concat_rows(*id_parts), concat_rows(*type_parts)
 
     def _pad(self, rt, value, length=None):
         if self.padding_side == "left":
@@ -284,8 +348,8 @@ class InGraphTokenizer(tf.Module):
     def __call__(self, text, text_pair=None, max_length=None, pad_to_max_length=False):
         """[batch] strings (and pairs) -> dict of int32 [batch, length] tensors."""
         max_length = max_length or self.max_length
-        ids_a = self.encode(text)
-        ids_b = self.encode(text_pair) if text_pair is not None else None
+        ids_a = self._encode_once(text)
+        ids_b = self._encode_once(text_pair) if text_pair is not None else None
         if max_length is not None:
             ids_a, ids_b = self._truncate(ids_a, ids_b, max_length)
         template = self.template_pair if ids_b is not None else self.template_single
