@@ -146,12 +146,15 @@ def test_bfloat16_op_equals_the_float32_twin_and_its_gradients_the_twins(batch, 
     check_bfloat16(batch, heads, queries, keys, dim, bias_shape)
 
 
-def test_bfloat16_without_amx():
-    """The bfloat16 path of CPUs without AMX (inputs converted to float32 while packed): the op decides once per
-    process, so a fresh one runs the same cases with AMX turned off."""
+@pytest.mark.parametrize("setting", [
+    {"TFMODELS_DENSE_ATTENTION_AMX": "0"},  # the path of CPUs without AMX (inputs converted while packed)
+    {"TFMODELS_OPS_MARCH": "x86-64-v3"},    # the AMX code of the portable wheel build (AVX2 vectors elsewhere)
+])
+def test_bfloat16_in_other_builds_and_paths(setting):
+    """The same cases in a fresh process (the op checks for AMX once per process; a build target is per process)."""
     script = ("from tests.ops import test_dense_attention as t\n"
               "for case in t.BFLOAT16_CASES: t.check_bfloat16(*case)")
-    environment = dict(os.environ, TFMODELS_DENSE_ATTENTION_AMX="0", TFMODELS_OP_MODE="custom")
+    environment = dict(os.environ, **setting, TFMODELS_OP_MODE="custom")
     result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
                             cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert result.returncode == 0, result.stderr[-4000:]
