@@ -85,6 +85,8 @@ def _masked_logits(x, p_mask):
 class XLNetRelativeAttention(keras.layers.Layer):
     """Relative multi-head attention with content, position and segment terms; two-stream when given `g`."""
 
+    POSITION_BLOCK = 64  # query rows per block of the position term (position_scores)
+
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
         self.config = config
@@ -138,26 +140,47 @@ class XLNetRelativeAttention(keras.layers.Layer):
         x = tf.reshape(x, [batch, heads, qlen, rlen - 1])
         return x[:, :, :, :klen]
 
-    def rel_attn_core(self, q_head, k_head_h, v_head_h, k_head_r, seg_diff, additive_mask, head_mask, training):
+    def position_scores(self, q_head, k_head_r, klen):
+        """rel_shift(q_head @ k_head_r^T, klen): the position term [b, n, q, klen].
+
+        Each query row uses only klen of the rlen = klen + qlen relative positions, so with "bi" attention and a
+        static qlen that is a multiple of POSITION_BLOCK, each block of that many query rows is multiplied by the
+        window of klen + block positions its rows use (gathered from k_head_r) and shifted on its own: the same
+        dot products (bit-identical in our checks) for a little over half the multiply-adds of the full product,
+        and smaller copies in the shift. Otherwise (uni attention, whose shift wraps rows into masked scores;
+        dynamic or other lengths) the full product is shifted."""
+        block = self.POSITION_BLOCK
+        qlen, d_head = q_head.shape[2], q_head.shape[3]
+        if self.config.attn_type != "bi" or qlen is None or qlen % block:
+            return self.rel_shift(tf.matmul(q_head, k_head_r, transpose_b=True), klen)
+        batch, heads, blocks = tf.shape(q_head)[0], tf.shape(q_head)[1], qlen // block
+        # Block t (rows t * block ...) uses positions qlen - (t + 1) * block + [0, klen + block).
+        index = (qlen - block) - block * tf.range(blocks)[:, None] + tf.range(klen + block)[None, :]
+        windows = tf.gather(k_head_r, index, axis=2)                                 # [b, n, t, klen + block, d]
+        x = tf.matmul(tf.reshape(q_head, [batch, heads, blocks, block, d_head]), windows, transpose_b=True)
+        x = tf.reshape(x, [batch, heads, blocks, klen + block, block])[:, :, :, 1:]  # rel_shift, per block
+        x = tf.reshape(x, [batch, heads, blocks, block, klen + block - 1])[..., :klen]
+        return tf.reshape(x, [batch, heads, qlen, klen])
+
+    def rel_attn_core(self, q_head, k_head_h, v_head_h, k_head_r, seg_diff, additive_mask, head_mask, training,
+                      need_probs=True):
         """q_head [b, n, q, d]; k/v [b, n, k, d]; k_head_r [n or b, .., rlen, d]; seg_diff [b, q, k] bool;
-        additive_mask [b, 1, q|1, k]. Returns (context [b, n, q, d], probs [b, n, q, k])."""
+        additive_mask [b, 1, q|1, k]. Returns (context [b, n, q, d], probs [b, n, q, k] or None when
+        need_probs is False)."""
         dtype = q_head.dtype
         scale = tf.cast(self.scale, dtype)
         bias = lambda name: tf.cast(getattr(self, name), dtype)[None, :, None, :]  # noqa: E731
-        # (ac + bd + ef) * scale with the scale folded into the queries: one pass over [q, k] less.
-        ac = tf.matmul((q_head + bias("r_w_bias")) * scale, k_head_h, transpose_b=True)
-        bd = tf.matmul((q_head + bias("r_r_bias")) * scale, k_head_r, transpose_b=True)
-        scores = ac + self.rel_shift(bd, tf.shape(k_head_h)[2])
+        # The position and segment terms (scaled, as the content term will be) and the mask form one additive
+        # bias to the content scores (ac + bd + ef) * scale, so that the content term, softmax and values can
+        # run as core attention (the fused CPU op in float32 inference when the weights are not returned).
+        scores_bias = self.position_scores((q_head + bias("r_r_bias")) * scale, k_head_r, tf.shape(k_head_h)[2])
         if seg_diff is not None:
             ef = tf.einsum("bnqd,snd->bnqs", (q_head + bias("r_s_bias")) * scale, tf.cast(self.seg_embed, dtype))
-            scores = scores + tf.where(seg_diff[:, None], ef[..., 1:], ef[..., :1])
+            scores_bias = scores_bias + tf.where(seg_diff[:, None], ef[..., 1:], ef[..., :1])
         if additive_mask is not None:
-            scores = scores + additive_mask
-        probs = attn.stable_softmax(scores)
-        probs = self.dropout(probs, training=training)
-        if head_mask is not None:
-            probs = probs * head_mask
-        return tf.matmul(probs, v_head_h), probs
+            scores_bias = scores_bias + additive_mask
+        return attn.scaled_dot_product_attention(q_head + bias("r_w_bias"), k_head_h, v_head_h, scores_bias,
+                                                 head_mask, self.dropout, training, need_probs=need_probs)
 
     def post_attention(self, residual, context, training):
         """context [b, n, len, d] -> layer_norm(dropout(context @ o) + residual)."""
@@ -168,7 +191,7 @@ class XLNetRelativeAttention(keras.layers.Layer):
         return self.layer_norm(attn_out + residual)
 
     def call(self, h, g, mask_h, mask_g, pos_emb, seg_diff, mems=None, target_mapping=None, head_mask=None,
-             training=False):
+             training=False, need_probs=True):
         dtype = h.dtype
         k_head_r = self.position_keys(tf.cast(pos_emb, dtype), tf.shape(h)[0])
         if mems is None:
@@ -180,7 +203,8 @@ class XLNetRelativeAttention(keras.layers.Layer):
             q_h = self._heads(linear(h, self._weight(self.q, dtype)))
             kv = linear(cat, tf.concat([self._weight(self.k, dtype), self._weight(self.v, dtype)], axis=1))
             k_h, v_h = (self._heads(t) for t in tf.split(kv, 2, axis=-1))
-        context_h, probs_h = self.rel_attn_core(q_h, k_h, v_h, k_head_r, seg_diff, mask_h, head_mask, training)
+        context_h, probs_h = self.rel_attn_core(q_h, k_h, v_h, k_head_r, seg_diff, mask_h, head_mask, training,
+                                                need_probs)
         output_h = self.post_attention(h, context_h, training)
         if g is None:
             return output_h, None, probs_h
@@ -189,7 +213,8 @@ class XLNetRelativeAttention(keras.layers.Layer):
         if target_mapping is not None:
             target_mapping = tf.cast(target_mapping, dtype)
             q_g = tf.einsum("bnmd,bml->bnld", q_g, target_mapping)
-        context_g, probs_g = self.rel_attn_core(q_g, k_h, v_h, k_head_r, seg_diff, mask_g, head_mask, training)
+        context_g, probs_g = self.rel_attn_core(q_g, k_h, v_h, k_head_r, seg_diff, mask_g, head_mask, training,
+                                                need_probs)
         if target_mapping is not None:
             context_g = tf.einsum("bnld,bml->bnmd", context_g, target_mapping)
         output_g = self.post_attention(g, context_g, training)
@@ -208,7 +233,8 @@ class XLNetFeedForward(keras.layers.Layer):
 
     def call(self, inp, training=False):
         x = self.dropout(self.activation_function(self.layer_1(inp)), training=training)
-        x = self.dropout(self.layer_2(x), training=training)
+        # A 2-D MatMul + BiasAdd that oneDNN fuses, where the Keras layer runs a Tensordot and a separate add.
+        x = self.dropout(layers.apply_dense(self.layer_2, x), training=training)
         return self.layer_norm(x + inp)
 
 
@@ -220,9 +246,10 @@ class XLNetLayer(keras.layers.Layer):
         self.ff = XLNetFeedForward(config, name="ff")
 
     def call(self, output_h, output_g, mask_h, mask_g, pos_emb, seg_diff, mems=None, target_mapping=None,
-             head_mask=None, training=False):
+             head_mask=None, training=False, need_probs=True):
         output_h, output_g, probs = self.rel_attn(output_h, output_g, mask_h, mask_g, pos_emb, seg_diff, mems,
-                                                  target_mapping, head_mask, training=training)
+                                                  target_mapping, head_mask, training=training,
+                                                  need_probs=need_probs)
         feed_forward = lambda x: self.ff(x, training=training)  # noqa: E731
         chunk = self.config.chunk_size_feed_forward
         if output_g is not None:
@@ -383,7 +410,8 @@ class XLNetMainLayer(serialization.ConfigLayer):
                 hidden_states.append((output_h, output_g) if output_g is not None else output_h)
             output_h, output_g, probs = layers.run_layer(
                 layer_module, config.gradient_checkpointing and training, output_h, output_g, mask_h, mask_g,
-                pos_emb, seg_diff, mems_bf[i], target_mapping, head_masks[i], training=training)
+                pos_emb, seg_diff, mems_bf[i], target_mapping, head_masks[i], training=training,
+                need_probs=output_attentions)
             if output_attentions:
                 attentions.append(probs)
         if output_hidden_states:
