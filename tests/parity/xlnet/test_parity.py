@@ -277,3 +277,29 @@ def test_our_checkpoint_loads_into_reference(tmp_path):
     hf_model = transformers.XLNetForSequenceClassification.from_pretrained(str(tmp_path)).eval()
     inputs = labelled_inputs("XLNetForSequenceClassification", config)
     compare(ours(**inputs, training=False), reference(hf_model, inputs), ("loss", "logits", "mems"))
+
+
+def test_position_term_in_blocks_of_query_rows_matches_reference(monkeypatch, tmp_path):
+    """The position term computed per block of query rows (XLNetRelativeAttention.position_scores; blocks of 4
+    here, so that short inputs span several) against the reference: padding and segments, attentions returned
+    and not (the fused attention op), memories (more keys than queries) and the two-stream query."""
+    from tfmodels.models.xlnet.modeling import XLNetRelativeAttention
+    monkeypatch.setattr(XLNetRelativeAttention, "POSITION_BLOCK", 4)
+    full_products = []
+    full_shift = XLNetRelativeAttention.rel_shift
+    monkeypatch.setattr(XLNetRelativeAttention, "rel_shift",
+                        lambda self, x, klen: full_products.append(x.shape) or full_shift(self, x, klen))
+    hf_model, ours = build_pair("XLNetLMHeadModel", tmp_path)
+    first, second = base_inputs(3, 12, seed=1), base_inputs(3, 8, seed=2)
+    expected = reference(hf_model, first, use_mems=True, output_attentions=True)
+    got = ours(**first, use_mems=True, output_attentions=True, training=False)
+    compare(got, expected, ("logits", "mems", "attentions"))
+    compare(ours(**first, training=False), reference(hf_model, first), ("logits",))
+    rng = np.random.RandomState(4)
+    second["perm_mask"] = (rng.rand(3, 8, 8) > 0.5).astype(np.float32)
+    second["target_mapping"] = np.eye(8, dtype=np.float32)[None, [7, 2]].repeat(3, 0)
+    expected = reference(hf_model, {**second, "mems": tuple(expected.mems)}, output_attentions=True)
+    got = ours(**second, mems=got.mems, output_attentions=True, training=False)
+    assert got.attentions[0][0].shape[-1] == 20
+    compare(got, expected, ("logits", "attentions"))
+    assert not full_products, full_products  # every position term took the blocked path
