@@ -101,8 +101,9 @@ inline void PackKeys(const uint16_t* key, int64_t keys, int64_t dim, uint16_t* t
 }
 
 // The values of one head ([keys, columns] bfloat16 bits) as B tiles of the value product: for each group of 16
-// columns (an even number of groups: the columns padded to a multiple of 32), padded_keys / 2 rows of 64 bytes, row i holding keys 2i and 2i + 1 of each column; the tile of keys
-// [32 t, 32 t + 32) is the 16 rows from row 16 t.
+// columns (an even number of groups: the columns padded to a multiple of 32), padded_keys / 2 rows of 64 bytes,
+// row i holding keys 2i and 2i + 1 of each column; the tile of keys [32 t, 32 t + 32) is the 16 rows from
+// row 16 t.
 inline void PackValues(const uint16_t* value, int64_t keys, int64_t padded_keys, int64_t columns, uint16_t* tiles) {
   const int64_t groups = RoundUp(columns, kBlock) / kTile;
   for (int64_t g = 0; g < groups; ++g)

@@ -160,7 +160,8 @@ inline void PackKeyPanels(const T* key, int64_t keys, int64_t dim, float* panels
     float* panel = panels + p * dim * kTileColumns;
     for (int64_t c = 0; c < kTileColumns; ++c) {
       const int64_t j = p * kTileColumns + c;
-      for (int64_t d = 0; d < dim; ++d) panel[d * kTileColumns + c] = j < keys ? static_cast<float>(key[j * dim + d]) : 0.0f;
+      for (int64_t d = 0; d < dim; ++d)
+        panel[d * kTileColumns + c] = j < keys ? static_cast<float>(key[j * dim + d]) : 0.0f;
     }
   }
 }
