@@ -128,8 +128,9 @@ def main():
             twin = measure(MODULE, "ours", {**params, "op_mode": "reference"}, repeats=repeats)
             ours_by_length[(mode, length)] = custom
             model_rows.append([mode, length, seconds(custom), seconds(reference), ratio(reference, custom),
-                               seconds(twin), ratio(twin, custom), efficiency(forward_flops(length, mode), custom, sgemm),
-                               megabytes(custom), megabytes(reference)])
+                               seconds(twin), ratio(twin, custom),
+                               efficiency(forward_flops(length, mode), custom, sgemm), megabytes(custom),
+                               megabytes(reference)])
             print(format_table(MODEL_HEADERS, model_rows[-1:]).splitlines()[-1], flush=True)
     for length in lengths:
         params = {"length": length}

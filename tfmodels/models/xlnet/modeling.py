@@ -172,7 +172,8 @@ class XLNetRelativeAttention(keras.layers.Layer):
         bias = lambda name: tf.cast(getattr(self, name), dtype)[None, :, None, :]  # noqa: E731
         # The position and segment terms (scaled, as the content term will be) and the mask form one additive
         # bias to the content scores (ac + bd + ef) * scale, so that the content term, softmax and values can
-        # run as core attention (the fused CPU op in float32 inference when the weights are not returned).
+        # run as core attention (the fused CPU op in float32 and bfloat16 inference when the weights are not
+        # returned).
         scores_bias = self.position_scores((q_head + bias("r_r_bias")) * scale, k_head_r, tf.shape(k_head_h)[2])
         if seg_diff is not None:
             ef = tf.einsum("bnqd,snd->bnqs", (q_head + bias("r_s_bias")) * scale, tf.cast(self.seg_embed, dtype))
