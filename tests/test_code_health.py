@@ -10,7 +10,8 @@ from tests.import_graph import ROOT, cycles, import_graph
 # name below tfmodels ("core" for tfmodels.core.*, "tfmodels" for the package __init__ itself).
 ALLOWED = {
     "core": {"ops"},                 # core.export switches the custom ops to their twins (ops.dispatch);
-                                     # core.attention runs the fused dense-attention op (ops.dense_attention)
+                                     # core.attention runs the fused dense-attention op (ops.dense_attention);
+                                     # core.checkpoint copies tensors with ops.checkpoint_copy
     "ops": {"core"},                 # core.logging, and core.attention's tensor helpers (sliding_window_attention)
     "tokenizers": {"core"},          # Hub downloads (core.hub)
     "models": {"core", "ops", "tokenizers", "registry"},

@@ -17,6 +17,7 @@ import tfmodels
 from tests import helpers
 from tfmodels.core import attention, checkpoint as ckpt, layers
 from tfmodels.core.safetensors_io import LazyTensor, SafetensorsFile, write_safetensors
+from tfmodels.ops import checkpoint_copy, dispatch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -87,8 +88,9 @@ def test_safetensors_row_reads_and_lazy_chunked_writes(tmp_path):
 # Streaming loads: every dtype, chunked (incl. transposed kernels), no float32 copy, memory bound
 
 
+@pytest.mark.parametrize("op_mode", ["custom", "reference"])  # the compiled copy (ops.checkpoint_copy) or numpy's
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16", "mixed_bfloat16"])
-def test_streaming_load_into_target_dtype_chunk_by_chunk(tmp_path, monkeypatch, dtype):
+def test_streaming_load_into_target_dtype_chunk_by_chunk(tmp_path, monkeypatch, dtype, op_mode):
     source = _tiny_model()
     state = ckpt.hf_state_dict(source, source.checkpoint_map)  # float32, HF layout
     ckpt.write_hf_weights(state, str(tmp_path), max_shard_bytes=6_000)
@@ -109,9 +111,16 @@ def test_streaming_load_into_target_dtype_chunk_by_chunk(tmp_path, monkeypatch, 
 
     monkeypatch.setattr(SafetensorsFile, "read_rows", counting)
     monkeypatch.setattr(SafetensorsFile, "mapped_rows", counting_mapped)
-    model, info = tfmodels.XLMRobertaXLForMaskedLM.from_pretrained(str(tmp_path), dtype=dtype,
-                                                                   output_loading_info=True)
+    compiled_copies, compiled_copy = [], checkpoint_copy.copy_counting
+    monkeypatch.setattr(checkpoint_copy, "copy_counting", lambda *a: compiled_copies.append(compiled_copy(*a)) or
+                        compiled_copies[-1])
+    with dispatch.op_mode(op_mode):
+        model, info = tfmodels.XLMRobertaXLForMaskedLM.from_pretrained(str(tmp_path), dtype=dtype,
+                                                                       output_loading_info=True)
     assert not info.missing and not info.unexpected and not info.mismatched
+    # float32 -> float16 is numpy's cast in either mode; the other transposed kernels are the compiled copy's.
+    compiled = op_mode == "custom" and dtype != "float16"
+    assert compiled_copies and all((count is not None) == compiled for count in compiled_copies), compiled_copies
     kernel_reads = [r for r in reads if r[0].endswith("intermediate.dense.weight")]
     assert len(kernel_reads) > 2, "large tensors must be read in row chunks"
     variable_dtype = "float32" if dtype.startswith("mixed") or dtype == "float32" else dtype
@@ -141,20 +150,28 @@ def test_tiled_copy_of_a_transposed_chunk_equals_numpy_assignment(source, target
     expected[1, :, 4:-5] = array.T
     ckpt.copy_into(got[1, :, 4:-5], array.T)
     assert np.array_equal(got.view(np.uint8), expected.view(np.uint8))
+    with dispatch.op_mode("custom"):  # the compiled copy: the same bits, and the NaN / Inf counted on the way
+        got = np.zeros_like(expected)
+        assert checkpoint_copy.copy_counting(got[1, :, 4:-5], array.T) == 2
+    assert np.array_equal(got.view(np.uint8), expected.view(np.uint8))
 
 
+@pytest.mark.parametrize("op_mode", ["custom", "reference"])  # the compiled scan or numpy's
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32", "float64"])
-def test_nonfinite_count_by_exponent_bits_equals_isfinite(monkeypatch, dtype):
-    """count_nonfinite screens blocks by their exponent bits: the same count as np.isfinite, for NaN of either
-    sign, +-Inf, the largest finite values and subnormals, in blocks with and without them, and on views."""
+def test_nonfinite_count_by_exponent_bits_equals_isfinite(monkeypatch, dtype, op_mode):
+    """count_nonfinite screens by exponent bits: the same count as np.isfinite, for NaN of either sign, +-Inf,
+    the largest finite values and subnormals, in blocks with and without them, and on views."""
     monkeypatch.setattr(ckpt, "NONFINITE_SCAN_ELEMENTS", 64)
     array = np.random.RandomState(0).randn(37, 29).astype(dtype)
     finfo = np.finfo(array.dtype)
     array[0, :4] = [finfo.max, -finfo.max, finfo.smallest_subnormal, -0.0]
     array[5, 3], array[9, 0], array[20, 28], array[36, 1] = np.nan, -np.nan, np.inf, -np.inf
-    for view in (array, array[::2], array.T, array[:0], array[5, 3]):
-        assert ckpt.count_nonfinite(view) == np.size(view) - np.count_nonzero(np.isfinite(view))
-    assert ckpt.count_nonfinite(np.arange(5)) == 0
+    with dispatch.op_mode(op_mode):
+        compiled = checkpoint_copy.count_nonfinite(array)
+        assert (compiled is not None) == (op_mode == "custom" and dtype != "float64"), compiled
+        for view in (array, array[::2], array.T, array[:0], array[5, 3]):
+            assert ckpt.count_nonfinite(view) == np.size(view) - np.count_nonzero(np.isfinite(view))
+        assert ckpt.count_nonfinite(np.arange(5)) == 0
 
 
 def test_loaded_variables_adopt_the_read_buffers(tmp_path):

@@ -468,11 +468,65 @@ def fuzz_dense_attention(data):
     np.testing.assert_allclose(output, expected, rtol=rtol, atol=atol, err_msg="bfloat16")
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# The checkpoint loader's copy (plain C through ctypes; its twin is numpy's assignment and np.isfinite)
+
+
+def fuzz_checkpoint_copy(data):
+    """good / nonfinite: the compiled copy writes numpy's bits into a (strided) destination, transposed or not,
+    and counts NaN / Inf as np.isfinite does; bad (a dtype it does not convert, an unaligned source, shapes that
+    differ): it declines and core.checkpoint.copy_counting's numpy path gives the same answer."""
+    import ml_dtypes
+
+    from tfmodels.core import checkpoint as ckpt
+    from tfmodels.ops import checkpoint_copy
+    kind = kind_of(data)
+    rows, cols = (data.draw(st.sampled_from([0, 1, 7, 8, 9, 63, 64, 65, 130]), label=name) for name in "rc")
+    dtypes = [np.dtype(ml_dtypes.bfloat16), np.dtype(np.float16), np.dtype(np.float32)]
+    source_dtype, target_dtype = (data.draw(st.sampled_from(dtypes), label=name) for name in ("source", "target"))
+    if source_dtype != target_dtype and np.dtype(np.float16) in (source_dtype, target_dtype):
+        target_dtype = source_dtype  # the kernel casts float32 <-> bfloat16 only; float16 is copied as is
+    source = floats(data, (rows, cols), kind).astype(source_dtype)
+    transposed = data.draw(st.booleans(), label="transposed")
+    shape = (cols, rows) if transposed else (rows, cols)
+    margin = data.draw(st.integers(0, 3), label="margin")  # the destination: a slice of a wider buffer
+    buffer = np.zeros((shape[0], shape[1] + margin), target_dtype)
+    target = buffer[:, margin:]
+    view = source.T if transposed else source
+    if kind == "bad":
+        defect = data.draw(st.sampled_from(["dtype", "unaligned", "shape"]), label="defect")
+        if defect == "dtype":
+            view = view.astype(np.float64)
+        elif defect == "unaligned" and source.size:
+            raw = np.zeros(source.nbytes + 1, np.uint8)
+            source = np.frombuffer(raw.data, source_dtype, count=source.size, offset=1).reshape(source.shape)
+            view = source.T if transposed else source
+        else:
+            target = np.zeros((shape[0] + 1, shape[1]), target_dtype)
+    CASES["checkpoint_copy"][kind] += 1
+    expected = np.zeros_like(target)
+    if kind == "bad" and expected.shape != view.shape:
+        assert checkpoint_copy.copy_counting(target, view) is None, "checkpoint_copy: shapes that differ accepted"
+        return
+    expected[...] = view
+    expected_count = int(view.size - np.count_nonzero(np.isfinite(view)))
+    with dispatch.op_mode("custom"):
+        count = checkpoint_copy.copy_counting(target, view)
+    if kind == "bad":
+        assert count is None or not view.size, f"checkpoint_copy: accepted a {defect} defect"
+        count = ckpt.copy_counting(target, view)
+    assert count == expected_count, (count, expected_count)
+    assert np.array_equal(target.view(np.uint8), expected.view(np.uint8)), "checkpoint_copy: bits differ"
+    assert not buffer[:, :margin].any(), "checkpoint_copy: wrote outside its destination"
+    with dispatch.op_mode("custom"):
+        assert checkpoint_copy.count_nonfinite(view) in (None, expected_count)
+
+
 PROPERTIES = {"fast_hash": fuzz_fast_hash, "lsh_cumulation": fuzz_lsh_cumulation,
               "lsh_weighted_cumulation": fuzz_lsh_weighted_cumulation, "sddmm": fuzz_sddmm, "spmm": fuzz_spmm,
               "row_max": fuzz_row_max, "row_sum": fuzz_row_sum, "attention": fuzz_attention,
               "sliding_window_qk": fuzz_sliding_window_qk, "sliding_window_pv": fuzz_sliding_window_pv,
-              "dense_attention": fuzz_dense_attention}
+              "dense_attention": fuzz_dense_attention, "checkpoint_copy": fuzz_checkpoint_copy}
 
 
 def run_property(op, max_examples):
@@ -498,7 +552,8 @@ def main(argv):
 def op_family(op):
     return "lsh" if op in ("fast_hash", "lsh_cumulation", "lsh_weighted_cumulation") else \
         "sliding_window" if op.startswith("sliding_window") else \
-        "dense_attention" if op == "dense_attention" else "block_sparse"
+        "dense_attention" if op == "dense_attention" else \
+        "checkpoint" if op == "checkpoint_copy" else "block_sparse"
 
 
 if __name__ == "__main__":

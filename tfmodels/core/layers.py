@@ -55,6 +55,14 @@ def apply_dense(layer, inputs, activation=None):
     A quantized layer (its kernel is not a plain float matrix) is called as usual."""
     if not layer.built:
         layer.build(inputs.shape)
+    if initializers.init_is_skipped():
+        # from_pretrained's build pass: the kernel is a placeholder (memory the loader replaces, see
+        # initializers.skip_init), so the product would be meaningless, and computing it would fault in every
+        # page of it (2 s of a 3.5B-parameter load). Zeros of the output's shape serve the rest of that pass.
+        batch_shape = tf.shape(inputs)[:-1]
+        outputs = tf.zeros(tf.concat([batch_shape, [layer.units]], axis=0), inputs.dtype)
+        outputs.set_shape(inputs.shape[:-1].concatenate([layer.units]))
+        return outputs
     if getattr(layer, "quantization_mode", None):
         outputs = layer(inputs)
         return activation(outputs) if activation is not None else outputs

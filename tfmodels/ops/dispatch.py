@@ -37,12 +37,12 @@ def op_mode(mode):
         _state.mode = previous
 
 
-def use_custom_op(family):
+def use_custom_op(family, fallback="its pure-TensorFlow twin instead, which gives the same results more slowly"):
     """Whether layers of `family` should call the compiled op now; loads it on first use.
 
     "reference" mode -> False. "custom" mode -> True, or RuntimeError saying why the op is unavailable.
-    "auto" mode -> True when the library loads, else False with one warning naming the reason and the fallback.
-    Inside an XLA compilation the twin is always used: XLA cannot compile custom ops.
+    "auto" mode -> True when the library loads, else False with one warning naming the reason and `fallback`
+    (what runs instead). Inside an XLA compilation the twin is always used: XLA cannot compile custom ops.
     """
     from tfmodels.core.logging import warn_once
     from tfmodels.ops.loader import OpLibrary
@@ -60,15 +60,20 @@ def use_custom_op(family):
         return True
     if mode == "custom":
         raise RuntimeError(f"the '{family}' custom op is unavailable: {library.error}")
-    warn_once(f"op-fallback-{family}", f"the '{family}' custom op is unavailable ({library.error}); using its "
-              "pure-TensorFlow twin instead, which gives the same results more slowly. Run `tfmodels build-ops` "
-              "to see the build error, or set TFMODELS_OP_MODE=reference to silence this.")
+    warn_once(f"op-fallback-{family}", f"the '{family}' custom op is unavailable ({library.error}); using "
+              f"{fallback}. Run `tfmodels build-ops` to see the build error, or set TFMODELS_OP_MODE=reference to "
+              "silence this.")
     return False
 
 
 def op_module(family):
+    return op_library(family).load()
+
+
+def op_library(family):
+    """The family's OpLibrary (its module, the path it was loaded from, or why it did not load)."""
     from tfmodels.ops.loader import OpLibrary
-    return OpLibrary.get(family).load()
+    return OpLibrary.get(family)
 
 
 def _inside_xla():
