@@ -66,39 +66,38 @@ def _as_matrix(array):
 def copy_counting(dst, src):
     """dst[...] = src (dtypes cast as numpy casts them) and the number of NaN / Inf values in src, with the
     compiled copy; None when it does not apply (the caller then copies with numpy)."""
-    if src.shape != dst.shape or src.dtype not in DTYPE_CODES or dst.dtype not in DTYPE_CODES:
+    if src.shape != dst.shape or dst.dtype not in DTYPE_CODES:
         return None
-    if src.size == 0:
-        return 0
-    src, dst = _as_matrix(src), _as_matrix(dst)
-    source, target = _rows(src), _rows(dst)
-    if source is None or target is None or target[1]:
-        return None
-    function = _compiled()
-    if function is None:
-        return None
-    (src_stride, transposed), (dst_stride, _) = source, target
-    # The kernel reads its source row by row: a transposed view is handed over as the array it views.
-    rows, cols = (src.shape[1], src.shape[0]) if transposed else src.shape
-    count = function(src.ctypes.data, DTYPE_CODES[src.dtype], rows, cols, src_stride, dst.ctypes.data,
-                     DTYPE_CODES[dst.dtype], dst_stride, int(transposed), _threads())
-    return None if count < 0 else int(count)
+    return _run(src, dst)
 
 
 def count_nonfinite(array):
     """The number of NaN / Inf values in a float array, with the compiled scan; None when it does not apply."""
-    if array.dtype not in DTYPE_CODES:
+    return _run(array, None)
+
+
+def _run(source, target):
+    """The kernel on `source` (copied into `target`, or only counted when that is None): the NaN / Inf count,
+    or None where the kernel does not apply (dtypes, layouts, op mode, no library)."""
+    if source.dtype not in DTYPE_CODES:
         return None
-    if array.size == 0:
+    if source.size == 0:
         return 0
-    array = _as_matrix(array)
-    layout = _rows(array)
-    if layout is None:
+    source = _as_matrix(source)
+    layout = _rows(source)
+    target = None if target is None else _as_matrix(target)
+    target_layout = (0, False) if target is None else _rows(target)
+    if layout is None or target_layout is None or target_layout[1]:
         return None
     function = _compiled()
     if function is None:
         return None
-    stride, transposed = layout
-    rows, cols = (array.shape[1], array.shape[0]) if transposed else array.shape
-    code = DTYPE_CODES[array.dtype]
-    return int(function(array.ctypes.data, code, rows, cols, stride, None, code, 0, 0, _threads()))
+    (source_stride, transposed), target_stride = layout, target_layout[0]
+    # The kernel reads its source row by row: a transposed view is handed over as the array it views.
+    rows, cols = (source.shape[1], source.shape[0]) if transposed else source.shape
+    code = DTYPE_CODES[source.dtype]
+    count = function(source.ctypes.data, code, rows, cols, source_stride,
+                     None if target is None else target.ctypes.data,
+                     code if target is None else DTYPE_CODES[target.dtype], target_stride, int(transposed),
+                     _threads())
+    return None if count < 0 else int(count)
