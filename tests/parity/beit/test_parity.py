@@ -1,12 +1,15 @@
 """Parity with Hugging Face PyTorch (transformers 4.57.6): HF-written checkpoints (every parameter and BatchNorm
 statistic randomised) loaded into our classes, batch 3, atol 1e-5: hidden states, attentions, pooler, MIM
-logits and loss, classification losses, segmentation logits and loss with the auxiliary head, head_mask, and a
-second (non-square) image size."""
+logits and loss, classification losses, segmentation logits and loss with the auxiliary head, head_mask, a
+second (non-square) image size and one that is not a whole number of patches; the bfloat16 forward to a few
+bfloat16 steps."""
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
+
+import tensorflow as tf  # noqa: E402
 
 import tfmodels  # noqa: E402
 from tests import helpers  # noqa: E402
@@ -57,6 +60,36 @@ def test_base_model_at_two_image_sizes(config, tmp_path):
                      interpolate_pos_encoding=True)
     assert got.attentions[0].shape == (3, 4, 31, 31)
     compare(hf_model, ours, {"pixel_values": pixels(height=24, width=24, seed=3)})
+
+
+
+def test_image_size_not_divisible_by_patch(tmp_path):
+    """The patch embedding drops the pixels past the last whole patch, as the reference's strided convolution."""
+    hf_model, ours = build_pair("BeitModel", CONFIG_A, tmp_path)
+    got, _ = compare(hf_model, ours, {"pixel_values": pixels(height=46, width=39, seed=4)},
+                     interpolate_pos_encoding=True)
+    assert got.attentions[0].shape == (3, 4, 21, 21)
+
+
+@pytest.mark.parametrize("config", [CONFIG_A, CONFIG_B], ids=["layer_bias_abs_mean", "shared_bias_cls"])
+def test_bfloat16_forward_within_bfloat16_steps_of_the_float32_reference(config, tmp_path):
+    """bfloat16 variables and compute, eagerly and in a tf.function (grappler's oneDNN fusions, as the benchmark
+    runs it), at the configured size and a non-divisible one: within 4 bfloat16 steps (2 ** -5 relative) of
+    the largest float32 output (about 1% is typical)."""
+    hf_model, _ = build_pair("BeitModel", config, tmp_path)
+    ours = tfmodels.BeitModel.from_pretrained(str(tmp_path), dtype="bfloat16")
+    graph = tf.function(lambda values: ours(pixel_values=values, training=False, interpolate_pos_encoding=True))
+    for height, width in ((32, 32), (46, 39)):
+        values = pixels(height=height, width=width, seed=5)
+        with torch.no_grad():
+            expected = hf_model(pixel_values=torch.tensor(values), interpolate_pos_encoding=True)
+        for got in (ours(pixel_values=values, training=False, interpolate_pos_encoding=True),
+                    graph(tf.constant(values))):
+            for field in ("last_hidden_state", "pooler_output"):
+                reference = getattr(expected, field).numpy()
+                assert getattr(got, field).dtype == tf.bfloat16
+                helpers.assert_close(tf.cast(getattr(got, field), tf.float32), reference,
+                                     float(np.abs(reference).max()) * 2.0 ** -5, name=field)
 
 
 def test_masked_image_modeling_logits_and_loss(tmp_path):

@@ -121,18 +121,31 @@ class BeitDropPath(keras.layers.Layer):
 
 
 class BeitPatchEmbeddings(keras.layers.Layer):
+    """The reference's patch x patch convolution with stride patch (`projection`, a Conv2D for its weights),
+    computed as one MatMul + BiasAdd over the flattened patches: the same products, and on the CPU about 25%
+    faster than TF's strided convolution in bfloat16 (grappler fuses the bias into the matmul)."""
+
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
+        self.patch_size = config.patch_size_2d
         self.projection = keras.layers.Conv2D(
             config.hidden_size, config.patch_size_2d, strides=config.patch_size_2d, padding="valid",
             kernel_initializer=initializers.normal(config.initializer_range), name="projection")
 
     def call(self, pixel_values):
         """NHWC pixels -> ([batch, h * w, hidden], (h, w))."""
-        embeddings = self.projection(pixel_values)
-        height, width = _dim(embeddings, 1), _dim(embeddings, 2)
-        batch = tf.shape(embeddings)[0]
-        return tf.reshape(embeddings, [batch, height * width, embeddings.shape[-1]]), (height, width)
+        if not self.projection.built:
+            self.projection.build(pixel_values.shape)
+        (patch_h, patch_w), channels = self.patch_size, pixel_values.shape[-1]
+        height, width = _dim(pixel_values, 1) // patch_h, _dim(pixel_values, 2) // patch_w
+        batch, hidden, dtype = tf.shape(pixel_values)[0], self.projection.filters, pixel_values.dtype
+        if (pixel_values.shape[1], pixel_values.shape[2]) != (height * patch_h, width * patch_w):
+            pixel_values = pixel_values[:, :height * patch_h, :width * patch_w]  # as the valid convolution
+        patches = tf.reshape(pixel_values, tf.stack([batch, height, patch_h, width, patch_w, channels]))
+        patches = tf.reshape(tf.transpose(patches, [0, 1, 3, 2, 4, 5]), [-1, patch_h * patch_w * channels])
+        kernel = tf.reshape(tf.cast(self.projection.kernel, dtype), [-1, hidden])
+        embeddings = tf.nn.bias_add(tf.matmul(patches, kernel), tf.cast(self.projection.bias, dtype))
+        return tf.reshape(embeddings, tf.stack([batch, height * width, hidden])), (height, width)
 
 
 class BeitEmbeddings(keras.layers.Layer):
@@ -212,7 +225,11 @@ class BeitRelativePositionBias(keras.layers.Layer):
             grid = image_ops.interpolate_bilinear(grid, (new_h, new_w))
             table = tf.concat([tf.reshape(grid, [-1, heads]), table[-3:]], axis=0)
         tokens = window[0] * window[1] + 1
-        bias = tf.gather(tf.transpose(table), index, axis=1)
+        # Whole rows (every head) gathered, then one transpose: on the CPU 3-5x faster than gathering single
+        # elements along axis 1 of the transposed table, which took ~13% of a 384-pixel bfloat16 forward. The
+        # reshape (a no-op) makes the table's gradient dense: tf.recompute_grad (gradient checkpointing)
+        # mishandles the IndexedSlices gradient of a gather (a scalar came back for the table).
+        bias = tf.transpose(tf.gather(tf.reshape(table, [-1, table.shape[-1]]), index))
         return tf.reshape(bias, tf.stack([1, table.shape[-1], tokens, tokens]))
 
 
@@ -381,8 +398,8 @@ class BeitMainLayer(keras.layers.Layer):
         config = self.config
         if pixel_values is None:
             raise ValueError("You have to specify pixel_values")
-        pixels = pixels_to_channels_last(pixel_values, config.num_channels)
-        pixels = tf.cast(pixels, self.compute_dtype)
+        # Cast before the transpose: half the bytes moved in bfloat16.
+        pixels = pixels_to_channels_last(tf.cast(pixel_values, self.compute_dtype), config.num_channels)
         height, width = _dim(pixels, 1), _dim(pixels, 2)
         patch_h, patch_w = config.patch_size_2d
         if _is_int(height, width) and (height < patch_h or width < patch_w):
