@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from tfmodels.core import attention as attn
 from tfmodels.core import initializers, layers, losses, outputs as out, serialization, tasks
-from tfmodels.core.activations import get_activation
+from tfmodels.core.activations import gelu, get_activation
 from tfmodels.core.heads import SequenceSummary
 from tfmodels.core.inputs import check_ids_in_range, check_rank, check_same_shape, text_reference
 from tfmodels.core.layers import apply_chunking
@@ -82,6 +82,30 @@ def _masked_logits(x, p_mask):
 # Layers
 
 
+def _bias_terms(position, ef, seg_diff, additive_mask):
+    """position [b, n, q, k] + the segment term (ef [b, n, q, 2]: column 1 where seg_diff [b, q, k], else 0)
+    + additive_mask [b, 1, q|1, k], each when given."""
+    if ef is not None:
+        position = position + tf.where(seg_diff[:, None], ef[..., 1:], ef[..., :1])
+    if additive_mask is not None:
+        position = position + additive_mask
+    return position
+
+
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _shift_blocks(x, ef, seg_diff, additive_mask):
+    """x [b, n, t, block, klen + block]: each block of query rows against its window of positions
+    (XLNetRelativeAttention.position_scores) -> _bias_terms(position term [b, n, t * block, klen], ...).
+
+    The shift (two copies) and the additions are one pass over the scores once XLA fuses them, where TF makes
+    a pass of each: only data movement and the same additions in the same order, so the same numbers."""
+    batch, heads, blocks, block, width = (tf.shape(x)[i] for i in range(5))
+    klen = width - block
+    x = tf.reshape(x, [batch, heads, blocks, width, block])[:, :, :, 1:]  # rel_shift, per block
+    x = tf.reshape(x, [batch, heads, blocks, block, width - 1])[..., :klen]
+    return _bias_terms(tf.reshape(x, [batch, heads, blocks * block, klen]), ef, seg_diff, additive_mask)
+
+
 class XLNetRelativeAttention(keras.layers.Layer):
     """Relative multi-head attention with content, position and segment terms; two-stream when given `g`."""
 
@@ -140,27 +164,28 @@ class XLNetRelativeAttention(keras.layers.Layer):
         x = tf.reshape(x, [batch, heads, qlen, rlen - 1])
         return x[:, :, :, :klen]
 
-    def position_scores(self, q_head, k_head_r, klen):
-        """rel_shift(q_head @ k_head_r^T, klen): the position term [b, n, q, klen].
+    def position_scores(self, q_head, k_head_r, klen, ef=None, seg_diff=None, additive_mask=None):
+        """rel_shift(q_head @ k_head_r^T, klen) plus the segment and mask terms (_bias_terms): the additive bias
+        [b, n, q, klen] of the content scores.
 
         Each query row uses only klen of the rlen = klen + qlen relative positions, so with "bi" attention and a
         static qlen that is a multiple of POSITION_BLOCK, each block of that many query rows is multiplied by the
         window of klen + block positions its rows use (gathered from k_head_r) and shifted on its own: the same
         dot products (bit-identical in our checks) for a little over half the multiply-adds of the full product,
-        and smaller copies in the shift. Otherwise (uni attention, whose shift wraps rows into masked scores;
-        dynamic or other lengths) the full product is shifted."""
+        and smaller copies in the shift (which _shift_blocks fuses with the additions). Otherwise (uni
+        attention, whose shift wraps rows into masked scores; dynamic or other lengths) the full product is
+        shifted."""
         block = self.POSITION_BLOCK
         qlen, d_head = q_head.shape[2], q_head.shape[3]
         if self.config.attn_type != "bi" or qlen is None or qlen % block:
-            return self.rel_shift(tf.matmul(q_head, k_head_r, transpose_b=True), klen)
+            position = self.rel_shift(tf.matmul(q_head, k_head_r, transpose_b=True), klen)
+            return _bias_terms(position, ef, seg_diff, additive_mask)
         batch, heads, blocks = tf.shape(q_head)[0], tf.shape(q_head)[1], qlen // block
         # Block t (rows t * block ...) uses positions qlen - (t + 1) * block + [0, klen + block).
         index = (qlen - block) - block * tf.range(blocks)[:, None] + tf.range(klen + block)[None, :]
         windows = tf.gather(k_head_r, index, axis=2)                                 # [b, n, t, klen + block, d]
         x = tf.matmul(tf.reshape(q_head, [batch, heads, blocks, block, d_head]), windows, transpose_b=True)
-        x = tf.reshape(x, [batch, heads, blocks, klen + block, block])[:, :, :, 1:]  # rel_shift, per block
-        x = tf.reshape(x, [batch, heads, blocks, block, klen + block - 1])[..., :klen]
-        return tf.reshape(x, [batch, heads, qlen, klen])
+        return _shift_blocks(x, ef, seg_diff, additive_mask)
 
     def rel_attn_core(self, q_head, k_head_h, v_head_h, k_head_r, seg_diff, additive_mask, head_mask, training,
                       need_probs=True):
@@ -174,12 +199,11 @@ class XLNetRelativeAttention(keras.layers.Layer):
         # bias to the content scores (ac + bd + ef) * scale, so that the content term, softmax and values can
         # run as core attention (the fused CPU op in float32 and bfloat16 inference when the weights are not
         # returned).
-        scores_bias = self.position_scores((q_head + bias("r_r_bias")) * scale, k_head_r, tf.shape(k_head_h)[2])
+        ef = None
         if seg_diff is not None:
             ef = tf.einsum("bnqd,snd->bnqs", (q_head + bias("r_s_bias")) * scale, tf.cast(self.seg_embed, dtype))
-            scores_bias = scores_bias + tf.where(seg_diff[:, None], ef[..., 1:], ef[..., :1])
-        if additive_mask is not None:
-            scores_bias = scores_bias + additive_mask
+        scores_bias = self.position_scores((q_head + bias("r_r_bias")) * scale, k_head_r, tf.shape(k_head_h)[2],
+                                           ef, seg_diff, additive_mask)
         return attn.scaled_dot_product_attention(q_head + bias("r_w_bias"), k_head_h, v_head_h, scores_bias,
                                                  head_mask, self.dropout, training, need_probs=need_probs)
 
@@ -187,7 +211,10 @@ class XLNetRelativeAttention(keras.layers.Layer):
         """context [b, n, len, d] -> layer_norm(dropout(context @ o) + residual)."""
         batch, length = tf.shape(context)[0], tf.shape(context)[2]
         context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [batch, length, self.n_head * self.d_head])
-        attn_out = linear(context, tf.transpose(self._weight(self.o, context.dtype)))
+        # o^T as [n * d_head, d_model] through a reshape, so that grappler does not fold the transpose into the
+        # MatMul (oneDNN's transposed-operand MatMul runs about twice as long here).
+        kernel = tf.reshape(tf.transpose(tf.cast(self.o, context.dtype), [1, 2, 0]), [-1, self.d_model])
+        attn_out = linear(context, kernel)
         attn_out = self.dropout(attn_out, training=training)
         return self.layer_norm(attn_out + residual)
 
@@ -198,7 +225,10 @@ class XLNetRelativeAttention(keras.layers.Layer):
         if mems is None:
             # One projection for queries, keys and values.
             qkv = linear(h, tf.concat([self._weight(w, dtype) for w in (self.q, self.k, self.v)], axis=1))
-            q_h, k_h, v_h = (self._heads(t) for t in tf.split(qkv, 3, axis=-1))
+            # One transpose to [3, b, n, len, d]: unstacking its first axis shares the buffer (no copies).
+            batch, length = tf.shape(h)[0], tf.shape(h)[1]
+            qkv = tf.reshape(qkv, [batch, length, 3, self.n_head, self.d_head])
+            q_h, k_h, v_h = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]))
         else:
             cat = tf.concat([tf.cast(mems, dtype), h], axis=1)
             q_h = self._heads(linear(h, self._weight(self.q, dtype)))
@@ -222,6 +252,12 @@ class XLNetRelativeAttention(keras.layers.Layer):
         return output_h, output_g, (probs_h, probs_g)
 
 
+def _exact_gelu(x):
+    """tf.nn.gelu(x, approximate=False), bit for bit, in four elementwise passes instead of five: x * -c is
+    exactly -(x * c), so no separate negation."""
+    return (0.5 * x) * tf.math.erfc(x * tf.cast(-math.sqrt(0.5), x.dtype))
+
+
 class XLNetFeedForward(keras.layers.Layer):
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
@@ -233,7 +269,11 @@ class XLNetFeedForward(keras.layers.Layer):
         self.activation_function = get_activation(config.ff_activation)
 
     def call(self, inp, training=False):
-        x = self.dropout(self.activation_function(self.layer_1(inp)), training=training)
+        # MatMul + BiasAdd as one oneDNN op (the activation stays separate: oneDNN's fused GELU rounds
+        # differently from the eager computation).
+        x = layers.apply_dense(self.layer_1, inp)
+        x = self.dropout(_exact_gelu(x) if self.activation_function is gelu else self.activation_function(x),
+                         training=training)
         # A 2-D MatMul + BiasAdd that oneDNN fuses, where the Keras layer runs a Tensordot and a separate add.
         x = self.dropout(layers.apply_dense(self.layer_2, x), training=training)
         return self.layer_norm(x + inp)
@@ -331,12 +371,11 @@ class XLNetMainLayer(serialization.ConfigLayer):
             total = data if total is None else total + data
         if total is None:
             return None, None
-        masked = total > 0
-        own = tf.equal(tf.range(klen)[None, :], tf.range(qlen)[:, None] + mlen)  # the content stream sees itself
-        masked_h = tf.logical_and(masked, tf.logical_not(own)[None])
-        fill = tf.constant(-_mask_fill(dtype), dtype)
-        zero = tf.zeros([], dtype)
-        return tf.where(masked_h, fill, zero)[:, None], tf.where(masked, fill, zero)[:, None]
+        mask_g = tf.where(total > 0, tf.constant(-_mask_fill(dtype), dtype), tf.zeros([], dtype))
+        # The content stream sees itself: its mask is the query stream's with the diagonal zeroed, by one
+        # multiplication (by 0 or 1, exact) of the often much smaller [b, 1, k] padding mask.
+        not_own = tf.cast(tf.not_equal(tf.range(klen)[None, :], tf.range(qlen)[:, None] + mlen), dtype)
+        return (mask_g * not_own)[:, None], mask_g[:, None]
 
     def cache_mem(self, current, previous):
         """New memory [b, m, d] from this segment's layer input (and the previous memory)."""
