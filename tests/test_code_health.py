@@ -11,7 +11,8 @@ from tests.import_graph import ROOT, cycles, import_graph
 ALLOWED = {
     "core": {"ops"},                 # core.export switches the custom ops to their twins (ops.dispatch);
                                      # core.attention runs the fused dense-attention op (ops.dense_attention);
-                                     # core.checkpoint copies tensors with ops.checkpoint_copy
+                                     # core.checkpoint copies tensors with ops.checkpoint_copy;
+                                     # core.layers normalises with ops.layer_norm
     "ops": {"core"},                 # core.logging, and core.attention's tensor helpers (sliding_window_attention)
     "tokenizers": {"core"},          # Hub downloads (core.hub)
     "models": {"core", "ops", "tokenizers", "registry"},

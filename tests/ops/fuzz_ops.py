@@ -522,11 +522,63 @@ def fuzz_checkpoint_copy(data):
         assert checkpoint_copy.count_nonfinite(view) in (None, expected_count)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Layer norm (the fused bfloat16 CPU op behind core.layers.LayerNormalization's inference path)
+
+
+def fuzz_layer_norm(data):
+    """good / nonfinite: the op's bfloat16 output is the twin's (Keras' LayerNormalization) within one rounding
+    step, NaN / Inf pattern included, and its gradients are the twin's; bad (gamma or beta of another size or
+    rank, a scalar input, which the layer never passes): the op raises."""
+    from tests.ops.test_layer_norm import assert_within_a_rounding
+    from tfmodels.core import layers
+    kind = kind_of(data)
+    rank = data.draw(st.integers(1, 3), label="rank")
+    shape = [data.draw(st.sampled_from([0, 1, 2, 5]), label="dim") for _ in range(rank - 1)]
+    width = data.draw(st.sampled_from([1, 3, 16, 17, 64, 100]), label="width")
+    inputs = tf.cast(floats(data, shape + [width], kind) * 4 + 1, tf.bfloat16)
+    layer = layers.layer_norm(data.draw(st.sampled_from([1e-12, 1e-5, 0.1]), label="epsilon"), dtype="bfloat16")
+    layer.build((None, width))
+    layer.gamma.assign(tf.cast(floats(data, (width,), "good"), tf.bfloat16))
+    layer.beta.assign(tf.cast(floats(data, (width,), "good"), tf.bfloat16))
+    CASES["layer_norm"][kind] += 1
+    if kind == "bad":
+        from tfmodels.ops import layer_norm as op
+        defect = data.draw(st.sampled_from(["gamma", "beta", "scalar"]), label="defect")
+        gamma = tf.ones([width + 1]) if defect == "gamma" else tf.ones([width])
+        beta = tf.zeros([width, 1]) if defect == "beta" else tf.zeros([width])
+        x = tf.constant(1.0, tf.bfloat16) if defect == "scalar" else inputs
+        with dispatch.op_mode("custom"):
+            outcome = _outcome(lambda: dispatch.op_module(op.FAMILY).tf_models_layer_norm(x, gamma, beta,
+                                                                                          epsilon=1e-5))
+        assert isinstance(outcome, Exception), f"layer_norm: a bad {defect} accepted"
+        return
+
+    def run():
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            outputs = layer(inputs)
+            loss = tf.reduce_sum(tf.where(tf.math.is_finite(outputs), tf.cast(outputs, tf.float32), 0.0))
+        return [outputs] + tape.gradient(loss, [inputs, layer.gamma, layer.beta])
+    custom, twin = both(run)
+    _assert_accepted("layer_norm", kind, custom, twin)
+    x = tf.cast(inputs, tf.float64).numpy()
+    gamma, beta = (tf.cast(v, tf.float64).numpy() for v in (layer.gamma, layer.beta))
+    with np.errstate(invalid="ignore", over="ignore"):
+        mean = x.mean(axis=-1, keepdims=True)
+        inv = gamma / np.sqrt(((x - mean) ** 2).mean(axis=-1, keepdims=True) + layer.epsilon)
+        terms = np.abs(x * inv) + np.abs(beta - mean * inv)  # the float32 sums cancel up to these
+    assert_within_a_rounding(custom[0], twin[0], terms)
+    for fused, expected in zip(custom[1:], twin[1:]):  # the gradient is the twin's, recomputed
+        np.testing.assert_array_equal(np.isnan(fused), np.isnan(expected))
+
+
 PROPERTIES = {"fast_hash": fuzz_fast_hash, "lsh_cumulation": fuzz_lsh_cumulation,
               "lsh_weighted_cumulation": fuzz_lsh_weighted_cumulation, "sddmm": fuzz_sddmm, "spmm": fuzz_spmm,
               "row_max": fuzz_row_max, "row_sum": fuzz_row_sum, "attention": fuzz_attention,
               "sliding_window_qk": fuzz_sliding_window_qk, "sliding_window_pv": fuzz_sliding_window_pv,
-              "dense_attention": fuzz_dense_attention, "checkpoint_copy": fuzz_checkpoint_copy}
+              "dense_attention": fuzz_dense_attention, "checkpoint_copy": fuzz_checkpoint_copy,
+              "layer_norm": fuzz_layer_norm}
 
 
 def run_property(op, max_examples):
@@ -553,7 +605,7 @@ def op_family(op):
     return "lsh" if op in ("fast_hash", "lsh_cumulation", "lsh_weighted_cumulation") else \
         "sliding_window" if op.startswith("sliding_window") else \
         "dense_attention" if op == "dense_attention" else \
-        "checkpoint" if op == "checkpoint_copy" else "block_sparse"
+        "checkpoint" if op == "checkpoint_copy" else "layer_norm" if op == "layer_norm" else "block_sparse"
 
 
 if __name__ == "__main__":

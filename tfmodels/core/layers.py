@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 
 from tfmodels.core import initializers
+from tfmodels.ops import layer_norm as layer_norm_op
 
 
 def dense(units, initializer_range, name=None, use_bias=True, **kwargs):
@@ -19,7 +20,26 @@ def dense(units, initializer_range, name=None, use_bias=True, **kwargs):
 
 def layer_norm(epsilon, name=None, **kwargs):
     # Keras normalises bf16/fp16 inputs in float32 and returns the compute dtype: safe under mixed precision.
-    return keras.layers.LayerNormalization(epsilon=epsilon, name=name, **kwargs)
+    return LayerNormalization(epsilon=epsilon, name=name, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="tfmodels")
+class LayerNormalization(keras.layers.LayerNormalization):
+    """Keras' LayerNormalization; bfloat16 inference on the CPU over the last axis (with gamma and beta) runs the
+    fused op of tfmodels.ops.layer_norm, one pass over the tensor where Keras makes about ten. The same float32
+    arithmetic, rounded to bfloat16 once; Keras' computation is the op's twin and its gradient."""
+
+    def call(self, inputs, training=None):
+        fusable = (training is None or training is False) and self.center and self.scale and \
+            not self.rms_scaling and inputs.shape.rank is not None and \
+            [a % inputs.shape.rank for a in self.axis] == [inputs.shape.rank - 1] and layer_norm_op.use_fused_layer_norm(inputs)
+        if not fusable:
+            return super().call(inputs)
+
+        def twin(x, gamma, beta):
+            outputs = keras.ops.layer_normalization(x, gamma, beta, axis=-1, epsilon=self.epsilon)
+            return tf.cast(outputs, x.dtype)
+        return layer_norm_op.fused_layer_norm(inputs, self.gamma, self.beta, self.epsilon, twin)
 
 
 @keras.saving.register_keras_serializable(package="tfmodels")

@@ -1,0 +1,74 @@
+// Layer normalisation of rows, the TF-free CPU kernel of TFModels>LayerNorm (layer_norm_ops.cc).
+//
+// Per row of n values, in float32 as Keras computes it: mean, variance = mean((x - mean)^2) (two passes, as
+// tf.nn.moments), inv_j = gamma_j / sqrt(variance + epsilon), out_j = x_j inv_j + (beta_j - mean inv_j),
+// rounded to bfloat16 once. A row is read from memory once: it stays in L1 / L2 across the passes.
+#ifndef TFMODELS_LAYER_NORM_KERNELS_H_
+#define TFMODELS_LAYER_NORM_KERNELS_H_
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace tfmodels {
+namespace layer_norm {
+
+// Independent partial sums: the compiler keeps them in one vector register and vectorises the loops (a single
+// float accumulator would have to be summed in order, one element at a time).
+constexpr int kLanes = 16;
+
+// bfloat16 <-> float32 on the raw bits (the upper half of a float32). Rounding to nearest even; a NaN stays a
+// (quiet) NaN of its sign, as TensorFlow's cast gives.
+inline float BFloat16ToFloat(uint16_t bits) {
+  const uint32_t wide = static_cast<uint32_t>(bits) << 16;
+  float value;
+  std::memcpy(&value, &wide, sizeof(value));
+  return value;
+}
+
+inline uint16_t FloatToBFloat16(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>(((bits >> 16) & 0x8000u) | 0x7fc0u);
+  return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+// Rows [begin, end) of x ([rows, n] bfloat16 bits) normalised into out; `row` is scratch for n floats.
+// Without contracting a product and a sum into one FMA: Keras' ops round each product, and where x inv and
+// mean inv nearly cancel (a row of nearly equal values, a tiny epsilon), one rounding less shows in the output.
+__attribute__((optimize("fp-contract=off"))) inline void NormaliseRows(const uint16_t* x, const float* gamma, const float* beta, float epsilon, int64_t n,
+                          int64_t begin, int64_t end, float* row, uint16_t* out) {
+  const int64_t whole = n / kLanes * kLanes;
+  for (int64_t r = begin; r < end; ++r) {
+    const uint16_t* in = x + r * n;
+    float partial[kLanes] = {};
+    for (int64_t j = 0; j < whole; j += kLanes)
+      for (int l = 0; l < kLanes; ++l) partial[l] += row[j + l] = BFloat16ToFloat(in[j + l]);
+    float sum = 0.0f;
+    for (int64_t j = whole; j < n; ++j) sum += row[j] = BFloat16ToFloat(in[j]);
+    for (int l = 0; l < kLanes; ++l) sum += partial[l];
+    const float mean = sum / static_cast<float>(n);
+
+    float squares[kLanes] = {};
+    for (int64_t j = 0; j < whole; j += kLanes)
+      for (int l = 0; l < kLanes; ++l) {
+        const float d = row[j + l] - mean;
+        squares[l] += d * d;
+      }
+    float square_sum = 0.0f;
+    for (int64_t j = whole; j < n; ++j) square_sum += (row[j] - mean) * (row[j] - mean);
+    for (int l = 0; l < kLanes; ++l) square_sum += squares[l];
+    const float inverse_std = 1.0f / std::sqrt(square_sum / static_cast<float>(n) + epsilon);
+
+    uint16_t* o = out + r * n;
+    for (int64_t j = 0; j < n; ++j) {
+      const float inv = inverse_std * gamma[j];
+      o[j] = FloatToBFloat16(row[j] * inv + (-mean * inv + beta[j]));
+    }
+  }
+}
+
+}  // namespace layer_norm
+}  // namespace tfmodels
+
+#endif  // TFMODELS_LAYER_NORM_KERNELS_H_

@@ -1,0 +1,44 @@
+"""Layer normalisation as one fused CPU op (custom_ops/layer_norm), for bfloat16 inference.
+
+Keras' LayerNormalization is about ten TensorFlow ops, each a pass over the tensor in memory; on bfloat16 inputs
+the casts around its float32 arithmetic make it a tenth of a large model's eager forward pass. The op computes
+the same float32 arithmetic (tf.nn.moments' two-pass mean and variance, then gamma and beta) in one pass over each
+row and rounds once. core.layers.LayerNormalization calls it when `use_fused_layer_norm` says so and is otherwise
+Keras' layer, which is the op's twin: the tests compare the two, and the op's gradient recomputes the twin.
+"""
+import tensorflow as tf
+
+from tfmodels.ops import dispatch
+
+FAMILY = "layer_norm"
+
+
+def use_fused_layer_norm(inputs):
+    """Whether `fused_layer_norm` may run here: bfloat16 inputs, no GPU to run on, and the op mode allows the
+    compiled op (in "auto" mode a library that fails to load gives one warning and False)."""
+    if inputs.dtype != tf.bfloat16 or inputs.shape.rank is None or inputs.shape.rank < 1:
+        return False
+    if tf.config.list_logical_devices("GPU"):  # the op has a CPU kernel only
+        return False
+    return dispatch.use_custom_op(FAMILY)
+
+
+def fused_layer_norm(inputs, gamma, beta, epsilon, twin):
+    """Normalises `inputs` (bfloat16) over the last axis with the compiled op: gamma * (x - mean) /
+    sqrt(variance + epsilon) + beta in float32, rounded once. `twin(inputs, gamma, beta)` computes the same with
+    stock TF ops (gamma and beta as float32 tensors); the gradient differentiates it."""
+    module = dispatch.op_module(FAMILY)
+
+    @tf.custom_gradient
+    def normalise(x, scale, offset):
+        outputs = module.tf_models_layer_norm(x, scale, offset, epsilon=float(epsilon))
+
+        def gradient(grad_outputs):
+            tensors = [x, scale, offset]
+            with tf.GradientTape() as tape:
+                tape.watch(tensors)
+                recomputed = twin(*tensors)
+            return tape.gradient(recomputed, tensors, output_gradients=grad_outputs)
+        return outputs, gradient
+
+    return normalise(inputs, tf.cast(gamma, tf.float32), tf.cast(beta, tf.float32))
