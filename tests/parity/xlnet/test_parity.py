@@ -317,8 +317,8 @@ def test_exact_gelu_is_tf_gelu_bit_for_bit():
 
 
 def test_blocked_position_term_same_numbers_in_graph_and_eager(monkeypatch):
-    """The blocked position term (its shift and additions compiled by XLA) gives the eager numbers in a
-    tf.function too, to the bit (heads such as the beam-search span head rank near-tied scores)."""
+    """The blocked position term gives the eager numbers in a tf.function too, to the bit (heads such as the
+    beam-search span head rank near-tied scores)."""
     from tfmodels.models.xlnet.modeling import XLNetRelativeAttention
     monkeypatch.setattr(XLNetRelativeAttention, "POSITION_BLOCK", 4)
     model = tfmodels.XLNetModel(tfmodels.XLNetConfig(**TINY))
