@@ -71,6 +71,16 @@ def test_image_size_not_divisible_by_patch(tmp_path):
     assert got.attentions[0].shape == (3, 4, 21, 21)
 
 
+def test_training_forward_without_dropout_matches_reference(tmp_path):
+    """training=True takes the unfused attention output (layer scale, drop path, residual as separate ops;
+    inference folds them into the projection): with no dropout and no drop path, the same numbers."""
+    hf_model, ours = build_pair("BeitModel", CONFIG_A, tmp_path)
+    values = pixels(seed=6)
+    with torch.no_grad():
+        expected = hf_model(pixel_values=torch.tensor(values))
+    got = ours(pixel_values=values, training=True)
+    helpers.assert_outputs_close(got, expected, ["last_hidden_state", "pooler_output"])
+
 @pytest.mark.parametrize("config", [CONFIG_A, CONFIG_B], ids=["layer_bias_abs_mean", "shared_bias_cls"])
 def test_bfloat16_forward_within_bfloat16_steps_of_the_float32_reference(config, tmp_path):
     """bfloat16 variables and compute, eagerly and in a tf.function (grappler's oneDNN fusions, as the benchmark
