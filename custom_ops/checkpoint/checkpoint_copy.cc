@@ -15,11 +15,16 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/bfloat16.h"
+
 #if defined(__SSE2__)
 #include <immintrin.h>
 #endif
 
 namespace {
+
+using tfmodels::RoundToBFloat16;
+using tfmodels::WidenBFloat16;
 
 enum DType : int { kBFloat16 = 0, kFloat16 = 1, kFloat32 = 2 };
 
@@ -30,15 +35,6 @@ constexpr uint32_t kFloat32Exponent = 0x7f800000u;
 
 inline uint16_t same16(uint16_t bits) { return bits; }
 inline uint32_t same32(uint32_t bits) { return bits; }
-
-// float32 -> bfloat16, rounded to nearest even; a NaN becomes the quiet NaN of its sign (its payload dropped),
-// which is what ml_dtypes (numpy's bfloat16) gives, so both paths produce the same bits.
-inline uint16_t float32_to_bfloat16(uint32_t bits) {
-  if ((bits & 0x7fffffffu) > kFloat32Exponent) return static_cast<uint16_t>(((bits >> 16) & 0x8000u) | 0x7fc0u);
-  return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
-}
-
-inline uint32_t bfloat16_to_float32(uint16_t bits) { return static_cast<uint32_t>(bits) << 16; }
 
 constexpr int64_t kTile = 64;  // a tile's source rows, its transpose and its destination rows all stay in L1
 
@@ -195,10 +191,10 @@ int64_t tfm_checkpoint_copy(const void* src, int src_dtype, int64_t rows, int64_
     return copy_parallel<uint16_t, uint16_t, same16, kFloat16Exponent>(src, rows, cols, src_stride, dst,
                                                                        dst_stride, t, threads);
   if (src_dtype == kFloat32 && dst_dtype == kBFloat16)
-    return copy_parallel<uint32_t, uint16_t, float32_to_bfloat16, kFloat32Exponent>(src, rows, cols, src_stride,
+    return copy_parallel<uint32_t, uint16_t, RoundToBFloat16, kFloat32Exponent>(src, rows, cols, src_stride,
                                                                                     dst, dst_stride, t, threads);
   if (src_dtype == kBFloat16 && dst_dtype == kFloat32)
-    return copy_parallel<uint16_t, uint32_t, bfloat16_to_float32, kBFloat16Exponent>(src, rows, cols, src_stride,
+    return copy_parallel<uint16_t, uint32_t, WidenBFloat16, kBFloat16Exponent>(src, rows, cols, src_stride,
                                                                                      dst, dst_stride, t, threads);
   return -1;
 }

@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "common/bfloat16.h"
+
 namespace tfmodels {
 namespace layer_norm {
 
@@ -17,10 +19,8 @@ namespace layer_norm {
 // float accumulator would have to be summed in order, one element at a time).
 constexpr int kLanes = 16;
 
-// bfloat16 <-> float32 on the raw bits (the upper half of a float32). Rounding to nearest even; a NaN stays a
-// (quiet) NaN of its sign, as TensorFlow's cast gives.
 inline float BFloat16ToFloat(uint16_t bits) {
-  const uint32_t wide = static_cast<uint32_t>(bits) << 16;
+  const uint32_t wide = WidenBFloat16(bits);
   float value;
   std::memcpy(&value, &wide, sizeof(value));
   return value;
@@ -29,8 +29,7 @@ inline float BFloat16ToFloat(uint16_t bits) {
 inline uint16_t FloatToBFloat16(float value) {
   uint32_t bits;
   std::memcpy(&bits, &value, sizeof(bits));
-  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>(((bits >> 16) & 0x8000u) | 0x7fc0u);
-  return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+  return RoundToBFloat16(bits);
 }
 
 // Rows [begin, end) of x ([rows, n] bfloat16 bits) normalised into out; `row` is scratch for n floats.
