@@ -35,8 +35,10 @@ inline uint16_t FloatToBFloat16(float value) {
 // Rows [begin, end) of x ([rows, n] bfloat16 bits) normalised into out; `row` is scratch for n floats.
 // Without contracting a product and a sum into one FMA: Keras' ops round each product, and where x inv and
 // mean inv nearly cancel (a row of nearly equal values, a tiny epsilon), one rounding less shows in the output.
-__attribute__((optimize("fp-contract=off"))) inline void NormaliseRows(const uint16_t* x, const float* gamma, const float* beta, float epsilon, int64_t n,
-                          int64_t begin, int64_t end, float* row, uint16_t* out) {
+__attribute__((optimize("fp-contract=off"))) inline void NormaliseRows(const uint16_t* x, const float* gamma,
+                                                                      const float* beta, float epsilon, int64_t n,
+                                                                      int64_t begin, int64_t end, float* row,
+                                                                      uint16_t* out) {
   const int64_t whole = n / kLanes * kLanes;
   for (int64_t r = begin; r < end; ++r) {
     const uint16_t* in = x + r * n;

@@ -39,7 +39,8 @@ class LayerNormOp : public OpKernel {
     const Tensor& x = context->input(0);
     const Tensor& gamma = context->input(1);
     const Tensor& beta = context->input(2);
-    if (!CheckThat(context, x.dims() >= 1, absl::StrCat("x must have rank >= 1, got shape ", x.shape().DebugString())) ||
+    if (!CheckThat(context, x.dims() >= 1,
+                   absl::StrCat("x must have rank >= 1, got shape ", x.shape().DebugString())) ||
         !CheckRank(context, gamma, 1, "gamma") || !CheckRank(context, beta, 1, "beta")) {
       return;
     }

@@ -30,9 +30,10 @@ class LayerNormalization(keras.layers.LayerNormalization):
     arithmetic, rounded to bfloat16 once; Keras' computation is the op's twin and its gradient."""
 
     def call(self, inputs, training=None):
+        rank = inputs.shape.rank
         fusable = (training is None or training is False) and self.center and self.scale and \
-            not self.rms_scaling and inputs.shape.rank is not None and \
-            [a % inputs.shape.rank for a in self.axis] == [inputs.shape.rank - 1] and layer_norm_op.use_fused_layer_norm(inputs)
+            not self.rms_scaling and rank is not None and [a % rank for a in self.axis] == [rank - 1] and \
+            layer_norm_op.use_fused_layer_norm(inputs)
         if not fusable:
             return super().call(inputs)
 
