@@ -35,17 +35,6 @@ def fused_attention(query, key, value, bias, scale, twin):
     if bias is None:
         bias = tf.zeros([1, 1, 1, tf.shape(key)[2]], query.dtype)
     module = dispatch.op_module(FAMILY)
-
-    @tf.custom_gradient
-    def attention(query, key, value, bias):
-        context = module.tf_models_dense_attention(query, key, value, bias, scale=float(scale))
-
-        def gradient(grad_context):
-            inputs = [query, key, value, bias]
-            with tf.GradientTape() as tape:
-                tape.watch(inputs)
-                recomputed = twin(*inputs)
-            return tape.gradient(recomputed, inputs, output_gradients=grad_context)
-        return context, gradient
-
-    return attention(query, key, value, tf.cast(bias, query.dtype))
+    return dispatch.with_twin_gradient(
+        lambda q, k, v, b: module.tf_models_dense_attention(q, k, v, b, scale=float(scale)), twin,
+        query, key, value, tf.cast(bias, query.dtype))

@@ -66,6 +66,24 @@ def use_custom_op(family, fallback="its pure-TensorFlow twin instead, which give
     return False
 
 
+def with_twin_gradient(compiled, twin, *inputs):
+    """compiled(*inputs) (a custom op without a gradient kernel), differentiated as twin(*inputs): the backward
+    pass recomputes the forward pass with the twin's stock TF ops and takes their gradient."""
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def run(*tensors):
+        def gradient(grad_outputs):
+            watched = list(tensors)
+            with tf.GradientTape() as tape:
+                tape.watch(watched)
+                recomputed = twin(*watched)
+            return tape.gradient(recomputed, watched, output_gradients=grad_outputs)
+        return compiled(*tensors), gradient
+
+    return run(*inputs)
+
+
 def op_module(family):
     return op_library(family).load()
 

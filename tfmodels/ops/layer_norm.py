@@ -15,8 +15,9 @@ FAMILY = "layer_norm"
 
 def use_fused_layer_norm(inputs):
     """Whether `fused_layer_norm` may run here: bfloat16 inputs, no GPU to run on, and the op mode allows the
-    compiled op (in "auto" mode a library that fails to load gives one warning and False)."""
-    if inputs.dtype != tf.bfloat16 or inputs.shape.rank is None or inputs.shape.rank < 1:
+    compiled op (in "auto" mode a library that fails to load gives one warning and False). The caller checks
+    the axis (the last one, of a known rank)."""
+    if inputs.dtype != tf.bfloat16:
         return False
     if tf.config.list_logical_devices("GPU"):  # the op has a CPU kernel only
         return False
@@ -28,17 +29,6 @@ def fused_layer_norm(inputs, gamma, beta, epsilon, twin):
     sqrt(variance + epsilon) + beta in float32, rounded once. `twin(inputs, gamma, beta)` computes the same with
     stock TF ops (gamma and beta as float32 tensors); the gradient differentiates it."""
     module = dispatch.op_module(FAMILY)
-
-    @tf.custom_gradient
-    def normalise(x, scale, offset):
-        outputs = module.tf_models_layer_norm(x, scale, offset, epsilon=float(epsilon))
-
-        def gradient(grad_outputs):
-            tensors = [x, scale, offset]
-            with tf.GradientTape() as tape:
-                tape.watch(tensors)
-                recomputed = twin(*tensors)
-            return tape.gradient(recomputed, tensors, output_gradients=grad_outputs)
-        return outputs, gradient
-
-    return normalise(inputs, tf.cast(gamma, tf.float32), tf.cast(beta, tf.float32))
+    return dispatch.with_twin_gradient(
+        lambda x, scale, offset: module.tf_models_layer_norm(x, scale, offset, epsilon=float(epsilon)), twin,
+        inputs, tf.cast(gamma, tf.float32), tf.cast(beta, tf.float32))

@@ -172,9 +172,8 @@ class XLNetRelativeAttention(keras.layers.Layer):
         static qlen that is a multiple of POSITION_BLOCK, each block of that many query rows is multiplied by the
         window of klen + block positions its rows use (gathered from k_head_r) and shifted on its own: the same
         dot products (bit-identical in our checks) for a little over half the multiply-adds of the full product,
-        and smaller copies in the shift. Otherwise (uni
-        attention, whose shift wraps rows into masked scores; dynamic or other lengths) the full product is
-        shifted."""
+        and smaller copies in the shift. Otherwise (uni attention, whose shift wraps rows into masked scores;
+        dynamic or other lengths) the full product is shifted."""
         block = self.POSITION_BLOCK
         qlen, d_head = q_head.shape[2], q_head.shape[3]
         if self.config.attn_type != "bi" or qlen is None or qlen % block:
