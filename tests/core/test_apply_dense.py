@@ -43,3 +43,60 @@ def test_quantized_layer_is_called_as_usual():
     dense.build(x.shape)
     dense.quantize("int8")
     np.testing.assert_allclose(layers.apply_dense(dense, x, gelu).numpy(), gelu(dense(x)).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [None, 0.3, "vector"])
+@pytest.mark.parametrize("shape", [(6, 8), (2, 5, 8)])
+def test_scale_and_residual_outputs_and_gradients(shape, scale):
+    """residual + scale * layer(x): the scale folded into kernel and bias, the residual added in the fused op."""
+    rng = np.random.RandomState(1)
+    dense = layers.dense(8, 0.5)
+    x = tf.constant(rng.randn(*shape).astype(np.float32))
+    residual = tf.constant(rng.randn(*shape).astype(np.float32))
+    if scale == "vector":  # a layer scale per unit, as BEiT's lambda_1
+        scale = tf.Variable(rng.rand(8).astype(np.float32))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, residual])
+        projected = dense(x)
+        expected = residual + (projected if scale is None else projected * scale)
+        got = layers.apply_dense(dense, x, scale=scale, residual=residual)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-6)
+    sources = [x, residual] + dense.trainable_variables + ([scale] if isinstance(scale, tf.Variable) else [])
+    for a, b in zip(tape.gradient(got, sources), tape.gradient(expected, sources)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+    graph = tf.function(lambda t, r: layers.apply_dense(dense, t, scale=scale, residual=r))
+    np.testing.assert_allclose(graph(x, residual).numpy(), expected.numpy(), atol=1e-6)
+
+
+def test_residual_in_bfloat16_eager_matches_float32_within_bfloat16_rounding():
+    """Half precision in eager mode runs the graph function (MatMul + BiasAdd + Add, fused by oneDNN): the result
+    is the float32 computation on the same bfloat16 operands, within bfloat16 rounding."""
+    rng = np.random.RandomState(2)
+    dense = layers.dense(64, 0.5)
+    x = tf.cast(rng.randn(4, 32), tf.bfloat16)
+    residual = tf.cast(rng.randn(4, 64), tf.bfloat16)
+    dense.build(x.shape)
+    got = layers.apply_dense(dense, x, residual=residual)
+    assert got.dtype == tf.bfloat16
+
+    def rounded(t):
+        return tf.cast(tf.cast(t, tf.bfloat16), tf.float32)
+    wide = tf.cast(residual, tf.float32) + tf.matmul(tf.cast(x, tf.float32), rounded(dense.kernel)) \
+        + rounded(dense.bias)
+    np.testing.assert_allclose(tf.cast(got, tf.float32).numpy(), wide.numpy(), rtol=2 ** -8, atol=1e-6)
+
+
+def test_scale_with_an_activation_is_refused():
+    dense = layers.dense(4, 0.5)
+    with pytest.raises(ValueError, match="scale"):
+        layers.apply_dense(dense, tf.ones([2, 3]), gelu, scale=0.5)
+
+
+def test_quantized_layer_takes_scale_and_residual_after_the_call():
+    dense = layers.dense(6, 0.5)
+    x, residual = tf.random.normal([2, 3, 4]), tf.random.normal([2, 3, 6])
+    dense.build(x.shape)
+    dense.quantize("int8")
+    np.testing.assert_allclose(layers.apply_dense(dense, x, scale=0.5, residual=residual).numpy(),
+                               (residual + 0.5 * dense(x)).numpy(), atol=1e-6)

@@ -8,8 +8,9 @@ same state-dict names (`...intermediate.dense.weight`, `...output.LayerNorm.bias
 - `PostNormOutput`: LayerNorm(dropout(dense(x)) + residual) into hidden_size (BERT's post-norm *SelfOutput, from
   hidden_size, and *Output, from intermediate_size: YOSO, Nystromformer, MRA and Longformer).
 
-The projections run through `layers.apply_dense` (2-D MatMul + BiasAdd + activation, which oneDNN fuses on CPU);
-since the Dense layers are then never called, the blocks build them explicitly, from the config's sizes.
+The projections run through `layers.apply_dense` (2-D MatMul + BiasAdd + activation or residual Add, which
+oneDNN fuses on CPU); since the Dense layers are then never called, the blocks build them explicitly, from the
+config's sizes.
 """
 import keras
 
@@ -48,5 +49,8 @@ class PostNormOutput(keras.layers.Layer):
         self.built = True
 
     def call(self, hidden_states, residual, training=False):
-        hidden_states = self.dropout(layers.apply_dense(self.dense, hidden_states), training=training)
-        return self.LayerNorm(hidden_states + residual)
+        if training and self.dropout.rate:
+            hidden_states = self.dropout(layers.apply_dense(self.dense, hidden_states), training=training) + residual
+        else:  # dropout is the identity: the residual add goes into the projection's fused kernel
+            hidden_states = layers.apply_dense(self.dense, hidden_states, residual=residual)
+        return self.LayerNorm(hidden_states)

@@ -66,14 +66,20 @@ def dropout(rate, name=None):
     return keras.layers.Dropout(rate or 0.0, name=name)
 
 
-def apply_dense(layer, inputs, activation=None):
-    """`activation(layer(inputs))` for a keras Dense `layer`, computed as a 2-D MatMul + BiasAdd (+ activation).
+def apply_dense(layer, inputs, activation=None, scale=None, residual=None):
+    """`residual + scale * activation(layer(inputs))` for a keras Dense `layer` (no scale: 1, no residual: 0),
+    computed as a 2-D MatMul + BiasAdd (+ activation) (+ Add).
 
     The same numbers as calling the layer (same variables, the inputs' compute dtype), but on CPU grappler's
-    oneDNN remapper fuses MatMul + BiasAdd (+ Gelu / Relu / Tanh ...) into one kernel, which it does not do for
-    the batched matmul and add that a Keras 3 Dense emits for rank-3 inputs: a transformer feed-forward block
-    with exact GELU runs about 30% faster. The layer is built here if needed (it is never `__call__`ed).
-    A quantized layer (its kernel is not a plain float matrix) is called as usual."""
+    oneDNN remapper fuses MatMul + BiasAdd (+ Gelu / Relu / Tanh ...) (+ Add) into one kernel, which it does not
+    do for the batched matmul and add that a Keras 3 Dense emits for rank-3 inputs: a transformer feed-forward block
+    with exact GELU runs about 30% faster. Passing the residual here (rather than adding it to the result) keeps
+    the add in that kernel: no separate pass over the activations. `scale` (a layer scale, a scalar or a vector
+    over the units) is folded into the kernel and bias, so it allows no activation.
+    The layer is built here if needed (it is never `__call__`ed). A quantized layer (its kernel is not a plain
+    float matrix) is called as usual."""
+    if scale is not None and activation is not None:
+        raise ValueError("apply_dense folds `scale` into the kernel and bias: it cannot take an activation too")
     if not layer.built:
         layer.build(inputs.shape)
     if initializers.init_is_skipped():
@@ -86,28 +92,37 @@ def apply_dense(layer, inputs, activation=None):
         return outputs
     if getattr(layer, "quantization_mode", None):
         outputs = layer(inputs)
-        return activation(outputs) if activation is not None else outputs
+        outputs = activation(outputs) if activation is not None else outputs
+        outputs = outputs * tf.cast(scale, outputs.dtype) if scale is not None else outputs
+        return outputs + residual if residual is not None else outputs
     dtype = inputs.dtype
     own_activation = layer.activation if layer.activation is not keras.activations.linear else None
+    if scale is not None and own_activation is not None:
+        raise ValueError(f"apply_dense folds `scale` into the kernel and bias: {layer.name} has an activation")
+    kernel, bias = layer.kernel, layer.bias if layer.use_bias else None
+    if scale is not None:
+        kernel = kernel * tf.cast(scale, kernel.dtype)
+        bias = bias * tf.cast(scale, bias.dtype) if bias is not None else None
     matrix = _matmul_bias_activation
     if tf.executing_eagerly() and dtype in (tf.bfloat16, tf.float16):
         matrix = _fused_matmul_bias_activation
-    outputs = matrix(tf.reshape(inputs, [-1, inputs.shape[-1]]), tf.cast(layer.kernel, dtype),
-                     tf.cast(layer.bias, dtype) if layer.use_bias else None, own_activation, activation)
+    flat_residual = tf.reshape(residual, [-1, layer.units]) if residual is not None else None
+    outputs = matrix(tf.reshape(inputs, [-1, inputs.shape[-1]]), tf.cast(kernel, dtype),
+                     tf.cast(bias, dtype) if bias is not None else None, flat_residual, own_activation, activation)
     shape = tf.concat([tf.shape(inputs)[:-1], [layer.units]], axis=0)
     outputs = tf.reshape(outputs, shape)
     outputs.set_shape(inputs.shape[:-1].concatenate([layer.units]))
     return outputs
 
 
-def _matmul_bias_activation(inputs, kernel, bias, *activations):
+def _matmul_bias_activation(inputs, kernel, bias, residual, *activations):
     outputs = tf.matmul(inputs, kernel)
     if bias is not None:
         outputs = tf.nn.bias_add(outputs, bias)
     for activation in activations:
         if activation is not None:
             outputs = activation(outputs)
-    return outputs
+    return outputs + residual if residual is not None else outputs
 
 
 # The same ops as a graph function, for half-precision inputs in eager mode (big checkpoints run eagerly): the

@@ -272,24 +272,7 @@ class BeitSelfOutput(keras.layers.Layer):
     def call(self, hidden_states, training=False, scale=None, residual=None):
         if residual is None:
             return self.dropout(layers.apply_dense(self.dense, hidden_states), training=training)
-        return _scaled_dense_plus_residual(self.dense, hidden_states, scale, residual)
-
-
-def _scaled_dense_plus_residual(dense, inputs, scale, residual):
-    """residual + scale * dense(inputs) (no scale: 1) with the scale folded into the kernel and bias, so that
-    grappler fuses MatMul + BiasAdd + Add into one oneDNN kernel: no separate passes over the activations for
-    the layer scale and the residual (the scaled kernel is hidden x hidden, a third of a 577-token batch of 4)."""
-    if not dense.built:
-        dense.build(inputs.shape)
-    kernel, bias = dense.kernel, dense.bias
-    if scale is not None:
-        kernel, bias = kernel * tf.cast(scale, kernel.dtype), bias * tf.cast(scale, bias.dtype)
-    dtype = inputs.dtype
-    outputs = tf.nn.bias_add(tf.matmul(tf.reshape(inputs, [-1, inputs.shape[-1]]), tf.cast(kernel, dtype)),
-                             tf.cast(bias, dtype))
-    outputs = tf.reshape(outputs + tf.reshape(residual, [-1, residual.shape[-1]]), tf.shape(residual))
-    outputs.set_shape(residual.shape)
-    return outputs
+        return layers.apply_dense(self.dense, hidden_states, scale=scale, residual=residual)
 
 
 class BeitAttention(keras.layers.Layer):
@@ -348,7 +331,7 @@ class BeitLayer(keras.layers.Layer):
              need_probs=True):
         normed = self.layernorm_before(hidden_states)
         options = dict(window=window, index=index, training=training, need_probs=need_probs)
-        if not training and not getattr(self.attention.output_.dense, "quantization_mode", None):
+        if not training:
             # Dropout and drop path are identities: layer scale and residual go into the output projection.
             hidden_states, probs = self.attention(normed, head_mask, shared_bias, scale=self.lambda_1,
                                                   residual=hidden_states, **options)

@@ -71,7 +71,9 @@ class XLMRobertaXLSelfOutput(keras.layers.Layer):
         self.dropout = layers.dropout(config.hidden_dropout_prob)
 
     def call(self, hidden_states, residual, training=False):
-        return self.dropout(layers.apply_dense(self.dense, hidden_states), training=training) + residual
+        if training and self.dropout.rate:
+            return self.dropout(layers.apply_dense(self.dense, hidden_states), training=training) + residual
+        return layers.apply_dense(self.dense, hidden_states, residual=residual)  # the add fused into the matmul
 
 
 class XLMRobertaXLAttention(keras.layers.Layer):
@@ -97,7 +99,7 @@ class XLMRobertaXLOutput(keras.layers.Layer):
         self.dense = layers.dense(config.hidden_size, config.initializer_range, name="dense")
 
     def call(self, hidden_states, residual):
-        return layers.apply_dense(self.dense, hidden_states) + residual
+        return layers.apply_dense(self.dense, hidden_states, residual=residual)
 
 
 class XLMRobertaXLLayer(keras.layers.Layer):

@@ -273,9 +273,11 @@ class XLNetFeedForward(keras.layers.Layer):
         x = layers.apply_dense(self.layer_1, inp)
         x = self.dropout(_exact_gelu(x) if self.activation_function is gelu else self.activation_function(x),
                          training=training)
-        # A 2-D MatMul + BiasAdd that oneDNN fuses, where the Keras layer runs a Tensordot and a separate add.
-        x = self.dropout(layers.apply_dense(self.layer_2, x), training=training)
-        return self.layer_norm(x + inp)
+        # A 2-D MatMul + BiasAdd (+ the residual Add where dropout is the identity) that oneDNN fuses, where the
+        # Keras layer runs a Tensordot and separate adds.
+        if training and self.dropout.rate:
+            return self.layer_norm(self.dropout(layers.apply_dense(self.layer_2, x), training=training) + inp)
+        return self.layer_norm(layers.apply_dense(self.layer_2, x, residual=inp))
 
 
 class XLNetLayer(keras.layers.Layer):
