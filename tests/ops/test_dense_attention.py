@@ -88,6 +88,27 @@ def test_bad_inputs_are_clear_errors(defect, message):
             tensors["query"], tensors["key"], tensors["value"], tensors["bias"], scale=1.0)
 
 
+@pytest.mark.parametrize("mode", ["custom", "reference"])
+@pytest.mark.parametrize("need_probs", [False, True])
+def test_a_mask_that_would_enlarge_the_scores_is_refused_on_every_path(mode, need_probs):
+    """TF would broadcast a mask with a bigger batch (or more queries) into a bigger output; the op refuses it,
+    and so does every path of core.attention, before either runs."""
+    query, key, value = tf.zeros([1, 2, 5, 8]), tf.zeros([1, 2, 6, 8]), tf.zeros([1, 2, 6, 8])
+    for mask_shape in ([3, 1, 1, 6], [1, 1, 4, 6], [1, 1, 1, 7], [1, 1, 1, 1, 6]):
+        with dispatch.op_mode(mode), pytest.raises(ValueError, match="attention mask"):
+            attn.scaled_dot_product_attention(query, key, value, tf.zeros(mask_shape), need_probs=need_probs)
+
+
+def test_a_mask_constant_over_the_keys_runs_the_twin_on_every_path():
+    query, key, value = (tf.constant(RNG.randn(2, 2, 5, 8).astype(np.float32)) for _ in range(3))
+    bias = tf.constant(RNG.randn(2, 1, 5, 1).astype(np.float32))
+    assert not dense_attention.use_fused_attention(query, bias)
+    expected = attn.scaled_dot_product_attention(query, key, value, None, need_probs=True)[0]
+    with dispatch.op_mode("custom"):
+        got = attn.scaled_dot_product_attention(query, key, value, bias, need_probs=False)[0]
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)  # softmax ignores it
+
+
 def _graph_op_types(model, inputs, **kwargs):
     forward = tf.function(lambda: model(**inputs, **kwargs))
     return {op.type for op in forward.get_concrete_function().graph.get_operations()}, forward

@@ -91,6 +91,7 @@ def scaled_dot_product_attention(query, key, value, additive_mask=None, head_mas
       of a long-sequence forward pass). Needs static shapes (always so in eager mode); otherwise one chunk.
     The chunked path is the fused op's twin, and its gradient.
     """
+    _check_mask_shape(query, key, additive_mask)
     if not need_probs and (dropout is None or not training):
         if (training is None or training is False) and head_mask is None and extra_scores is None \
                 and dense_attention.use_fused_attention(query, additive_mask):
@@ -105,6 +106,22 @@ def scaled_dot_product_attention(query, key, value, additive_mask=None, head_mas
     if head_mask is not None:
         probs = probs * head_mask
     return tf.matmul(probs, value), probs
+
+
+def _check_mask_shape(query, key, additive_mask):
+    """The additive mask must broadcast to the scores [batch, heads, queries, keys] without enlarging them (torch's
+    attention rule): TF's broadcasting would otherwise turn a mask with a bigger batch into a bigger output,
+    silently. Checked where the shapes are static (always in eager mode)."""
+    if additive_mask is None or additive_mask.shape.rank is None:
+        return
+    scores = query.shape[:3].concatenate(key.shape[2:3])
+    if additive_mask.shape.rank > 4:
+        raise ValueError(f"the additive attention mask has rank {additive_mask.shape.rank}; at most 4 "
+                         f"[batch, heads, queries, keys]")
+    for size, full in zip(reversed(additive_mask.shape), reversed(scores)):
+        if size is not None and full is not None and size not in (1, full):
+            raise ValueError(f"the additive attention mask of shape {additive_mask.shape} does not broadcast to "
+                             f"the attention scores {scores}: each dimension must be 1 or the scores'")
 
 
 def _chunked_attention(query, key, value, additive_mask=None, head_mask=None, extra_scores=None):

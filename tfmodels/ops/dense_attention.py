@@ -19,9 +19,12 @@ FAMILY = "dense_attention"
 
 
 def use_fused_attention(query, bias):
-    """Whether `fused_attention` may run here: float32 or bfloat16, a rank-4 bias (or none), no GPU to run on, and
-    the op mode allows the compiled op (in "auto" mode a library that fails to load gives one warning and False)."""
-    if query.dtype not in (tf.float32, tf.bfloat16) or (bias is not None and bias.shape.rank != 4):
+    """Whether `fused_attention` may run here: float32 or bfloat16, a rank-4 bias with a value per key (or none), no
+    GPU to run on, and the op mode allows the compiled op (in "auto" mode a library that fails to load gives one
+    warning and False)."""
+    if query.dtype not in (tf.float32, tf.bfloat16):
+        return False
+    if bias is not None and (bias.shape.rank != 4 or bias.shape[3] == 1):  # the op takes a bias row per key
         return False
     if tf.config.list_logical_devices("GPU"):  # the op has CPU kernels only
         return False
