@@ -192,10 +192,10 @@ int64_t tfm_checkpoint_copy(const void* src, int src_dtype, int64_t rows, int64_
                                                                        dst_stride, t, threads);
   if (src_dtype == kFloat32 && dst_dtype == kBFloat16)
     return copy_parallel<uint32_t, uint16_t, RoundToBFloat16, kFloat32Exponent>(src, rows, cols, src_stride,
-                                                                                    dst, dst_stride, t, threads);
+                                                                                dst, dst_stride, t, threads);
   if (src_dtype == kBFloat16 && dst_dtype == kFloat32)
     return copy_parallel<uint16_t, uint32_t, WidenBFloat16, kBFloat16Exponent>(src, rows, cols, src_stride,
-                                                                                     dst, dst_stride, t, threads);
+                                                                               dst, dst_stride, t, threads);
   return -1;
 }
 

@@ -100,3 +100,16 @@ def test_quantized_layer_takes_scale_and_residual_after_the_call():
     dense.quantize("int8")
     np.testing.assert_allclose(layers.apply_dense(dense, x, scale=0.5, residual=residual).numpy(),
                                (residual + 0.5 * dense(x)).numpy(), atol=1e-6)
+
+
+def test_dense_dropout_residual_fuses_only_where_dropout_is_the_identity():
+    dense, x, residual = layers.dense(6, 0.5), tf.random.normal([2, 3, 4]), tf.random.normal([2, 3, 6])
+    expected = residual + dense(x)
+    for rate, training in ((0.5, False), (0.0, True)):
+        got = layers.apply_dense_dropout_residual(dense, layers.dropout(rate), x, residual, training)
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-6)
+    dropped = layers.apply_dense_dropout_residual(dense, layers.dropout(0.5), x, residual, training=True)
+    kept = (dropped - residual).numpy()
+    # kept units scaled by 1 / (1 - rate); atol for the rounding of subtracting the residual back out
+    np.testing.assert_allclose(kept[kept != 0], 2 * (expected - residual).numpy()[kept != 0], rtol=1e-5, atol=1e-6)
+    assert (kept == 0).any()

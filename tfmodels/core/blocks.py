@@ -49,8 +49,5 @@ class PostNormOutput(keras.layers.Layer):
         self.built = True
 
     def call(self, hidden_states, residual, training=False):
-        if training and self.dropout.rate:
-            hidden_states = self.dropout(layers.apply_dense(self.dense, hidden_states), training=training) + residual
-        else:  # dropout is the identity: the residual add goes into the projection's fused kernel
-            hidden_states = layers.apply_dense(self.dense, hidden_states, residual=residual)
-        return self.LayerNorm(hidden_states)
+        return self.LayerNorm(layers.apply_dense_dropout_residual(self.dense, self.dropout, hidden_states, residual,
+                                                                  training))

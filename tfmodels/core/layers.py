@@ -115,6 +115,15 @@ def apply_dense(layer, inputs, activation=None, scale=None, residual=None):
     return outputs
 
 
+def apply_dense_dropout_residual(layer, dropout, inputs, residual, training=False):
+    """`residual + dropout(layer(inputs))`, the output of a transformer sub-block. Where the dropout is the
+    identity (not training, or rate 0) the residual goes to apply_dense, whose fused kernel adds it; training with
+    dropout keeps the separate ops."""
+    if training and dropout.rate:
+        return dropout(apply_dense(layer, inputs), training=training) + residual
+    return apply_dense(layer, inputs, residual=residual)
+
+
 def _matmul_bias_activation(inputs, kernel, bias, residual, *activations):
     outputs = tf.matmul(inputs, kernel)
     if bias is not None:

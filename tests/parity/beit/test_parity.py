@@ -81,6 +81,7 @@ def test_training_forward_without_dropout_matches_reference(tmp_path):
     got = ours(pixel_values=values, training=True)
     helpers.assert_outputs_close(got, expected, ["last_hidden_state", "pooler_output"])
 
+
 @pytest.mark.parametrize("config", [CONFIG_A, CONFIG_B], ids=["layer_bias_abs_mean", "shared_bias_cls"])
 def test_bfloat16_forward_within_bfloat16_steps_of_the_float32_reference(config, tmp_path):
     """bfloat16 variables and compute, eagerly and in a tf.function (grappler's oneDNN fusions, as the benchmark

@@ -71,9 +71,7 @@ class XLMRobertaXLSelfOutput(keras.layers.Layer):
         self.dropout = layers.dropout(config.hidden_dropout_prob)
 
     def call(self, hidden_states, residual, training=False):
-        if training and self.dropout.rate:
-            return self.dropout(layers.apply_dense(self.dense, hidden_states), training=training) + residual
-        return layers.apply_dense(self.dense, hidden_states, residual=residual)  # the add fused into the matmul
+        return layers.apply_dense_dropout_residual(self.dense, self.dropout, hidden_states, residual, training)
 
 
 class XLMRobertaXLAttention(keras.layers.Layer):

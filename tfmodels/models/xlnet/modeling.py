@@ -275,9 +275,7 @@ class XLNetFeedForward(keras.layers.Layer):
                          training=training)
         # A 2-D MatMul + BiasAdd (+ the residual Add where dropout is the identity) that oneDNN fuses, where the
         # Keras layer runs a Tensordot and separate adds.
-        if training and self.dropout.rate:
-            return self.layer_norm(self.dropout(layers.apply_dense(self.layer_2, x), training=training) + inp)
-        return self.layer_norm(layers.apply_dense(self.layer_2, x, residual=inp))
+        return self.layer_norm(layers.apply_dense_dropout_residual(self.layer_2, self.dropout, x, inp, training))
 
 
 class XLNetLayer(keras.layers.Layer):
