@@ -239,22 +239,14 @@ int64_t BandedScoresWorkspace(const Dims& d) {
   return d.batch * d.heads * ScorePanels(d, P) * d.dim * P;
 }
 
+// Phase 1 of BandedScores (and of BandedAttention): the key panels of every (batch, head) into `workspace`
+// (BandedScoresWorkspace elements).
 template <typename T, typename ParallelFor>
-void BandedScores(const ParallelFor& parallel_for, const Dims& d, const T* q, const T* k, const T* gk,
-                  const bool* key_keep, const bool* global_keep, T fill, T* out,
-                  typename AccType<T>::type* workspace = nullptr) {
+void PackKeyPanels(const ParallelFor& parallel_for, const Dims& d, const T* k, typename AccType<T>::type* workspace) {
   using A = typename AccType<T>::type;
-  constexpr int L = Vec<A>::kLanes;
   constexpr int64_t P = PanelColumns<A>();
-  const int64_t S = d.seq, D = d.dim, w = d.window, X = d.num_global;
-  if (S == 0 || d.batch == 0 || d.heads == 0) return;
+  const int64_t S = d.seq, D = d.dim, w = d.window;
   const int64_t panels = ScorePanels(d, P), panel_size = D * P;
-  std::vector<A> own;
-  if (workspace == nullptr) {
-    own.resize(static_cast<size_t>(BandedScoresWorkspace<T>(d)));
-    workspace = own.data();
-  }
-  // Phase 1: the key panels.
   parallel_for(d.batch * d.heads * panels, P * (D + 1) * 2, [&](int64_t begin, int64_t end) {
     for (int64_t unit = begin; unit < end; ++unit) {
       const int64_t p = unit % panels, h = (unit / panels) % d.heads, b = unit / (panels * d.heads);
@@ -270,7 +262,111 @@ void BandedScores(const ParallelFor& parallel_for, const Dims& d, const T* q, co
       }
     }
   });
-  // Phase 2: scores.
+}
+
+// The raw scores of one block of query rows i0 .. i0 + rows - 1 of (batch b, head h), from the key panels:
+// band(r)[j] is query i0 + r against key i0 + r + j - w (any value where that key is out of range), global(r)[c]
+// query i0 + r against global key c (c < X).
+template <typename A>
+struct BlockScores {
+  A* res;             // [rows, rc]: column c <-> key column first * P + c
+  int64_t rc, first;  // its row stride and first panel
+  A* gres;            // [rows, gw]: the global scores
+  int64_t gw;
+  int64_t i0;
+  A* band(int64_t r, int64_t P) const { return res + r * rc + (i0 + r) - first * P; }
+  A* global(int64_t r) const { return gres + r * gw; }
+};
+
+template <typename T>
+BlockScores<typename AccType<T>::type> ScoreBlock(const Dims& d, const typename AccType<T>::type* workspace,
+                                                  const T* q, const T* gk, int64_t b, int64_t h, int64_t i0,
+                                                  int64_t rows, Scratch<typename AccType<T>::type>& scratch) {
+  using A = typename AccType<T>::type;
+  constexpr int L = Vec<A>::kLanes;
+  constexpr int64_t P = PanelColumns<A>();
+  const int64_t D = d.dim, w = d.window, X = d.num_global;
+  const int64_t panels = ScorePanels(d, P), panel_size = D * P;
+  // Row i sees key columns [i, i + 2w]; res column c <-> key column first * P + c. The global keys are one
+  // more panel, gp ([dim, gw] with zero columns past X), and their scores go to gres.
+  const int64_t i1 = i0 + rows;
+  const int64_t first = i0 / P, last = (i1 - 1 + 2 * w) / P, rc = (last - first + 1) * P;
+  const int64_t gw = RoundUp(X, L);
+  // res has room for whole groups of kRows rows and one more row, so that BandedAttention can read row groups of
+  // its band in place (BandedAttention); the rows past `rows` are not computed.
+  const int64_t res_rows = RoundUp(rows, kRows) + 1;
+  A* buffer = scratch.second(static_cast<size_t>(rows * D + res_rows * rc + rows * gw + D * gw));
+  A* qb = buffer;
+  A* res = qb + rows * D;
+  A* gres = res + res_rows * rc;
+  A* gp = gres + rows * gw;
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* src = q + d.row(b, i0 + r, h);
+    for (int64_t e = 0; e < D; ++e) qb[r * D + e] = static_cast<A>(src[e]);
+  }
+  const A* kt = workspace + (b * d.heads + h) * panels * panel_size;
+  for (int64_t p = first; p <= last; ++p) {
+    for (int64_t r0 = 0; r0 < rows; r0 += kScoreRows) {
+      const int tile_rows = static_cast<int>(std::min<int64_t>(kScoreRows, rows - r0));
+      // The columns the tile's rows see, within this panel, widened to whole vectors.
+      const int64_t lo = std::max(i0 + r0, p * P), hi = std::min(i0 + r0 + tile_rows - 1 + 2 * w, p * P + P - 1);
+      if (lo > hi) continue;
+      const int64_t v0 = (lo - p * P) / L, v1 = (hi - p * P) / L;
+      ScoresTiles<A>(static_cast<int>(v1 - v0 + 1), tile_rows, qb + r0 * D, D, kt + p * panel_size + v0 * L, P, D,
+                     res + r0 * rc + (p - first) * P + v0 * L, rc);
+    }
+  }
+  if (X > 0) {
+    for (int64_t e = 0; e < D; ++e) {
+      for (int64_t c = 0; c < gw; ++c) gp[e * gw + c] = c < X ? static_cast<A>(gk[d.grow(b, c, h) + e]) : A(0);
+    }
+    for (int64_t c0 = 0; c0 < gw; c0 += P) {
+      const int vectors = static_cast<int>(std::min<int64_t>(P, gw - c0) / L);
+      for (int64_t r0 = 0; r0 < rows; r0 += kScoreRows) {
+        const int tile_rows = static_cast<int>(std::min<int64_t>(kScoreRows, rows - r0));
+        ScoresTiles<A>(vectors, tile_rows, qb + r0 * D, D, gp + c0, gw, D, gres + r0 * gw + c0, gw);
+      }
+    }
+  }
+  return {res, rc, first, gres, gw, i0};
+}
+
+// Row r of a BlockScores as the op defines it, in place: its band entries whose key is out of range or not kept,
+// and its global entries not kept, set to `fill`.
+template <typename A>
+inline void MaskScoreRow(const Dims& d, const BlockScores<A>& scores, int64_t r, int64_t b, const bool* key_keep,
+                         const bool* global_keep, A fill) {
+  const int64_t S = d.seq, w = d.window, X = d.num_global, i = scores.i0 + r;
+  A* global = scores.global(r);
+  for (int64_t c = 0; c < X; ++c) {
+    if (global_keep != nullptr && !global_keep[b * X + c]) global[c] = fill;
+  }
+  // Band j <-> key i + j - w, in range for j in [lo, hi].
+  A* band = scores.band(r, PanelColumns<A>());
+  const int64_t lo = std::max<int64_t>(0, w - i), hi = std::min<int64_t>(2 * w, S - 1 - i + w);
+  std::fill(band, band + lo, fill);
+  std::fill(band + std::max(hi + 1, lo), band + 2 * w + 1, fill);
+  // The select below does not vectorise (GCC, bool or byte masks alike): rows whose keys are all kept, found by a
+  // (vectorised) memchr for a false byte (a bool false is a zero byte), skip it.
+  const bool* keep = key_keep == nullptr ? nullptr : key_keep + b * S + i - w;
+  if (keep != nullptr && hi >= lo && std::memchr(keep + lo, 0, static_cast<size_t>(hi - lo + 1)) != nullptr) {
+    for (int64_t j = lo; j <= hi; ++j) band[j] = keep[j] ? band[j] : fill;
+  }
+}
+
+template <typename T, typename ParallelFor>
+void BandedScores(const ParallelFor& parallel_for, const Dims& d, const T* q, const T* k, const T* gk,
+                  const bool* key_keep, const bool* global_keep, T fill, T* out,
+                  typename AccType<T>::type* workspace = nullptr) {
+  using A = typename AccType<T>::type;
+  const int64_t S = d.seq, D = d.dim, X = d.num_global;
+  if (S == 0 || d.batch == 0 || d.heads == 0) return;
+  std::vector<A> own;
+  if (workspace == nullptr) {
+    own.resize(static_cast<size_t>(BandedScoresWorkspace<T>(d)));
+    workspace = own.data();
+  }
+  PackKeyPanels<T>(parallel_for, d, k, workspace);
   const int64_t blocks = (S + kBlock - 1) / kBlock;
   const int64_t units = d.batch * d.heads * blocks;
   const int64_t cost = kBlock * (d.band() + X) * (D + 2) * 2;
@@ -278,65 +374,15 @@ void BandedScores(const ParallelFor& parallel_for, const Dims& d, const T* q, co
     Scratch<A>& scratch = ThreadScratch<A>();
     for (int64_t unit = begin; unit < end; ++unit) {
       const int64_t blk = unit % blocks, h = (unit / blocks) % d.heads, b = unit / (blocks * d.heads);
-      const int64_t i0 = blk * kBlock, i1 = std::min(S, i0 + kBlock), rows = i1 - i0;
-      // Row i sees key columns [i, i + 2w]; res column c <-> key column first * P + c. The global keys are one
-      // more panel, gp ([dim, gw] with zero columns past X), and their scores go to gres.
-      const int64_t first = i0 / P, last = (i1 - 1 + 2 * w) / P, rc = (last - first + 1) * P;
-      const int64_t gw = RoundUp(X, L);
-      A* buffer = scratch.second(static_cast<size_t>(rows * (D + rc + gw) + D * gw));
-      A* qb = buffer;
-      A* res = qb + rows * D;
-      A* gres = res + rows * rc;
-      A* gp = gres + rows * gw;
+      const int64_t i0 = blk * kBlock, rows = std::min(S, i0 + kBlock) - i0;
+      const BlockScores<A> scores = ScoreBlock<T>(d, workspace, q, gk, b, h, i0, rows, scratch);
       for (int64_t r = 0; r < rows; ++r) {
-        const T* src = q + d.row(b, i0 + r, h);
-        for (int64_t e = 0; e < D; ++e) qb[r * D + e] = static_cast<A>(src[e]);
-      }
-      const A* kt = workspace + (b * d.heads + h) * panels * panel_size;
-      for (int64_t p = first; p <= last; ++p) {
-        for (int64_t r0 = 0; r0 < rows; r0 += kScoreRows) {
-          const int tile_rows = static_cast<int>(std::min<int64_t>(kScoreRows, rows - r0));
-          // The columns the tile's rows see, within this panel, widened to whole vectors.
-          const int64_t lo = std::max(i0 + r0, p * P), hi = std::min(i0 + r0 + tile_rows - 1 + 2 * w, p * P + P - 1);
-          if (lo > hi) continue;
-          const int64_t v0 = (lo - p * P) / L, v1 = (hi - p * P) / L;
-          ScoresTiles<A>(static_cast<int>(v1 - v0 + 1), tile_rows, qb + r0 * D, D, kt + p * panel_size + v0 * L, P, D,
-                         res + r0 * rc + (p - first) * P + v0 * L, rc);
-        }
-      }
-      if (X > 0) {
-        for (int64_t e = 0; e < D; ++e) {
-          for (int64_t c = 0; c < gw; ++c) gp[e * gw + c] = c < X ? static_cast<A>(gk[d.grow(b, c, h) + e]) : A(0);
-        }
-        for (int64_t c0 = 0; c0 < gw; c0 += P) {
-          const int vectors = static_cast<int>(std::min<int64_t>(P, gw - c0) / L);
-          for (int64_t r0 = 0; r0 < rows; r0 += kScoreRows) {
-            const int tile_rows = static_cast<int>(std::min<int64_t>(kScoreRows, rows - r0));
-            ScoresTiles<A>(vectors, tile_rows, qb + r0 * D, D, gp + c0, gw, D, gres + r0 * gw + c0, gw);
-          }
-        }
-      }
-      for (int64_t r = 0; r < rows; ++r) {
-        const int64_t i = i0 + r;
-        T* __restrict__ dst = out + d.srow(b, i, h);
-        for (int64_t c = 0; c < X; ++c) {
-          const bool kept = global_keep == nullptr || global_keep[b * X + c];
-          dst[c] = kept ? static_cast<T>(gres[r * gw + c]) : fill;
-        }
-        // Band j <-> key i + j - w (key column i + j), valid for j in [lo, hi].
-        const A* __restrict__ band = res + r * rc + i - first * P;
-        const int64_t lo = std::max<int64_t>(0, w - i), hi = std::min<int64_t>(2 * w, S - 1 - i + w);
-        T* __restrict__ dband = dst + X;
-        for (int64_t j = 0; j < lo; ++j) dband[j] = fill;
-        // The select below does not vectorise (GCC, bool or byte masks alike): rows whose keys are all kept, found
-        // by a (vectorised) memchr for a false byte (a bool false is a zero byte), take the plain copy.
-        const bool* keep = key_keep == nullptr ? nullptr : key_keep + b * S + i - w;
-        if (keep == nullptr || hi < lo || std::memchr(keep + lo, 0, static_cast<size_t>(hi - lo + 1)) == nullptr) {
-          for (int64_t j = lo; j <= hi; ++j) dband[j] = static_cast<T>(band[j]);
-        } else {
-          for (int64_t j = lo; j <= hi; ++j) dband[j] = keep[j] ? static_cast<T>(band[j]) : fill;
-        }
-        for (int64_t j = std::max(hi + 1, lo); j <= 2 * w; ++j) dband[j] = fill;
+        MaskScoreRow<A>(d, scores, r, b, key_keep, global_keep, static_cast<A>(fill));
+        T* __restrict__ dst = out + d.srow(b, i0 + r, h);
+        const A* __restrict__ global = scores.global(r);
+        const A* __restrict__ band = scores.band(r, PanelColumns<A>());
+        for (int64_t c = 0; c < X; ++c) dst[c] = static_cast<T>(global[c]);
+        for (int64_t j = 0; j < d.band(); ++j) dst[X + j] = static_cast<T>(band[j]);
       }
     }
   });

@@ -11,6 +11,10 @@
 //       probs [B, S, H, X + 2w + 1] (w from the last dimension), value [B, S, H, D], global_value [B, X, H, D];
 //       output_i = sum_c probs[i, c] global_value_c + sum_j probs[i, X + j] value_{i+j-w} (in range).
 //   TFModels>SlidingWindowQKGrad, TFModels>SlidingWindowPVGrad: their gradients (all inputs at once).
+//   TFModels>SlidingWindowAttention(query, key, value, key_keep, global_key, global_value, global_keep; window)
+//       -> output [B, S, H, D]: SlidingWindowPV(softmax(SlidingWindowQK(...)), value, global_value) in one pass
+//       (banded_attention.h), CPU only, float32 and bfloat16. No gradient op: tfmodels.ops.sliding_window
+//       differentiates the three-op composition instead.
 #include <algorithm>
 #include <type_traits>
 
@@ -18,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/tf_checks.h"
 #include "common/tf_parallel.h"
+#include "sliding_window/banded_attention.h"
 #include "sliding_window/sliding_window_kernels.h"
 #include "sliding_window/sliding_window_ops.h"
 #include "tensorflow/core/framework/op.h"
@@ -78,6 +83,17 @@ absl::Status PVShape(InferenceContext* c) {
   return absl::OkStatus();
 }
 
+absl::Status AttentionShape(InferenceContext* c) {
+  ShapeHandle query, key, value;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &query));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &key));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 4, &value));
+  TF_RETURN_IF_ERROR(c->Merge(query, key, &query));
+  TF_RETURN_IF_ERROR(c->Merge(query, value, &query));
+  c->set_output(0, query);
+  return absl::OkStatus();
+}
+
 absl::Status QKGradShape(InferenceContext* c) {
   c->set_output(0, c->input(1));
   c->set_output(1, c->input(2));
@@ -129,6 +145,20 @@ REGISTER_OP("TFModels>SlidingWindowPV")
     .Attr("T: {half, bfloat16, float, double}")
     .SetShapeFn(tfmodels::sliding_window::PVShape)
     .Doc("Banded probabilities x values of sliding-window attention, with global-value columns first.");
+
+REGISTER_OP("TFModels>SlidingWindowAttention")
+    .Input("query: T")
+    .Input("key: T")
+    .Input("value: T")
+    .Input("key_keep: bool")
+    .Input("global_key: T")
+    .Input("global_value: T")
+    .Input("global_keep: bool")
+    .Output("output: T")
+    .Attr("window: int >= 0")
+    .Attr("T: {bfloat16, float}")
+    .SetShapeFn(tfmodels::sliding_window::AttentionShape)
+    .Doc("Sliding-window attention (SlidingWindowQK, softmax, SlidingWindowPV) in one pass, CPU inference.");
 
 REGISTER_OP("TFModels>SlidingWindowPVGrad")
     .Input("grad: T")
@@ -285,6 +315,71 @@ class SlidingWindowPVGradOp : public OpKernel {
         F::GlobalApplyTransposed(ctx, dims, probs, g, nullptr, grad_global_value->flat<T>().data());
   }
 };
+
+// Inputs as SlidingWindowQK's (validated by ValidateQK) with value after key and global_value after global_key,
+// each of the shape of the tensor it follows.
+template <typename T>
+class SlidingWindowAttentionOp : public OpKernel {
+ public:
+  explicit SlidingWindowAttentionOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("window", &window_));
+  }
+  void Compute(OpKernelContext* ctx) override {
+    // ValidateQK reads (query, key, key_keep, global_key, global_keep) from consecutive inputs: check those here.
+    const Tensor& query = ctx->input(0);
+    const Tensor& key = ctx->input(1);
+    const Tensor& value = ctx->input(2);
+    const Tensor& key_keep = ctx->input(3);
+    const Tensor& global_key = ctx->input(4);
+    const Tensor& global_value = ctx->input(5);
+    const Tensor& global_keep = ctx->input(6);
+    OP_REQUIRES(ctx, query.dims() == 4 && query.shape() == key.shape() && query.shape() == value.shape(),
+                absl::InvalidArgumentError(absl::StrCat(
+                    "query, key and value must have one shape [batch, seq, heads, dim], got ", query.shape().DebugString(),
+                    ", ", key.shape().DebugString(), " and ", value.shape().DebugString())));
+    OP_REQUIRES(ctx, global_key.dims() == 4 && global_key.shape() == global_value.shape(),
+                absl::InvalidArgumentError(absl::StrCat(
+                    "global_key and global_value must have one shape [batch, X, heads, dim], got ",
+                    global_key.shape().DebugString(), " and ", global_value.shape().DebugString())));
+    Dims dims;
+    dims.batch = query.dim_size(0);
+    dims.seq = query.dim_size(1);
+    dims.heads = query.dim_size(2);
+    dims.dim = query.dim_size(3);
+    dims.num_global = global_key.dim_size(1);
+    dims.window = window_;
+    if (!CheckRank(ctx, key_keep, 2, "key_keep") || !CheckRank(ctx, global_keep, 2, "global_keep") ||
+        !CheckDim(ctx, key_keep, 0, dims.batch, "key_keep", "batch") ||
+        !CheckDim(ctx, key_keep, 1, dims.seq, "key_keep", "sequence length") ||
+        !CheckDim(ctx, global_key, 0, dims.batch, "global_key", "batch") ||
+        !CheckDim(ctx, global_key, 2, dims.heads, "global_key", "heads") ||
+        !CheckDim(ctx, global_key, 3, dims.dim, "global_key", "head size") ||
+        !CheckDim(ctx, global_keep, 0, dims.batch, "global_keep", "batch") ||
+        !CheckDim(ctx, global_keep, 1, dims.num_global, "global_keep", "number of global keys") ||
+        !CheckThat(ctx, window_ >= 0, absl::StrCat("window must be >= 0, got ", window_))) {
+      return;
+    }
+    Tensor* output = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, query.shape(), &output));
+    if (output->NumElements() == 0) return;
+    Tensor workspace;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({BandedAttentionWorkspace<T>(dims)}),
+                                           &workspace));
+    BandedAttention<T>(TfParallelFor(ctx), dims, query.flat<T>().data(), key.flat<T>().data(),
+                       value.flat<T>().data(), global_key.flat<T>().data(), global_value.flat<T>().data(),
+                       key_keep.flat<bool>().data(), global_keep.flat<bool>().data(),
+                       workspace.flat<float>().data(), output->flat<T>().data());
+  }
+
+ private:
+  int window_;
+};
+
+REGISTER_KERNEL_BUILDER(Name("TFModels>SlidingWindowAttention").Device(DEVICE_CPU).TypeConstraint<float>("T"),
+                        SlidingWindowAttentionOp<float>);
+REGISTER_KERNEL_BUILDER(
+    Name("TFModels>SlidingWindowAttention").Device(DEVICE_CPU).TypeConstraint<Eigen::bfloat16>("T"),
+    SlidingWindowAttentionOp<Eigen::bfloat16>);
 
 #define TFMODELS_REGISTER(DEVICE_NAME, Tag, T)                                                                \
   REGISTER_KERNEL_BUILDER(Name("TFModels>SlidingWindowQK").Device(DEVICE_NAME).TypeConstraint<T>("T"),        \

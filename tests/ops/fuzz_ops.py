@@ -6,7 +6,8 @@ Each op has one property that draws a case of one of three kinds:
   and, where the op has a gradient, gradients;
 - "nonfinite": the same with NaN / +-Inf written into the float inputs: the same NaN / Inf pattern from both
   (sliding_window_pv: the op equals its definition evaluated in numpy, and the twin, whose chunked einsum
-  multiplies structural zeros by values, equals it wherever the twin is not NaN);
+  multiplies structural zeros by values, equals it wherever the twin is not NaN; sliding_window_attention: the
+  same, its definition being the compiled QK and PV ops around the softmax);
 - "bad": out-of-range indices or codes, mismatched shapes, wrong ranks or dtypes, bad attributes: both must
   raise InvalidArgumentError (or a ValueError / TypeError from the wrapper), never crash or return numbers.
 
@@ -403,6 +404,46 @@ def fuzz_sliding_window_pv(data):
           else run(probs, value, global_value), exact=lambda: [_pv_definition(probs, value, global_value, window)])
 
 
+def fuzz_sliding_window_attention(data):
+    """The fused op (softmax of the banded scores times the values, in one pass) against the same three steps:
+    the twins in reference mode; for NaN / Inf inputs, the compiled QK and PV ops around the softmax define it
+    (the twin's chunked einsum multiplies structural zeros by values, see fuzz_sliding_window_pv)."""
+    kind = kind_of(data)
+    batch, seq, heads, dim, num_global, window = _band(data)
+    query, key, value = (floats(data, (batch, seq, heads, dim), kind) for _ in range(3))
+    global_key, global_value = (floats(data, (batch, num_global, heads, dim), kind) for _ in range(2))
+    key_keep, global_keep = bits(data, (batch, seq)) > 0, bits(data, (batch, num_global)) > 0
+    if kind == "bad":
+        defect = data.draw(st.sampled_from(["window", "value", "keep", "global_value", "rank"]))
+        if defect == "window":
+            window = -1
+        elif defect == "value":
+            value = floats(data, (batch, seq + 1, heads, dim), "good")
+        elif defect == "keep":
+            key_keep = bits(data, (batch, seq + 1)) > 0
+        elif defect == "global_value":
+            global_value = floats(data, (batch, num_global, heads, dim + 1), "good")
+        else:
+            query, key, value = query[..., 0], key[..., 0], value[..., 0]
+
+    def separate(q, k, v, gk, gv):
+        probs = attn.stable_softmax(sw.sliding_window_qk(q, k, window, key_keep, gk, global_keep))
+        return sw.sliding_window_pv(probs, v, gv, window=window)
+
+    def run(q, k, v, gk, gv):
+        q = tf.convert_to_tensor(q)
+        if sw.use_fused_attention(q):
+            return sw.fused_sliding_window_attention(q, k, v, window, key_keep, gk, gv, global_keep, separate)
+        return separate(q, k, v, gk, gv)
+
+    def compiled_steps():
+        with dispatch.op_mode("custom"):
+            return _numpy(separate(query, key, value, global_key, global_value))
+    inputs = (query, key, value, global_key, global_value)
+    check("sliding_window_attention", kind, lambda: with_gradients(run, *inputs) if kind == "good"
+          else run(*inputs), exact=compiled_steps)
+
+
 def _pv_definition(probs, value, global_value, window):
     """out_i = sum_c p[i, c] gv_c + sum_j p[i, X + j] v_{i+j-w}, with v zero outside the sequence."""
     num_global, seq = global_value.shape[1], value.shape[1]
@@ -577,6 +618,7 @@ PROPERTIES = {"fast_hash": fuzz_fast_hash, "lsh_cumulation": fuzz_lsh_cumulation
               "lsh_weighted_cumulation": fuzz_lsh_weighted_cumulation, "sddmm": fuzz_sddmm, "spmm": fuzz_spmm,
               "row_max": fuzz_row_max, "row_sum": fuzz_row_sum, "attention": fuzz_attention,
               "sliding_window_qk": fuzz_sliding_window_qk, "sliding_window_pv": fuzz_sliding_window_pv,
+              "sliding_window_attention": fuzz_sliding_window_attention,
               "dense_attention": fuzz_dense_attention, "checkpoint_copy": fuzz_checkpoint_copy,
               "layer_norm": fuzz_layer_norm}
 

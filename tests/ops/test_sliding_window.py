@@ -265,3 +265,132 @@ def test_op_mode_reference_never_loads_the_library():
             tf.TensorSpec([1, 10, 1, 4]), tf.TensorSpec([1, 10, 1, 4])).graph
     assert any(op.type == "TFModels>SlidingWindowQK" for op in graph.get_operations())
     del a
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The fused op: softmax(QK) PV in one pass (CPU inference)
+
+def _separate(w, keep, gkeep):
+    """The three-op composition the fused op computes (its twin)."""
+    from tfmodels.core import attention as attn
+
+    def run(q, k, v, gk, gv):
+        probs = attn.stable_softmax(sw.sliding_window_qk(q, k, w, keep, gk, gkeep))
+        return sw.sliding_window_pv(probs, v, gv, window=w)
+    return run
+
+
+def _attention_inputs(shape, seed=0, dtype=tf.float32, all_masked_row=False):
+    """q, k, v, gk, gv (dtype) and the masks; padding at the end of the last sequence, one global key dropped."""
+    b, s, h, d, x, w = shape
+    rng = np.random.RandomState(seed)
+    q, k, v = (tf.constant(rng.randn(b, s, h, d).astype("float32"), dtype) for _ in range(3))
+    gk, gv = (tf.constant(rng.randn(b, x, h, d).astype("float32"), dtype) for _ in range(2))
+    keep = np.ones((b, s), bool)
+    keep[-1, s - s // 3:] = False
+    gkeep = np.ones((b, x), bool)
+    gkeep[-1, x - 1:] = False
+    if all_masked_row:  # no key of the first sequence is kept: its rows are uniform over every column
+        keep[0] = False
+        gkeep[0] = False
+    return q, k, v, gk, gv, tf.constant(keep), tf.constant(gkeep)
+
+
+@pytest.mark.parametrize("shape", SHAPES + [(2, 300, 2, 64, 1, 128), (2, 200, 4, 64, 2, 128)], ids=str)
+def test_fused_attention_equals_the_three_ops(shape):
+    w = shape[-1]
+    q, k, v, gk, gv, keep, gkeep = _attention_inputs(shape, all_masked_row=shape[0] > 1)
+    separate = _separate(w, keep, gkeep)
+    with dispatch.op_mode("custom"):
+        fused = sw.fused_sliding_window_attention(q, k, v, w, keep, gk, gv, gkeep, twin=separate)
+        expected = separate(q, k, v, gk, gv)
+    np.testing.assert_allclose(fused.numpy(), expected.numpy(), rtol=1e-5, atol=2e-6)
+
+
+def test_fused_attention_bfloat16_is_closer_to_float32_than_the_three_ops():
+    """bfloat16 inputs: the fused op keeps scores and probabilities in float32 and rounds once; the three ops round
+    the scores and probabilities to bfloat16 in between."""
+    shape = (2, 200, 2, 64, 2, 64)
+    w = shape[-1]
+    q, k, v, gk, gv, keep, gkeep = _attention_inputs(shape, dtype=tf.bfloat16)
+    as_float = [tf.cast(t, tf.float32) for t in (q, k, v, gk, gv)]
+    with dispatch.op_mode("custom"):
+        exact = _separate(w, keep, gkeep)(*as_float).numpy()
+        fused = sw.fused_sliding_window_attention(q, k, v, w, keep, gk, gv, gkeep,
+                                                  twin=_separate(w, keep, gkeep))
+        separate = _separate(w, keep, gkeep)(q, k, v, gk, gv)
+    assert fused.dtype == tf.bfloat16
+    fused_error = np.abs(tf.cast(fused, tf.float32).numpy() - exact)
+    separate_error = np.abs(tf.cast(separate, tf.float32).numpy() - exact)
+    # one rounding to bfloat16 of outputs below ~4 in magnitude
+    assert fused_error.max() <= 2.0 ** -7 * max(1.0, np.abs(exact).max())
+    assert fused_error.mean() < separate_error.mean()
+
+
+def test_fused_attention_gradients_are_the_three_ops_gradients():
+    shape = (2, 70, 2, 16, 2, 8)
+    w = shape[-1]
+    q, k, v, gk, gv, keep, gkeep = _attention_inputs(shape)
+    separate = _separate(w, keep, gkeep)
+    upstream = tf.constant(np.random.RandomState(3).randn(*q.shape).astype("float32"))
+    with dispatch.op_mode("custom"):
+        results = []
+        for run in (lambda *t: sw.fused_sliding_window_attention(*t[:3], w, keep, t[3], t[4], gkeep, twin=separate),
+                    separate):
+            tensors = [q, k, v, gk, gv]
+            with tf.GradientTape() as tape:
+                tape.watch(tensors)
+                out = run(*tensors)
+            results.append(tape.gradient(out, tensors, output_gradients=upstream))
+    for fused, expected in zip(*results):
+        np.testing.assert_allclose(fused.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_local_attention_runs_the_fused_op_only_without_probabilities_head_mask_or_dropout():
+    from tfmodels.ops import sliding_window_attention as swa
+    shape = (2, 40, 2, 8, 1, 4)
+    q, k, v, *_ = _attention_inputs(shape)
+    merged = np.ones((2, 40), np.int32)
+    merged[:, 0] = 2          # a global token
+    merged[-1, 30:] = 0       # padding
+    plan = swa.GlobalPlan(tf.constant(merged))
+
+    def op_types(**kwargs):
+        graph = tf.function(lambda: swa.local_attention(q, k, v, plan, 4, **kwargs)[0]).get_concrete_function().graph
+        return {op.type for op in graph.get_operations()}
+
+    with dispatch.op_mode("custom"):
+        assert "TFModels>SlidingWindowAttention" in op_types(need_probs=False)
+        for kwargs in (dict(), dict(need_probs=False, head_mask=tf.ones([2])),
+                       dict(need_probs=False, dropout=lambda p: p)):
+            types = op_types(**kwargs)
+            assert "TFModels>SlidingWindowAttention" not in types and "TFModels>SlidingWindowQK" in types, kwargs
+        fused, none = swa.local_attention(q, k, v, plan, 4, need_probs=False)
+        separate, probs = swa.local_attention(q, k, v, plan, 4)
+    assert none is None and probs.shape == (2, 40, 2, 1 + 9)
+    np.testing.assert_allclose(fused.numpy(), separate.numpy(), rtol=1e-5, atol=2e-6)
+    with dispatch.op_mode("reference"):
+        assert "TFModels>SlidingWindowAttention" not in op_types(need_probs=False)
+
+
+def test_fused_attention_bad_inputs_raise_invalid_argument():
+    module = dispatch.op_module("sliding_window")
+    q = tf.zeros([2, 8, 2, 4])
+    keep = tf.ones([2, 8], tf.bool)
+    gk = tf.zeros([2, 1, 2, 4])
+    gkeep = tf.ones([2, 1], tf.bool)
+    cases = [
+        (lambda: module.tf_models_sliding_window_attention(q, q, q[:, :5], keep, gk, gk, gkeep, window=2),
+         "one shape"),
+        (lambda: module.tf_models_sliding_window_attention(q, q, q, keep, gk, gk[:, :, :1], gkeep, window=2),
+         "global_key and global_value"),
+        (lambda: module.tf_models_sliding_window_attention(q, q, q, keep[:, :5], gk, gk, gkeep, window=2),
+         "key_keep"),
+        (lambda: module.tf_models_sliding_window_attention(q, q, q, keep, gk[:1], gk[:1], gkeep, window=2),
+         "global_key"),
+        (lambda: module.tf_models_sliding_window_attention(q, q, q, keep, gk, gk, gkeep[:, :0], window=2),
+         "global_keep"),
+    ]
+    for call, message in cases:
+        with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match=message):
+            call()

@@ -10,6 +10,10 @@ column X + j to the key at position i + j - w (one-sided window w, band of 2w + 
 - `sliding_window_pv(probs, value, global_value)`: out_i = sum_c probs[i, c] global_value_c +
   sum_j probs[i, X + j] value_{i+j-w}; band entries outside the sequence are ignored.
 
+- `fused_sliding_window_attention(...)`: sliding_window_pv(softmax(sliding_window_qk(...)), ...) as one CPU op
+  (float32 and bfloat16, for inference: its gradient is the composition's), the scores of a block of rows kept
+  in cache from the product to the values; `use_fused_attention` says where it runs.
+
 Both have gradients. The custom ops (custom_ops/sliding_window, C++ with TF's thread pool, and CUDA) are used
 when the op mode allows (tfmodels.ops.dispatch); the twins below are made of stock TF ops, compile with XLA,
 and need O(seq * w) memory: the sequence is cut into chunks of w rows, each chunk meets the 3w keys around it,
@@ -76,6 +80,36 @@ def sliding_window_pv(probs, value, global_value=None, window=None):
     if dispatch.use_custom_op(FAMILY):
         return dispatch.op_module(FAMILY).tf_models_sliding_window_pv(probs, value, global_value)
     return sliding_window_pv_reference(probs, value, global_value, window)
+
+
+def use_fused_attention(query):
+    """Whether `fused_sliding_window_attention` may run here: float32 or bfloat16, no GPU to run on (the op has
+    CPU kernels only), and the op mode allows the compiled ops."""
+    if query.dtype not in (tf.float32, tf.bfloat16):
+        return False
+    if tf.config.list_logical_devices("GPU"):
+        return False
+    return dispatch.use_custom_op(FAMILY)
+
+
+@tf.autograph.experimental.do_not_convert
+def fused_sliding_window_attention(query, key, value, window, key_keep, global_key, global_value, global_keep,
+                                   twin):
+    """sliding_window_pv(softmax(sliding_window_qk(query, key, window, key_keep, global_key, global_keep)), value,
+    global_value) [batch, seq, heads, dim] with the compiled op. `twin(query, key, value, global_key,
+    global_value)` computes the same with the separate ops; the gradient differentiates it (the masks are
+    closed over: they have no gradient)."""
+    query, key, window, key_keep, global_key, global_keep = _prepare(query, key, window, key_keep, global_key,
+                                                                     global_keep)
+    value = tf.convert_to_tensor(value, dtype=query.dtype)
+    global_value = tf.convert_to_tensor(global_value, dtype=query.dtype)
+    agree("sliding_window_attention", *((("value", value, axis), ("query", query, axis)) for axis in range(4)),
+          *((("global_value", global_value, axis), ("global_key", global_key, axis)) for axis in range(4)))
+    module = dispatch.op_module(FAMILY)
+    return dispatch.with_twin_gradient(
+        lambda q, k, v, gk, gv: module.tf_models_sliding_window_attention(q, k, v, key_keep, gk, gv, global_keep,
+                                                                          window=window),
+        twin, query, key, value, global_key, global_value)
 
 
 # ---------------------------------------------------------------------------------------------------------------

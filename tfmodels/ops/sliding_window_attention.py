@@ -16,6 +16,7 @@ projections' weights, so that the algorithm sits beside its ops, as block_sparse
 import tensorflow as tf
 
 from tfmodels.core import attention as attn
+from tfmodels.ops import sliding_window
 from tfmodels.ops.sliding_window import sliding_window_pv, sliding_window_qk
 
 
@@ -51,21 +52,32 @@ class GlobalPlan:
         self.slot_index = tf.where(self.is_global, slot, num_slots)
 
 
-def local_attention(query, key, value, plan, window, head_mask=None, dropout=None):
+def local_attention(query, key, value, plan, window, head_mask=None, dropout=None, need_probs=True):
     """Every row attends to its band (one-sided `window`) and to the global keys.
 
     query (already divided by sqrt(dim)) / key / value [B, S, H, D] -> output [B, S, H, D] and probabilities
-    [B, S, H, X + 2w + 1] (global columns first). head_mask [H] scales the probabilities; `dropout` (a callable)
-    is applied to them before the values are summed."""
+    [B, S, H, X + 2w + 1] (global columns first), or None for them when `need_probs` is False. head_mask [H]
+    scales the probabilities; `dropout` (a callable, None when inactive) is applied to them before the values are
+    summed. Without probabilities, head mask or dropout, the fused op runs where it can (CPU, float32 or
+    bfloat16): the same attention without the probabilities in memory."""
     global_key = tf.gather(key, plan.positions, batch_dims=1)        # [B, X, H, D]
     global_value = tf.gather(value, plan.positions, batch_dims=1)
-    scores = sliding_window_qk(query, key, window, plan.local, global_key, plan.valid)
-    probs = attn.stable_softmax(scores)
-    if head_mask is not None:
-        probs = probs * tf.cast(head_mask, probs.dtype)[None, None, :, None]
-    if dropout is not None:
-        probs = dropout(probs)
-    return sliding_window_pv(probs, value, global_value, window=window), probs
+
+    def separate(query, key, value, global_key, global_value):
+        scores = sliding_window_qk(query, key, window, plan.local, global_key, plan.valid)
+        probs = attn.stable_softmax(scores)
+        if head_mask is not None:
+            probs = probs * tf.cast(head_mask, probs.dtype)[None, None, :, None]
+        if dropout is not None:
+            probs = dropout(probs)
+        return sliding_window_pv(probs, value, global_value, window=window), probs
+
+    if not need_probs and head_mask is None and dropout is None and sliding_window.use_fused_attention(query):
+        output = sliding_window.fused_sliding_window_attention(
+            query, key, value, window, plan.local, global_key, global_value, plan.valid,
+            twin=lambda *tensors: separate(*tensors)[0])
+        return output, None
+    return separate(query, key, value, global_key, global_value)
 
 
 def global_attention(hidden_states, plan, query, key_global, value_global, head_mask=None, dropout=None):

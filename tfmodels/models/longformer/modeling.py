@@ -122,8 +122,11 @@ class LongformerSelfAttention(encoder.SelfAttentionBase):
         query = self._split(apply_dense(self.query, hidden_states) / scale)
         key = self._split(apply_dense(self.key, hidden_states))
         value = self._split(apply_dense(self.value, hidden_states))
+        # No dropout callable in inference, where the fused op may then run (as core.attention decides).
+        inference = training is None or training is False
+        dropout = None if inference else (lambda p: self.dropout(p, training=training))
         output, probs = swa.local_attention(query, key, value, plan, self.one_sided_attn_window_size,
-                                            layer_head_mask, lambda p: self.dropout(p, training=training))
+                                            layer_head_mask, dropout, need_probs=output_attentions)
         global_hidden = tf.gather(hidden_states, plan.positions, batch_dims=1)          # [B, X, E]
         global_query = self._split(apply_dense(self.query_global, global_hidden) / scale)
         global_output, global_probs = swa.global_attention(
