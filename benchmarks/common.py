@@ -14,6 +14,10 @@ function returns {name: step}, and each round times one sample of every step (th
 round), so that a slow spell of the machine hits all of them alike; it reports each step's median and, per
 step, the median (min, max) over rounds of its time / the first step's time. Use it for ratios of two
 implementations that can share a process (an op and its twin); peak memory is not separable there.
+
+`measure_rounds(module, calls, rounds)` is the same idea across processes, for implementations that cannot share
+one (ours on Keras 3 against HF's TF classes on tf-keras): each call is measured `rounds` times, each time in a
+fresh process, the order of the calls reversed every other round.
 """
 import argparse
 import importlib
@@ -103,6 +107,37 @@ def _child_interleaved(module_name, function_name, params, rounds, warmup):
 
 def measure(module_name, function_name, params, repeats=5, warmup=2, threads=2, timeout=1800, interleaved=False):
     """Run one measurement in a fresh process; returns its result dict (or {"error": ...})."""
+    result = _measure(module_name, function_name, params, repeats, warmup, threads, timeout, interleaved)
+    _record(function_name, params, result)
+    return result
+
+
+def measure_rounds(module_name, calls, rounds=3, **kwargs):
+    """Measurements [(function_name, params)] run `rounds` times each, every run in a fresh process, the order of
+    the calls reversed every other round: a slow spell of the machine then hits every call alike (the ratio of two
+    20 ms steps measured one after the other moved by half between runs of the same code). Returns one result per
+    call: the median of its rounds' medians, the least min and the largest peak (a round's error is the result)."""
+    runs = [[] for _ in calls]
+    order = list(range(len(calls)))
+    for index in range(rounds):
+        for i in (order if index % 2 == 0 else order[::-1]):
+            function_name, params = calls[i]
+            runs[i].append(_measure(module_name, function_name, params, kwargs.get("repeats", 5),
+                                    kwargs.get("warmup", 2), kwargs.get("threads", 2), kwargs.get("timeout", 1800),
+                                    False))
+    results = []
+    for (function_name, params), results_of_call in zip(calls, runs):
+        error = next((r for r in results_of_call if "error" in r), None)
+        result = error or {"median_s": statistics.median(r["median_s"] for r in results_of_call),
+                           "min_s": min(r["min_s"] for r in results_of_call),
+                           "peak_mb": max(r["peak_mb"] for r in results_of_call),
+                           "rss_mb": max(r["rss_mb"] for r in results_of_call), "rounds": len(results_of_call)}
+        _record(function_name, params, result)
+        results.append(result)
+    return results
+
+
+def _measure(module_name, function_name, params, repeats, warmup, threads, timeout, interleaved):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS=str(threads),
                TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS="1", CUDA_VISIBLE_DEVICES="",
                TFMODELS_BENCH_THREADS=str(threads), PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -114,7 +149,6 @@ def measure(module_name, function_name, params, repeats=5, warmup=2, threads=2, 
                        if line.startswith("RESULT ")), None) or {"error": (completed.stderr or completed.stdout)[-1500:]}
     except subprocess.TimeoutExpired:
         result = {"error": f"timed out after {timeout}s"}
-    _record(function_name, params, result)
     return result
 
 

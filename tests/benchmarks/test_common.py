@@ -1,5 +1,5 @@
-"""benchmarks/common.py: the interleaved measurement that the MRA op-vs-twin ratios rest on, and how the tables
-print a measurement not made."""
+"""benchmarks/common.py: the interleaved measurement that the MRA op-vs-twin ratios rest on, the interleaved rounds
+of fresh processes that bench_xlnet's ratios rest on, and how the tables print a measurement not made."""
 import time
 
 from benchmarks import common
@@ -36,3 +36,28 @@ def test_a_measurement_not_made_prints_skipped_and_a_failed_one_error():
     assert [common.seconds(r) for r in (not_made, failed, made)] == ["skipped", "error", "0.500"]
     assert [common.megabytes(r) for r in (not_made, failed, made)] == ["skipped", "error", "12"]
     assert common.ratio(made, not_made) == common.ratio(failed, made) == "n/a"
+
+
+def sleeper(seconds, log):
+    """Measurement function: a step that sleeps; appends its length to `log` when built (the order of the
+    processes)."""
+    with open(log, "a") as f:
+        f.write(f"{seconds}\n")
+    return lambda: time.sleep(seconds)
+
+
+def test_rounds_alternate_the_order_of_fresh_processes_and_combine_their_results(tmp_path, monkeypatch):
+    log = str(tmp_path / "order")
+    recorded = tmp_path / "record.jsonl"
+    monkeypatch.setenv(common.RECORD_ENV, str(recorded))
+    calls = [("sleeper", {"seconds": 0.002, "log": log}), ("sleeper", {"seconds": 0.006, "log": log})]
+    short, long_ = common.measure_rounds("tests.benchmarks.test_common", calls, rounds=3, repeats=2, warmup=1)
+    # One process per call and round, the order reversed every other round.
+    with open(log) as f:
+        assert f.read().split() == ["0.002", "0.006", "0.006", "0.002", "0.002", "0.006"]
+    assert short["rounds"] == long_["rounds"] == 3
+    assert 0.0015 < short["median_s"] < long_["median_s"] and short["min_s"] <= short["median_s"]
+    assert len(recorded.read_text().splitlines()) == 2  # the combined results only, one per call
+    failing = common.measure_rounds("tests.benchmarks.test_common", [("sleeper", {"seconds": -1.0, "log": log})],
+                                    rounds=2, repeats=1, warmup=1)
+    assert "error" in failing[0] and "non-negative" in failing[0]["error"]

@@ -568,8 +568,8 @@ def fuzz_checkpoint_copy(data):
 
 
 def fuzz_layer_norm(data):
-    """good / nonfinite: the op's bfloat16 output is the twin's (Keras' LayerNormalization) within one rounding
-    step, NaN / Inf pattern included, and its gradients are the twin's; bad (gamma or beta of another size or
+    """good / nonfinite: the op's bfloat16 or float32 output is the twin's (Keras' LayerNormalization) within one
+    rounding step (a few for float32), NaN / Inf pattern included, and its gradients are the twin's; bad (gamma or beta of another size or
     rank, a scalar input, which the layer never passes): the op raises."""
     from tests.ops.test_layer_norm import assert_within_a_rounding
     from tfmodels.core import layers
@@ -577,18 +577,19 @@ def fuzz_layer_norm(data):
     rank = data.draw(st.integers(1, 3), label="rank")
     shape = [data.draw(st.sampled_from([0, 1, 2, 5]), label="dim") for _ in range(rank - 1)]
     width = data.draw(st.sampled_from([1, 3, 16, 17, 64, 100]), label="width")
-    inputs = tf.cast(floats(data, shape + [width], kind) * 4 + 1, tf.bfloat16)
-    layer = layers.layer_norm(data.draw(st.sampled_from([1e-12, 1e-5, 0.1]), label="epsilon"), dtype="bfloat16")
+    dtype = data.draw(st.sampled_from([tf.bfloat16, tf.float32]), label="dtype")
+    inputs = tf.cast(floats(data, shape + [width], kind) * 4 + 1, dtype)
+    layer = layers.layer_norm(data.draw(st.sampled_from([1e-12, 1e-5, 0.1]), label="epsilon"), dtype=dtype.name)
     layer.build((None, width))
-    layer.gamma.assign(tf.cast(floats(data, (width,), "good"), tf.bfloat16))
-    layer.beta.assign(tf.cast(floats(data, (width,), "good"), tf.bfloat16))
+    layer.gamma.assign(tf.cast(floats(data, (width,), "good"), dtype))
+    layer.beta.assign(tf.cast(floats(data, (width,), "good"), dtype))
     CASES["layer_norm"][kind] += 1
     if kind == "bad":
         from tfmodels.ops import layer_norm as op
         defect = data.draw(st.sampled_from(["gamma", "beta", "scalar"]), label="defect")
         gamma = tf.ones([width + 1]) if defect == "gamma" else tf.ones([width])
         beta = tf.zeros([width, 1]) if defect == "beta" else tf.zeros([width])
-        x = tf.constant(1.0, tf.bfloat16) if defect == "scalar" else inputs
+        x = tf.constant(1.0, dtype) if defect == "scalar" else inputs
         with dispatch.op_mode("custom"):
             outcome = _outcome(lambda: dispatch.op_module(op.FAMILY).tf_models_layer_norm(x, gamma, beta,
                                                                                           epsilon=1e-5))

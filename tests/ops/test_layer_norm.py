@@ -1,7 +1,7 @@
-"""The fused layer-norm op (custom_ops/layer_norm) against its twin, Keras' LayerNormalization: bfloat16 outputs
-(the same float32 arithmetic in another order: at most one bfloat16 rounding step apart), gradients, NaN / Inf,
-bad inputs, dynamic shapes, and which path core.layers.LayerNormalization takes (bfloat16 inference: the op;
-float32, training, another axis: Keras). Random shapes, NaN / Inf and bad inputs are also fuzzed
+"""The fused layer-norm op (custom_ops/layer_norm) against its twin, Keras' LayerNormalization: bfloat16 and
+float32 outputs (the same float32 arithmetic in another order: at most one bfloat16 rounding step apart, or a few
+float32 ones), gradients, NaN / Inf, bad inputs, dynamic shapes, and which path core.layers.LayerNormalization
+takes (bfloat16 or float32 inference: the op; float16, training, another axis: Keras). Random shapes, NaN / Inf and bad inputs are also fuzzed
 (tests/ops/fuzz_ops.py)."""
 import numpy as np
 import pytest
@@ -27,15 +27,21 @@ def _layer(width, dtype="bfloat16", **kwargs):
     return layer
 
 
+# How far apart the op and Keras may be, relative: one bfloat16 rounding step; for float32, the mean and variance
+# summed in another order (a few float32 steps of the terms).
+STEPS = {tf.bfloat16: 2 ** -7, tf.float32: 2 ** -18}
+
+
 def assert_within_a_rounding(got, expected, terms=None):
-    """bfloat16 values from the same float32 arithmetic summed in another order: equal, or one rounding step
-    (at most 2^-7 relative) apart, with the same NaN / Inf pattern. `terms`: the magnitude of the terms each
-    output sums (|x inv| + |beta - mean inv|), where they may cancel: the step is relative to it."""
+    """Values from the same float32 arithmetic summed in another order: equal, or STEPS[dtype] (relative) apart,
+    with the same NaN / Inf pattern. `terms`: the magnitude of the terms each output sums (|x inv| + |beta - mean
+    inv|), where they may cancel: the step is relative to it."""
+    step = STEPS[tf.as_dtype(got.dtype)]
     got, expected = (tf.cast(t, tf.float32).numpy() for t in (got, expected))
     np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
     np.testing.assert_array_equal(np.isinf(got), np.isinf(expected))
     finite = np.isfinite(expected)
-    bound = 2 ** -7 * np.maximum(np.abs(expected), 0 if terms is None else terms) + 1e-6
+    bound = step * np.maximum(np.abs(expected), 0 if terms is None else terms) + 1e-6
     assert (np.abs(got - expected)[finite] <= bound[finite]).all(), np.max(np.abs(got - expected)[finite])
 
 
@@ -54,31 +60,34 @@ def _run(layer, inputs, mode, training=None):
         layer_norm.fused_layer_norm = original
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 @pytest.mark.parametrize("shape", [(2, 7, 2560), (3, 17), (4, 1), (2, 0, 16), (1, 5, 768), (33,)])
-def test_op_equals_keras_layer_norm(shape):
-    inputs = tf.cast(RNG.randn(*shape) * 3 + 1, tf.bfloat16)
-    layer = _layer(shape[-1])
+def test_op_equals_keras_layer_norm(shape, dtype):
+    inputs = tf.cast(RNG.randn(*shape) * 3 + 1, dtype)
+    layer = _layer(shape[-1], dtype)
     fused, calls = _run(layer, inputs, "custom")
     twin, twin_calls = _run(layer, inputs, "reference")
     assert (calls, twin_calls) == (1, 0)
-    assert fused.dtype == twin.dtype == tf.bfloat16 and fused.shape == twin.shape
+    assert fused.dtype == twin.dtype == dtype and fused.shape == twin.shape
     assert_within_a_rounding(fused, twin)
-    if fused.shape.num_elements() > 1000:  # mostly bit-identical: the same arithmetic, only summed in lanes
+    if fused.shape.num_elements() > 1000 and dtype == "bfloat16":  # mostly bit-identical: summed in lanes
         assert np.mean(tf.cast(fused, tf.float32).numpy() == tf.cast(twin, tf.float32).numpy()) > 0.99
 
 
-def test_nonfinite_rows_give_keras_nan_pattern():
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_nonfinite_rows_give_keras_nan_pattern(dtype):
     values = RNG.randn(5, 40).astype(np.float32)
     values[1, 3], values[2, 0], values[3, 39] = np.nan, np.inf, -np.inf
-    inputs = tf.cast(values, tf.bfloat16)
-    layer = _layer(40)
+    inputs = tf.cast(values, dtype)
+    layer = _layer(40, dtype)
     assert_within_a_rounding(_run(layer, inputs, "custom")[0], _run(layer, inputs, "reference")[0])
 
 
-def test_gradients_are_the_twins():
-    inputs = tf.cast(RNG.randn(2, 9, 48), tf.bfloat16)
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_gradients_are_the_twins(dtype):
+    inputs = tf.cast(RNG.randn(2, 9, 48), dtype)
     weights = tf.cast(RNG.randn(2, 9, 48), tf.float32)
-    layer = _layer(48)
+    layer = _layer(48, dtype)
     gradients = {}
     for mode in ("custom", "reference"):
         with tf.GradientTape() as tape:
@@ -89,11 +98,11 @@ def test_gradients_are_the_twins():
         np.testing.assert_array_equal(tf.cast(fused, tf.float32).numpy(), tf.cast(twin, tf.float32).numpy())
 
 
-@pytest.mark.parametrize("case", ["float32", "training", "not the last axis", "no beta", "mixed_bfloat16"])
+@pytest.mark.parametrize("case", ["float32", "float16", "training", "not the last axis", "no beta", "mixed_bfloat16"])
 def test_which_path_the_layer_takes(case):
     width, dtype, kwargs, training = 24, "bfloat16", {}, None
-    if case == "float32":
-        dtype = "float32"
+    if case in ("float32", "float16"):
+        dtype = case
     elif case == "training":
         training = True
     elif case == "not the last axis":
@@ -105,9 +114,12 @@ def test_which_path_the_layer_takes(case):
     layer = layers.layer_norm(1e-5, dtype=dtype, **kwargs)
     inputs = tf.cast(RNG.randn(3, width, width), layer.compute_dtype)
     outputs, calls = _run(layer, inputs, "custom", training)
-    assert calls == (1 if case == "mixed_bfloat16" else 0), case
+    assert calls == (1 if case in ("mixed_bfloat16", "float32") else 0), case
     expected, _ = _run(layer, inputs, "reference", training)
-    assert_within_a_rounding(outputs, expected)
+    if case == "float16":
+        np.testing.assert_array_equal(outputs.numpy(), expected.numpy())
+    else:
+        assert_within_a_rounding(outputs, expected)
 
 
 def test_bad_inputs_raise():

@@ -25,9 +25,9 @@ def layer_norm(epsilon, name=None, **kwargs):
 
 @keras.saving.register_keras_serializable(package="tfmodels")
 class LayerNormalization(keras.layers.LayerNormalization):
-    """Keras' LayerNormalization; bfloat16 inference on the CPU over the last axis (with gamma and beta) runs the
-    fused op of tfmodels.ops.layer_norm, one pass over the tensor where Keras makes about ten. The same float32
-    arithmetic, rounded to bfloat16 once; Keras' computation is the op's twin and its gradient."""
+    """Keras' LayerNormalization; bfloat16 and float32 inference on the CPU over the last axis (with gamma and beta)
+    runs the fused op of tfmodels.ops.layer_norm, one pass over the tensor where Keras makes about ten. The same
+    float32 arithmetic, rounded once; Keras' computation is the op's twin and its gradient."""
 
     def call(self, inputs, training=None):
         rank = inputs.shape.rank
