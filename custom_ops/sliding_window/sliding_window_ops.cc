@@ -11,7 +11,7 @@
 //       probs [B, S, H, X + 2w + 1] (w from the last dimension), value [B, S, H, D], global_value [B, X, H, D];
 //       output_i = sum_c probs[i, c] global_value_c + sum_j probs[i, X + j] value_{i+j-w} (in range).
 //   TFModels>SlidingWindowQKGrad, TFModels>SlidingWindowPVGrad: their gradients (all inputs at once).
-//   TFModels>SlidingWindowAttention(query, key, value, key_keep, global_key, global_value, global_keep; window)
+//   TFModels>SlidingWindowAttention(query, key, key_keep, global_key, global_keep, value, global_value; window)
 //       -> output [B, S, H, D]: SlidingWindowPV(softmax(SlidingWindowQK(...)), value, global_value) in one pass
 //       (banded_attention.h), CPU only, float32 and bfloat16. No gradient op: tfmodels.ops.sliding_window
 //       differentiates the three-op composition instead.
@@ -87,7 +87,7 @@ absl::Status AttentionShape(InferenceContext* c) {
   ShapeHandle query, key, value;
   TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &query));
   TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &key));
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 4, &value));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(5), 4, &value));
   TF_RETURN_IF_ERROR(c->Merge(query, key, &query));
   TF_RETURN_IF_ERROR(c->Merge(query, value, &query));
   c->set_output(0, query);
@@ -149,11 +149,11 @@ REGISTER_OP("TFModels>SlidingWindowPV")
 REGISTER_OP("TFModels>SlidingWindowAttention")
     .Input("query: T")
     .Input("key: T")
-    .Input("value: T")
     .Input("key_keep: bool")
     .Input("global_key: T")
-    .Input("global_value: T")
     .Input("global_keep: bool")
+    .Input("value: T")
+    .Input("global_value: T")
     .Output("output: T")
     .Attr("window: int >= 0")
     .Attr("T: {bfloat16, float}")
@@ -316,8 +316,8 @@ class SlidingWindowPVGradOp : public OpKernel {
   }
 };
 
-// Inputs as SlidingWindowQK's (validated by ValidateQK) with value after key and global_value after global_key,
-// each of the shape of the tensor it follows.
+// Inputs: SlidingWindowQK's (validated by ValidateQK), then value (the shape of query) and global_value (the shape
+// of global_key).
 template <typename T>
 class SlidingWindowAttentionOp : public OpKernel {
  public:
@@ -325,38 +325,18 @@ class SlidingWindowAttentionOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("window", &window_));
   }
   void Compute(OpKernelContext* ctx) override {
-    // ValidateQK reads (query, key, key_keep, global_key, global_keep) from consecutive inputs: check those here.
-    const Tensor& query = ctx->input(0);
-    const Tensor& key = ctx->input(1);
-    const Tensor& value = ctx->input(2);
-    const Tensor& key_keep = ctx->input(3);
-    const Tensor& global_key = ctx->input(4);
-    const Tensor& global_value = ctx->input(5);
-    const Tensor& global_keep = ctx->input(6);
-    OP_REQUIRES(ctx, query.dims() == 4 && query.shape() == key.shape() && query.shape() == value.shape(),
-                absl::InvalidArgumentError(absl::StrCat(
-                    "query, key and value must have one shape [batch, seq, heads, dim], got ", query.shape().DebugString(),
-                    ", ", key.shape().DebugString(), " and ", value.shape().DebugString())));
-    OP_REQUIRES(ctx, global_key.dims() == 4 && global_key.shape() == global_value.shape(),
-                absl::InvalidArgumentError(absl::StrCat(
-                    "global_key and global_value must have one shape [batch, X, heads, dim], got ",
-                    global_key.shape().DebugString(), " and ", global_value.shape().DebugString())));
     Dims dims;
-    dims.batch = query.dim_size(0);
-    dims.seq = query.dim_size(1);
-    dims.heads = query.dim_size(2);
-    dims.dim = query.dim_size(3);
-    dims.num_global = global_key.dim_size(1);
-    dims.window = window_;
-    if (!CheckRank(ctx, key_keep, 2, "key_keep") || !CheckRank(ctx, global_keep, 2, "global_keep") ||
-        !CheckDim(ctx, key_keep, 0, dims.batch, "key_keep", "batch") ||
-        !CheckDim(ctx, key_keep, 1, dims.seq, "key_keep", "sequence length") ||
-        !CheckDim(ctx, global_key, 0, dims.batch, "global_key", "batch") ||
-        !CheckDim(ctx, global_key, 2, dims.heads, "global_key", "heads") ||
-        !CheckDim(ctx, global_key, 3, dims.dim, "global_key", "head size") ||
-        !CheckDim(ctx, global_keep, 0, dims.batch, "global_keep", "batch") ||
-        !CheckDim(ctx, global_keep, 1, dims.num_global, "global_keep", "number of global keys") ||
-        !CheckThat(ctx, window_ >= 0, absl::StrCat("window must be >= 0, got ", window_))) {
+    if (!ValidateQK(ctx, window_, 0, &dims)) return;
+    const Tensor& query = ctx->input(0);
+    const Tensor& global_key = ctx->input(3);
+    const Tensor& value = ctx->input(5);
+    const Tensor& global_value = ctx->input(6);
+    if (!CheckThat(ctx, value.shape() == query.shape(),
+                   absl::StrCat("value must have the shape of query ", query.shape().DebugString(), ", got ",
+                                value.shape().DebugString())) ||
+        !CheckThat(ctx, global_value.shape() == global_key.shape(),
+                   absl::StrCat("global_value must have the shape of global_key ", global_key.shape().DebugString(),
+                                ", got ", global_value.shape().DebugString()))) {
       return;
     }
     Tensor* output = nullptr;
@@ -365,9 +345,9 @@ class SlidingWindowAttentionOp : public OpKernel {
     Tensor workspace;
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({BandedAttentionWorkspace<T>(dims)}),
                                            &workspace));
-    BandedAttention<T>(TfParallelFor(ctx), dims, query.flat<T>().data(), key.flat<T>().data(),
+    BandedAttention<T>(TfParallelFor(ctx), dims, query.flat<T>().data(), ctx->input(1).flat<T>().data(),
                        value.flat<T>().data(), global_key.flat<T>().data(), global_value.flat<T>().data(),
-                       key_keep.flat<bool>().data(), global_keep.flat<bool>().data(),
+                       ctx->input(2).flat<bool>().data(), ctx->input(4).flat<bool>().data(),
                        workspace.flat<float>().data(), output->flat<T>().data());
   }
 

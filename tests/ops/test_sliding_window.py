@@ -379,17 +379,14 @@ def test_fused_attention_bad_inputs_raise_invalid_argument():
     keep = tf.ones([2, 8], tf.bool)
     gk = tf.zeros([2, 1, 2, 4])
     gkeep = tf.ones([2, 1], tf.bool)
+    attention = module.tf_models_sliding_window_attention
     cases = [
-        (lambda: module.tf_models_sliding_window_attention(q, q, q[:, :5], keep, gk, gk, gkeep, window=2),
-         "one shape"),
-        (lambda: module.tf_models_sliding_window_attention(q, q, q, keep, gk, gk[:, :, :1], gkeep, window=2),
-         "global_key and global_value"),
-        (lambda: module.tf_models_sliding_window_attention(q, q, q, keep[:, :5], gk, gk, gkeep, window=2),
-         "key_keep"),
-        (lambda: module.tf_models_sliding_window_attention(q, q, q, keep, gk[:1], gk[:1], gkeep, window=2),
-         "global_key"),
-        (lambda: module.tf_models_sliding_window_attention(q, q, q, keep, gk, gk, gkeep[:, :0], window=2),
-         "global_keep"),
+        (lambda: attention(q, q, keep, gk, gkeep, q[:, :5], gk, window=2), "value must have the shape of query"),
+        (lambda: attention(q, q, keep, gk, gkeep, q, gk[:, :, :1], window=2), "global_value must have the shape"),
+        (lambda: attention(q, q, keep[:, :5], gk, gkeep, q, gk, window=2), "key_keep"),
+        (lambda: attention(q, q[:, :5], keep, gk, gkeep, q, gk, window=2), "same shape"),
+        (lambda: attention(q, q, keep, gk, gkeep[:, :0], q, gk, window=2), "global_keep"),
+        (lambda: attention(q, q, keep, gk, gkeep, q, gk, window=-1), "window"),
     ]
     for call, message in cases:
         with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match=message):

@@ -107,7 +107,7 @@ def fused_sliding_window_attention(query, key, value, window, key_keep, global_k
           *((("global_value", global_value, axis), ("global_key", global_key, axis)) for axis in range(4)))
     module = dispatch.op_module(FAMILY)
     return dispatch.with_twin_gradient(
-        lambda q, k, v, gk, gv: module.tf_models_sliding_window_attention(q, k, v, key_keep, gk, gv, global_keep,
+        lambda q, k, v, gk, gv: module.tf_models_sliding_window_attention(q, k, key_keep, gk, global_keep, v, gv,
                                                                           window=window),
         twin, query, key, value, global_key, global_value)
 
