@@ -9,7 +9,8 @@ The layer (models/longformer) owns the projections; the functions here take proj
 projections' weights, so that the algorithm sits beside its ops, as block_sparse_attention does for MRA:
 
 - `GlobalPlan(merged_mask)`: which tokens are global and where their slots are, once per forward pass;
-- `local_attention(query, key, value, plan, window)`: the band plus the global keys, for every row;
+- `local_attention(query, key, value, plan, window)`: the band plus the global keys, for every row (in CPU
+  inference without the probabilities, the fused op `sliding_window.fused_sliding_window_attention`);
 - `global_attention(hidden_states, plan, query, key_global, value_global)`: the rows of the global tokens;
 - `merge_global_rows(local_output, global_output, plan)`: the global rows put in place of their local ones.
 """
