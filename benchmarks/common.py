@@ -112,7 +112,7 @@ def measure(module_name, function_name, params, repeats=5, warmup=2, threads=2, 
     return result
 
 
-def measure_rounds(module_name, calls, rounds=3, **kwargs):
+def measure_rounds(module_name, calls, rounds=3, repeats=5, warmup=2, threads=2, timeout=1800):
     """Measurements [(function_name, params)] run `rounds` times each, every run in a fresh process, the order of
     the calls reversed every other round: a slow spell of the machine then hits every call alike (the ratio of two
     20 ms steps measured one after the other moved by half between runs of the same code). Returns one result per
@@ -122,9 +122,7 @@ def measure_rounds(module_name, calls, rounds=3, **kwargs):
     for index in range(rounds):
         for i in (order if index % 2 == 0 else order[::-1]):
             function_name, params = calls[i]
-            runs[i].append(_measure(module_name, function_name, params, kwargs.get("repeats", 5),
-                                    kwargs.get("warmup", 2), kwargs.get("threads", 2), kwargs.get("timeout", 1800),
-                                    False))
+            runs[i].append(_measure(module_name, function_name, params, repeats, warmup, threads, timeout, False))
     results = []
     for (function_name, params), results_of_call in zip(calls, runs):
         error = next((r for r in results_of_call if "error" in r), None)

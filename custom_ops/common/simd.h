@@ -24,7 +24,6 @@ inline void Store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
 inline Vec Broadcast(float x) { return _mm512_set1_ps(x); }
 inline Vec MulAdd(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
 inline Vec Add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
-inline Vec Mul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
 inline Vec Sub(Vec a, Vec b) { return _mm512_sub_ps(a, b); }
 inline Vec Max(Vec a, Vec b) { return _mm512_max_ps(a, b); }  // b where either is NaN
 inline Vec RoundNearest(Vec a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
@@ -42,7 +41,6 @@ inline void Store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
 inline Vec Broadcast(float x) { return _mm256_set1_ps(x); }
 inline Vec MulAdd(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
 inline Vec Add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
-inline Vec Mul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
 inline Vec Sub(Vec a, Vec b) { return _mm256_sub_ps(a, b); }
 inline Vec Max(Vec a, Vec b) { return _mm256_max_ps(a, b); }  // b where either is NaN
 inline Vec RoundNearest(Vec a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
@@ -75,7 +73,6 @@ inline void Store(float* p, Vec v) { *p = v; }
 inline Vec Broadcast(float x) { return x; }
 inline Vec MulAdd(Vec a, Vec b, Vec c) { return a * b + c; }
 inline Vec Add(Vec a, Vec b) { return a + b; }
-inline Vec Mul(Vec a, Vec b) { return a * b; }
 inline Vec Sub(Vec a, Vec b) { return a - b; }
 inline Vec Max(Vec a, Vec b) { return std::isnan(a) || std::isnan(b) ? b : (a > b ? a : b); }
 inline Vec RoundNearest(Vec a) { return std::nearbyint(a); }

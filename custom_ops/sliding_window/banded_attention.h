@@ -16,7 +16,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -27,27 +26,12 @@
 namespace tfmodels {
 namespace sliding_window {
 
-// x[j] *= factor for j < length.
-inline void Normalise(float* x, int64_t length, float factor) {
-  const simd::Vec vector_factor = simd::Broadcast(factor);
-  const int64_t whole = length / simd::kLanes * simd::kLanes;
-  for (int64_t j = 0; j < whole; j += simd::kLanes) simd::Store(x + j, simd::Mul(simd::Load(x + j), vector_factor));
-  for (int64_t j = whole; j < length; ++j) x[j] *= factor;
-}
-
-// Workspace (floats) BandedAttention needs: the key panels.
-template <typename T>
-int64_t BandedAttentionWorkspace(const Dims& d) {
-  return BandedScoresWorkspace<T>(d);
-}
-
-// T: float or bfloat16 (accumulated in float).
+// T: float or bfloat16 (accumulated in float). workspace: BandedScoresWorkspace<T>(d) floats, for the key panels.
 template <typename T, typename ParallelFor>
 void BandedAttention(const ParallelFor& parallel_for, const Dims& d, const T* q, const T* k, const T* v,
                      const T* gk, const T* gv, const bool* key_keep, const bool* global_keep, float* workspace,
                      T* out) {
   static_assert(std::is_same_v<typename AccType<T>::type, float>, "the softmax is float32 (common/simd.h)");
-  constexpr int64_t P = PanelColumns<float>();
   const int64_t S = d.seq, D = d.dim, w = d.window, X = d.num_global, band = d.band();
   if (S == 0 || d.batch == 0 || d.heads == 0 || D == 0) return;
   PackKeyPanels<T>(parallel_for, d, k, workspace);
@@ -58,15 +42,17 @@ void BandedAttention(const ParallelFor& parallel_for, const Dims& d, const T* q,
   const int64_t cost = kBlock * d.cols() * (D + 4) * 4;
   parallel_for(units, cost, [&](int64_t begin, int64_t end) {
     Scratch<float>& scratch = ThreadScratch<float>();
-    std::vector<float> acc(static_cast<size_t>(kRows * D));
+    std::vector<float> acc(static_cast<size_t>(kRows * D)), inverse_sums(static_cast<size_t>(kBlock));
     for (int64_t unit = begin; unit < end; ++unit) {
       const int64_t blk = unit % blocks, h = (unit / blocks) % d.heads, b = unit / (blocks * d.heads);
       const int64_t i0 = blk * kBlock, rows = std::min(S, i0 + kBlock) - i0;
       const BlockScores<float> scores = ScoreBlock<T>(d, workspace, q, gk, b, h, i0, rows, scratch);
-      // The softmax of each row in place: its band (contiguous in res, one element further right per row) and
-      // its global scores, masked entries set to the fill first (exp 0, or 1 each in an all-masked row).
+      // The softmax of each row in place, unnormalised (the output row is scaled by 1 / the sum, once per value
+      // rather than once per entry, as the dense attention does): its band (contiguous in res, one element further
+      // right per row) and its global scores, masked entries set to the fill first (exp 0, or 1 each in an
+      // all-masked row).
       for (int64_t r = 0; r < RoundUp(rows, kRows); ++r) {
-        float* row = scores.band(r, P);
+        float* row = scores.band(r);
         if (r >= rows) {  // the rows that complete the last group of kRows: weight 0, never written out
           std::fill(row, row + band, 0.0f);
           continue;
@@ -74,10 +60,8 @@ void BandedAttention(const ParallelFor& parallel_for, const Dims& d, const T* q,
         MaskScoreRow<float>(d, scores, r, b, key_keep, global_keep, fill);
         float* global = scores.global(r);
         const float max = std::fmax(simd::MaxOf(row, band), simd::MaxOf(global, X));
-        const float inverse_sum =
+        inverse_sums[r] =
             1.0f / (simd::ExponentiateShifted(row, band, max) + simd::ExponentiateShifted(global, X, max));
-        Normalise(row, band, inverse_sum);
-        Normalise(global, X, inverse_sum);
       }
       // The values of every entry, as SlidingWindowPV (no key_keep / global_keep there: masked entries weigh 0).
       // Row r0 + r of a group reads value row r0 + c (position i0 - w + r0 + c) with coefficient
@@ -87,7 +71,7 @@ void BandedAttention(const ParallelFor& parallel_for, const Dims& d, const T* q,
       float* vb = scratch.first(static_cast<size_t>(vrows * D));
       CopyRows<T, float>(d, v, b, h, i0 - w, vrows, nullptr, vb);
       for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
-        ApplyRows<float>(scores.band(r0, P), scores.rc, 1, vb + r0 * D, D, ncols, band, D, acc.data(), D);
+        ApplyRows<float>(scores.band(r0), scores.rc, 1, vb + r0 * D, D, ncols, band, D, acc.data(), D);
         for (int r = 0; r < kRows && r0 + r < rows; ++r) {
           float* a = acc.data() + r * D;
           const float* global = scores.global(r0 + r);
@@ -96,7 +80,8 @@ void BandedAttention(const ParallelFor& parallel_for, const Dims& d, const T* q,
             for (int64_t e = 0; e < D; ++e) a[e] += global[c] * static_cast<float>(g[e]);
           }
           T* dst = out + d.row(b, i0 + r0 + r, h);
-          for (int64_t e = 0; e < D; ++e) dst[e] = static_cast<T>(a[e]);
+          const float inverse_sum = inverse_sums[r0 + r];
+          for (int64_t e = 0; e < D; ++e) dst[e] = static_cast<T>(a[e] * inverse_sum);
         }
       }
     }

@@ -274,7 +274,7 @@ struct BlockScores {
   A* gres;            // [rows, gw]: the global scores
   int64_t gw;
   int64_t i0;
-  A* band(int64_t r, int64_t P) const { return res + r * rc + (i0 + r) - first * P; }
+  A* band(int64_t r) const { return res + r * rc + (i0 + r) - first * PanelColumns<A>(); }
   A* global(int64_t r) const { return gres + r * gw; }
 };
 
@@ -292,8 +292,8 @@ BlockScores<typename AccType<T>::type> ScoreBlock(const Dims& d, const typename 
   const int64_t i1 = i0 + rows;
   const int64_t first = i0 / P, last = (i1 - 1 + 2 * w) / P, rc = (last - first + 1) * P;
   const int64_t gw = RoundUp(X, L);
-  // res has room for whole groups of kRows rows and one more row, so that BandedAttention can read row groups of
-  // its band in place (BandedAttention); the rows past `rows` are not computed.
+  // res has room for whole groups of kRows rows and one more row, so that BandedAttention (banded_attention.h) can
+  // read row groups of its band in place; the rows past `rows` are not computed.
   const int64_t res_rows = RoundUp(rows, kRows) + 1;
   A* buffer = scratch.second(static_cast<size_t>(rows * D + res_rows * rc + rows * gw + D * gw));
   A* qb = buffer;
@@ -342,7 +342,7 @@ inline void MaskScoreRow(const Dims& d, const BlockScores<A>& scores, int64_t r,
     if (global_keep != nullptr && !global_keep[b * X + c]) global[c] = fill;
   }
   // Band j <-> key i + j - w, in range for j in [lo, hi].
-  A* band = scores.band(r, PanelColumns<A>());
+  A* band = scores.band(r);
   const int64_t lo = std::max<int64_t>(0, w - i), hi = std::min<int64_t>(2 * w, S - 1 - i + w);
   std::fill(band, band + lo, fill);
   std::fill(band + std::max(hi + 1, lo), band + 2 * w + 1, fill);
@@ -380,7 +380,7 @@ void BandedScores(const ParallelFor& parallel_for, const Dims& d, const T* q, co
         MaskScoreRow<A>(d, scores, r, b, key_keep, global_keep, static_cast<A>(fill));
         T* __restrict__ dst = out + d.srow(b, i0 + r, h);
         const A* __restrict__ global = scores.global(r);
-        const A* __restrict__ band = scores.band(r, PanelColumns<A>());
+        const A* __restrict__ band = scores.band(r);
         for (int64_t c = 0; c < X; ++c) dst[c] = static_cast<T>(global[c]);
         for (int64_t j = 0; j < d.band(); ++j) dst[X + j] = static_cast<T>(band[j]);
       }

@@ -343,7 +343,7 @@ class SlidingWindowAttentionOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, query.shape(), &output));
     if (output->NumElements() == 0) return;
     Tensor workspace;
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({BandedAttentionWorkspace<T>(dims)}),
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({BandedScoresWorkspace<T>(dims)}),
                                            &workspace));
     BandedAttention<T>(TfParallelFor(ctx), dims, query.flat<T>().data(), ctx->input(1).flat<T>().data(),
                        value.flat<T>().data(), global_key.flat<T>().data(), global_value.flat<T>().data(),

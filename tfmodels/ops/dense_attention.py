@@ -26,9 +26,7 @@ def use_fused_attention(query, bias):
         return False
     if bias is not None and (bias.shape.rank != 4 or bias.shape[3] == 1):  # the op takes a bias row per key
         return False
-    if tf.config.list_logical_devices("GPU"):  # the op has CPU kernels only
-        return False
-    return dispatch.use_custom_op(FAMILY)
+    return dispatch.use_cpu_op(FAMILY)
 
 
 def fused_attention(query, key, value, bias, scale, twin):

@@ -84,6 +84,15 @@ def with_twin_gradient(compiled, twin, *inputs):
     return run(*inputs)
 
 
+def use_cpu_op(family):
+    """use_custom_op(family) for an op with CPU kernels only (the fused inference ops: dense_attention,
+    layer_norm, the fused sliding-window attention): False wherever TensorFlow sees a GPU to run on."""
+    import tensorflow as tf
+    if tf.config.list_logical_devices("GPU"):
+        return False
+    return use_custom_op(family)
+
+
 def op_module(family):
     return op_library(family).load()
 

@@ -87,9 +87,7 @@ def use_fused_attention(query):
     CPU kernels only), and the op mode allows the compiled ops."""
     if query.dtype not in (tf.float32, tf.bfloat16):
         return False
-    if tf.config.list_logical_devices("GPU"):
-        return False
-    return dispatch.use_custom_op(FAMILY)
+    return dispatch.use_cpu_op(FAMILY)
 
 
 @tf.autograph.experimental.do_not_convert
