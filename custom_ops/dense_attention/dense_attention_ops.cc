@@ -26,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/tf_checks.h"
 #include "common/tf_parallel.h"
+#include "dense_attention/attention_op_common.h"
 #include "dense_attention/dense_attention_amx.h"
 #include "dense_attention/dense_attention_kernels.h"
 #include "tensorflow/core/framework/op.h"
@@ -42,10 +43,6 @@ using ::tensorflow::Tensor;
 using ::tensorflow::shape_inference::InferenceContext;
 using ::tensorflow::shape_inference::ShapeHandle;
 
-// Scores of one task stay under this many floats (1 MiB): with the task's query rows and output they fit the
-// L2 cache of current x86 server cores (1-2 MiB).
-constexpr int64_t kScratchFloats = int64_t{1} << 18;
-
 absl::Status Shape(InferenceContext* c) {
   ShapeHandle query, key, value, bias;
   TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &query));
@@ -57,11 +54,6 @@ absl::Status Shape(InferenceContext* c) {
   c->set_output(0, output);
   return absl::OkStatus();
 }
-
-template <typename T>
-using RowMajor = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-template <typename T>
-using ConstRows = Eigen::Map<const RowMajor<T>>;
 
 template <typename T>
 class DenseAttentionOp : public OpKernel {
@@ -76,7 +68,7 @@ class DenseAttentionOp : public OpKernel {
     const Tensor& value = context->input(2);
     const Tensor& bias = context->input(3);
     if (!CheckRank(context, query, 4, "query") || !CheckRank(context, key, 4, "key") ||
-        !CheckRank(context, value, 4, "value") || !CheckRank(context, bias, 4, "bias")) {
+        !CheckRank(context, value, 4, "value")) {
       return;
     }
     const int64_t batch = query.dim_size(0), heads = query.dim_size(1), queries = query.dim_size(2);
@@ -85,18 +77,11 @@ class DenseAttentionOp : public OpKernel {
         !CheckDim(context, key, 3, dim, "key", "the query's head size") ||
         !CheckDim(context, value, 0, batch, "value", "batch") ||
         !CheckDim(context, value, 1, heads, "value", "heads") ||
-        !CheckDim(context, value, 2, keys, "value", "the number of keys") ||
-        !CheckDim(context, bias, 3, keys, "bias", "the number of keys")) {
+        !CheckDim(context, value, 2, keys, "value", "the number of keys")) {
       return;
     }
-    const int64_t full[3] = {batch, heads, queries};
-    for (int axis = 0; axis < 3; ++axis) {
-      if (!CheckThat(context, bias.dim_size(axis) == 1 || bias.dim_size(axis) == full[axis],
-                     absl::StrCat("bias dimension ", axis, " must be 1 or ", full[axis], ", got shape ",
-                                  bias.shape().DebugString()))) {
-        return;
-      }
-    }
+    Shapes shapes{batch, heads, queries, keys, dim, value_dim};
+    if (!CheckBias(context, bias, batch, heads, queries, keys, &shapes.bias)) return;
     Tensor* output = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(
                                 0, tensorflow::TensorShape({batch, heads, queries, value_dim}), &output));
@@ -105,11 +90,6 @@ class DenseAttentionOp : public OpKernel {
       output->flat<T>().setZero();
       return;
     }
-    Shapes shapes{batch, heads, queries, keys, dim, value_dim};
-    // Strides of the bias over batch, heads and query rows: 0 where it broadcasts.
-    shapes.bias_row = bias.dim_size(2) == 1 ? 0 : keys;
-    shapes.bias_head = bias.dim_size(1) == 1 ? 0 : bias.dim_size(2) * keys;
-    shapes.bias_batch = bias.dim_size(0) == 1 ? 0 : bias.dim_size(1) * bias.dim_size(2) * keys;
     // The softmax reads the bias as float32: a bfloat16 bias is converted once.
     const float* b;
     Tensor bias_float;
@@ -140,10 +120,7 @@ class DenseAttentionOp : public OpKernel {
  private:
   struct Shapes {
     int64_t batch, heads, queries, keys, dim, value_dim;
-    int64_t bias_row = 0, bias_head = 0, bias_batch = 0;
-    const float* BiasRows(const float* bias, int64_t head, int64_t first) const {
-      return bias + (head / heads) * bias_batch + (head % heads) * bias_head + first * bias_row;
-    }
+    BiasLayout bias;
   };
 
   // The products on the vector tiles of dense_attention_kernels.h, in float32 (bfloat16 inputs converted).
@@ -191,9 +168,9 @@ class DenseAttentionOp : public OpKernel {
             ConstRows<T>(q + (head * queries + first) * dim, count, dim).template cast<float>() * scale;
         QueryKeyScores(scaled_query.data(), count, dim, kt + head * dim * padded_keys,
                        padded_keys / kTileColumns, scores.data(), scores_stride);
-        const float* bias_rows = s.BiasRows(b, head, first);
+        const float* bias_rows = s.bias.Rows(b, head, first);
         for (int64_t r = 0; r < count; ++r) {
-          inverse_sums[r] = ExponentiateRow(scores.data() + r * scores_stride, bias_rows + r * s.bias_row, keys, 1.0f);
+          inverse_sums[r] = ExponentiateRow(scores.data() + r * scores_stride, bias_rows + r * s.bias.row, keys, 1.0f);
         }
         ProbabilityValues(scores.data(), scores_stride, count, vp + head * keys * padded_value_dim, keys,
                           padded_value_dim, context_rows.data(), padded_value_dim);
@@ -252,10 +229,10 @@ class DenseAttentionOp : public OpKernel {
         amx::Product(query_rows.data(), query_stride, tile_rows, chunks, kt + head * key_values,
                      2 * chunks * amx::kTileValues, amx::kTileValues, padded_keys / amx::kBlock, scores.data(),
                      scores_stride);
-        const float* bias_rows = s.BiasRows(b, head, first);
+        const float* bias_rows = s.bias.Rows(b, head, first);
         for (int64_t r = 0; r < count; ++r) {
           float* row = scores.data() + r * scores_stride;
-          inverse_sums[r] = ExponentiateRow(row, bias_rows + r * s.bias_row, keys, scale);
+          inverse_sums[r] = ExponentiateRow(row, bias_rows + r * s.bias.row, keys, scale);
           amx::RoundRow(row, keys, padded_keys, probs.data() + r * probs_stride);
         }
         std::fill(probs.data() + count * probs_stride, probs.data() + tile_rows * probs_stride, 0);
@@ -270,17 +247,6 @@ class DenseAttentionOp : public OpKernel {
     parallel_for(head_count * blocks, rows * keys * (dim + value_dim + 20), work);
   }
 #endif
-
-  // Softmax's normalisation, applied to the output rows (value_dim products per row instead of keys), and the
-  // one rounding of a bfloat16 output.
-  static void Normalise(const float* inverse_sums, const float* context_rows, int64_t context_stride, int64_t count,
-                        int64_t value_dim, T* out) {
-    Eigen::Map<RowMajor<T>>(out, count, value_dim) =
-        (Eigen::Map<const Eigen::VectorXf>(inverse_sums, count).asDiagonal() *
-         Eigen::Map<const RowMajor<float>, 0, Eigen::OuterStride<>>(context_rows, count, value_dim,
-                                                                     Eigen::OuterStride<>(context_stride)))
-            .template cast<T>();
-  }
 
   float scale_;
 };

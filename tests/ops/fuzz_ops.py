@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from tfmodels.core import attention as attn
 from tfmodels.ops import block_sparse as bs
-from tfmodels.ops import dispatch, lsh
+from tfmodels.ops import dense_attention, dispatch, lsh
 from tfmodels.ops import sliding_window as sw
 
 BAD_INPUT_ERRORS = (tf.errors.InvalidArgumentError, ValueError, TypeError)
@@ -509,6 +509,58 @@ def fuzz_dense_attention(data):
     np.testing.assert_allclose(output, expected, rtol=rtol, atol=atol, err_msg="bfloat16")
 
 
+def fuzz_relative_attention(data):
+    """The relative-position op as XLNet's attention core calls it: the op where use_relative_attention allows it,
+    else its twin (XLNet's position term, then core attention); both take the same inputs."""
+    kind = kind_of(data)
+    batch, heads = data.draw(st.integers(0, 2)), data.draw(st.integers(0, 3))
+    queries, keys = data.draw(st.sampled_from([0, 1, 5, 7, 70])), data.draw(st.sampled_from([0, 1, 3, 64, 65, 130]))
+    dim, value_dim = data.draw(st.sampled_from([1, 3, 16, 24])), data.draw(st.sampled_from([1, 8, 17]))
+    positions = keys + queries + data.draw(st.integers(0, 3), label="extra positions")
+    position_batch = data.draw(st.sampled_from([1, batch]), label="position batch")
+    query, position_query = (floats(data, (batch, heads, queries, dim), kind) for _ in range(2))
+    key = floats(data, (batch, heads, keys, dim), kind)
+    value = floats(data, (batch, heads, keys, value_dim), kind)
+    position_key = floats(data, (position_batch, heads, positions, dim), kind)
+    bias_shape = [data.draw(st.sampled_from([1, size]), label="bias dim") for size in (batch, heads, queries)]
+    bias = np.where(bits(data, bias_shape + [keys]) > 0, floats(data, bias_shape + [keys], "good"),
+                    np.finfo(np.float32).min)
+    if kind == "bad":
+        defect = data.draw(st.sampled_from(["key", "position_key", "value"]))
+        if defect == "key":
+            key = floats(data, (batch, heads, keys, dim + 1), "good")
+        elif defect == "position_key":
+            position_key = floats(data, (position_batch, heads, positions, dim + 1), "good")
+        else:
+            value = floats(data, (batch, heads, keys + 1, value_dim), "good")
+    layer = _xlnet_attention()
+    scale = 1.0 / np.sqrt(dim)
+
+    def twin(q, k, v, pq, pk, b):
+        position = layer.position_scores(pq, pk, tf.shape(k)[2], additive_mask=b)
+        return attn.scaled_dot_product_attention(q, k, v, position, need_probs=False)[0]
+
+    def run(*tensors):  # tensors, as the layer passes them
+        tensors = [tf.convert_to_tensor(x) for x in tensors]
+        if dense_attention.use_relative_attention(tensors[0], tensors[5]):
+            return dense_attention.relative_attention(*tensors, scale, twin)
+        return twin(*tensors)
+    inputs = (query, key, value, position_query, position_key, bias)
+    check("relative_attention", kind, lambda: with_gradients(run, *inputs) if kind == "good" else run(*inputs))
+
+
+_XLNET_ATTENTION = []
+
+
+def _xlnet_attention():
+    """An XLNet attention layer ("bi"), for its position term (position_scores uses no weights)."""
+    if not _XLNET_ATTENTION:
+        import tfmodels
+        from tfmodels.models.xlnet.modeling import XLNetRelativeAttention
+        _XLNET_ATTENTION.append(XLNetRelativeAttention(tfmodels.XLNetConfig(d_model=8, n_head=1, d_head=8)))
+    return _XLNET_ATTENTION[0]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The checkpoint loader's copy (plain C through ctypes; its twin is numpy's assignment and np.isfinite)
 
@@ -621,7 +673,8 @@ PROPERTIES = {"fast_hash": fuzz_fast_hash, "lsh_cumulation": fuzz_lsh_cumulation
               "row_max": fuzz_row_max, "row_sum": fuzz_row_sum, "attention": fuzz_attention,
               "sliding_window_qk": fuzz_sliding_window_qk, "sliding_window_pv": fuzz_sliding_window_pv,
               "sliding_window_attention": fuzz_sliding_window_attention,
-              "dense_attention": fuzz_dense_attention, "checkpoint_copy": fuzz_checkpoint_copy,
+              "dense_attention": fuzz_dense_attention, "relative_attention": fuzz_relative_attention,
+              "checkpoint_copy": fuzz_checkpoint_copy,
               "layer_norm": fuzz_layer_norm}
 
 
@@ -648,7 +701,7 @@ def main(argv):
 def op_family(op):
     return "lsh" if op in ("fast_hash", "lsh_cumulation", "lsh_weighted_cumulation") else \
         "sliding_window" if op.startswith("sliding_window") else \
-        "dense_attention" if op == "dense_attention" else \
+        "dense_attention" if op in ("dense_attention", "relative_attention") else \
         "checkpoint" if op == "checkpoint_copy" else "layer_norm" if op == "layer_norm" else "block_sparse"
 
 

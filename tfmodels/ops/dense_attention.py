@@ -1,4 +1,5 @@
-"""Dense softmax attention as one fused CPU op: softmax((query * scale) key^T + bias) value, per head.
+"""Dense softmax attention as one fused CPU op: softmax((query * scale) key^T + bias) value, per head; and its
+variant with a relative position term (Transformer-XL / XLNet), `relative_attention`.
 
 The op (custom_ops/dense_attention) computes a block of query rows of one head at a time, its scores held in a
 cache-sized scratch from the product to the softmax to the values, where stock TensorFlow writes the whole
@@ -39,3 +40,24 @@ def fused_attention(query, key, value, bias, scale, twin):
     return dispatch.with_twin_gradient(
         lambda q, k, v, b: module.tf_models_dense_attention(q, k, v, b, scale=float(scale)), twin,
         query, key, value, tf.cast(bias, query.dtype))
+
+
+def use_relative_attention(query, bias):
+    """Whether `relative_attention` may run here: use_fused_attention's conditions, in float32 only (bfloat16 takes
+    the dense op, the position term computed by the caller's twin)."""
+    return query.dtype == tf.float32 and use_fused_attention(query, bias)
+
+
+def relative_attention(query, key, value, position_query, position_key, bias, scale, twin):
+    """softmax((query * scale) key^T + rel_shift(position_query position_key^T) + bias) value with the compiled op
+    (custom_ops/dense_attention/relative_attention_ops.cc): query i meets position_key rows j + Q - i, j < K.
+
+    query, position_query [B, H, Q, D] (position_query already scaled); key [B, H, K, D]; value [B, H, K, E];
+    position_key [B or 1, H, R >= K + Q, D]; bias [B or 1, H or 1, Q or 1, K] (None: no bias). `twin` takes the
+    same six inputs and computes the same with stock TF ops; the gradient differentiates it."""
+    if bias is None:
+        bias = tf.zeros([1, 1, 1, tf.shape(key)[2]], query.dtype)
+    module = dispatch.op_module(FAMILY)
+    return dispatch.with_twin_gradient(
+        lambda q, k, v, pq, pk, b: module.tf_models_relative_attention(q, k, v, pq, pk, b, scale=float(scale)),
+        twin, query, key, value, position_query, position_key, tf.cast(bias, query.dtype))

@@ -26,6 +26,7 @@ from tfmodels.core.layers import apply_chunking
 from tfmodels.core.modeling import PreTrainedModel
 from tfmodels.models.xlnet.checkpoint import XLNET_CHECKPOINT_MAP
 from tfmodels.models.xlnet.configuration import XLNetConfig
+from tfmodels.ops import dense_attention
 
 _MEMS_DOC = ("mems: list of config.n_layer tensors [mem_len, batch, d_model] (the reference's layout), the hidden "
              "states entering each layer for the previous segment(s); feed them back as `mems`.")
@@ -84,12 +85,13 @@ def _masked_logits(x, p_mask):
 
 def _bias_terms(position, ef, seg_diff, additive_mask):
     """position [b, n, q, k] + the segment term (ef [b, n, q, 2]: column 1 where seg_diff [b, q, k], else 0)
-    + additive_mask [b, 1, q|1, k], each when given."""
-    if ef is not None:
-        position = position + tf.where(seg_diff[:, None], ef[..., 1:], ef[..., :1])
-    if additive_mask is not None:
-        position = position + additive_mask
-    return position
+    + additive_mask [b, 1, q|1, k], each when given (None when none is)."""
+    terms = [position, None if ef is None else tf.where(seg_diff[:, None], ef[..., 1:], ef[..., :1]), additive_mask]
+    total = None
+    for term in terms:
+        if term is not None:
+            total = term if total is None else total + term
+    return total
 
 
 def _shift_blocks(x, ef, seg_diff, additive_mask):
@@ -144,14 +146,13 @@ class XLNetRelativeAttention(keras.layers.Layer):
         x = tf.reshape(x, [batch, length, self.n_head, self.d_head])
         return tf.transpose(x, [0, 2, 1, 3])
 
-    def position_keys(self, pos_emb, batch):
-        """pos_emb [rlen, d] or [batch, rlen, d] -> [batch, n, rlen, d_head]. A shared encoding is projected
-        once and broadcast (the attention matmuls then need no batch broadcasting)."""
+    def position_keys(self, pos_emb):
+        """pos_emb [rlen, d] or [batch, rlen, d] -> [1 or batch, n, rlen, d_head]: a shared encoding is projected
+        once."""
         projected = linear(pos_emb, self._weight(self.r, pos_emb.dtype))
         if pos_emb.shape.rank == 2:
             rlen = tf.shape(pos_emb)[0]
-            keys = tf.transpose(tf.reshape(projected, [rlen, self.n_head, self.d_head]), [1, 0, 2])
-            return tf.broadcast_to(keys[None], [batch, self.n_head, rlen, self.d_head])
+            return tf.transpose(tf.reshape(projected, [rlen, self.n_head, self.d_head]), [1, 0, 2])[None]
         return self._heads(projected)
 
     # --- attention core ----------------------------------------------------------------------------------
@@ -162,7 +163,8 @@ class XLNetRelativeAttention(keras.layers.Layer):
         batch, heads, qlen, rlen = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2], tf.shape(x)[3]
         x = tf.reshape(x, [batch, heads, rlen, qlen])[:, :, 1:, :]
         x = tf.reshape(x, [batch, heads, qlen, rlen - 1])
-        return x[:, :, :, :klen]
+        # (The reshape, free, gives no queries their klen columns too: without rows, rlen - 1 may be < klen.)
+        return tf.reshape(x[:, :, :, :klen], [batch, heads, qlen, klen])
 
     def position_scores(self, q_head, k_head_r, klen, ef=None, seg_diff=None, additive_mask=None):
         """rel_shift(q_head @ k_head_r^T, klen) plus the segment and mask terms (_bias_terms): the additive bias
@@ -176,7 +178,9 @@ class XLNetRelativeAttention(keras.layers.Layer):
         dynamic or other lengths) the full product is shifted."""
         block = self.POSITION_BLOCK
         qlen, d_head = q_head.shape[2], q_head.shape[3]
-        if self.config.attn_type != "bi" or qlen is None or qlen % block:
+        # Shared position keys [1, ...] are broadcast over the batch: the matmuls then need no batch broadcasting.
+        k_head_r = tf.broadcast_to(k_head_r, tf.concat([tf.shape(q_head)[:1], tf.shape(k_head_r)[1:]], axis=0))
+        if self.config.attn_type != "bi" or not qlen or qlen % block:  # (not qlen: unknown, or no rows)
             position = self.rel_shift(tf.matmul(q_head, k_head_r, transpose_b=True), klen)
             return _bias_terms(position, ef, seg_diff, additive_mask)
         batch, heads, blocks = tf.shape(q_head)[0], tf.shape(q_head)[1], qlen // block
@@ -188,7 +192,7 @@ class XLNetRelativeAttention(keras.layers.Layer):
 
     def rel_attn_core(self, q_head, k_head_h, v_head_h, k_head_r, seg_diff, additive_mask, head_mask, training,
                       need_probs=True):
-        """q_head [b, n, q, d]; k/v [b, n, k, d]; k_head_r [n or b, .., rlen, d]; seg_diff [b, q, k] bool;
+        """q_head [b, n, q, d]; k/v [b, n, k, d]; k_head_r [1 or b, n, rlen, d]; seg_diff [b, q, k] bool;
         additive_mask [b, 1, q|1, k]. Returns (context [b, n, q, d], probs [b, n, q, k] or None when
         need_probs is False)."""
         dtype = q_head.dtype
@@ -201,10 +205,22 @@ class XLNetRelativeAttention(keras.layers.Layer):
         ef = None
         if seg_diff is not None:
             ef = tf.einsum("bnqd,snd->bnqs", (q_head + bias("r_s_bias")) * scale, tf.cast(self.seg_embed, dtype))
-        scores_bias = self.position_scores((q_head + bias("r_r_bias")) * scale, k_head_r, tf.shape(k_head_h)[2],
-                                           ef, seg_diff, additive_mask)
-        return attn.scaled_dot_product_attention(q_head + bias("r_w_bias"), k_head_h, v_head_h, scores_bias,
-                                                 head_mask, self.dropout, training, need_probs=need_probs)
+        content_query, position_query = q_head + bias("r_w_bias"), (q_head + bias("r_r_bias")) * scale
+        klen = tf.shape(k_head_h)[2]
+        inference = training is None or training is False
+        if self.config.attn_type == "bi" and not need_probs and inference and head_mask is None \
+                and dense_attention.use_relative_attention(q_head, additive_mask):
+            # Float32 CPU inference: the position term, softmax and values in one op (its rel_shift is the "bi"
+            # encoding's, rlen = klen + qlen). The segment term and the mask are its additive bias.
+            def twin(query, key, value, pos_query, pos_key, extra):
+                position = self.position_scores(pos_query, pos_key, klen, additive_mask=extra)
+                return attn.scaled_dot_product_attention(query, key, value, position, need_probs=False)[0]
+            extra = _bias_terms(None, ef, seg_diff, additive_mask)
+            return dense_attention.relative_attention(content_query, k_head_h, v_head_h, position_query, k_head_r,
+                                                      extra, self.scale, twin), None
+        scores_bias = self.position_scores(position_query, k_head_r, klen, ef, seg_diff, additive_mask)
+        return attn.scaled_dot_product_attention(content_query, k_head_h, v_head_h, scores_bias, head_mask,
+                                                 self.dropout, training, need_probs=need_probs)
 
     def post_attention(self, residual, context, training):
         """context [b, n, len, d] -> layer_norm(dropout(context @ o) + residual)."""
@@ -220,7 +236,7 @@ class XLNetRelativeAttention(keras.layers.Layer):
     def call(self, h, g, mask_h, mask_g, pos_emb, seg_diff, mems=None, target_mapping=None, head_mask=None,
              training=False, need_probs=True):
         dtype = h.dtype
-        k_head_r = self.position_keys(tf.cast(pos_emb, dtype), tf.shape(h)[0])
+        k_head_r = self.position_keys(tf.cast(pos_emb, dtype))
         if mems is None:
             # One projection for queries, keys and values.
             qkv = linear(h, tf.concat([self._weight(w, dtype) for w in (self.q, self.k, self.v)], axis=1))
