@@ -91,6 +91,24 @@ def test_residual_in_bfloat16_eager_matches_float32_within_bfloat16_rounding():
     assert (error <= 2 ** -8 * terms + 1e-6).all(), (error / terms).max()
 
 
+def test_the_shared_bfloat16_graph_function_serves_every_rank_and_shape():
+    """One graph function serves every eager half-precision apply_dense (the flattening to 2-D inside it): its
+    signature relaxes over calls with other shapes and ranks, down to an unknown rank, and every call still
+    gets its own numbers and shape."""
+    rng = np.random.RandomState(3)
+    for units, shape in ((16, (2, 4, 8)), (12, (3, 8)), (16, (2, 3, 4, 35)), (7, (5,)), (7, (2, 5)), (9, (1, 2, 3))):
+        dense = keras.layers.Dense(units, dtype="bfloat16")
+        x = tf.cast(rng.randn(*shape), tf.bfloat16)
+        residual = tf.cast(rng.randn(*shape[:-1], units), tf.bfloat16)
+        got = layers.apply_dense(dense, x, residual=residual)
+        assert got.shape == shape[:-1] + (units,)
+        flat = tf.cast(tf.reshape(x, [-1, shape[-1]]), tf.float32)
+        expected = tf.matmul(flat, tf.cast(dense.kernel, tf.float32)) + tf.reshape(tf.cast(residual, tf.float32),
+                                                                                    [-1, units])
+        np.testing.assert_allclose(tf.cast(got, tf.float32).numpy().reshape(-1, units), expected.numpy(),
+                                   rtol=2 ** -6, atol=2 ** -6 * float(np.abs(expected).max()))
+
+
 def test_scale_with_an_activation_is_refused():
     dense = layers.dense(4, 0.5)
     with pytest.raises(ValueError, match="scale"):
