@@ -67,26 +67,17 @@ class DenseAttentionOp : public OpKernel {
     const Tensor& key = context->input(1);
     const Tensor& value = context->input(2);
     const Tensor& bias = context->input(3);
-    if (!CheckRank(context, query, 4, "query") || !CheckRank(context, key, 4, "key") ||
-        !CheckRank(context, value, 4, "value")) {
+    AttentionShapes shapes;
+    if (!CheckQueryKeyValue(context, query, key, value, &shapes) ||
+        !CheckBias(context, bias, shapes.batch, shapes.heads, shapes.queries, shapes.keys, &shapes.bias)) {
       return;
     }
-    const int64_t batch = query.dim_size(0), heads = query.dim_size(1), queries = query.dim_size(2);
-    const int64_t dim = query.dim_size(3), keys = key.dim_size(2), value_dim = value.dim_size(3);
-    if (!CheckDim(context, key, 0, batch, "key", "batch") || !CheckDim(context, key, 1, heads, "key", "heads") ||
-        !CheckDim(context, key, 3, dim, "key", "the query's head size") ||
-        !CheckDim(context, value, 0, batch, "value", "batch") ||
-        !CheckDim(context, value, 1, heads, "value", "heads") ||
-        !CheckDim(context, value, 2, keys, "value", "the number of keys")) {
-      return;
-    }
-    Shapes shapes{batch, heads, queries, keys, dim, value_dim};
-    if (!CheckBias(context, bias, batch, heads, queries, keys, &shapes.bias)) return;
     Tensor* output = nullptr;
-    OP_REQUIRES_OK(context, context->allocate_output(
-                                0, tensorflow::TensorShape({batch, heads, queries, value_dim}), &output));
+    OP_REQUIRES_OK(context, context->allocate_output(0, tensorflow::TensorShape({shapes.batch, shapes.heads,
+                                                                                 shapes.queries, shapes.value_dim}),
+                                                     &output));
     if (output->NumElements() == 0) return;
-    if (keys == 0) {  // no keys: an empty sum, as the twin's matmul gives
+    if (shapes.keys == 0) {  // no keys: an empty sum, as the twin's matmul gives
       output->flat<T>().setZero();
       return;
     }
@@ -118,72 +109,29 @@ class DenseAttentionOp : public OpKernel {
   }
 
  private:
-  struct Shapes {
-    int64_t batch, heads, queries, keys, dim, value_dim;
-    BiasLayout bias;
+  // The bias rows of AttendInBlocks: the bias tensor's own, in place.
+  struct BiasRows {
+    const float* bias;
+    const BiasLayout* layout;
+    const float* rows = nullptr;
+    void Start(int64_t head, int64_t first, int64_t /*count*/) { rows = layout->Rows(bias, head, first); }
+    const float* Row(int64_t r) const { return rows + r * layout->row; }
   };
 
   // The products on the vector tiles of dense_attention_kernels.h, in float32 (bfloat16 inputs converted).
-  void ComputeFloat(OpKernelContext* context, const Shapes& s, const T* q, const T* k, const T* v, const float* b,
-                    T* out) {
-    const int64_t keys = s.keys, dim = s.dim, value_dim = s.value_dim, queries = s.queries;
-    const int64_t padded_keys = RoundUp(keys, kTileColumns), padded_value_dim = RoundUp(value_dim, kLanes);
-    const int64_t head_count = s.batch * s.heads;
-    // The keys of every head as panels (PackKeyPanels) and the values padded to whole vectors ([keys, padded E]),
-    // once per call: the tiles then read both in place.
-    Tensor key_panels, values_padded;
-    OP_REQUIRES_OK(context, context->allocate_temp(tensorflow::DT_FLOAT,
-                                                   tensorflow::TensorShape({head_count, dim, padded_keys}), &key_panels));
-    OP_REQUIRES_OK(context, context->allocate_temp(tensorflow::DT_FLOAT, tensorflow::TensorShape(
-                                {head_count, keys, padded_value_dim}), &values_padded));
-    float* kt = key_panels.flat<float>().data();
-    float* vp = values_padded.flat<float>().data();
-    TfParallelFor parallel_for(context);
-    parallel_for(head_count, keys * (dim + value_dim) * 2, [&](int64_t begin, int64_t end) {
-      for (int64_t head = begin; head < end; ++head) {
-        PackKeyPanels(k + head * keys * dim, keys, dim, kt + head * dim * padded_keys);
-        Eigen::Map<RowMajor<float>> padded(vp + head * keys * padded_value_dim, keys, padded_value_dim);
-        padded.rightCols(padded_value_dim - value_dim).setZero();
-        padded.leftCols(value_dim) = ConstRows<T>(v + head * keys * value_dim, keys, value_dim).template cast<float>();
-      }
-    });
-
+  void ComputeFloat(OpKernelContext* context, const AttentionShapes& s, const T* q, const T* k, const T* v,
+                    const float* b, T* out) {
     // Query rows per task: their scores fill the scratch, in whole tiles of rows.
+    const int64_t padded_keys = RoundUp(s.keys, kTileColumns);
     int64_t rows = std::max<int64_t>(kTileRows, kScratchFloats / padded_keys / kTileRows * kTileRows);
-    rows = std::min(rows, queries);
-    const int64_t blocks = (queries + rows - 1) / rows;
-    // Rows of scores one vector longer than the keys: rows a multiple of 4 KB apart would put a tile's stores
-    // and its reads of a key panel on the same L1 sets (4K aliasing).
-    const int64_t scores_stride = padded_keys + kLanes;
-    const float scale = scale_;
-    auto work = [&](int64_t begin, int64_t end) {
-      std::vector<float> scores(rows * scores_stride), scaled_query(rows * dim), context_rows(rows * padded_value_dim);
-      std::vector<float> inverse_sums(rows);
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t head = task / blocks;  // batch index * heads + head index
-        const int64_t first = (task % blocks) * rows;
-        const int64_t count = std::min(rows, queries - first);
-        // The query is scaled before the product, as the twin does (the same rounding).
-        Eigen::Map<RowMajor<float>>(scaled_query.data(), count, dim) =
-            ConstRows<T>(q + (head * queries + first) * dim, count, dim).template cast<float>() * scale;
-        QueryKeyScores(scaled_query.data(), count, dim, kt + head * dim * padded_keys,
-                       padded_keys / kTileColumns, scores.data(), scores_stride);
-        const float* bias_rows = s.bias.Rows(b, head, first);
-        for (int64_t r = 0; r < count; ++r) {
-          inverse_sums[r] = ExponentiateRow(scores.data() + r * scores_stride, bias_rows + r * s.bias.row, keys, 1.0f);
-        }
-        ProbabilityValues(scores.data(), scores_stride, count, vp + head * keys * padded_value_dim, keys,
-                          padded_value_dim, context_rows.data(), padded_value_dim);
-        Normalise(inverse_sums.data(), context_rows.data(), padded_value_dim, count, value_dim,
-                  out + (head * queries + first) * value_dim);
-      }
-    };
-    parallel_for(head_count * blocks, rows * keys * (2 * dim + 2 * value_dim + 20), work);
+    rows = std::min(rows, s.queries);
+    AttendInBlocks(context, s, rows, scale_, q, k, v, [&] { return BiasRows{b, &s.bias}; },
+                   rows * s.keys * (2 * s.dim + 2 * s.value_dim + 20), out);
   }
 
 #ifdef TFMODELS_DENSE_ATTENTION_AMX
   // The products on AMX tiles (dense_attention_amx.h): bfloat16 inputs as they are, float32 scores and sums.
-  void ComputeAmx(OpKernelContext* context, const Shapes& s, const uint16_t* q, const uint16_t* k,
+  void ComputeAmx(OpKernelContext* context, const AttentionShapes& s, const uint16_t* q, const uint16_t* k,
                   const uint16_t* v, const float* b, T* out) {
     const int64_t keys = s.keys, dim = s.dim, value_dim = s.value_dim, queries = s.queries;
     const int64_t head_count = s.batch * s.heads;

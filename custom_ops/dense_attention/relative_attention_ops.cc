@@ -73,21 +73,14 @@ class RelativeAttentionOp : public OpKernel {
     const Tensor& position_query = context->input(3);
     const Tensor& position_key = context->input(4);
     const Tensor& bias = context->input(5);
-    if (!CheckRank(context, query, 4, "query") || !CheckRank(context, key, 4, "key") ||
-        !CheckRank(context, value, 4, "value") || !CheckRank(context, position_query, 4, "position_query") ||
+    AttentionShapes s;
+    if (!CheckQueryKeyValue(context, query, key, value, &s) ||
+        !CheckRank(context, position_query, 4, "position_query") ||
         !CheckRank(context, position_key, 4, "position_key")) {
       return;
     }
-    Shapes s;
-    s.batch = query.dim_size(0), s.heads = query.dim_size(1), s.queries = query.dim_size(2);
-    s.dim = query.dim_size(3), s.keys = key.dim_size(2), s.value_dim = value.dim_size(3);
-    s.positions = position_key.dim_size(2);
-    if (!CheckDim(context, key, 0, s.batch, "key", "batch") || !CheckDim(context, key, 1, s.heads, "key", "heads") ||
-        !CheckDim(context, key, 3, s.dim, "key", "the query's head size") ||
-        !CheckDim(context, value, 0, s.batch, "value", "batch") ||
-        !CheckDim(context, value, 1, s.heads, "value", "heads") ||
-        !CheckDim(context, value, 2, s.keys, "value", "the number of keys") ||
-        !CheckThat(context, position_query.shape() == query.shape(),
+    const int64_t positions = position_key.dim_size(2);
+    if (!CheckThat(context, position_query.shape() == query.shape(),
                    absl::StrCat("position_query must have the query's shape ", query.shape().DebugString(),
                                 ", got ", position_query.shape().DebugString())) ||
         !CheckThat(context, position_key.dim_size(0) == 1 || position_key.dim_size(0) == s.batch,
@@ -95,13 +88,12 @@ class RelativeAttentionOp : public OpKernel {
                                 position_key.shape().DebugString())) ||
         !CheckDim(context, position_key, 1, s.heads, "position_key", "heads") ||
         !CheckDim(context, position_key, 3, s.dim, "position_key", "the query's head size") ||
-        !CheckThat(context, s.positions >= s.keys + s.queries,
+        !CheckThat(context, positions >= s.keys + s.queries,
                    absl::StrCat("position_key must hold at least keys + queries = ", s.keys + s.queries,
                                 " relative positions, got shape ", position_key.shape().DebugString())) ||
         !CheckBias(context, bias, s.batch, s.heads, s.queries, s.keys, &s.bias)) {
       return;
     }
-    s.shared_positions = position_key.dim_size(0) == 1;
     Tensor* output = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(
                                 0, tensorflow::TensorShape({s.batch, s.heads, s.queries, s.value_dim}), &output));
@@ -110,93 +102,83 @@ class RelativeAttentionOp : public OpKernel {
       output->flat<float>().setZero();
       return;
     }
-    ComputeBlocks(context, s, query.flat<float>().data(), key.flat<float>().data(), value.flat<float>().data(),
-                  position_query.flat<float>().data(), position_key.flat<float>().data(), bias.flat<float>().data(),
-                  output->flat<float>().data());
+    // The position keys as panels (PackKeyPanels), once per call: one set per batch row, or one for all.
+    const int64_t position_heads = position_key.dim_size(0) * s.heads;
+    const int64_t padded_positions = RoundUp(positions, kTileColumns);
+    Tensor position_panels;
+    OP_REQUIRES_OK(context, context->allocate_temp(tensorflow::DT_FLOAT, tensorflow::TensorShape(
+                                {position_heads, s.dim, padded_positions}), &position_panels));
+    const float* pk = position_key.flat<float>().data();
+    float* panels = position_panels.flat<float>().data();
+    TfParallelFor parallel_for(context);
+    parallel_for(position_heads, positions * s.dim * 2, [&](int64_t begin, int64_t end) {
+      for (int64_t head = begin; head < end; ++head) {
+        PackKeyPanels(pk + head * positions * s.dim, positions, s.dim, panels + head * s.dim * padded_positions);
+      }
+    });
+    // Query rows per task, in whole tiles: their content and position scores fill the scratch.
+    const int64_t padded_keys = RoundUp(s.keys, kTileColumns);
+    int64_t rows = std::max<int64_t>(kTileRows, kScratchFloats / (2 * padded_keys) / kTileRows * kTileRows);
+    rows = std::min({rows, kMaxRows, s.queries});
+    const PositionTerm term{&s, position_query.flat<float>().data(), panels, padded_positions,
+                            position_key.dim_size(0) == 1, bias.flat<float>().data(), rows};
+    AttendInBlocks(context, s, rows, scale_, query.flat<float>().data(), key.flat<float>().data(),
+                   value.flat<float>().data(), [&] { return PositionBiasRows(term); },
+                   rows * s.keys * (4 * s.dim + 2 * s.value_dim + 20), output->flat<float>().data());
   }
 
  private:
-  struct Shapes {
-    int64_t batch, heads, queries, keys, dim, value_dim, positions;
-    bool shared_positions;  // one set of position keys for every batch row
-    BiasLayout bias;
+  // What every thread's PositionBiasRows reads.
+  struct PositionTerm {
+    const AttentionShapes* s;
+    const float* position_query;  // [B, H, Q, D], scaled by the caller
+    const float* panels;          // the position keys as panels, [B or 1, H, D, padded_positions]
+    int64_t padded_positions;
+    bool shared;                  // one set of position keys for every batch row
+    const float* bias;
+    int64_t rows;                 // query rows per block at most
   };
 
-  void ComputeBlocks(OpKernelContext* context, const Shapes& s, const float* q, const float* k, const float* v,
-                     const float* pq, const float* pk, const float* b, float* out) {
-    const int64_t keys = s.keys, dim = s.dim, value_dim = s.value_dim, queries = s.queries, heads = s.heads;
-    const int64_t padded_keys = RoundUp(keys, kTileColumns), padded_value_dim = RoundUp(value_dim, kLanes);
-    const int64_t padded_positions = RoundUp(s.positions, kTileColumns);
-    const int64_t head_count = s.batch * heads, position_heads = s.shared_positions ? heads : head_count;
-    // Keys and position keys as panels (PackKeyPanels), values padded to whole vectors, once per call.
-    Tensor key_panels, position_panels, values_padded;
-    OP_REQUIRES_OK(context, context->allocate_temp(tensorflow::DT_FLOAT,
-                                                   tensorflow::TensorShape({head_count, dim, padded_keys}), &key_panels));
-    OP_REQUIRES_OK(context, context->allocate_temp(tensorflow::DT_FLOAT, tensorflow::TensorShape(
-                                {position_heads, dim, padded_positions}), &position_panels));
-    OP_REQUIRES_OK(context, context->allocate_temp(tensorflow::DT_FLOAT, tensorflow::TensorShape(
-                                {head_count, keys, padded_value_dim}), &values_padded));
-    float* kt = key_panels.flat<float>().data();
-    float* pt = position_panels.flat<float>().data();
-    float* vp = values_padded.flat<float>().data();
-    TfParallelFor parallel_for(context);
-    parallel_for(head_count, (keys + s.positions) * dim * 2 + keys * value_dim, [&](int64_t begin, int64_t end) {
-      for (int64_t head = begin; head < end; ++head) {
-        PackKeyPanels(k + head * keys * dim, keys, dim, kt + head * dim * padded_keys);
-        if (head < position_heads) {
-          PackKeyPanels(pk + head * s.positions * dim, s.positions, dim, pt + head * dim * padded_positions);
-        }
-        Eigen::Map<RowMajor<float>> padded(vp + head * keys * padded_value_dim, keys, padded_value_dim);
-        padded.rightCols(padded_value_dim - value_dim).setZero();
-        padded.leftCols(value_dim) = ConstRows<float>(v + head * keys * value_dim, keys, value_dim);
-      }
-    });
+  // The bias rows of AttendInBlocks: each row's position term (its shifted slice of the block's products with
+  // the positions it meets) plus its row of the bias, added in the twin's order.
+  class PositionBiasRows {
+   public:
+    explicit PositionBiasRows(const PositionTerm& term)
+        : t_(term),
+          // A block's positions span K + rows - 1 from a start that need not begin a panel: at most that plus two
+          // panels' slack; rows one vector longer than whole panels (4K aliasing, as the scores).
+          stride_(RoundUp(term.s->keys + term.rows + 2 * kTileColumns, kTileColumns) + kLanes),
+          products_(term.rows * stride_),
+          row_(term.s->keys) {}
 
-    // Query rows per task, in whole tiles: their content and position scores fill the scratch.
-    int64_t rows = std::max<int64_t>(kTileRows, kScratchFloats / (2 * padded_keys) / kTileRows * kTileRows);
-    rows = std::min({rows, kMaxRows, queries});
-    const int64_t blocks = (queries + rows - 1) / rows;
-    // Row strides one vector longer than whole panels: 4K aliasing, as in DenseAttention. A block's positions
-    // span K + rows - 1 from a start that need not begin a panel: at most that plus two panels' slack.
-    const int64_t scores_stride = padded_keys + kLanes;
-    const int64_t position_stride = RoundUp(keys + rows + 2 * kTileColumns, kTileColumns) + kLanes;
-    const float scale = scale_;
-    auto work = [&](int64_t begin, int64_t end) {
-      std::vector<float> scores(rows * scores_stride), position_scores(rows * position_stride);
-      std::vector<float> scaled_query(rows * dim), row_bias(keys), context_rows(rows * padded_value_dim);
-      std::vector<float> inverse_sums(rows);
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t head = task / blocks;  // batch index * heads + head index
-        const int64_t first = (task % blocks) * rows;
-        const int64_t count = std::min(rows, queries - first);
-        // The query is scaled before the product, as the twin does (the same rounding).
-        Eigen::Map<RowMajor<float>>(scaled_query.data(), count, dim) =
-            ConstRows<float>(q + (head * queries + first) * dim, count, dim) * scale;
-        QueryKeyScores(scaled_query.data(), count, dim, kt + head * dim * padded_keys, padded_keys / kTileColumns,
-                       scores.data(), scores_stride);
-        // Row first + r meets positions Q - first - r + [0, K): the block meets [Q - first - count + 1,
-        // Q - first + K), computed from the panel holding its first one (panel_start).
-        const int64_t lowest = queries - first - count + 1, past_highest = queries - first + keys;
-        const int64_t first_panel = lowest / kTileColumns, panel_start = first_panel * kTileColumns;
-        const int64_t panel_count = (past_highest + kTileColumns - 1) / kTileColumns - first_panel;
-        const float* panels = pt + (s.shared_positions ? head % heads : head) * dim * padded_positions;
-        QueryKeyScores(pq + (head * queries + first) * dim, count, dim, panels + first_panel * dim * kTileColumns,
-                       panel_count, position_scores.data(), position_stride);
-        const float* bias_rows = s.bias.Rows(b, head, first);
-        for (int64_t r = 0; r < count; ++r) {
-          const float* shifted = position_scores.data() + r * position_stride + (queries - first - r - panel_start);
-          const float* bias_row = bias_rows + r * s.bias.row;
-          for (int64_t j = 0; j < keys; ++j) row_bias[j] = shifted[j] + bias_row[j];
-          inverse_sums[r] = ExponentiateRow(scores.data() + r * scores_stride, row_bias.data(), keys, 1.0f);
-        }
-        ProbabilityValues(scores.data(), scores_stride, count, vp + head * keys * padded_value_dim, keys,
-                          padded_value_dim, context_rows.data(), padded_value_dim);
-        Normalise(inverse_sums.data(), context_rows.data(), padded_value_dim, count, value_dim,
-                  out + (head * queries + first) * value_dim);
-      }
-    };
-    parallel_for(head_count * blocks, rows * keys * (4 * dim + 2 * value_dim + 20), work);
-  }
+    // Row first + r meets positions Q - first - r + [0, K): the block meets [Q - first - count + 1,
+    // Q - first + K), computed from the panel holding its first one.
+    void Start(int64_t head, int64_t first, int64_t count) {
+      const AttentionShapes& s = *t_.s;
+      const int64_t lowest = s.queries - first - count + 1, past_highest = s.queries - first + s.keys;
+      const int64_t first_panel = lowest / kTileColumns;
+      const int64_t panel_count = (past_highest + kTileColumns - 1) / kTileColumns - first_panel;
+      const float* panels = t_.panels + (t_.shared ? head % s.heads : head) * s.dim * t_.padded_positions;
+      QueryKeyScores(t_.position_query + (head * s.queries + first) * s.dim, count, s.dim,
+                     panels + first_panel * s.dim * kTileColumns, panel_count, products_.data(), stride_);
+      shift_ = s.queries - first - first_panel * kTileColumns;
+      bias_rows_ = s.bias.Rows(t_.bias, head, first);
+    }
+
+    const float* Row(int64_t r) {
+      const float* shifted = products_.data() + r * stride_ + (shift_ - r);
+      const float* bias_row = bias_rows_ + r * t_.s->bias.row;
+      for (int64_t j = 0; j < t_.s->keys; ++j) row_[j] = shifted[j] + bias_row[j];
+      return row_.data();
+    }
+
+   private:
+    const PositionTerm& t_;
+    int64_t stride_;
+    std::vector<float> products_, row_;
+    int64_t shift_ = 0;
+    const float* bias_rows_ = nullptr;
+  };
 
   float scale_;
 };
