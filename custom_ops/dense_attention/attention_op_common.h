@@ -1,6 +1,7 @@
-// What the two fused attention ops (DenseAttention, RelativeAttention) share around their kernels: the input
-// checks, the additive bias's broadcast layout, the scratch budget, and the float32 attention over blocks of query
-// rows (AttendInBlocks), to which each op gives its own bias rows.
+// What the two fused attention ops (DenseAttention, RelativeAttention) share around their kernels: the shape
+// function, the kernel base with the `scale` attribute, the input checks, the additive bias's broadcast layout,
+// the scratch budget, and the float32 attention over blocks of query rows (AttendInBlocks), to which each op
+// gives its own bias rows.
 #ifndef TFMODELS_DENSE_ATTENTION_ATTENTION_OP_COMMON_H_
 #define TFMODELS_DENSE_ATTENTION_ATTENTION_OP_COMMON_H_
 
@@ -9,11 +10,13 @@
 #include <vector>
 
 #include "Eigen/Core"
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/tf_checks.h"
 #include "common/tf_parallel.h"
 #include "dense_attention/dense_attention_kernels.h"
 #include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
 #include "tensorflow/core/framework/tensor.h"
 
 namespace tfmodels {
@@ -22,6 +25,30 @@ namespace dense_attention {
 // Scores of one task stay under this many floats (1 MiB): with the task's query rows and output they fit the
 // L2 cache of current x86 server cores (1-2 MiB).
 constexpr int64_t kScratchFloats = int64_t{1} << 18;
+
+// The shape function of both ops: every input has rank 4 (query, key and value first), and the output has the
+// query's shape with the value's head size.
+inline absl::Status AttentionShape(tensorflow::shape_inference::InferenceContext* c) {
+  tensorflow::shape_inference::ShapeHandle checked;
+  for (int input = 0; input < c->num_inputs(); ++input) {
+    TF_RETURN_IF_ERROR(c->WithRank(c->input(input), 4, &checked));
+  }
+  tensorflow::shape_inference::ShapeHandle output;
+  TF_RETURN_IF_ERROR(c->ReplaceDim(c->input(0), 3, c->Dim(c->input(2), 3), &output));
+  c->set_output(0, output);
+  return absl::OkStatus();
+}
+
+// The kernel base of both ops: the `scale` attribute that multiplies query . key.
+class ScaledAttentionOp : public tensorflow::OpKernel {
+ public:
+  explicit ScaledAttentionOp(tensorflow::OpKernelConstruction* context) : OpKernel(context) {
+    OP_REQUIRES_OK(context, context->GetAttr("scale", &scale_));
+  }
+
+ protected:
+  float scale_;
+};
 
 template <typename T>
 using RowMajor = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;

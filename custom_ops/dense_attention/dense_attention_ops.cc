@@ -22,7 +22,6 @@
 #include <vector>
 
 #include "Eigen/Core"
-#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/tf_checks.h"
 #include "common/tf_parallel.h"
@@ -31,36 +30,17 @@
 #include "dense_attention/dense_attention_kernels.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
-#include "tensorflow/core/framework/shape_inference.h"
 
 namespace tfmodels {
 namespace dense_attention {
 
-using ::tensorflow::OpKernel;
-using ::tensorflow::OpKernelConstruction;
 using ::tensorflow::OpKernelContext;
 using ::tensorflow::Tensor;
-using ::tensorflow::shape_inference::InferenceContext;
-using ::tensorflow::shape_inference::ShapeHandle;
-
-absl::Status Shape(InferenceContext* c) {
-  ShapeHandle query, key, value, bias;
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &query));
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &key));
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 4, &value));
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 4, &bias));
-  ShapeHandle output;
-  TF_RETURN_IF_ERROR(c->ReplaceDim(query, 3, c->Dim(value, 3), &output));
-  c->set_output(0, output);
-  return absl::OkStatus();
-}
 
 template <typename T>
-class DenseAttentionOp : public OpKernel {
+class DenseAttentionOp : public ScaledAttentionOp {
  public:
-  explicit DenseAttentionOp(OpKernelConstruction* context) : OpKernel(context) {
-    OP_REQUIRES_OK(context, context->GetAttr("scale", &scale_));
-  }
+  using ScaledAttentionOp::ScaledAttentionOp;
 
   void Compute(OpKernelContext* context) override {
     const Tensor& query = context->input(0);
@@ -196,7 +176,6 @@ class DenseAttentionOp : public OpKernel {
   }
 #endif
 
-  float scale_;
 };
 
 }  // namespace dense_attention
@@ -210,7 +189,7 @@ REGISTER_OP("TFModels>DenseAttention")
     .Output("context: T")
     .Attr("T: {float, bfloat16} = DT_FLOAT")
     .Attr("scale: float")
-    .SetShapeFn(tfmodels::dense_attention::Shape)
+    .SetShapeFn(tfmodels::dense_attention::AttentionShape)
     .Doc("softmax((query * scale) key^T + bias) value per head, with the scores kept in cache-sized blocks.");
 
 REGISTER_KERNEL_BUILDER(Name("TFModels>DenseAttention").Device(tensorflow::DEVICE_CPU).TypeConstraint<float>("T"),

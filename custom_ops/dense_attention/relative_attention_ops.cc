@@ -22,7 +22,6 @@
 #include <cstdint>
 #include <vector>
 
-#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/tf_checks.h"
 #include "common/tf_parallel.h"
@@ -30,41 +29,20 @@
 #include "dense_attention/dense_attention_kernels.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
-#include "tensorflow/core/framework/shape_inference.h"
 
 namespace tfmodels {
 namespace dense_attention {
 
-using ::tensorflow::OpKernel;
-using ::tensorflow::OpKernelConstruction;
 using ::tensorflow::OpKernelContext;
 using ::tensorflow::Tensor;
-using ::tensorflow::shape_inference::InferenceContext;
-using ::tensorflow::shape_inference::ShapeHandle;
 
 // Query rows per task at most (8 tiles): a block of rows meets K + rows - 1 positions, so fewer rows waste fewer
 // position products (here at most ~1.1x the K per row that the twin's shift keeps, at K = 512).
 constexpr int64_t kMaxRows = 8 * kTileRows;
 
-absl::Status RelativeShape(InferenceContext* c) {
-  ShapeHandle query, value, unused;
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &query));
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &unused));
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 4, &value));
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 4, &unused));
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(4), 4, &unused));
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(5), 4, &unused));
-  ShapeHandle output;
-  TF_RETURN_IF_ERROR(c->ReplaceDim(query, 3, c->Dim(value, 3), &output));
-  c->set_output(0, output);
-  return absl::OkStatus();
-}
-
-class RelativeAttentionOp : public OpKernel {
+class RelativeAttentionOp : public ScaledAttentionOp {
  public:
-  explicit RelativeAttentionOp(OpKernelConstruction* context) : OpKernel(context) {
-    OP_REQUIRES_OK(context, context->GetAttr("scale", &scale_));
-  }
+  using ScaledAttentionOp::ScaledAttentionOp;
 
   void Compute(OpKernelContext* context) override {
     const Tensor& query = context->input(0);
@@ -180,7 +158,6 @@ class RelativeAttentionOp : public OpKernel {
     const float* bias_rows_ = nullptr;
   };
 
-  float scale_;
 };
 
 }  // namespace dense_attention
@@ -195,7 +172,7 @@ REGISTER_OP("TFModels>RelativeAttention")
     .Input("bias: float")
     .Output("context: float")
     .Attr("scale: float")
-    .SetShapeFn(tfmodels::dense_attention::RelativeShape)
+    .SetShapeFn(tfmodels::dense_attention::AttentionShape)
     .Doc("softmax((query * scale) key^T + rel_shift(position_query position_key^T) + bias) value per head, with "
          "the scores kept in cache-sized blocks.");
 
