@@ -24,11 +24,17 @@ def create_position_ids_from_input_ids(input_ids, padding_idx, past_key_values_l
     return (tf.cumsum(mask, axis=1) + past_key_values_length) * mask + padding_idx
 
 
-def without_gradient_where(ids, value, embedded):
-    """torch's nn.Embedding(padding_idx=value): the rows looked up for `value` get no gradient."""
+def padding_rows_without_gradient(ids, value, embedded):
+    """torch's nn.Embedding(padding_idx=value): the rows looked up for `value` get no gradient. The forward pass is
+    the identity and the rows are masked in the gradient only, so inference makes no pass over the embeddings."""
     if value is None:
         return embedded
-    return tf.where(tf.equal(ids, value)[..., None], tf.stop_gradient(embedded), embedded)
+
+    @tf.custom_gradient
+    def identity(x):
+        return tf.identity(x), lambda dy: tf.where(tf.equal(ids, value)[..., None], tf.zeros_like(dy), dy)
+
+    return identity(embedded)
 
 
 def classifier_dropout(config):
@@ -93,7 +99,8 @@ class TextEmbeddings(serialization.ConfigLayer):
         config = self.config
         if input_ids is not None:
             input_ids = check_ids_in_range("input_ids", input_ids, config.vocab_size)
-            inputs_embeds = without_gradient_where(input_ids, config.pad_token_id, self.word_embeddings(input_ids))
+            inputs_embeds = padding_rows_without_gradient(input_ids, config.pad_token_id,
+                                                          self.word_embeddings(input_ids))
         else:
             inputs_embeds = tf.cast(inputs_embeds, self.compute_dtype)
         batch, seq_len = tf.shape(inputs_embeds)[0], tf.shape(inputs_embeds)[1]
@@ -116,7 +123,7 @@ class TextEmbeddings(serialization.ConfigLayer):
                                                   "max_position_embeddings")
             positions = self.position_embeddings(position_ids)
             if self.padding_aware_positions:
-                positions = without_gradient_where(position_ids, config.pad_token_id, positions)
+                positions = padding_rows_without_gradient(position_ids, config.pad_token_id, positions)
             embeddings = embeddings + positions
         if self.LayerNorm is not None:
             embeddings = self.LayerNorm(embeddings)
