@@ -7,6 +7,7 @@ serving_default and the raw-text / encoded-image signatures."""
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
 
@@ -92,6 +93,27 @@ def test_resumed_run_equals_uninterrupted_run(trained, tmp_path):
     straight_model = family.head_class("sequence-classification").from_pretrained(straight["final_dir"])
     for a, b in zip(weights(resumed_model), weights(straight_model)):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_a_run_killed_after_its_last_backup_finishes_on_restart(tmp_path):
+    """Killed after the backup of its last step, before its final model is saved: the restart restores that backup,
+    trains nothing more, and saves the final model (it used to fail with "no epochs left to train")."""
+    class CrashAfterTheLastEpoch(keras.callbacks.Callback):  # runs after the backup's own on_epoch_end
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == TOTAL_STEPS // 3 - 1:
+                raise callbacks.SimulatedCrash("killed after the last backup")
+
+    recipe = tiny_recipe(TEXT_RECIPES["sequence-classification"], tmp_path / "run", ["data.validation=null"])
+    with pytest.raises(callbacks.SimulatedCrash):
+        runner.train(recipe, extra_callbacks=[CrashAfterTheLastEpoch()], evaluate_after=False, export_after=False)
+    epoch, trained = callbacks.resume_point(str(tmp_path / "run" / "checkpoints"))
+    assert epoch * 3 + trained == TOTAL_STEPS  # the backup holds every step
+    resumed = runner.train(recipe, evaluate_after=False, export_after=False)
+    # the optimizer's step count comes from the restored backup: nothing was trained again
+    assert resumed["steps"] == TOTAL_STEPS == resumed["planned_steps"]
+    assert resumed["history"] == {}
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")
+    assert os.path.isfile(tmp_path / "run" / "final" / "config.json")
 
 
 @pytest.mark.slow

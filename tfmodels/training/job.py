@@ -307,9 +307,13 @@ def plan_steps(job, train_data):
 
 
 def train_stream(job, train_data, consumed, total_steps, data_steps):
-    """The batches still to train on: the data epochs concatenated, starting after `consumed` batches."""
+    """The batches still to train on: the data epochs concatenated, starting after `consumed` batches. None are
+    left for a run killed after its last backup (before its final model was saved): fit then restores that backup,
+    trains no epoch, and the run saves its final model."""
     data_epochs = math.ceil(total_steps / data_steps)
-    start_epoch, skip = divmod(consumed, data_steps)
+    start_epoch, skip = divmod(min(consumed, total_steps), data_steps)
+    if start_epoch >= data_epochs:
+        start_epoch, skip = data_epochs - 1, data_steps  # the last epoch with all of its batches passed over
     extra = {"augment": job.recipe["data"]["augment"]} if job.is_image else \
         {"bucket_pool": job.recipe["data"]["bucket_pool"]}
     stream = train_data.train_stream(job.batch_size, data_epochs, seed=job.recipe["training"]["seed"],
