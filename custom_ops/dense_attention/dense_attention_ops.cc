@@ -5,8 +5,9 @@
 //       added to the scaled scores (padding masks, relative position biases).
 //       context = softmax((query * scale) key^T + bias) value, [B, H, Q, E].
 //       T (every input and the output): float32 or bfloat16. bfloat16 is computed in float32 (scores, softmax,
-//       sums) and rounded once at the output; on AMX CPUs both products run on bfloat16 tiles
-//       (dense_attention_amx.h), elsewhere the inputs are converted to float32 while being packed.
+//       sums) and rounded once at the output; both products run on bfloat16 AMX tiles or AVX512-BF16 vectors
+//       where the CPU has them (dense_attention_bf16.h), elsewhere the inputs are converted to float32 while
+//       being packed.
 //
 // Why: TensorFlow computes dense attention as three ops over a [B, H, Q, K] tensor in memory (the score matmul,
 // the softmax, the probability matmul). At long sequences that tensor is far larger than the caches, and the
@@ -26,7 +27,7 @@
 #include "common/tf_checks.h"
 #include "common/tf_parallel.h"
 #include "dense_attention/attention_op_common.h"
-#include "dense_attention/dense_attention_amx.h"
+#include "dense_attention/dense_attention_bf16.h"
 #include "dense_attention/dense_attention_kernels.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -77,11 +78,16 @@ class DenseAttentionOp : public ScaledAttentionOp {
     const T* k = key.flat<T>().data();
     const T* v = value.flat<T>().data();
     T* out = output->flat<T>().data();
-#ifdef TFMODELS_DENSE_ATTENTION_AMX
+#ifdef TFMODELS_DENSE_ATTENTION_BF16
     if constexpr (std::is_same_v<T, tensorflow::bfloat16>) {
-      if (amx::Available()) {
-        return ComputeAmx(context, shapes, reinterpret_cast<const uint16_t*>(q),
-                          reinterpret_cast<const uint16_t*>(k), reinterpret_cast<const uint16_t*>(v), b, out);
+      bf16::Kernel kernel;
+      OP_REQUIRES(context, bf16::ChosenKernel(&kernel),
+                  tensorflow::errors::InvalidArgument(
+                      "TFMODELS_DENSE_ATTENTION_BF16 must be amx, avx512_bf16 or float32 (or unset), got '",
+                      std::getenv("TFMODELS_DENSE_ATTENTION_BF16"), "'"));
+      if (kernel != bf16::Kernel::kFloat32) {
+        return ComputeBf16(context, shapes, kernel, reinterpret_cast<const uint16_t*>(q),
+                           reinterpret_cast<const uint16_t*>(k), reinterpret_cast<const uint16_t*>(v), b, out);
       }
     }
 #endif
@@ -109,14 +115,18 @@ class DenseAttentionOp : public ScaledAttentionOp {
                    rows * s.keys * (2 * s.dim + 2 * s.value_dim + 20), out);
   }
 
-#ifdef TFMODELS_DENSE_ATTENTION_AMX
-  // The products on AMX tiles (dense_attention_amx.h): bfloat16 inputs as they are, float32 scores and sums.
-  void ComputeAmx(OpKernelContext* context, const AttentionShapes& s, const uint16_t* q, const uint16_t* k,
-                  const uint16_t* v, const float* b, T* out) {
+#ifdef TFMODELS_DENSE_ATTENTION_BF16
+  // The products on bfloat16 (dense_attention_bf16.h: AMX tiles or AVX512-BF16 vectors), the inputs as they are,
+  // float32 scores and sums. The keys and values of every head are packed once per call in the layout both
+  // kernels read.
+  void ComputeBf16(OpKernelContext* context, const AttentionShapes& s, bf16::Kernel kernel, const uint16_t* q,
+                   const uint16_t* k, const uint16_t* v, const float* b, T* out) {
+    using bf16::kBlock, bf16::kInner, bf16::kTile, bf16::kTileValues;
+    const bool amx = kernel == bf16::Kernel::kAmx;
     const int64_t keys = s.keys, dim = s.dim, value_dim = s.value_dim, queries = s.queries;
     const int64_t head_count = s.batch * s.heads;
-    const int64_t padded_keys = RoundUp(keys, amx::kBlock), padded_columns = RoundUp(value_dim, amx::kBlock);
-    const int64_t chunks = RoundUp(dim, amx::kInner) / amx::kInner, query_stride = chunks * amx::kInner;
+    const int64_t padded_keys = RoundUp(keys, kBlock), padded_columns = RoundUp(value_dim, kBlock);
+    const int64_t chunks = RoundUp(dim, kInner) / kInner, query_stride = chunks * kInner;
     const int64_t key_values = padded_keys * query_stride, value_values = padded_keys * padded_columns;
     Tensor key_tiles, value_tiles;
     OP_REQUIRES_OK(context, context->allocate_temp(tensorflow::DT_UINT16,
@@ -128,49 +138,65 @@ class DenseAttentionOp : public ScaledAttentionOp {
     TfParallelFor parallel_for(context);
     parallel_for(head_count, keys * (dim + value_dim) * 2, [&](int64_t begin, int64_t end) {
       for (int64_t head = begin; head < end; ++head) {
-        amx::PackKeys(k + head * keys * dim, keys, dim, kt + head * key_values);
-        amx::PackValues(v + head * keys * value_dim, keys, padded_keys, value_dim, vt + head * value_values);
+        bf16::PackKeys(k + head * keys * dim, keys, dim, kt + head * key_values);
+        bf16::PackValues(v + head * keys * value_dim, keys, padded_keys, value_dim, vt + head * value_values);
       }
     });
 
     // Query rows per task, in whole blocks of 32: their scores fill the scratch.
-    const int64_t scores_stride = padded_keys + amx::kTile;  // 4K aliasing, as in ComputeFloat
-    const int64_t probs_stride = padded_keys + amx::kInner;  // tile loads 8 KB apart would share one L1 set
-    int64_t rows = std::max<int64_t>(amx::kBlock, kScratchFloats / scores_stride / amx::kBlock * amx::kBlock);
-    rows = std::min(rows, RoundUp(queries, amx::kBlock));
+    const int64_t scores_stride = padded_keys + kTile;  // 4K aliasing, as in ComputeFloat
+    const int64_t probs_stride = padded_keys + kInner;  // tile loads 8 KB apart would share one L1 set
+    int64_t rows = std::max<int64_t>(kBlock, kScratchFloats / scores_stride / kBlock * kBlock);
+    rows = std::min(rows, RoundUp(queries, kBlock));
     const int64_t blocks = (queries + rows - 1) / rows;
+    // The vector kernel's operands: pairs of inner elements (zeros past the head size and the last key pair
+    // with the packing's padding) and groups of 16 output columns.
+    const int64_t query_pairs = (dim + 1) / 2, key_pairs = (keys + 1) / 2;
+    const int64_t key_groups = (keys + kTile - 1) / kTile, value_groups = (value_dim + kTile - 1) / kTile;
     const float scale = scale_;
     auto work = [&](int64_t begin, int64_t end) {
       std::vector<float> scores(rows * scores_stride), context_rows(rows * padded_columns), inverse_sums(rows);
       // Zeros past the head size stay (the products' padding); rows past the last query are zeroed per block.
       std::vector<uint16_t> query_rows(rows * query_stride), probs(rows * probs_stride);
-      amx::Configure();
+      if (amx) bf16::AmxConfigure();
       for (int64_t task = begin; task < end; ++task) {
         const int64_t head = task / blocks;
         const int64_t first = (task % blocks) * rows;
-        const int64_t count = std::min(rows, queries - first), tile_rows = RoundUp(count, amx::kBlock);
+        // AMX multiplies whole blocks of 32 rows; the vectors take the rows there are.
+        const int64_t count = std::min(rows, queries - first), tile_rows = amx ? RoundUp(count, kBlock) : count;
         const uint16_t* query_head = q + (head * queries + first) * dim;
         for (int64_t r = 0; r < count; ++r) {
           std::copy(query_head + r * dim, query_head + (r + 1) * dim, query_rows.data() + r * query_stride);
         }
         std::fill(query_rows.data() + count * query_stride, query_rows.data() + tile_rows * query_stride, 0);
-        amx::Product(query_rows.data(), query_stride, tile_rows, chunks, kt + head * key_values,
-                     2 * chunks * amx::kTileValues, amx::kTileValues, padded_keys / amx::kBlock, scores.data(),
-                     scores_stride);
+        const uint16_t* key_head = kt + head * key_values;
+        if (amx) {
+          bf16::AmxProduct(query_rows.data(), query_stride, tile_rows, chunks, key_head, 2 * chunks * kTileValues,
+                           kTileValues, padded_keys / kBlock, scores.data(), scores_stride);
+        } else {
+          bf16::VectorProduct(query_rows.data(), query_stride, count, query_pairs, key_head, chunks * kTileValues,
+                              key_groups, scores.data(), scores_stride);
+        }
         const float* bias_rows = s.bias.Rows(b, head, first);
         for (int64_t r = 0; r < count; ++r) {
           float* row = scores.data() + r * scores_stride;
           inverse_sums[r] = ExponentiateRow(row, bias_rows + r * s.bias.row, keys, scale);
-          amx::RoundRow(row, keys, padded_keys, probs.data() + r * probs_stride);
+          bf16::RoundRow(row, keys, padded_keys, probs.data() + r * probs_stride);
         }
         std::fill(probs.data() + count * probs_stride, probs.data() + tile_rows * probs_stride, 0);
-        amx::Product(probs.data(), probs_stride, tile_rows, padded_keys / amx::kInner, vt + head * value_values,
-                     2 * padded_keys * amx::kTile, amx::kTileValues, padded_columns / amx::kBlock,
-                     context_rows.data(), padded_columns);
+        const uint16_t* value_head = vt + head * value_values;
+        if (amx) {
+          bf16::AmxProduct(probs.data(), probs_stride, tile_rows, padded_keys / kInner, value_head,
+                           2 * padded_keys * kTile, kTileValues, padded_columns / kBlock, context_rows.data(),
+                           padded_columns);
+        } else {
+          bf16::VectorProduct(probs.data(), probs_stride, count, key_pairs, value_head, padded_keys * kTile,
+                              value_groups, context_rows.data(), padded_columns);
+        }
         Normalise(inverse_sums.data(), context_rows.data(), padded_columns, count, value_dim,
                   out + (head * queries + first) * value_dim);
       }
-      amx::Release();
+      if (amx) bf16::AmxRelease();
     };
     parallel_for(head_count * blocks, rows * keys * (dim + value_dim + 20), work);
   }

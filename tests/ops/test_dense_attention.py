@@ -143,9 +143,9 @@ def test_float16_and_biases_of_another_rank_use_the_twin():
 def bfloat16_tolerance(value):
     """(rtol, atol) of the bfloat16 op against the float32 twin on the same (bfloat16) inputs. The op computes in
     float32 and rounds the output once: at most half an ulp, 2^-9 of |output| (bfloat16 keeps 8 significant
-    bits). With AMX it also rounds the unnormalised probabilities to bfloat16 before the value product: each term
-    p_j v_j off by at most 2^-9 of itself, so the row by at most 2^-9 sum_j p_j |v_j| <= 2^-9 max |v| after the
-    normalisation. Float32 rounding (~1e-7 relative) is far below both; each bound is doubled for it. NaN / Inf
+    bits). On AMX tiles and AVX512-BF16 vectors it also rounds the unnormalised probabilities to bfloat16 before the
+    value product: each term p_j v_j off by at most 2^-9 of itself, so the row by at most 2^-9 sum_j p_j |v_j| <=
+    2^-9 max |v| after the normalisation. Float32 rounding (~1e-7 relative) is far below both; each bound is doubled for it. NaN / Inf
     values (the fuzz's) give NaN / Inf outputs, compared as such: the bound takes the finite ones."""
     return 2.0 ** -8, 2.0 ** -8 * float(np.max(np.abs(value), initial=0.0, where=np.isfinite(value)))
 
@@ -168,17 +168,31 @@ def test_bfloat16_op_equals_the_float32_twin_and_its_gradients_the_twins(batch, 
 
 
 @pytest.mark.parametrize("setting", [
-    {"TFMODELS_DENSE_ATTENTION_AMX": "0"},  # the path of CPUs without AMX (inputs converted while packed)
-    {"TFMODELS_OPS_MARCH": "x86-64-v3"},    # the AMX code of the portable wheel build (AVX2 vectors elsewhere)
+    {"TFMODELS_DENSE_ATTENTION_BF16": "float32"},      # CPUs without bfloat16 products: inputs converted while packed
+    {"TFMODELS_DENSE_ATTENTION_BF16": "avx512_bf16"},  # CPUs with AVX512-BF16 but no AMX (where this one has it)
+    {"TFMODELS_OPS_MARCH": "x86-64-v3"},  # the bfloat16 kernels of the portable wheel build (AVX2 vectors elsewhere)
 ])
 def test_bfloat16_in_other_builds_and_paths(setting):
-    """The same cases in a fresh process (the op checks for AMX once per process; a build target is per process)."""
+    """The same cases in a fresh process (the op chooses its bfloat16 kernel once per process; a build target is
+    per process)."""
     script = ("from tests.ops import test_dense_attention as t\n"
               "for case in t.BFLOAT16_CASES: t.check_bfloat16(*case)")
     environment = dict(os.environ, **setting, TFMODELS_OP_MODE="custom")
     result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
                             cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert result.returncode == 0, result.stderr[-4000:]
+
+
+def test_an_unknown_bfloat16_kernel_setting_is_a_clear_error():
+    script = ("import tensorflow as tf\n"
+              "from tfmodels.ops import dense_attention\n"
+              "x = tf.zeros([1, 1, 4, 8], tf.bfloat16)\n"
+              "dense_attention.fused_attention(x, x, x, None, 1.0, twin=None)")
+    environment = dict(os.environ, TFMODELS_DENSE_ATTENTION_BF16="tiles", TFMODELS_OP_MODE="custom")
+    result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    assert result.returncode != 0
+    assert "TFMODELS_DENSE_ATTENTION_BF16 must be amx, avx512_bf16 or float32 (or unset), got 'tiles'" in result.stderr
 
 
 def check_bfloat16(batch, heads, queries, keys, dim, bias_shape):
