@@ -8,9 +8,18 @@ its ratio to HF is the ratio of these rates. Ours is `core.layers.apply_dense` a
 bfloat16 (one graph function, MatMul + BiasAdd (+ GELU) (+ residual Add) fused by TF's oneDNN), on Keras'
 [in, out] kernels; PyTorch's is `torch.nn.functional.linear` on HF's [out, in] weights. Four weight matrices
 rotate, so the weights come from memory as in the model (each is 13-52 MB).
+
+A second table times the two forms TF's oneDNN build gives a bfloat16 product, on the same shapes (product and
+zero bias only), and names the oneDNN implementation each ran (a run with ONEDNN_VERBOSE=1):
+- "inner product": MatMul + BiasAdd in a graph function, which TF's remapper fuses into oneDNN's inner product
+  primitive (apply_dense's form; its weights are reordered to the primitive's blocked layout in every call);
+- "matmul": an eager MatMul, oneDNN's matmul primitive on the plain weights (the primitive PyTorch's linear runs).
+On the AMD EPYC (avx512_bf16, no AMX) both run at one rate; which is faster on AMX is what the table is for.
 """
 import argparse
+import json
 import os
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
@@ -70,11 +79,58 @@ def hf(tokens, inputs, outputs, activation, residual):
     return step
 
 
+def tf_form(tokens, inputs, outputs, form):
+    """A step of one of TF's bfloat16 product forms (TF_FORMS) on rotating [inputs, outputs] weights."""
+    import numpy as np
+    import tensorflow as tf
+    rng = np.random.RandomState(0)
+    kernels = [tf.Variable(tf.cast(rng.randn(inputs, outputs) * 0.02, tf.bfloat16)) for _ in range(ROTATION)]
+    bias = tf.Variable(tf.zeros([outputs], tf.bfloat16))
+    x = tf.cast(rng.randn(tokens, inputs), tf.bfloat16)
+    if form == "inner product":
+        product = tf.function(lambda x, kernel: tf.nn.bias_add(tf.matmul(x, kernel), bias))
+    else:
+        product = tf.linalg.matmul  # eager: no remapper, oneDNN's matmul primitive
+    calls = {"count": 0}
+
+    def step():
+        kernel = kernels[calls["count"] % ROTATION]
+        calls["count"] += 1
+        return product(x, kernel).numpy()
+    return step
+
+
+TF_FORMS = ["inner product", "matmul"]
+
+
+def onednn_implementation(function_name, params):
+    """The oneDNN primitive and implementation a step (tf_form's, or PyTorch's `hf`: its CPU build has oneDNN too)
+    runs, from a process with ONEDNN_VERBOSE=1 (e.g. "inner_product x64:gemm:jit", "matmul brg_matmul:avx512_core_amx")."""
+    command = [sys.executable, "-m", MODULE, "--show-primitive", function_name, json.dumps(params)]
+    environment = dict(os.environ, ONEDNN_VERBOSE="1", TF_CPP_MIN_LOG_LEVEL="3")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    completed = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=root, timeout=600)
+    executed = [fields for fields in (line.split(",") for line in completed.stdout.splitlines()
+                                      if line.startswith("onednn_verbose") and ",exec," in line)
+                if fields[5] in ("matmul", "inner_product")]  # not the GELU's eltwise
+    return f"{executed[-1][5]} {executed[-1][6]}" if executed else "not seen"
+
+
+def _show_primitive(function_name, params):
+    step = globals()[function_name](**json.loads(params))
+    step()
+    step()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, default=1024, help="rows (bench_large: 2 x 512)")
     parser.add_argument("--repeats", type=int, default=7)
+    # onednn_implementation's child: --show-primitive FUNCTION PARAMS
+    parser.add_argument("--show-primitive", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.show_primitive:
+        return _show_primitive(*args.show_primitive)
     header()
     rows = []
     for name, inputs, outputs, activation, residual in SHAPES:
@@ -91,9 +147,28 @@ def main():
     print()
     print(f"XLM-RoBERTa-XL projections in bfloat16, {args.tokens} tokens; CPU, 2 threads")
     print(format_table(_HEADERS, rows))
+    print()
+    form_rows = []
+    for (name, inputs, outputs, activation, residual), row in zip(SHAPES, rows):
+        params = {"tokens": args.tokens, "inputs": inputs, "outputs": outputs}
+        flops = 2.0 * args.tokens * inputs * outputs
+        cells = [name, row[1]]
+        for form in TF_FORMS:
+            result = measure(MODULE, "tf_form", dict(params, form=form), repeats=args.repeats, warmup=ROTATION)
+            rate = "error" if "error" in result else f"{flops / result['median_s'] / 1e12:.2f}"
+            cells += [rate, onednn_implementation("tf_form", dict(params, form=form))]
+        # torch's rate, from the first table, and its implementation
+        cells += [row[5], onednn_implementation("hf", dict(params, activation=activation, residual=residual))]
+        form_rows.append(cells)
+        print(format_table(_FORM_HEADERS, form_rows[-1:]).splitlines()[-1], flush=True)
+    print()
+    print("TF's two bfloat16 product forms (TFLOP/s) and the oneDNN implementation each ran; torch from the table above")
+    print(format_table(_FORM_HEADERS, form_rows))
 
 
 _HEADERS = ["projection", "shape", "ours s", "torch s", "ours TFLOP/s", "torch TFLOP/s", "ours / torch"]
+_FORM_HEADERS = ["projection", "shape", "inner product", "its oneDNN implementation", "matmul",
+                 "its oneDNN implementation", "torch", "torch's oneDNN implementation"]
 
 
 if __name__ == "__main__":
