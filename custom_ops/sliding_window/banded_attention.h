@@ -68,10 +68,20 @@ void BandedAttention(const ParallelFor& parallel_for, const Dims& d, const T* q,
       // band(r0 + r)[c - r] = res[r0 * (rc + 1) + offset + r * rc + c]: ApplyRows reads the band in place.
       const int64_t ncols = kRows + 2 * w;
       const int64_t vrows = RoundUp(rows, kRows) - kRows + ncols;
-      float* vb = scratch.first(static_cast<size_t>(vrows * D));
-      CopyRows<T, float>(d, v, b, h, i0 - w, vrows, nullptr, vb);
+      // Float32 values whose rows are all in the sequence are read in place (rows heads * D apart); the others
+      // (bfloat16, or rows past either end, which must read as zeros) are copied to float32 rows first.
+      const float* vb;
+      int64_t v_stride = D;
+      if (std::is_same_v<T, float> && i0 - w >= 0 && i0 - w + vrows <= S) {
+        vb = reinterpret_cast<const float*>(v) + d.row(b, i0 - w, h);
+        v_stride = d.heads * D;
+      } else {
+        float* copy = scratch.first(static_cast<size_t>(vrows * D));
+        CopyRows<T, float>(d, v, b, h, i0 - w, vrows, nullptr, copy);
+        vb = copy;
+      }
       for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
-        ApplyRows<float>(scores.band(r0), scores.rc, 1, vb + r0 * D, D, ncols, band, D, acc.data(), D);
+        ApplyRows<float>(scores.band(r0), scores.rc, 1, vb + r0 * v_stride, v_stride, ncols, band, D, acc.data(), D);
         for (int r = 0; r < kRows && r0 + r < rows; ++r) {
           float* a = acc.data() + r * D;
           const float* global = scores.global(r0 + r);
