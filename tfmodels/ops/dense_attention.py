@@ -6,7 +6,7 @@ cache-sized scratch from the product to the softmax to the values, where stock T
 [batch, heads, queries, keys] score tensor to memory and reads it back twice (see the C++ file for the figures).
 
 It covers float32 and bfloat16 inference on the CPU, the cases where TensorFlow's three-op path is slowest
-(bfloat16 runs on AMX tiles where the CPU has them); core.attention calls `fused_attention` only when
+(bfloat16 products run on AMX tiles or AVX512-BF16 vectors where the CPU has them); core.attention calls `fused_attention` only when
 `use_fused_attention` says so and keeps its own path otherwise (training, attention weights wanted, dropout,
 float16, XLA, a GPU, export for TF Serving: op mode "reference"). That path is this op's twin, and the tests
 compare the two. The op has no gradient kernel: its gradient recomputes the forward pass with the twin the caller
