@@ -24,7 +24,7 @@ import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-from benchmarks.common import format_table, measure, seconds, set_torch_threads  # noqa: E402
+from benchmarks.common import ROOT, format_table, measure, seconds, set_torch_threads  # noqa: E402
 from benchmarks.machine import header  # noqa: E402
 
 MODULE = "benchmarks.bench_bf16_matmul"
@@ -108,8 +108,7 @@ def onednn_implementation(function_name, params):
     runs, from a process with ONEDNN_VERBOSE=1 (e.g. "inner_product x64:gemm:jit", "matmul brg_matmul:avx512_core_amx")."""
     command = [sys.executable, "-m", MODULE, "--show-primitive", function_name, json.dumps(params)]
     environment = dict(os.environ, ONEDNN_VERBOSE="1", TF_CPP_MIN_LOG_LEVEL="3")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    completed = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=root, timeout=600)
+    completed = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=ROOT, timeout=600)
     executed = [fields for fields in (line.split(",") for line in completed.stdout.splitlines()
                                       if line.startswith("onednn_verbose") and ",exec," in line)
                 if fields[5] in ("matmul", "inner_product")]  # not the GELU's eltwise

@@ -195,14 +195,17 @@ def _run_child(kind, params, timeout):
     raise RuntimeError(f"{kind} failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
 
 
+def _shard_paths(directory):
+    return [os.path.join(directory, n) for n in sorted(os.listdir(directory)) if n.endswith(".safetensors")]
+
+
 def _read_through(directory):
     """Reads every shard file once (the page cache keeps them); prints how long that took."""
     start, total = time.perf_counter(), 0
-    for name in sorted(os.listdir(directory)):
-        if name.endswith(".safetensors"):
-            with open(os.path.join(directory, name), "rb") as f:
-                while chunk := f.read(64 << 20):
-                    total += len(chunk)
+    for path in _shard_paths(directory):
+        with open(path, "rb") as f:
+            while chunk := f.read(64 << 20):
+                total += len(chunk)
     print(f"[page cache] read {total / GB:.2f} GB of shards in {time.perf_counter() - start:.1f} s", flush=True)
 
 
@@ -243,8 +246,7 @@ def main():
             written = _run_child("write", {**run, "shard_gb": args.shard_gb}, args.timeout)
             print(f"wrote {written['checkpoint_bytes'] / GB:.2f} GB in {written['files']} shards, "
                   f"{written['write_s']:.1f} s, writer peak RSS {written['peak_rss_gb']:.2f} GB", flush=True)
-        checkpoint_bytes = sum(os.path.getsize(os.path.join(args.dir, n)) for n in os.listdir(args.dir)
-                               if n.endswith(".safetensors"))
+        checkpoint_bytes = sum(os.path.getsize(path) for path in _shard_paths(args.dir))
         shapes = {**run, "batch": args.batch, "length": args.length}
         _check_memory(int(1.4 * checkpoint_bytes), "ours", args.force)
         _read_through(args.dir)

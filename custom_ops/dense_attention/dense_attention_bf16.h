@@ -226,27 +226,32 @@ TFMODELS_BF16_VECTOR_TARGET inline void VectorTile(const uint16_t* a, int64_t a_
     for (int v = 0; v < NV; ++v) _mm512_storeu_ps(out + r * out_stride + v * kTile, acc[r][v]);
 }
 
-// A VectorTile with R (1..kVectorRows) and NV (1..kVectorGroups) known only at run time.
+// A VectorTile with R (1..kVectorRows) known only at run time (as dense_attention_kernels.h's TileRows).
+template <int NV, bool Accumulate>
+TFMODELS_BF16_VECTOR_TARGET inline void VectorTileRows(int rows, const uint16_t* a, int64_t a_stride,
+                                                       const uint16_t* b, int64_t b_group, int64_t pairs,
+                                                       float* out, int64_t out_stride) {
+  switch (rows) {
+    case 6: return VectorTile<6, NV, Accumulate>(a, a_stride, b, b_group, pairs, out, out_stride);
+    case 5: return VectorTile<5, NV, Accumulate>(a, a_stride, b, b_group, pairs, out, out_stride);
+    case 4: return VectorTile<4, NV, Accumulate>(a, a_stride, b, b_group, pairs, out, out_stride);
+    case 3: return VectorTile<3, NV, Accumulate>(a, a_stride, b, b_group, pairs, out, out_stride);
+    case 2: return VectorTile<2, NV, Accumulate>(a, a_stride, b, b_group, pairs, out, out_stride);
+    default: return VectorTile<1, NV, Accumulate>(a, a_stride, b, b_group, pairs, out, out_stride);
+  }
+}
+
+// A VectorTileRows with NV (1..kVectorGroups) also known only at run time.
 template <bool Accumulate>
 TFMODELS_BF16_VECTOR_TARGET inline void VectorTileOf(int rows, int groups, const uint16_t* a, int64_t a_stride,
                                                      const uint16_t* b, int64_t b_group, int64_t pairs, float* out,
                                                      int64_t out_stride) {
-#define TFMODELS_VECTOR_TILE_ROWS(NV)                                                                    \
-  switch (rows) {                                                                                       \
-    case 6: return VectorTile<6, NV, Accumulate>(a, a_stride, b, b_group, pairs, out, out_stride);      \
-    case 5: return VectorTile<5, NV, Accumulate>(a, a_stride, b, b_group, pairs, out, out_stride);      \
-    case 4: return VectorTile<4, NV, Accumulate>(a, a_stride, b, b_group, pairs, out, out_stride);      \
-    case 3: return VectorTile<3, NV, Accumulate>(a, a_stride, b, b_group, pairs, out, out_stride);      \
-    case 2: return VectorTile<2, NV, Accumulate>(a, a_stride, b, b_group, pairs, out, out_stride);      \
-    default: return VectorTile<1, NV, Accumulate>(a, a_stride, b, b_group, pairs, out, out_stride);     \
-  }
   switch (groups) {
-    case 4: TFMODELS_VECTOR_TILE_ROWS(4)
-    case 3: TFMODELS_VECTOR_TILE_ROWS(3)
-    case 2: TFMODELS_VECTOR_TILE_ROWS(2)
-    default: TFMODELS_VECTOR_TILE_ROWS(1)
+    case 4: return VectorTileRows<4, Accumulate>(rows, a, a_stride, b, b_group, pairs, out, out_stride);
+    case 3: return VectorTileRows<3, Accumulate>(rows, a, a_stride, b, b_group, pairs, out, out_stride);
+    case 2: return VectorTileRows<2, Accumulate>(rows, a, a_stride, b, b_group, pairs, out, out_stride);
+    default: return VectorTileRows<1, Accumulate>(rows, a, a_stride, b, b_group, pairs, out, out_stride);
   }
-#undef TFMODELS_VECTOR_TILE_ROWS
 }
 
 // out[rows, 16 G columns] (float32, out_stride floats a row) = a[rows, 2 * pairs] . b, for any number of rows.
