@@ -356,6 +356,7 @@ class BeitEncoder(keras.layers.Layer):
         own_window = window_size if config.use_relative_position_bias else None
         self.layer = [BeitLayer(config, own_window, rates[i], name=f"layer_{i}")
                       for i in range(config.num_hidden_layers)]
+        layers.share_one_graph(self.layer)  # the drop-path rates differ, but only in training
 
     def call(self, hidden_states, head_mask=None, window=None, output_attentions=False, output_hidden_states=False,
              training=False):

@@ -139,6 +139,7 @@ class XLMRobertaXLEncoder(keras.layers.Layer):
         super().__init__(**kwargs)
         self.config = config
         self.layer = [XLMRobertaXLLayer(config, name=f"layer_{i}") for i in range(config.num_hidden_layers)]
+        layers.share_one_graph(self.layer)
         self.LayerNorm = layers.layer_norm(config.layer_norm_eps, name="LayerNorm")
 
     def call(self, hidden_states, attention_mask=None, head_mask=None, encoder_hidden_states=None,

@@ -331,6 +331,7 @@ class XLNetMainLayer(serialization.ConfigLayer):
         self.word_embedding = layers.embedding(config.vocab_size, config.d_model, config.initializer_range,
                                                name="word_embedding")
         self.layer = [XLNetLayer(config, name=f"layer_{i}") for i in range(config.n_layer)]
+        layers.share_one_graph(self.layer)
         self.dropout = layers.dropout(config.dropout)
 
     def build(self, input_shape=None):

@@ -1,0 +1,130 @@
+"""core.layers.SharedLayerGraph: an eager half-precision forward runs every layer of a stack through one graph
+function, each layer with its own weights (the speed it exists for is measured by benchmarks/bench_large.py, not
+here). On the families that share their layers' graph: XLM-RoBERTa-XL, XLNet and BEiT."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfmodels
+from tests.models.beit import test_modeling as beit
+from tests.models.xlm_roberta_xl.test_modeling import tiny_config
+from tests.models.xlnet import test_modeling as xlnet
+from tfmodels.core import layers
+
+
+def _model(dtype, family="xlm_roberta_xl"):
+    """A 3-layer model of `family` under `dtype`, built eagerly by a call on shorter inputs (images: the same
+    ones), and its batch of 2 with padding. initializer_range 0.3: weights far enough apart that one layer's
+    output differs from another's."""
+    with layers.dtype_policy_scope(dtype):
+        if family == "xlm_roberta_xl":
+            config = tiny_config(num_hidden_layers=3, hidden_size=64, intermediate_size=96, initializer_range=0.3)
+            model = tfmodels.XLMRobertaXLModel(config)
+            inputs = _xlm_roberta_xl_inputs(config)
+        elif family == "xlnet":
+            config = xlnet.tiny_config(n_layer=3, initializer_range=0.3)
+            model = tfmodels.XLNetModel(config)
+            inputs = xlnet.make_inputs(tfmodels.XLNetModel, config, batch=2, length=11)
+        else:
+            config = beit.tiny_config(num_hidden_layers=3, initializer_range=0.3, use_relative_position_bias=True)
+            model = tfmodels.BeitModel(config)
+            inputs = beit.make_inputs(tfmodels.BeitModel, config, batch=2)
+    inputs = {name: tf.constant(value) for name, value in inputs.items()}
+    short = inputs if family == "beit" else {name: value[:, -2:] for name, value in inputs.items()}
+    model(short)
+    return model, inputs
+
+
+def _xlm_roberta_xl_inputs(config):
+    rng = np.random.RandomState(0)
+    ids = rng.randint(3, config.vocab_size, (2, 11)).astype(np.int32)
+    mask = np.ones_like(ids)
+    ids[1, 7:], mask[1, 7:] = config.pad_token_id, 0  # padding in the second row
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+
+def _stack(model):
+    return [layer for layer in model._flatten_layers() if hasattr(layer, "_tfm_shared_graph")]
+
+
+def _shared(model):
+    stack = _stack(model)
+    assert len(stack) == 3 and len({id(layer._tfm_shared_graph) for layer in stack}) == 1
+    return stack[0]._tfm_shared_graph
+
+
+def _float(x):
+    return tf.cast(x, tf.float32).numpy()
+
+
+@pytest.mark.parametrize("family", ["xlm_roberta_xl", "xlnet", "beit"])
+def test_every_layer_runs_its_own_weights_through_one_trace(family):
+    model, inputs = _model("bfloat16", family)
+    shared = _shared(model)
+    assert all(shared.serves(layer, {}) for layer in _stack(model))
+    before = shared.tracing_count
+    eager = model(inputs).last_hidden_state
+    assert shared.tracing_count == before + (family != "beit")  # three layers, one graph per new signature
+    graph = tf.function(lambda: model(inputs).last_hidden_state)()
+    difference = np.abs(_float(eager) - _float(graph))
+    # bfloat16 rounding between the two graphs' orders of work (mean 0.013 on values of mean 0.8); a stack run with
+    # the first layer's weights throughout differs by ~0.9 on average
+    assert difference.mean() < 0.03 and difference.max() < 0.25, (difference.mean(), difference.max())
+    model(inputs)
+    assert shared.tracing_count == before + (family != "beit")  # the same signature again: no new trace
+
+
+def test_gradients_reach_each_layers_own_weights():
+    """A tape over an eager inference call (saliency, probing) sees every layer's own weights used. Their values
+    are not compared: bfloat16 gradients of two orders of work differ by more than their size here."""
+    model, inputs = _model("bfloat16")
+    weights = [layer.attention.self.query.kernel for layer in _stack(model)]
+    count = _shared(model).tracing_count
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.cast(model(inputs).last_hidden_state, tf.float32) ** 2)
+    assert _shared(model).tracing_count > count
+    for gradient in tape.gradient(loss, weights):
+        assert gradient is not None and np.abs(_float(gradient)).mean() > 0
+
+
+def test_float32_training_and_graphs_take_the_plain_call():
+    model, inputs = _model("float32")
+    model(inputs)
+    assert _shared(model).tracing_count == 0  # float32 eager stays op by op: its numbers do not change
+    model, inputs = _model("bfloat16")
+    count = _shared(model).tracing_count
+    model(inputs, training=True)
+    tf.function(lambda: model(inputs).last_hidden_state)()
+    assert _shared(model).tracing_count == count
+
+
+def test_a_layer_whose_variables_differ_takes_its_plain_call():
+    model, inputs = _model("bfloat16")
+    graph = tf.function(lambda: model(inputs).last_hidden_state)
+    _stack(model)[1].output_.dense.enable_lora(2)  # one layer with two more weights
+    expected = graph()
+    shared = _shared(model)
+    assert not shared.serves(_stack(model)[1], {})
+    assert shared.serves(_stack(model)[2], {})
+    difference = np.abs(_float(model(inputs).last_hidden_state) - _float(expected))
+    assert difference.mean() < 0.03
+
+
+def test_an_empty_stack_shares_nothing():
+    layers.share_one_graph([])
+
+
+def test_saving_after_a_shared_call(tmp_path):
+    """The mark is a plain object: neither Keras' .keras file nor tf.saved_model picks up the shared function."""
+    model, inputs = _model("bfloat16")
+    expected = _float(model(inputs).last_hidden_state)
+    assert _shared(model).tracing_count
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    loaded({name: value[:, -2:] for name, value in inputs.items()})  # the original's history of input shapes
+    np.testing.assert_array_equal(_float(loaded(inputs).last_hidden_state), expected)
+    tf.saved_model.save(model, str(tmp_path / "saved"))
+    restored = tf.saved_model.load(str(tmp_path / "saved"))
+    assert not any("_run" in name or "SharedLayerGraph" in name for name in dir(restored))
