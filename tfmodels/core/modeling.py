@@ -9,6 +9,7 @@ implements `head()`. This base provides the rest, once for every family:
 - training on the model's own loss: `compile(optimizer)` then `fit` with labels inside the inputs or as y;
 - `export` to a SavedModel for TF Serving (see tfmodels.core.export).
 """
+import functools
 import os
 import re
 import warnings
@@ -66,6 +67,22 @@ def _snake_case(name):
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
 
 
+def _building_under_its_dtype(init):
+    """A model class's __init__ that makes its sub-layers under the `dtype=` it is given, as from_pretrained(dtype=)
+    and keras-hub's models do: Keras gives a model's dtype to the model alone, so `FooModel(config,
+    dtype="bfloat16")` would build float32 layers under a model whose policy reads bfloat16 (and a .keras round
+    trip, which builds under the saved policy, would turn it into another model)."""
+    @functools.wraps(init)
+    def init_under_dtype(self, *args, **kwargs):
+        dtype = kwargs.get("dtype")
+        if dtype is None:
+            return init(self, *args, **kwargs)
+        with dtype_policy_scope(keras.dtype_policies.get(dtype)):
+            return init(self, *args, **kwargs)
+    init_under_dtype._tfm_builds_under_its_dtype = True
+    return init_under_dtype
+
+
 class PreTrainedModel(ModelMethods, keras.Model):
     """Base of every model class. See the module docstring for what a family must provide."""
 
@@ -95,6 +112,8 @@ class PreTrainedModel(ModelMethods, keras.Model):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         serialization.register(cls)  # keras.models.load_model finds every model class by name
+        if not getattr(cls.__init__, "_tfm_builds_under_its_dtype", False):
+            cls.__init__ = _building_under_its_dtype(cls.__init__)
 
     def build(self, *args, **kwargs):
         # Sub-layers build themselves on the first call; there is no input shape to plan from here.
