@@ -59,9 +59,10 @@ def _float(x):
     return tf.cast(x, tf.float32).numpy()
 
 
-@pytest.mark.parametrize("family", ["xlm_roberta_xl", "xlnet", "beit"])
-def test_every_layer_runs_its_own_weights_through_one_trace(family):
-    model, inputs = _model("bfloat16", family)
+@pytest.mark.parametrize("family, dtype", [("xlm_roberta_xl", "bfloat16"), ("xlnet", "bfloat16"), ("beit", "bfloat16"),
+                                           ("xlm_roberta_xl", "mixed_bfloat16"), ("xlm_roberta_xl", "float16")])
+def test_every_layer_runs_its_own_weights_through_one_trace(family, dtype):
+    model, inputs = _model(dtype, family)
     shared = _shared(model)
     assert all(shared.serves(layer, {}) for layer in _stack(model))
     before = shared.tracing_count
