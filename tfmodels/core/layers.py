@@ -63,11 +63,11 @@ def shape_list(x):
     """x's dimensions: a Python int where the static shape knows it, else a scalar tensor (tf.shape(x)[i]).
 
     In eager mode every dimension is known, so a reshape to [batch, seq, ...] built from these is one op with
-    one constant, where tf.shape(x)[i] costs a Shape, a StridedSlice and three constants per dimension. Big
-    checkpoints run eagerly, where each small op is Python overhead: with this (and apply_dense's flattening
-    inside its graph function), XLM-R-XL's bfloat16 forward runs ~60 eager ops per layer instead of ~170, ~13 ms
-    less per layer on a 2-core EPYC, ~0.5 s of the 36-layer model's forward. In a graph the unknown dimensions
-    stay dynamic."""
+    one constant, where tf.shape(x)[i] costs a Shape, a StridedSlice and three constants per dimension. Each small
+    eager op is Python overhead: with this (and apply_dense's flattening inside its graph function), an XLM-R-XL
+    layer ran ~60 eager ops instead of ~170, ~13 ms less per layer on a 2-core EPYC (measured in bfloat16, whose
+    layers now run in SharedLayerGraph; float32 and the families without it still run op by op). In a graph the
+    unknown dimensions stay dynamic."""
     static = x.shape.as_list()
     if None not in static:
         return static
