@@ -44,7 +44,6 @@ def _xlm_roberta_xl_inputs(config):
     return {"input_ids": ids, "attention_mask": mask}
 
 
-
 def _stack(model):
     return [layer for layer in model._flatten_layers() if hasattr(layer, "_tfm_shared_graph")]
 
@@ -111,10 +110,6 @@ def test_a_layer_whose_variables_differ_takes_its_plain_call():
     assert shared.serves(_stack(model)[2], {})
     difference = np.abs(_float(model(inputs).last_hidden_state) - _float(expected))
     assert difference.mean() < 0.03
-
-
-def test_an_empty_stack_shares_nothing():
-    layers.share_one_graph([])
 
 
 def test_saving_after_a_shared_call(tmp_path):

@@ -273,8 +273,6 @@ def share_one_graph(stack):
     own weights, so that run_layer may run every one of them through one graph function (SharedLayerGraph).
     A family calls this only where nothing but the weights tells its layers apart at inference: not where a layer's
     index sets its attention window (Longformer) or its hashing seed (YOSO)."""
-    if not stack:
-        return
     shared = SharedLayerGraph(stack[0])
     for layer in stack:
         layer._tfm_shared_graph = shared  # a plain object: Keras and tf.saved_model track nothing through it

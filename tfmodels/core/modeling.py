@@ -75,9 +75,7 @@ def _building_under_its_dtype(init):
     @functools.wraps(init)
     def init_under_dtype(self, *args, **kwargs):
         dtype = kwargs.get("dtype")
-        if dtype is None:
-            return init(self, *args, **kwargs)
-        with dtype_policy_scope(keras.dtype_policies.get(dtype)):
+        with dtype_policy_scope(None if dtype is None else keras.dtype_policies.get(dtype)):
             return init(self, *args, **kwargs)
     init_under_dtype._tfm_builds_under_its_dtype = True
     return init_under_dtype
@@ -127,10 +125,7 @@ class PreTrainedModel(ModelMethods, keras.Model):
     def from_config(cls, config):
         config = dict(config)
         model_config = cls.config_class.from_dict(config.pop("config"), strict=False)
-        dtype = config.pop("dtype", None)
-        # The policy is the global one while the sub-layers are made, as in from_pretrained(dtype=...).
-        with dtype_policy_scope(None if dtype is None else keras.dtype_policies.deserialize(dtype)):
-            return cls(model_config, **config)
+        return cls(model_config, **config)  # the saved dtype: every sub-layer is made under it (see __init_subclass__)
 
     def get_build_config(self):
         # A .keras file must hold the weights a call would create: a model never called is built here, before
