@@ -1,20 +1,19 @@
-"""The bfloat16 projections of XLM-RoBERTa-XL at full width (bench_large's model): our dense layer against
-PyTorch's, the matrix rate each reaches, each measurement in a fresh process, medians of repeats.
+"""The bfloat16 projections of XLM-RoBERTa-XL at full width (bench_large's model): our dense layer in both of its
+bfloat16 product forms against PyTorch's, the matrix rate each reaches and the oneDNN implementation each runs,
+each measurement in a fresh process, medians of repeats.
 
     python benchmarks/bench_bf16_matmul.py [--tokens 1024] [--repeats 7]
 
 Why this exists: bench_large's second forward is matmul-bound (its projections are ~5.8 of its ~5.9 TFLOP), so
 its ratio to HF is the ratio of these rates. Ours is `core.layers.apply_dense` as the model runs it in eager
-bfloat16 (one graph function, MatMul + BiasAdd (+ GELU) (+ residual Add) fused by TF's oneDNN), on Keras'
-[in, out] kernels; PyTorch's is `torch.nn.functional.linear` on HF's [out, in] weights. Four weight matrices
-rotate, so the weights come from memory as in the model (each is 13-52 MB).
-
-A second table times the two forms TF's oneDNN build gives a bfloat16 product, on the same shapes (product and
-zero bias only), and names the oneDNN implementation each ran (a run with ONEDNN_VERBOSE=1):
-- "inner product": MatMul + BiasAdd in a graph function, which TF's remapper fuses into oneDNN's inner product
-  primitive (apply_dense's form; its weights are reordered to the primitive's blocked layout in every call);
-- "matmul": an eager MatMul, oneDNN's matmul primitive on the plain weights (the primitive PyTorch's linear runs).
-On the AMD EPYC (avx512_bf16, no AMX) both run at one rate; which is faster on AMX is what the table is for.
+bfloat16, on Keras' [in, out] kernels, in each form TFMODELS_BF16_PRODUCT picks (tfmodels.ops.dense_epilogue):
+- "inner_product" (the default): MatMul + BiasAdd (+ GELU) (+ residual Add) in one graph function, fused by TF's
+  remapper into oneDNN's inner-product primitive;
+- "matmul": a MatMul alone, oneDNN's matmul primitive (the one PyTorch's linear runs), then our epilogue op
+  (bias, GELU, residual in one pass).
+PyTorch's is `torch.nn.functional.linear` on HF's [out, in] weights (then GELU, + residual). Four weight matrices
+rotate, so the weights come from memory as in the model (each is 13-52 MB). The implementation columns come from
+a run of the same step with ONEDNN_VERBOSE=1.
 """
 import argparse
 import json
@@ -24,7 +23,7 @@ import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-from benchmarks.common import ROOT, format_table, measure, seconds, set_torch_threads  # noqa: E402
+from benchmarks.common import ROOT, format_table, measure, set_torch_threads  # noqa: E402
 from benchmarks.machine import header  # noqa: E402
 
 MODULE = "benchmarks.bench_bf16_matmul"
@@ -37,7 +36,8 @@ SHAPES = [("attention q/k/v/o", HIDDEN, HIDDEN, None, False),
 ROTATION = 4
 
 
-def ours(tokens, inputs, outputs, activation, residual):
+def ours(tokens, inputs, outputs, activation, residual, form):
+    os.environ["TFMODELS_BF16_PRODUCT"] = form  # read by apply_dense at each call
     import numpy as np
     import tensorflow as tf
 
@@ -79,32 +79,11 @@ def hf(tokens, inputs, outputs, activation, residual):
     return step
 
 
-def tf_form(tokens, inputs, outputs, form):
-    """A step of one of TF's bfloat16 product forms (TF_FORMS) on rotating [inputs, outputs] weights."""
-    import numpy as np
-    import tensorflow as tf
-    rng = np.random.RandomState(0)
-    kernels = [tf.Variable(tf.cast(rng.randn(inputs, outputs) * 0.02, tf.bfloat16)) for _ in range(ROTATION)]
-    bias = tf.Variable(tf.zeros([outputs], tf.bfloat16))
-    x = tf.cast(rng.randn(tokens, inputs), tf.bfloat16)
-    if form == "inner product":
-        product = tf.function(lambda x, kernel: tf.nn.bias_add(tf.matmul(x, kernel), bias))
-    else:
-        product = tf.linalg.matmul  # eager: no remapper, oneDNN's matmul primitive
-    calls = {"count": 0}
-
-    def step():
-        kernel = kernels[calls["count"] % ROTATION]
-        calls["count"] += 1
-        return product(x, kernel).numpy()
-    return step
-
-
-TF_FORMS = ["inner product", "matmul"]
+FORMS = ["inner_product", "matmul"]
 
 
 def onednn_implementation(function_name, params):
-    """The oneDNN primitive and implementation a step (tf_form's, or PyTorch's `hf`: its CPU build has oneDNN too)
+    """The oneDNN primitive and implementation a step (`ours`, or PyTorch's `hf`: its CPU build has oneDNN too)
     runs, from a process with ONEDNN_VERBOSE=1 (e.g. "inner_product x64:gemm:jit", "matmul brg_matmul:avx512_core_amx")."""
     command = [sys.executable, "-m", MODULE, "--show-primitive", function_name, json.dumps(params)]
     environment = dict(os.environ, ONEDNN_VERBOSE="1", TF_CPP_MIN_LOG_LEVEL="3")
@@ -136,38 +115,24 @@ def main():
         params = {"tokens": args.tokens, "inputs": inputs, "outputs": outputs, "activation": activation,
                   "residual": residual}
         flops = 2.0 * args.tokens * inputs * outputs
-        mine = measure(MODULE, "ours", params, repeats=args.repeats, warmup=ROTATION)
-        theirs = measure(MODULE, "hf", params, repeats=args.repeats, warmup=ROTATION)
         rate = lambda r: "error" if "error" in r else f"{flops / r['median_s'] / 1e12:.2f}"  # noqa: E731
-        ratio = "n/a" if "error" in mine or "error" in theirs else f"{mine['median_s'] / theirs['median_s']:.2f}"
-        rows.append([name, f"[{args.tokens}, {inputs}] x [{inputs}, {outputs}]", seconds(mine), seconds(theirs),
-                     rate(mine), rate(theirs), ratio])
+        theirs = measure(MODULE, "hf", params, repeats=args.repeats, warmup=ROTATION)
+        row, ratios = [name, f"[{args.tokens}, {inputs}] x [{inputs}, {outputs}]"], []
+        for form in FORMS:
+            mine = measure(MODULE, "ours", dict(params, form=form), repeats=args.repeats, warmup=ROTATION)
+            row += [rate(mine), onednn_implementation("ours", dict(params, form=form))]
+            ratios.append("n/a" if "error" in mine or "error" in theirs
+                          else f"{mine['median_s'] / theirs['median_s']:.2f}")
+        rows.append(row + [rate(theirs), onednn_implementation("hf", params)] + ratios)
         print(format_table(_HEADERS, rows[-1:]).splitlines()[-1], flush=True)
     print()
-    print(f"XLM-RoBERTa-XL projections in bfloat16, {args.tokens} tokens; CPU, 2 threads")
+    print(f"XLM-RoBERTa-XL projections in bfloat16, {args.tokens} tokens (TFLOP/s); CPU, 2 threads")
     print(format_table(_HEADERS, rows))
-    print()
-    form_rows = []
-    for (name, inputs, outputs, activation, residual), row in zip(SHAPES, rows):
-        params = {"tokens": args.tokens, "inputs": inputs, "outputs": outputs}
-        flops = 2.0 * args.tokens * inputs * outputs
-        cells = [name, row[1]]
-        for form in TF_FORMS:
-            result = measure(MODULE, "tf_form", dict(params, form=form), repeats=args.repeats, warmup=ROTATION)
-            rate = "error" if "error" in result else f"{flops / result['median_s'] / 1e12:.2f}"
-            cells += [rate, onednn_implementation("tf_form", dict(params, form=form))]
-        # torch's rate, from the first table, and its implementation
-        cells += [row[5], onednn_implementation("hf", dict(params, activation=activation, residual=residual))]
-        form_rows.append(cells)
-        print(format_table(_FORM_HEADERS, form_rows[-1:]).splitlines()[-1], flush=True)
-    print()
-    print("TF's two bfloat16 product forms (TFLOP/s) and the oneDNN implementation each ran; torch from the table above")
-    print(format_table(_FORM_HEADERS, form_rows))
 
 
-_HEADERS = ["projection", "shape", "ours s", "torch s", "ours TFLOP/s", "torch TFLOP/s", "ours / torch"]
-_FORM_HEADERS = ["projection", "shape", "inner product", "its oneDNN implementation", "matmul",
-                 "its oneDNN implementation", "torch", "torch's oneDNN implementation"]
+_HEADERS = ["projection", "shape", "ours inner_product", "its oneDNN implementation", "ours matmul",
+            "its oneDNN implementation", "torch", "torch's oneDNN implementation", "inner_product / torch",
+            "matmul / torch"]
 
 
 if __name__ == "__main__":

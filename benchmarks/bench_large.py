@@ -9,7 +9,9 @@
    a time and streamed to disk, so writing needs a few hundred MB whatever the model size.
 2. In a fresh process: our `XLMRobertaXLModel.from_pretrained(dir, dtype="bfloat16")`, then a forward pass on
    `--batch` x `--length` tokens (the second row padded by 1/8). Prints load time, peak RSS (VmHWM of the
-   whole process: interpreter, TensorFlow, weights, transients) and forward time.
+   whole process: interpreter, TensorFlow, weights, transients) and forward time. Once per bfloat16 product form
+   of `--bf16-products` (TFMODELS_BF16_PRODUCT, tfmodels.ops.dense_epilogue: oneDNN's inner product, the
+   default, or its matmul primitive and our epilogue op), each in its own process.
 3. Then, in another fresh process (never both at once), HF's
    `XLMRobertaXLModel.from_pretrained(dir, torch_dtype=torch.bfloat16)` and the same forward pass.
 4. Prints both, the ratios, the target check (our peak <= 1.25 x the bf16 weight bytes, and <= HF's), and how
@@ -120,7 +122,8 @@ def child_write(directory, config, shard_gb, seed=0):
             "checkpoint_bytes": sum(s.nbytes for s in state.values()), "peak_rss_gb": _status_kb("VmHWM") / 1024 ** 2}
 
 
-def child_ours(directory, config, batch, length):
+def child_ours(directory, config, batch, length, form):
+    os.environ["TFMODELS_BF16_PRODUCT"] = form
     import numpy as np
     import tensorflow as tf
 
@@ -141,12 +144,12 @@ def child_ours(directory, config, batch, length):
         hidden = model(input_ids=ids, attention_mask=mask, training=False).last_hidden_state
         hidden = tf.cast(hidden, tf.float32).numpy()
         times.append(time.perf_counter() - start)
-    np.save(os.path.join(directory, "ours_hidden.npy"), hidden)
+    np.save(os.path.join(directory, f"ours_{form}_hidden.npy"), hidden)
     return {"load_s": load_s, "forward_first_s": times[0], "forward_s": times[1],
             "import_rss_gb": import_rss / 1024 ** 2, "load_peak_gb": load_peak / 1024 ** 2,
             "peak_rss_gb": _status_kb("VmHWM") / 1024 ** 2, "weight_bytes": weight_bytes,
             "dtypes": sorted({str(v.dtype) for v in model.weights}), "missing": info.missing,
-            "unexpected": info.unexpected, "mapped": len(info.mapped)}
+            "unexpected": info.unexpected, "mapped": len(info.mapped), "form": form}
 
 
 def child_hf(directory, config, batch, length):
@@ -225,6 +228,8 @@ def main():
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--length", type=int, default=512)
     parser.add_argument("--skip-hf", action="store_true")
+    parser.add_argument("--bf16-products", default="inner_product,matmul",
+                        help="our bfloat16 product forms to measure, each in its own process (TFMODELS_BF16_PRODUCT)")
     parser.add_argument("--keep", action="store_true", help="keep the checkpoint directory")
     parser.add_argument("--reuse", action="store_true", help="reuse a checkpoint already in --dir")
     parser.add_argument("--force", action="store_true", help="run even if MemAvailable looks too small")
@@ -248,10 +253,12 @@ def main():
                   f"{written['write_s']:.1f} s, writer peak RSS {written['peak_rss_gb']:.2f} GB", flush=True)
         checkpoint_bytes = sum(os.path.getsize(path) for path in _shard_paths(args.dir))
         shapes = {**run, "batch": args.batch, "length": args.length}
-        _check_memory(int(1.4 * checkpoint_bytes), "ours", args.force)
-        _read_through(args.dir)
-        ours = _run_child("ours", shapes, args.timeout)
-        print("ours:", json.dumps(ours), flush=True)
+        ours = []
+        for form in args.bf16_products.split(","):
+            _check_memory(int(1.4 * checkpoint_bytes), f"ours, {form}", args.force)
+            _read_through(args.dir)
+            ours.append(_run_child("ours", {**shapes, "form": form}, args.timeout))
+            print(f"ours ({form}):", json.dumps(ours[-1]), flush=True)
         hf = None
         if not args.skip_hf:
             _check_memory(int(2.2 * checkpoint_bytes), "HF", args.force)
@@ -265,40 +272,41 @@ def main():
 
 
 def _report(ours, hf, args):
+    """`ours`: one result per product form."""
     import numpy as np
 
-    weights_gb = ours["weight_bytes"] / GB
+    weights_gb = ours[0]["weight_bytes"] / GB
     headers = ["", "load s", "peak RSS GB", "peak / weights", "RSS after import GB", "peak - import GB",
                "forward s (2nd)", "forward s (1st)"]
-    rows = []
-    for name, r in (("ours (TF, bf16)", ours), ("HF PyTorch (bf16)", hf)):
-        if r is None:
-            continue
-        rows.append([name, f"{r['load_s']:.1f}", f"{r['peak_rss_gb']:.2f}", f"{r['peak_rss_gb'] / weights_gb:.2f}",
-                     f"{r['import_rss_gb']:.2f}", f"{r['peak_rss_gb'] - r['import_rss_gb']:.2f}",
-                     f"{r['forward_s']:.1f}", f"{r['forward_first_s']:.1f}"])
+    sides = [(f"ours (TF, bf16, {r['form']})", r) for r in ours] + ([("HF PyTorch (bf16)", hf)] if hf else [])
+    rows = [[name, f"{r['load_s']:.1f}", f"{r['peak_rss_gb']:.2f}", f"{r['peak_rss_gb'] / weights_gb:.2f}",
+             f"{r['import_rss_gb']:.2f}", f"{r['peak_rss_gb'] - r['import_rss_gb']:.2f}", f"{r['forward_s']:.1f}",
+             f"{r['forward_first_s']:.1f}"] for name, r in sides]
     print()
-    print(f"XLM-RoBERTa-XL bf16, {ours['weight_bytes'] / 1e9:.2f} GB of model weights "
+    print(f"XLM-RoBERTa-XL bf16, {ours[0]['weight_bytes'] / 1e9:.2f} GB of model weights "
           f"({weights_gb:.2f} GiB); forward on {args.batch} x {args.length} tokens")
     print(f"CPU: {cpu_model()} [{' '.join(cpu_features()) or 'no AVX2'}]")
     print(format_table(headers, rows))
     target = 1.25 * weights_gb
-    verdict = ours["peak_rss_gb"] <= target and (hf is None or ours["peak_rss_gb"] <= hf["peak_rss_gb"])
-    print(f"target: our peak <= 1.25 x weights = {target:.2f} GiB" + ("" if hf is None else " and <= HF's") +
-          f": {'met' if verdict else 'NOT met'}")
-    if hf is not None:
-        print(f"ratios ours/HF: load {ours['load_s'] / hf['load_s']:.2f}, peak RSS "
-              f"{ours['peak_rss_gb'] / hf['peak_rss_gb']:.2f}, forward {ours['forward_s'] / hf['forward_s']:.2f}")
-        ours_ready, hf_ready = (r["load_s"] + r["forward_first_s"] for r in (ours, hf))
-        print(f"load + first forward: ours {ours_ready:.1f} s, HF {hf_ready:.1f} s, ratio {ours_ready / hf_ready:.2f} "
-              f"(target <= 1.5: {'met' if ours_ready <= 1.5 * hf_ready else 'NOT met'})")
-        a = np.load(os.path.join(args.dir, "ours_hidden.npy"))
+    _, mask = _inputs(_load_config(args.config, args.set), args.batch, args.length)
+    valid = mask.astype(bool)
+    for mine in ours:
+        form = mine["form"]
+        verdict = mine["peak_rss_gb"] <= target and (hf is None or mine["peak_rss_gb"] <= hf["peak_rss_gb"])
+        print(f"[{form}] target: our peak <= 1.25 x weights = {target:.2f} GiB" + ("" if hf is None else
+              " and <= HF's") + f": {'met' if verdict else 'NOT met'}")
+        if hf is None:
+            continue
+        print(f"[{form}] ratios ours/HF: load {mine['load_s'] / hf['load_s']:.2f}, peak RSS "
+              f"{mine['peak_rss_gb'] / hf['peak_rss_gb']:.2f}, forward {mine['forward_s'] / hf['forward_s']:.2f}")
+        ours_ready, hf_ready = (r["load_s"] + r["forward_first_s"] for r in (mine, hf))
+        print(f"[{form}] load + first forward: ours {ours_ready:.1f} s, HF {hf_ready:.1f} s, ratio "
+              f"{ours_ready / hf_ready:.2f} (target <= 1.5: {'met' if ours_ready <= 1.5 * hf_ready else 'NOT met'})")
+        a = np.load(os.path.join(args.dir, f"ours_{form}_hidden.npy"))
         b = np.load(os.path.join(args.dir, "hf_hidden.npy"))
-        _, mask = _inputs(_load_config(args.config, args.set), args.batch, args.length)
-        valid = mask.astype(bool)
         diff = np.abs(a - b)[valid]
-        print(f"last_hidden_state ours vs HF (both bf16, non-padded positions): max abs diff {diff.max():.3g}, "
-              f"mean abs diff {diff.mean():.3g}, mean abs value {np.abs(b[valid]).mean():.3g}")
+        print(f"[{form}] last_hidden_state ours vs HF (both bf16, non-padded positions): max abs diff "
+              f"{diff.max():.3g}, mean abs diff {diff.mean():.3g}, mean abs value {np.abs(b[valid]).mean():.3g}")
 
 
 if __name__ == "__main__":

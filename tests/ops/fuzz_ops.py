@@ -668,6 +668,63 @@ def fuzz_layer_norm(data):
         np.testing.assert_array_equal(np.isnan(fused), np.isnan(expected))
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Dense epilogue (the bfloat16 CPU op after a plain MatMul in core.layers.apply_dense's matmul form)
+
+
+def fuzz_dense_epilogue(data):
+    """good / nonfinite: the op's output is the twin's (float32 TF ops) within one bfloat16 rounding step, NaN / Inf
+    pattern included, and its gradients are the twin's; bad (a bias of another size or rank, a residual of
+    another shape, two residuals, a scalar input, an unknown activation): the op raises."""
+    from tests.ops.test_dense_epilogue import assert_within_a_rounding
+    from tfmodels.ops import dense_epilogue
+    kind = kind_of(data)
+    rank = data.draw(st.integers(1, 3), label="rank")
+    shape = [data.draw(st.sampled_from([0, 1, 2, 5]), label="dim") for _ in range(rank - 1)]
+    width = data.draw(st.sampled_from([1, 3, 16, 17, 255, 257]), label="width")
+    activation = data.draw(st.sampled_from(dense_epilogue.ACTIVATIONS), label="activation")
+    x = tf.cast(floats(data, shape + [width], kind) * 4, tf.bfloat16)
+    bias = tf.cast(floats(data, [width], kind), tf.bfloat16)
+    residual = tf.cast(floats(data, shape + [width], kind), tf.bfloat16) \
+        if data.draw(st.booleans(), label="residual") else None
+    # Every draw before the count: a draw that runs out of hypothesis' data ends the case uncounted.
+    defect = data.draw(st.sampled_from(["bias size", "bias rank", "residual shape", "two residuals", "scalar",
+                                        "activation"]), label="defect") if kind == "bad" else None
+    CASES["dense_epilogue"][kind] += 1
+    if kind == "bad":
+        module = dispatch.op_module(dense_epilogue.FAMILY)
+        bad_bias = {"bias size": tf.zeros([width + 1], tf.bfloat16),
+                    "bias rank": tf.zeros([width, 1], tf.bfloat16)}.get(defect, bias)
+        residuals = {"residual shape": [tf.zeros(shape + [width + 1], tf.bfloat16)],
+                     "two residuals": [x, x]}.get(defect, [])
+        bad_x = tf.constant(1.0, tf.bfloat16) if defect == "scalar" else x
+        bad_activation = "relu" if defect == "activation" else activation
+        with dispatch.op_mode("custom"):
+            outcome = _outcome(lambda: module.tf_models_dense_epilogue(bad_x, bad_bias, residuals,
+                                                                       activation=bad_activation))
+        assert isinstance(outcome, Exception), f"dense_epilogue: a bad {defect} accepted"
+        return
+
+    def run(implementation):
+        inputs = [x, bias] + ([] if residual is None else [residual])
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            outputs = implementation(x, bias, residual, activation)
+            finite = tf.where(tf.math.is_finite(outputs), tf.cast(outputs, tf.float32), 0.0)
+            weights = tf.reshape(tf.cast(tf.range(tf.size(finite)) % 7, tf.float32), tf.shape(finite))
+            loss = tf.reduce_sum(finite * weights)
+        return [outputs] + tape.gradient(loss, inputs)
+    with dispatch.op_mode("custom"):
+        custom = _outcome(lambda: run(dense_epilogue.dense_epilogue))
+    twin = _outcome(lambda: run(dense_epilogue.epilogue_twin))
+    _assert_accepted("dense_epilogue", kind, custom, twin)
+    assert_within_a_rounding(tf.constant(custom[0]), tf.constant(twin[0]))
+    for got, expected in zip(custom[1:], twin[1:]):  # the gradient is the twin's, recomputed
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+        finite = np.isfinite(expected)
+        np.testing.assert_array_equal(got[finite], expected[finite])
+
+
 PROPERTIES = {"fast_hash": fuzz_fast_hash, "lsh_cumulation": fuzz_lsh_cumulation,
               "lsh_weighted_cumulation": fuzz_lsh_weighted_cumulation, "sddmm": fuzz_sddmm, "spmm": fuzz_spmm,
               "row_max": fuzz_row_max, "row_sum": fuzz_row_sum, "attention": fuzz_attention,
@@ -675,7 +732,7 @@ PROPERTIES = {"fast_hash": fuzz_fast_hash, "lsh_cumulation": fuzz_lsh_cumulation
               "sliding_window_attention": fuzz_sliding_window_attention,
               "dense_attention": fuzz_dense_attention, "relative_attention": fuzz_relative_attention,
               "checkpoint_copy": fuzz_checkpoint_copy,
-              "layer_norm": fuzz_layer_norm}
+              "layer_norm": fuzz_layer_norm, "dense_epilogue": fuzz_dense_epilogue}
 
 
 def run_property(op, max_examples):
@@ -702,7 +759,7 @@ def op_family(op):
     return "lsh" if op in ("fast_hash", "lsh_cumulation", "lsh_weighted_cumulation") else \
         "sliding_window" if op.startswith("sliding_window") else \
         "dense_attention" if op in ("dense_attention", "relative_attention") else \
-        "checkpoint" if op == "checkpoint_copy" else "layer_norm" if op == "layer_norm" else "block_sparse"
+        "checkpoint" if op == "checkpoint_copy" else op if op in ("layer_norm", "dense_epilogue") else "block_sparse"
 
 
 if __name__ == "__main__":

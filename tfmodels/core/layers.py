@@ -10,7 +10,8 @@ import weakref
 import keras
 import tensorflow as tf
 
-from tfmodels.core import initializers
+from tfmodels.core import activations, initializers
+from tfmodels.ops import dense_epilogue as dense_epilogue_op
 from tfmodels.ops import layer_norm as layer_norm_op
 
 
@@ -93,6 +94,9 @@ def apply_dense(layer, inputs, activation=None, scale=None, residual=None):
     with exact GELU runs about 30% faster. Passing the residual here (rather than adding it to the result) keeps
     the add in that kernel: no separate pass over the activations. `scale` (a layer scale, a scalar or a vector
     over the units) is folded into the kernel and bias, so it allows no activation.
+    With TFMODELS_BF16_PRODUCT=matmul, bfloat16 on the CPU (with no activation or exact GELU) runs as a MatMul
+    alone, oneDNN's matmul primitive that PyTorch's linear runs too, then the bias, activation and residual in one
+    op of ours (tfmodels.ops.dense_epilogue, which compares the two forms).
     The layer is built here if needed (it is never `__call__`ed). A quantized layer (its kernel is not a plain
     float matrix) is called as usual."""
     if scale is not None and activation is not None:
@@ -119,6 +123,11 @@ def apply_dense(layer, inputs, activation=None, scale=None, residual=None):
     if scale is not None:
         kernel = kernel * tf.cast(scale, kernel.dtype)
         bias = bias * tf.cast(scale, bias.dtype) if bias is not None else None
+    epilogue = _epilogue_activation(own_activation, activation)
+    if epilogue is not None and dense_epilogue_op.use_dense_epilogue(dtype):
+        outputs = _matmul_then_epilogue(inputs, tf.cast(kernel, dtype), bias, residual, epilogue)
+        outputs.set_shape(inputs.shape[:-1].concatenate([layer.units]))
+        return outputs
     matrix = _matmul_bias_activation
     if tf.executing_eagerly() and dtype in (tf.bfloat16, tf.float16):
         matrix = _fused_matmul_bias_activation
@@ -140,10 +149,7 @@ def apply_dense_dropout_residual(layer, dropout, inputs, residual, training=Fals
 def _matmul_bias_activation(inputs, kernel, bias, residual, *activations):
     """inputs [..., in] (and residual [..., out]) as 2-D matrices through the fused ops, reshaped back."""
     features, units = shape_list(kernel)
-    if inputs.shape.rank is None:  # the graph function below, relaxed over calls with inputs of several ranks
-        output_shape = tf.concat([tf.shape(inputs)[:-1], [units]], axis=0)
-    else:
-        output_shape = shape_list(inputs)[:-1] + [units]
+    output_shape = _output_shape(inputs, units)
     outputs = tf.matmul(tf.reshape(inputs, [-1, features]), kernel)
     if bias is not None:
         outputs = tf.nn.bias_add(outputs, bias)
@@ -153,6 +159,35 @@ def _matmul_bias_activation(inputs, kernel, bias, residual, *activations):
     if residual is not None:
         outputs = outputs + tf.reshape(residual, [-1, units])
     return tf.reshape(outputs, output_shape)
+
+
+def _epilogue_activation(*candidates):
+    """The name tfmodels.ops.dense_epilogue knows for the activations applied after a product (None: none), or
+    None where it has none for them."""
+    chosen = [a for a in candidates if a is not None]
+    if not chosen:
+        return "linear"
+    if chosen == [activations.gelu]:
+        return "gelu"
+    return None
+
+
+def _matmul_then_epilogue(inputs, kernel, bias, residual, activation):
+    """inputs [..., in] as a 2-D MatMul alone, then dense_epilogue's activation(product + bias) (+ residual)."""
+    features, units = shape_list(kernel)
+    output_shape = _output_shape(inputs, units)
+    product = tf.matmul(tf.reshape(inputs, [-1, features]), kernel)
+    bias = tf.zeros([units], product.dtype) if bias is None else bias
+    residual = None if residual is None else tf.reshape(residual, [-1, units])
+    outputs = dense_epilogue_op.dense_epilogue(product, bias, residual, activation)
+    return tf.reshape(outputs, output_shape)
+
+
+def _output_shape(inputs, units):
+    """inputs' shape with `units` for its last axis, as a reshape takes it."""
+    if inputs.shape.rank is None:  # a graph function relaxed over calls with inputs of several ranks
+        return tf.concat([tf.shape(inputs)[:-1], [units]], axis=0)
+    return shape_list(inputs)[:-1] + [units]
 
 
 # The same ops as a graph function, for half-precision inputs in eager mode (big checkpoints run eagerly): the

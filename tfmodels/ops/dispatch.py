@@ -84,13 +84,14 @@ def with_twin_gradient(compiled, twin, *inputs):
     return run(*inputs)
 
 
-def use_cpu_op(family):
-    """use_custom_op(family) for an op with CPU kernels only (the fused inference ops: dense_attention,
-    layer_norm, the fused sliding-window attention): False wherever TensorFlow sees a GPU to run on."""
+def use_cpu_op(family, **fallback):
+    """use_custom_op(family) (and its `fallback`) for an op with CPU kernels only (the fused inference ops:
+    dense_attention, layer_norm, the fused sliding-window attention, dense_epilogue): False wherever TensorFlow
+    sees a GPU to run on."""
     import tensorflow as tf
     if tf.config.list_logical_devices("GPU"):
         return False
-    return use_custom_op(family)
+    return use_custom_op(family, **fallback)
 
 
 def op_module(family):
