@@ -1,9 +1,10 @@
 // float32 <-> bfloat16 on raw bits (a bfloat16 is the upper half of a float32), TF-free, for the kernels that
-// produce bfloat16 values one at a time (the checkpoint copy, layer norm).
+// produce bfloat16 values one at a time (the checkpoint copy, layer norm, the dense epilogue).
 #ifndef TFMODELS_COMMON_BFLOAT16_H_
 #define TFMODELS_COMMON_BFLOAT16_H_
 
 #include <cstdint>
+#include <cstring>
 
 namespace tfmodels {
 
@@ -15,6 +16,22 @@ inline uint16_t RoundToBFloat16(uint32_t bits) {
 }
 
 inline uint32_t WidenBFloat16(uint16_t bits) { return static_cast<uint32_t>(bits) << 16; }
+
+inline float BitsToFloat(uint32_t bits) {
+  float value;
+  std::memcpy(&value, &bits, sizeof(value));
+  return value;
+}
+
+inline uint32_t FloatToBits(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  return bits;
+}
+
+// A bfloat16 (its bits) as float32, and a float32 rounded to bfloat16 bits, for kernels computing in float32.
+inline float BFloat16ToFloat(uint16_t bits) { return BitsToFloat(WidenBFloat16(bits)); }
+inline uint16_t FloatToBFloat16(float value) { return RoundToBFloat16(FloatToBits(value)); }
 
 }  // namespace tfmodels
 

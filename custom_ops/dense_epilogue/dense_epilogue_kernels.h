@@ -12,7 +12,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 
 #include "common/bfloat16.h"
 
@@ -20,18 +19,6 @@ namespace tfmodels {
 namespace dense_epilogue {
 
 enum class Activation { kLinear, kGelu };
-
-inline float BitsToFloat(uint32_t bits) {
-  float value;
-  std::memcpy(&value, &bits, sizeof(value));
-  return value;
-}
-
-inline uint32_t FloatToBits(float value) {
-  uint32_t bits;
-  std::memcpy(&bits, &value, sizeof(bits));
-  return bits;
-}
 
 // exp(y) for y <= 0 (an erfc exponent); 0 below -87, where exp(y) leaves float32's normal range.
 inline float ExpOfNonPositive(float y) {
@@ -75,8 +62,6 @@ inline float Gelu(float x) {
   return 0.5f * x * erfc_minus_z;
 }
 
-inline float Widen(uint16_t bits) { return BitsToFloat(WidenBFloat16(bits)); }
-
 // Rows [begin, end) of x ([rows, n] bfloat16 bits) into out; residual is null or [rows, n] like x.
 // Without an activation, one loop per row. With GELU, a row goes through in blocks of kBlock columns, each step a
 // plain loop over a float32 buffer (the GELU's loop vectorised alone ran faster than one loop doing everything).
@@ -91,17 +76,17 @@ inline void EpilogueRows(const uint16_t* x, const uint16_t* bias, const uint16_t
     const uint16_t* add = residual == nullptr ? nullptr : residual + row * n;
     uint16_t* o = out + row * n;
     if (kActivation == Activation::kLinear && add == nullptr) {
-      for (int64_t j = 0; j < n; ++j) o[j] = RoundToBFloat16(FloatToBits(Widen(in[j]) + Widen(bias[j])));
+      for (int64_t j = 0; j < n; ++j) o[j] = FloatToBFloat16(BFloat16ToFloat(in[j]) + BFloat16ToFloat(bias[j]));
     } else if (kActivation == Activation::kLinear) {
       for (int64_t j = 0; j < n; ++j)
-        o[j] = RoundToBFloat16(FloatToBits(Widen(in[j]) + Widen(bias[j]) + Widen(add[j])));
+        o[j] = FloatToBFloat16(BFloat16ToFloat(in[j]) + BFloat16ToFloat(bias[j]) + BFloat16ToFloat(add[j]));
     } else {
       for (int64_t j0 = 0; j0 < n; j0 += kBlock) {
         const int64_t width = n - j0 < kBlock ? n - j0 : kBlock;
-        for (int64_t j = 0; j < width; ++j) v[j] = Gelu(Widen(in[j0 + j]) + Widen(bias[j0 + j]));
+        for (int64_t j = 0; j < width; ++j) v[j] = Gelu(BFloat16ToFloat(in[j0 + j]) + BFloat16ToFloat(bias[j0 + j]));
         if (add != nullptr)
-          for (int64_t j = 0; j < width; ++j) v[j] += Widen(add[j0 + j]);
-        for (int64_t j = 0; j < width; ++j) o[j0 + j] = RoundToBFloat16(FloatToBits(v[j]));
+          for (int64_t j = 0; j < width; ++j) v[j] += BFloat16ToFloat(add[j0 + j]);
+        for (int64_t j = 0; j < width; ++j) o[j0 + j] = FloatToBFloat16(v[j]);
       }
     }
   }

@@ -9,7 +9,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 
 #include "common/bfloat16.h"
 
@@ -19,19 +18,6 @@ namespace layer_norm {
 // Independent partial sums: the compiler keeps them in one vector register and vectorises the loops (a single
 // float accumulator would have to be summed in order, one element at a time).
 constexpr int kLanes = 16;
-
-inline float BFloat16ToFloat(uint16_t bits) {
-  const uint32_t wide = WidenBFloat16(bits);
-  float value;
-  std::memcpy(&value, &wide, sizeof(value));
-  return value;
-}
-
-inline uint16_t FloatToBFloat16(float value) {
-  uint32_t bits;
-  std::memcpy(&bits, &value, sizeof(bits));
-  return RoundToBFloat16(bits);
-}
 
 // The elements as float32 and back: bfloat16 bits (uint16_t) or float32 itself.
 inline float ToFloat(uint16_t bits) { return BFloat16ToFloat(bits); }
