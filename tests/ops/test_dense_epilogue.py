@@ -1,15 +1,15 @@
 """The dense-epilogue op (custom_ops/dense_epilogue) against its twin (float32 TF ops), and the matmul form of
 core.layers.apply_dense that runs it (TFMODELS_BF16_PRODUCT=matmul): outputs (bit-equal without an activation;
-with exact GELU, one bfloat16 rounding step apart, or ~1e-7 where the GELU's float32 tail cancels), the GELU's
-accuracy against float64, NaN / Inf, gradients, bad inputs, dynamic shapes, which path apply_dense takes, and a
-model in that form against the same model in the inner-product form. Random shapes, NaN / Inf and bad inputs are
-also fuzzed (tests/ops/fuzz_ops.py)."""
+with exact GELU, one bfloat16 rounding step apart), the GELU's accuracy against float64, NaN / Inf, gradients,
+bad inputs, dynamic shapes, which path apply_dense takes, and a model in that form against the same model in the
+inner-product form. Random shapes, NaN / Inf and bad inputs are also fuzzed (tests/ops/fuzz_ops.py)."""
 import math
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.ops.test_layer_norm import assert_within_a_rounding as within_a_layer_norm_rounding
 from tfmodels.core import activations, layers
 from tfmodels.ops import dense_epilogue, dispatch
 
@@ -34,12 +34,7 @@ def assert_within_a_rounding(got, expected):
     """The same float32 arithmetic, GELU's erfc from another approximation (relative error ~1e-7): equal, or one
     bfloat16 rounding step apart (relative; 1e-30 absolute, where the tail leaves float32's normal range), with the
     same NaN / Inf pattern."""
-    got, expected = _f32(got), _f32(expected)
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
-    np.testing.assert_array_equal(np.isinf(got), np.isinf(expected))
-    finite = np.isfinite(expected)
-    got, expected = got[finite], expected[finite]
-    assert (np.abs(got - expected) <= 2 ** -7 * np.abs(expected) + 1e-30).all(), np.max(np.abs(got - expected))
+    within_a_layer_norm_rounding(got, expected, floor=1e-30)
 
 
 def _both(x, bias, residual, activation):

@@ -32,17 +32,19 @@ def _layer(width, dtype="bfloat16", **kwargs):
 STEPS = {tf.bfloat16: 2 ** -7, tf.float32: 2 ** -18}
 
 
-def assert_within_a_rounding(got, expected, terms=None):
-    """Values from the same float32 arithmetic summed in another order: equal, or STEPS[dtype] (relative) apart,
-    with the same NaN / Inf pattern. `terms`: the magnitude of the terms each output sums (|x inv| + |beta - mean
-    inv|), where they may cancel: the step is relative to it."""
+def assert_within_a_rounding(got, expected, terms=None, floor=1e-6):
+    """Values from the same float32 arithmetic in another order (or another approximation of a function): equal,
+    or STEPS[dtype] (relative) plus `floor` (absolute) apart, with the same NaN / Inf pattern. `terms`: the
+    magnitude of the terms each output sums (|x inv| + |beta - mean inv|), where they may cancel: the step is
+    relative to it."""
     step = STEPS[tf.as_dtype(got.dtype)]
     got, expected = (tf.cast(t, tf.float32).numpy() for t in (got, expected))
     np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
     np.testing.assert_array_equal(np.isinf(got), np.isinf(expected))
     finite = np.isfinite(expected)
-    bound = step * np.maximum(np.abs(expected), 0 if terms is None else terms) + 1e-6
-    assert (np.abs(got - expected)[finite] <= bound[finite]).all(), np.max(np.abs(got - expected)[finite])
+    bound = step * np.maximum(np.abs(expected), 0 if terms is None else terms)[finite] + floor
+    difference = np.abs(got[finite] - expected[finite])
+    assert (difference <= bound).all(), np.max(difference)
 
 
 def _run(layer, inputs, mode, training=None):

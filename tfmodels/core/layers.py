@@ -126,13 +126,12 @@ def apply_dense(layer, inputs, activation=None, scale=None, residual=None):
     epilogue = _epilogue_activation(own_activation, activation)
     if epilogue is not None and dense_epilogue_op.use_dense_epilogue(dtype):
         outputs = _matmul_then_epilogue(inputs, tf.cast(kernel, dtype), bias, residual, epilogue)
-        outputs.set_shape(inputs.shape[:-1].concatenate([layer.units]))
-        return outputs
-    matrix = _matmul_bias_activation
-    if tf.executing_eagerly() and dtype in (tf.bfloat16, tf.float16):
-        matrix = _fused_matmul_bias_activation
-    outputs = matrix(inputs, tf.cast(kernel, dtype), tf.cast(bias, dtype) if bias is not None else None, residual,
-                     own_activation, activation)
+    else:
+        matrix = _matmul_bias_activation
+        if tf.executing_eagerly() and dtype in (tf.bfloat16, tf.float16):
+            matrix = _fused_matmul_bias_activation
+        outputs = matrix(inputs, tf.cast(kernel, dtype), tf.cast(bias, dtype) if bias is not None else None,
+                         residual, own_activation, activation)
     outputs.set_shape(inputs.shape[:-1].concatenate([layer.units]))
     return outputs
 
