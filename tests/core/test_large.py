@@ -534,11 +534,14 @@ def test_save_pretrained_hf_bf16_shards_load_in_pytorch(tmp_path):
             value = np.transpose(value, np.argsort(named.permutation))
         mine = value.astype(ml_dtypes.bfloat16).astype(np.float32)
         helpers.assert_close(theirs[named.name].float().numpy(), mine, 0, named.name)
-    lazy = ckpt.hf_state_dict(model, model.checkpoint_map, lazy=True)
     eager = ckpt.hf_state_dict(model, model.checkpoint_map)
-    assert all(isinstance(v, LazyTensor) for v in lazy.values())
-    for name, value in eager.items():
-        np.testing.assert_array_equal(lazy[name].numpy(), value, name)
+    # Chunks of a few rows, transposed into the torch layout by the compiled copy or by numpy's (op modes).
+    for mode, chunk_bytes in (("custom", None), ("custom", 200), ("reference", 200)):
+        with dispatch.op_mode(mode):
+            lazy = ckpt.hf_state_dict(model, model.checkpoint_map, lazy=True, chunk_bytes=chunk_bytes)
+            assert all(isinstance(v, LazyTensor) for v in lazy.values())
+            for name, value in eager.items():
+                np.testing.assert_array_equal(lazy[name].numpy(), value, f"{name} ({mode}, {chunk_bytes})")
 
 
 # ----------------------------------------------------------------------------------------------------------------

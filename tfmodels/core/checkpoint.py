@@ -599,9 +599,15 @@ def _variable_chunks(variable, axis, inverse, dtype, chunk_bytes):
         index = [slice(None)] * len(shape)
         index[axis] = slice(start, min(start + rows, shape[axis]))
         chunk = target[tuple(index)].numpy()
-        if inverse is not None:
-            chunk = np.transpose(chunk, inverse)
-        yield chunk.astype(dtype, copy=False)
+        if inverse is None:
+            yield chunk.astype(dtype, copy=False)
+            continue
+        # Into the torch layout with the loader's compiled (or tiled) copy: numpy's own copy of a transposed view
+        # (what writing it contiguously would do) walks it element by element, half the time of saving a 3.5B
+        # model. (Its count of NaN / Inf values, computed in the same pass, is not needed here.)
+        out = np.empty([chunk.shape[i] for i in inverse], dtype)
+        copy_counting(out, np.transpose(chunk, inverse))
+        yield out
 
 
 def hf_state_dict(model, checkpoint_map, strip_prefix=None, dtype=None, lazy=False, chunk_bytes=None):
