@@ -598,7 +598,7 @@ def _variable_chunks(variable, axis, inverse, dtype, chunk_bytes):
     for start in range(0, shape[axis], rows):
         index = [slice(None)] * len(shape)
         index[axis] = slice(start, min(start + rows, shape[axis]))
-        chunk = target[tuple(index)].numpy()
+        chunk = np.asarray(target[tuple(index)])  # the slice's buffer itself (`.numpy()` would copy it again)
         if inverse is None:
             yield chunk.astype(dtype, copy=False)
             continue
