@@ -199,7 +199,6 @@ def test_loaded_variables_adopt_the_read_buffers(tmp_path):
     assert float(half[0, 0]) == 1.5 and float(variable[0, 0]) == 2.5
 
 
-
 def _vm_flags(address):
     """The VmFlags of the mapping of this process that holds `address` (/proc/self/smaps)."""
     with open("/proc/self/smaps") as f:
@@ -234,6 +233,7 @@ def test_large_load_buffers_are_private_base_page_mappings(dtype):
     np.testing.assert_array_equal(tf.cast(tensor, tf.float32).numpy(), expected)
     small = ckpt.aligned_empty((4, 4), dtype)  # below the threshold: numpy's allocation, still aligned
     assert small.ctypes.data % host_memory.ALIGNMENT == 0
+
 
 def _mapped_ranges(path):
     """(start, end) address ranges at which this process maps file `path`."""
