@@ -108,7 +108,7 @@ def _child_interleaved(module_name, function_name, params, rounds, warmup):
 def measure(module_name, function_name, params, repeats=5, warmup=2, threads=2, timeout=1800, interleaved=False):
     """Run one measurement in a fresh process; returns its result dict (or {"error": ...})."""
     result = _measure(module_name, function_name, params, repeats, warmup, threads, timeout, interleaved)
-    _record(function_name, params, result)
+    record(function_name, params, result)
     return result
 
 
@@ -130,7 +130,7 @@ def measure_rounds(module_name, calls, rounds=3, repeats=5, warmup=2, threads=2,
                            "min_s": min(r["min_s"] for r in results_of_call),
                            "peak_mb": max(r["peak_mb"] for r in results_of_call),
                            "rss_mb": max(r["rss_mb"] for r in results_of_call), "rounds": len(results_of_call)}
-        _record(function_name, params, result)
+        record(function_name, params, result)
         results.append(result)
     return results
 
@@ -150,12 +150,38 @@ def _measure(module_name, function_name, params, repeats, warmup, threads, timeo
     return result
 
 
-def _record(function_name, params, result):
-    """Append the measurement to $TFMODELS_BENCH_RECORD (set by `tfmodels bench`), which benchmarks.plot draws."""
+def record(function_name, params, result):
+    """Append a measurement to $TFMODELS_BENCH_RECORD when set (`tfmodels bench` and benchmarks/targets.py set it):
+    benchmarks.plot draws these records and benchmarks.targets reads its targets from them."""
     path = os.environ.get(RECORD_ENV)
     if path:
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"function": function_name, "params": params, "result": result}) + "\n")
+
+
+def read_records(path):
+    """The measurements `record` appended to `path`: [{"function", "params", "result"}], in order."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def run_script(name, args, output_dir):
+    """Runs benchmarks/bench_NAME.py with `args` in a process of its own: its output goes to this terminal and, as
+    it comes, to OUTPUT_DIR/NAME.txt, and every measurement it makes to OUTPUT_DIR/NAME.jsonl (emptied first).
+    Returns (its exit code, the records' path)."""
+    os.makedirs(output_dir, exist_ok=True)
+    table, records = (os.path.abspath(os.path.join(output_dir, f"{name}.{ext}")) for ext in ("txt", "jsonl"))
+    open(records, "w").close()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [ROOT, os.environ.get("PYTHONPATH")] if p))
+    env[RECORD_ENV] = records
+    with open(table, "w", encoding="utf-8") as copy, subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "benchmarks", f"bench_{name}.py"), *args], env=env,
+            stdout=subprocess.PIPE, text=True) as process:
+        for line in process.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            copy.write(line)
+    return process.returncode, records
 
 
 def measure_interleaved(module_name, function_name, params, rounds=11, warmup=2, threads=2, timeout=1800):

@@ -9,17 +9,13 @@ it ({"function", "params", "result"}: the same results the table prints), and th
 Needs matplotlib (the `plot` extra).
 """
 import argparse
-import json
 import math
+
+from benchmarks.common import read_records
 
 # The measurement functions' names in the bench scripts, as the legend shows them.
 NAMES = {"ours": "ours", "hf": "HF PyTorch", "hf_tf": "HF TF"}
 X_KEYS = ("length", "size")  # the swept parameter: sequence length, or image size (BEiT)
-
-
-def read_records(path):
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def series(records):

@@ -209,31 +209,27 @@ def cmd_bench(args):
     available = sorted(f[len("bench_"):-3] for f in os.listdir(folder) if f.startswith("bench_") and f.endswith(".py")) \
         if os.path.isdir(folder) else []
     if not args.name:
-        print("benchmarks: " + (", ".join(available) or f"none found in {folder}"))
+        print("benchmarks: " + (", ".join(available) or f"none found in {folder}") +
+              ("; targets (issue 16's target table: the scripts it rests on, in one run)" if available else ""))
         return 0
     name = args.name[len("bench_"):] if args.name.startswith("bench_") else args.name
-    if name not in available:
-        raise SystemExit(f"no benchmark {args.name!r}; available: {', '.join(available)}")
     extra = [a for a in args.args if a != "--"]
-    os.makedirs(args.output_dir, exist_ok=True)
-    table, records, picture = (os.path.abspath(os.path.join(args.output_dir, f"{name}.{ext}"))
-                               for ext in ("txt", "jsonl", "png"))
-    open(records, "w").close()  # benchmarks.common appends every measurement of this run to it
-    env = dict(os.environ, TFMODELS_BENCH_RECORD=os.path.abspath(records),
-               PYTHONPATH=os.pathsep.join(p for p in [os.path.dirname(folder), os.environ.get("PYTHONPATH")] if p))
-    # The script's output goes to the terminal and, as it comes, to NAME.txt (the table the picture sits beside).
-    with open(table, "w", encoding="utf-8") as copy, subprocess.Popen(
-            [sys.executable, os.path.join(folder, f"bench_{name}.py")] + extra, env=env, stdout=subprocess.PIPE,
-            text=True) as process:
-        for line in process.stdout:
-            sys.stdout.write(line)
-            copy.write(line)
-    if process.returncode != 0:
-        return process.returncode
+    sys.path.insert(0, os.path.dirname(folder))  # the repository root, where the benchmarks package is
+    if name == "targets" and available:
+        from benchmarks import targets
+        return targets.main(["--output-dir", args.output_dir] + extra)
+    if name not in available:
+        raise SystemExit(f"no benchmark {args.name!r}; available: {', '.join(available + ['targets'])}")
+    from benchmarks.common import run_script
+    returncode, records = run_script(name, extra, args.output_dir)
+    if returncode != 0:
+        return returncode
     if os.path.getsize(records) == 0:  # nothing was measured (e.g. --help)
         return 0
+    picture = os.path.join(os.path.dirname(records), f"{name}.png")
+    # In a process of its own: drawing imports matplotlib, which the rest of the command does without.
     return subprocess.call([sys.executable, "-m", "benchmarks.plot", records, picture, "--title",
-                            f"tfmodels bench {name}"], env=env, cwd=os.path.dirname(folder))
+                            f"tfmodels bench {name}"], cwd=os.path.dirname(folder))
 
 
 def cmd_build_ops(args):
