@@ -130,6 +130,7 @@ def child_ours(directory, config, batch, length, form):
 
     import tfmodels
     from tfmodels.core.checkpoint import log_loading_info  # noqa: F401  (import cost paid before timing)
+    from tfmodels.ops.dense_epilogue import DEFAULT_PRODUCT_FORM
 
     import_rss = _status_kb("VmRSS")
     start = time.perf_counter()
@@ -150,7 +151,8 @@ def child_ours(directory, config, batch, length, form):
             "import_rss_gb": import_rss / 1024 ** 2, "load_peak_gb": load_peak / 1024 ** 2,
             "peak_rss_gb": _status_kb("VmHWM") / 1024 ** 2, "weight_bytes": weight_bytes,
             "dtypes": sorted({str(v.dtype) for v in model.weights}), "missing": info.missing,
-            "unexpected": info.unexpected, "mapped": len(info.mapped), "form": form}
+            "unexpected": info.unexpected, "mapped": len(info.mapped), "form": form,
+            "default_form": DEFAULT_PRODUCT_FORM}
 
 
 def child_hf(directory, config, batch, length):

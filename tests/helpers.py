@@ -18,6 +18,24 @@ ATOL = 1e-5
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Graphs
+
+
+def graph_op_types(function, *args):
+    """The op types in the graph of `function` (a tf.function, or a Python function to trace) traced on `args`
+    (tensors or TensorSpecs): which ops a dispatch choice put there."""
+    if not hasattr(function, "get_concrete_function"):
+        function = tf.function(function)
+    return {op.type for op in function.get_concrete_function(*args).graph.get_operations()}
+
+
+def traced_forward(model, inputs, **kwargs):
+    """(the op types of `model(**inputs, **kwargs)` traced as a graph, that graph's tf.function)."""
+    forward = tf.function(lambda: model(**inputs, **kwargs))
+    return graph_op_types(forward), forward
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Comparisons
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.helpers import graph_op_types
 from tests.ops import block_sparse_harness_cases as cases
 from tests.ops import cuda_harness
 from tfmodels.ops import block_sparse as bs
@@ -337,9 +338,8 @@ def test_attention_on_gpu_composes_the_compiled_primitives(monkeypatch):
     for x, y in zip(composed + composed_grads, fused + fused_grads):
         assert_close_relative(x, y, 1e-5, "composed vs fused")
     with dispatch.op_mode("custom"):
-        graph = tf.function(lambda q, k, v: bs.attention(q, k, v, indices, mask, scale=0.25)).get_concrete_function(
-            *(tf.TensorSpec(x.shape, tf.float32) for x in (query, key, value))).graph
-    types = {op.type for op in graph.get_operations()}
+        types = graph_op_types(lambda q, k, v: bs.attention(q, k, v, indices, mask, scale=0.25),
+                               *(tf.TensorSpec(x.shape, tf.float32) for x in (query, key, value)))
     assert "TFModels>BlockSparseAttention" not in types and "TFModels>BlockSparseSddmm" in types, types
 
 

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import tfmodels
-from tests.helpers import padded_ids
+from tests.helpers import padded_ids, traced_forward
 from tfmodels.core import attention as attn
 from tfmodels.ops import dense_attention, dispatch
 
@@ -109,11 +109,6 @@ def test_a_mask_constant_over_the_keys_runs_the_twin_on_every_path():
     np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)  # softmax ignores it
 
 
-def _graph_op_types(model, inputs, **kwargs):
-    forward = tf.function(lambda: model(**inputs, **kwargs))
-    return {op.type for op in forward.get_concrete_function().graph.get_operations()}, forward
-
-
 def test_a_model_runs_the_op_in_inference_only():
     """XLM-R-XL (batch 2, padding): inference runs the op and equals the twin's forward; training and returned
     attention weights run the twin."""
@@ -122,13 +117,13 @@ def test_a_model_runs_the_op_in_inference_only():
     ids, mask = padded_ids(2, 40, config.vocab_size, config.pad_token_id, lengths=[40, 27])
     inputs = {"input_ids": tf.constant(ids), "attention_mask": tf.constant(mask)}
     with dispatch.op_mode("custom"):
-        types, forward = _graph_op_types(model, inputs, training=False)
+        types, forward = traced_forward(model, inputs, training=False)
         fused = forward().last_hidden_state.numpy()
         assert "TFModels>DenseAttention" in types
         for kwargs in ({"training": True}, {"training": False, "output_attentions": True}):
-            assert "TFModels>DenseAttention" not in _graph_op_types(model, inputs, **kwargs)[0], kwargs
+            assert "TFModels>DenseAttention" not in traced_forward(model, inputs, **kwargs)[0], kwargs
     with dispatch.op_mode("reference"):
-        types, forward = _graph_op_types(model, inputs, training=False)
+        types, forward = traced_forward(model, inputs, training=False)
         assert "TFModels>DenseAttention" not in types
         np.testing.assert_allclose(fused, forward().last_hidden_state.numpy(), rtol=1e-5, atol=1e-5)
 

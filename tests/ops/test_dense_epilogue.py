@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.helpers import graph_op_types
 from tests.ops.test_layer_norm import assert_within_a_rounding as within_a_layer_norm_rounding
 from tfmodels.core import activations, layers
 from tfmodels.ops import dense_epilogue, dispatch
@@ -121,17 +122,12 @@ def test_dynamic_shapes_in_a_graph():
     x, bias, residual = _bf16(5, 33), _bf16(33), _bf16(5, 33)
     with dispatch.op_mode("custom"):
         got = epilogue(x, bias, residual)
-        graph = epilogue.get_concrete_function().graph
-    assert "TFModels>DenseEpilogue" in {op.type for op in graph.get_operations()}
+        assert "TFModels>DenseEpilogue" in graph_op_types(epilogue)
     assert_within_a_rounding(got, dense_epilogue.epilogue_twin(x, bias, residual, "gelu"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # core.layers.apply_dense in the matmul form
-
-
-def _op_types(function, *args):
-    return {op.type for op in tf.function(function).get_concrete_function(*args).graph.get_operations()}
 
 
 def _dense(units, dtype="bfloat16", **kwargs):
@@ -154,11 +150,11 @@ def test_apply_dense_matmul_form_equals_the_inner_product_form(case, monkeypatch
         kwargs.update(scale=tf.cast(RNG.rand(16), tf.bfloat16), residual=_bf16(3, 5, 16))
     monkeypatch.setenv("TFMODELS_BF16_PRODUCT", "inner_product")
     expected = layers.apply_dense(layer, inputs, **kwargs)
-    assert "TFModels>DenseEpilogue" not in _op_types(lambda x: layers.apply_dense(layer, x, **kwargs), inputs)
+    assert "TFModels>DenseEpilogue" not in graph_op_types(lambda x: layers.apply_dense(layer, x, **kwargs), inputs)
     monkeypatch.setenv("TFMODELS_BF16_PRODUCT", "matmul")
     with dispatch.op_mode("custom"):
         got = layers.apply_dense(layer, inputs, **kwargs)
-        types = _op_types(lambda x: layers.apply_dense(layer, x, **kwargs), inputs)
+        types = graph_op_types(lambda x: layers.apply_dense(layer, x, **kwargs), inputs)
     assert {"MatMul", "TFModels>DenseEpilogue"} <= types and "BiasAdd" not in types
     assert got.dtype == tf.bfloat16 and got.shape == expected.shape
     # The matmul form rounds the product to bfloat16 before the bias: one more rounding step than the fused kernel,
@@ -180,7 +176,7 @@ def test_apply_dense_keeps_the_fused_form(case, monkeypatch):
     activation = activations.gelu_tanh if case == "gelu_tanh" else None
     inputs = tf.cast(RNG.randn(3, 24), layer.compute_dtype)
     with dispatch.op_mode("reference" if case == "reference mode" else "custom"):
-        types = _op_types(lambda x: layers.apply_dense(layer, x, activation), inputs)
+        types = graph_op_types(lambda x: layers.apply_dense(layer, x, activation), inputs)
     assert "TFModels>DenseEpilogue" not in types and "BiasAdd" in types
 
 

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 import tfmodels
-from tests.helpers import padded_ids
+from tests.helpers import padded_ids, traced_forward
 from tests.models.xlnet.test_modeling import tiny_config
 from tfmodels.models.xlnet.modeling import XLNetRelativeAttention
 from tfmodels.ops import dense_attention, dispatch
@@ -97,11 +97,6 @@ def test_the_xlnet_core_equals_its_twin_with_gradients(segments, position_batch)
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-5, err_msg=name)
 
 
-def _graph_op_types(model, inputs, **kwargs):
-    forward = tf.function(lambda: model(**inputs, **kwargs))
-    return {op.type for op in forward.get_concrete_function().graph.get_operations()}, forward
-
-
 def _model_inputs(config, length=40, batch=2, token_types=True):
     ids, mask = padded_ids(batch, length, config.vocab_size, config.pad_token_id, lengths=[length, 27], side="left")
     inputs = {"input_ids": tf.constant(ids), "attention_mask": tf.constant(mask)}
@@ -118,14 +113,14 @@ def test_the_model_runs_the_op_in_float32_inference_only():
     model = tfmodels.XLNetModel(config)
     inputs = _model_inputs(config)
     with dispatch.op_mode("custom"):
-        types, forward = _graph_op_types(model, inputs, training=False)
+        types, forward = traced_forward(model, inputs, training=False)
         assert OP in types
         fused = forward()
         for kwargs in ({"training": True}, {"training": False, "output_attentions": True}):
-            assert OP not in _graph_op_types(model, inputs, **kwargs)[0], kwargs
+            assert OP not in traced_forward(model, inputs, **kwargs)[0], kwargs
         follow = model(**inputs, mems=fused.mems, training=False).last_hidden_state.numpy()
     with dispatch.op_mode("reference"):
-        types, forward = _graph_op_types(model, inputs, training=False)
+        types, forward = traced_forward(model, inputs, training=False)
         assert OP not in types
         twin = forward()
         np.testing.assert_allclose(fused.last_hidden_state.numpy(), twin.last_hidden_state.numpy(), rtol=1e-5,
@@ -143,7 +138,7 @@ def test_uni_attention_and_the_query_stream_keep_their_paths():
     query stream (perm_mask, target_mapping) runs the op, and equals the twin."""
     uni = tfmodels.XLNetModel(tiny_config(attn_type="uni", dropout=0.0))
     with dispatch.op_mode("custom"):
-        assert OP not in _graph_op_types(uni, _model_inputs(uni.config), training=False)[0]
+        assert OP not in traced_forward(uni, _model_inputs(uni.config), training=False)[0]
     config = tiny_config(dropout=0.0)
     model = tfmodels.XLNetLMHeadModel(config)
     inputs = _model_inputs(config, length=12, token_types=False)
@@ -155,7 +150,7 @@ def test_uni_attention_and_the_query_stream_keep_their_paths():
     logits = {}
     for mode in ("custom", "reference"):
         with dispatch.op_mode(mode):
-            types, forward = _graph_op_types(model, inputs, training=False)
+            types, forward = traced_forward(model, inputs, training=False)
             assert (OP in types) == (mode == "custom")
             logits[mode] = forward().logits.numpy()
     np.testing.assert_allclose(logits["custom"], logits["reference"], rtol=1e-5, atol=1e-5)

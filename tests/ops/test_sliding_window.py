@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.helpers import graph_op_types
 from tfmodels.ops import dispatch
 from tfmodels.ops import sliding_window as sw
 
@@ -363,8 +364,7 @@ def test_local_attention_runs_the_fused_op_only_without_probabilities_head_mask_
     plan = swa.GlobalPlan(tf.constant(merged))
 
     def op_types(**kwargs):
-        graph = tf.function(lambda: swa.local_attention(q, k, v, plan, 4, **kwargs)[0]).get_concrete_function().graph
-        return {op.type for op in graph.get_operations()}
+        return graph_op_types(lambda: swa.local_attention(q, k, v, plan, 4, **kwargs)[0])
 
     with dispatch.op_mode("custom"):
         assert "TFModels>SlidingWindowAttention" in op_types(need_probs=False)
