@@ -1,6 +1,8 @@
 """core.layers.SharedLayerGraph: an eager half-precision forward runs every layer of a stack through one graph
 function, each layer with its own weights (the speed it exists for is measured by benchmarks/bench_large.py, not
-here). On the families that share their layers' graph: XLM-RoBERTa-XL, XLNet and BEiT."""
+here). On the families that share their layers' graph: XLM-RoBERTa-XL, XLNet and BEiT, and MRA and Nystromformer
+through the BERT skeleton (core.encoder.TextMainLayer.layers_share_one_graph); not YOSO, whose layer index seeds
+its hashing."""
 import keras
 import numpy as np
 import pytest
@@ -8,6 +10,8 @@ import tensorflow as tf
 
 import tfmodels
 from tests.models.beit import test_modeling as beit
+from tests.models.mra import test_modeling as mra
+from tests.models.nystromformer import test_modeling as nystromformer
 from tests.models.xlm_roberta_xl.test_modeling import tiny_config
 from tests.models.xlnet import test_modeling as xlnet
 from tfmodels.core import layers
@@ -16,7 +20,8 @@ from tfmodels.core import layers
 def _model(dtype, family="xlm_roberta_xl"):
     """A 3-layer model of `family` under `dtype`, built eagerly by a call on shorter inputs (images: the same
     ones), and its batch of 2 with padding. initializer_range 0.3: weights far enough apart that one layer's
-    output differs from another's."""
+    output differs from another's; seeded, so that each test sees the same weights."""
+    keras.utils.set_random_seed(0)
     with layers.dtype_policy_scope(dtype):
         if family == "xlm_roberta_xl":
             config = tiny_config(num_hidden_layers=3, hidden_size=64, intermediate_size=96, initializer_range=0.3)
@@ -26,6 +31,11 @@ def _model(dtype, family="xlm_roberta_xl"):
             config = xlnet.tiny_config(n_layer=3, initializer_range=0.3)
             model = tfmodels.XLNetModel(config)
             inputs = xlnet.make_inputs(tfmodels.XLNetModel, config, batch=2, length=11)
+        elif family in ("mra", "nystromformer"):  # the BERT skeleton's families (Nystromformer: 11 > 4 landmarks)
+            tests = {"mra": mra, "nystromformer": nystromformer}[family]
+            config = tests.tiny_config(num_hidden_layers=3, initializer_range=0.3)
+            model = getattr(tfmodels, tests.FAMILY.prefix + "Model")(config)
+            inputs = tests.make_inputs(model.__class__, config, batch=2)
         else:
             config = beit.tiny_config(num_hidden_layers=3, initializer_range=0.3, use_relative_position_bias=True)
             model = tfmodels.BeitModel(config)
@@ -58,7 +68,18 @@ def _float(x):
     return tf.cast(x, tf.float32).numpy()
 
 
+def _float32_output(model, inputs):
+    """The model's output computed in float32 with its weights: what either half-precision order of work
+    approximates."""
+    with layers.dtype_policy_scope("float32"):
+        reference = model.__class__(model.config)
+    reference(inputs)
+    reference.set_weights([_float(weight) for weight in model.get_weights()])
+    return reference(inputs).last_hidden_state.numpy()
+
+
 @pytest.mark.parametrize("family, dtype", [("xlm_roberta_xl", "bfloat16"), ("xlnet", "bfloat16"), ("beit", "bfloat16"),
+                                           ("mra", "bfloat16"), ("nystromformer", "bfloat16"),
                                            ("xlm_roberta_xl", "mixed_bfloat16"), ("xlm_roberta_xl", "float16")])
 def test_every_layer_runs_its_own_weights_through_one_trace(family, dtype):
     model, inputs = _model(dtype, family)
@@ -68,10 +89,12 @@ def test_every_layer_runs_its_own_weights_through_one_trace(family, dtype):
     eager = model(inputs).last_hidden_state
     assert shared.tracing_count == before + (family != "beit")  # three layers, one graph per new signature
     graph = tf.function(lambda: model(inputs).last_hidden_state)()
-    difference = np.abs(_float(eager) - _float(graph))
-    # bfloat16 rounding between the two graphs' orders of work (mean 0.013 on values of mean 0.8); a stack run with
-    # the first layer's weights throughout differs by ~0.9 on average
-    assert difference.mean() < 0.03 and difference.max() < 0.25, (difference.mean(), difference.max())
+    # Both are the float32 stack's output up to half-precision rounding, in two orders of work: mean errors of
+    # 0.004-0.03 on values of mean 0.8 (Nystromformer's pseudo-inverse amplifies them most), the shared call's
+    # 0.75-1.5x the graph's over seeds. A stack run with the first layer's weights throughout is ~0.9 off.
+    reference = _float32_output(model, inputs)
+    eager_error, graph_error = (np.abs(_float(x) - reference).mean() for x in (eager, graph))
+    assert eager_error < 2 * graph_error, (eager_error, graph_error)
     model(inputs)
     assert shared.tracing_count == before + (family != "beit")  # the same signature again: no new trace
 
@@ -124,3 +147,11 @@ def test_saving_after_a_shared_call(tmp_path):
     tf.saved_model.save(model, str(tmp_path / "saved"))
     restored = tf.saved_model.load(str(tmp_path / "saved"))
     assert not any("_run" in name or "SharedLayerGraph" in name for name in dir(restored))
+
+
+def test_yoso_and_longformer_layers_are_not_shared():
+    """YOSO's layer index seeds its hashing and Longformer's may set its window: their layers stay apart."""
+    from tests.models.longformer.test_modeling import tiny_config as longformer_config
+    from tests.models.yoso.test_modeling import tiny_config as yoso_config
+    for model in (tfmodels.YosoModel(yoso_config()), tfmodels.LongformerModel(longformer_config())):
+        assert not any(hasattr(layer, "_tfm_shared_graph") for layer in model._flatten_layers())

@@ -221,12 +221,15 @@ def run_encoder(layer_list, hidden_states, head_mask, step, output_attentions=Fa
 
 
 class TextEncoder(serialization.ConfigLayer):
-    """`layer` = [layer_class(config, i)], run by `run_encoder` with gradient checkpointing when configured."""
+    """`layer` = [layer_class(config, i)], run by `run_encoder` with gradient checkpointing when configured;
+    `share_one_graph`: the layers differ only in their weights (core.layers.share_one_graph)."""
 
-    def __init__(self, config, layer_class, **kwargs):
+    def __init__(self, config, layer_class, share_one_graph=False, **kwargs):
         super().__init__(**kwargs)
         self.config = config
         self.layer = [layer_class(config, i, name=f"layer_{i}") for i in range(config.num_hidden_layers)]
+        if share_one_graph:
+            layers.share_one_graph(self.layer)
 
     def call(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False,
              output_hidden_states=False, training=False):
@@ -254,18 +257,21 @@ class TextMainLayer(serialization.ConfigLayer):
     """Embeddings + encoder (+ pooler): the part every head shares. Takes already-normalised inputs.
 
     A family subclass sets `layer_class` (its PostNormLayer), `output_class` (the reference's base-model output),
-    `position_offset`, `has_pooler`, and overrides `layer_mask` to hand its attention the mask form it needs."""
+    `position_offset`, `has_pooler`, `layers_share_one_graph` (True where nothing but the weights tells its layers
+    apart at inference: not where the layer index seeds YOSO's hashing or sets Longformer's window), and overrides
+    `layer_mask` to hand its attention the mask form it needs."""
 
     layer_class = None
     output_class = out.BaseModelOutputWithCrossAttentions
     position_offset = 0
     has_pooler = False
+    layers_share_one_graph = False
 
     def __init__(self, config, add_pooling_layer=True, **kwargs):
         super().__init__(**kwargs)
         self.config = config
         self.embeddings = TextEmbeddings(config, self.position_offset, name="embeddings")
-        self.encoder = TextEncoder(config, self.layer_class, name="encoder")
+        self.encoder = TextEncoder(config, self.layer_class, self.layers_share_one_graph, name="encoder")
         self.pooler = Pooler(config, name="pooler") if self.has_pooler and add_pooling_layer else None
 
     def layer_mask(self, attention_mask, embeddings):

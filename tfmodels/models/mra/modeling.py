@@ -47,6 +47,7 @@ class MraMainLayer(encoder.TextMainLayer):
 
     layer_class = MraLayer
     position_offset = 2
+    layers_share_one_graph = True
 
     def layer_mask(self, attention_mask, embeddings):
         return attention_mask  # mra2_attention takes the 0/1 mask (or None) itself

@@ -217,6 +217,7 @@ class NystromformerMainLayer(encoder.TextMainLayer):
     layer_class = NystromformerLayer
     output_class = out.BaseModelOutputWithPastAndCrossAttentions
     position_offset = 2
+    layers_share_one_graph = True
 
 
 class NystromformerPreTrainedModel(TextPreTrainedModel):
