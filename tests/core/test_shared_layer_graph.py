@@ -1,4 +1,4 @@
-"""core.layers.SharedLayerGraph: an eager half-precision forward runs every layer of a stack through one graph
+"""core.layers.SharedLayerGraph: an eager inference forward runs every layer of a stack through one graph
 function, each layer with its own weights (the speed it exists for is measured by benchmarks/bench_large.py, not
 here). On the families that share their layers' graph: XLM-RoBERTa-XL, XLNet and BEiT, and MRA and Nystromformer
 through the BERT skeleton (core.encoder.TextMainLayer.layers_share_one_graph); not YOSO, whose layer index seeds
@@ -68,11 +68,18 @@ def _float(x):
     return tf.cast(x, tf.float32).numpy()
 
 
+def _unshared(model):
+    """`model` with its layers' mark taken off: every eager call of it runs op by op."""
+    for layer in _stack(model):
+        del layer._tfm_shared_graph
+    return model
+
+
 def _float32_output(model, inputs):
-    """The model's output computed in float32 with its weights: what either half-precision order of work
+    """The model's output computed op by op in float32 with its weights: what either half-precision order of work
     approximates."""
     with layers.dtype_policy_scope("float32"):
-        reference = model.__class__(model.config)
+        reference = _unshared(model.__class__(model.config))
     reference(inputs)
     reference.set_weights([_float(weight) for weight in model.get_weights()])
     return reference(inputs).last_hidden_state.numpy()
@@ -112,10 +119,22 @@ def test_gradients_reach_each_layers_own_weights():
         assert gradient is not None and np.abs(_float(gradient)).mean() > 0
 
 
-def test_float32_training_and_graphs_take_the_plain_call():
-    model, inputs = _model("float32")
-    model(inputs)
-    assert _shared(model).tracing_count == 0  # float32 eager stays op by op: its numbers do not change
+@pytest.mark.parametrize("family, quantized", [("xlm_roberta_xl", False), ("xlm_roberta_xl", True), ("mra", False),
+                                               ("xlnet", False)])
+def test_float32_inference_shares_the_graph_within_float32_rounding(family, quantized):
+    """Eager float32 inference, the reference's users' habit, runs through the shared graph too (int8-quantized
+    layers included): a graph's numbers, within float32 rounding of the op-by-op call (parity's 1e-5)."""
+    model, inputs = _model("float32", family)
+    if quantized:
+        model.quantize("int8")
+    shared = _shared(model)
+    before = shared.tracing_count
+    eager = model(inputs).last_hidden_state.numpy()
+    assert shared.tracing_count == before + 1
+    np.testing.assert_allclose(eager, _unshared(model)(inputs).last_hidden_state.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_training_and_graphs_take_the_plain_call():
     model, inputs = _model("bfloat16")
     count = _shared(model).tracing_count
     model(inputs, training=True)
