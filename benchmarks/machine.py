@@ -56,11 +56,10 @@ def sgemm_torch(size=SGEMM_SIZE):
 def measure_sgemm(threads=2, repeats=7):
     """The sgemm rate (GFLOP/s) of TF's and of PyTorch's matmul now, each in a fresh process with the benchmarks'
     thread settings; `rate` is the faster of the two, the machine's attainable float32 matmul rate."""
-    flops = 2.0 * SGEMM_SIZE ** 3
     rates = {}
     for name in ("sgemm_tf", "sgemm_torch"):
         result = measure("benchmarks.machine", name, {}, repeats=repeats, warmup=3, threads=threads)
-        rates[name[len("sgemm_"):]] = None if "error" in result else flops / result["median_s"] / 1e9
+        rates[name[len("sgemm_"):]] = None if "error" in result else gflops(2.0 * SGEMM_SIZE ** 3, result)
     measured = [r for r in rates.values() if r]
     rates["rate"] = max(measured) if measured else None
     return rates
@@ -76,11 +75,16 @@ def header(threads=2):
     return sgemm
 
 
+def gflops(flops, result):
+    """The GFLOP/s of one measured step (a measurement result) that does `flops`."""
+    return flops / result["median_s"] / 1e9
+
+
 def efficiency(flops, result, sgemm):
     """'GFLOP/s (share of the sgemm rate)' of one measured step that does `flops`."""
     if not result or "error" in result or not sgemm.get("rate"):
         return "n/a"
-    achieved = flops / result["median_s"] / 1e9
+    achieved = gflops(flops, result)
     return f"{achieved:.0f} ({achieved / sgemm['rate']:.2f})"
 
 

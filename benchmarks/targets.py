@@ -23,7 +23,7 @@ sys.path.insert(0, ROOT)
 
 from benchmarks import bench_longformer, bench_xlm_roberta_xl  # noqa: E402
 from benchmarks.common import read_records, run_script  # noqa: E402
-from benchmarks.machine import cpu_features, cpu_model  # noqa: E402
+from benchmarks.machine import SGEMM_SIZE, cpu_features, cpu_model, gflops  # noqa: E402
 
 BF16 = ("bfloat16", "mixed_bfloat16")
 # The commands of docs/benchmarks.md's issue-16 runs, in their order.
@@ -54,8 +54,7 @@ class Records:
         return found[-1] if found and "error" not in found[-1] else None
 
     def sgemm(self):
-        from benchmarks.machine import SGEMM_SIZE
-        rates = [2.0 * SGEMM_SIZE ** 3 / result["median_s"] / 1e9
+        rates = [gflops(2.0 * SGEMM_SIZE ** 3, result)
                  for result in (self.get("sgemm_tf"), self.get("sgemm_torch")) if result]
         return max(rates) if rates else None
 
@@ -67,7 +66,7 @@ def time_ratio(a, b):
 
 def share(flops, result, sgemm):
     """The step's GFLOP/s over the sgemm rate, or None."""
-    return flops / result["median_s"] / 1e9 / sgemm if result and sgemm else None
+    return gflops(flops, result) / sgemm if result and sgemm else None
 
 
 def check(target, values, holds, unit="x", condition=True):
@@ -152,10 +151,10 @@ def large_rows(runs):
     large = runs.get("large")
     if not large:
         return []
-    hf = next((r["result"] for r in large.records if r["function"] == "hf"), None)
     rows = []
-    for mine in (r["result"] for r in large.records if r["function"] == "ours"):
+    for mine, params in ((r["result"], r["params"]) for r in large.records if r["function"] == "ours"):
         form = mine["form"]
+        hf = large.get("hf", batch=params["batch"], length=params["length"])  # HF on the same input
         # The targets are the model as it runs by default; another bfloat16 product form is shown beside it.
         default = form == mine["default_form"]
         label = f"bench_large ({form}{'' if default else ', not the default form'})"
