@@ -136,11 +136,22 @@ def measure_rounds(module_name, calls, rounds=3, repeats=5, warmup=2, threads=2,
 
 
 def _measure(module_name, function_name, params, repeats, warmup, threads, timeout, interleaved):
+    return _run_child(["--interleaved" if interleaved else "--child", module_name, function_name, json.dumps(params),
+                       str(repeats), str(warmup)], threads, timeout)
+
+
+def call(module_name, function_name, params, threads=2, timeout=1800):
+    """`function(**params)` of `module`, run in a fresh process with the benchmarks' thread settings: its return
+    value (JSON), or {"error": ...}. For a measurement that is not one timed step (benchmarks/bench_profile.py)."""
+    return _run_child(["--call", module_name, function_name, json.dumps(params)], threads, timeout)
+
+
+def _run_child(arguments, threads, timeout):
+    """Runs `python -m benchmarks.common ARGUMENTS` with `threads` threads a side; returns the RESULT it printed."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS=str(threads),
                TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS="1", CUDA_VISIBLE_DEVICES="",
                TFMODELS_BENCH_THREADS=str(threads), PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    command = [sys.executable, "-m", "benchmarks.common", "--interleaved" if interleaved else "--child",
-               module_name, function_name, json.dumps(params), str(repeats), str(warmup)]
+    command = [sys.executable, "-m", "benchmarks.common", *arguments]
     try:
         completed = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
         result = next((json.loads(line[len("RESULT "):]) for line in reversed(completed.stdout.splitlines())
@@ -235,10 +246,16 @@ def main():
     group = parser.add_mutually_exclusive_group(required=True)
     for flag in ("--child", "--interleaved"):
         group.add_argument(flag, nargs=5, metavar=("MODULE", "FUNCTION", "PARAMS", "REPEATS", "WARMUP"))
+    group.add_argument("--call", nargs=3, metavar=("MODULE", "FUNCTION", "PARAMS"))
     args = parser.parse_args()
-    child = _child if args.child else _child_interleaved
-    module_name, function_name, params, repeats, warmup = args.child or args.interleaved
-    result = child(module_name, function_name, json.loads(params), int(repeats), int(warmup))
+    if args.call:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        module_name, function_name, params = args.call
+        result = getattr(importlib.import_module(module_name), function_name)(**json.loads(params))
+    else:
+        child = _child if args.child else _child_interleaved
+        module_name, function_name, params, repeats, warmup = args.child or args.interleaved
+        result = child(module_name, function_name, json.loads(params), int(repeats), int(warmup))
     print("RESULT " + json.dumps(result))
 
 

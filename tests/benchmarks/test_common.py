@@ -1,5 +1,6 @@
 """benchmarks/common.py: the interleaved measurement that the MRA op-vs-twin ratios rest on, the interleaved rounds
-of fresh processes that bench_xlnet's ratios rest on, and how the tables print a measurement not made."""
+of fresh processes that bench_xlnet's ratios rest on, a call in a fresh process (bench_profile), and how the
+tables print a measurement not made."""
 import time
 
 from benchmarks import common
@@ -61,3 +62,17 @@ def test_rounds_alternate_the_order_of_fresh_processes_and_combine_their_results
     failing = common.measure_rounds("tests.benchmarks.test_common", [("sleeper", {"seconds": -1.0, "log": log})],
                                     rounds=2, repeats=1, warmup=1)
     assert "error" in failing[0] and "non-negative" in failing[0]["error"]
+
+
+def environment(names):
+    """Call function (run in a fresh process): the process's values of some environment variables."""
+    import os
+    return {name: os.environ.get(name) for name in names}
+
+
+def test_a_call_runs_in_a_fresh_process_with_the_benchmark_threads_and_returns_its_value():
+    result = common.call("tests.benchmarks.test_common", "environment",
+                         {"names": ["TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"]}, threads=3)
+    assert result == {"TF_NUM_INTRAOP_THREADS": "3", "OMP_NUM_THREADS": "3"}
+    failed = common.call("tests.benchmarks.test_common", "environment", {"wrong": 1})
+    assert "unexpected keyword argument 'wrong'" in failed["error"], failed
