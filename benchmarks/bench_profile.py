@@ -39,7 +39,8 @@ CALLS = {"PartitionedCall", "StatefulPartitionedCall", "If", "StatelessIf", "Whi
 
 def projection_shapes(family, length):
     """The [M, K, N] of the family's benchmark model's projections: Q/K/V/output, the FFN's two."""
-    config = importlib.import_module(f"benchmarks.bench_{family}").CONFIG
+    module = importlib.import_module(f"benchmarks.bench_{family}")
+    config = module.BASE if family == "mra" else module.CONFIG  # MRA's script sizes its positions per length
     hidden = config.get("hidden_size", config.get("d_model"))
     inner = config.get("intermediate_size", config.get("d_inner"))
     return [[length, hidden, hidden], [length, hidden, inner], [length, inner, hidden]]

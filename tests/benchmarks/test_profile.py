@@ -51,7 +51,8 @@ def test_the_report_splits_the_step_and_rates_the_projections():
 def test_the_projection_shapes_come_from_the_scripts_config():
     assert bench_profile.projection_shapes("longformer", 4096) == [[4096, 256, 256], [4096, 256, 1024],
                                                                   [4096, 1024, 256]]
-    assert bench_profile.projection_shapes("xlnet", 512) == [[512, 256, 256], [512, 256, 1024], [512, 1024, 256]]
+    for family in bench_profile.FAMILIES:
+        assert bench_profile.projection_shapes(family, 512) == [[512, 256, 256], [512, 256, 1024], [512, 1024, 256]]
 
 
 @pytest.mark.slow  # the sgemm rates and one profiled family, each in a fresh process (~30 s)
