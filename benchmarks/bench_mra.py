@@ -32,8 +32,8 @@ from benchmarks.common import (format_table, measure, measure_interleaved, megab
                                set_torch_threads, skipped)
 from benchmarks.machine import dense_attention_flops, efficiency, encoder_flops, header  # noqa: E402
 
-BASE = dict(vocab_size=1000, hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=1024,
-            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, block_per_row=4)
+CONFIG = dict(vocab_size=1000, hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=1024,
+              hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, block_per_row=4)
 
 
 # _KEEP_TENSORS: our steps return their outputs as TF tensors, not numpy arrays. A tf.function call on the CPU
@@ -43,13 +43,13 @@ BASE = dict(vocab_size=1000, hidden_size=256, num_hidden_layers=2, num_attention
 
 
 def config(length):
-    return dict(BASE, max_position_embeddings=max(length, 512))
+    return dict(CONFIG, max_position_embeddings=max(length, 512))
 
 
 def _inputs(length, batch=1):
     import numpy as np
     rng = np.random.RandomState(0)
-    ids = rng.randint(5, BASE["vocab_size"], (batch, length)).astype("int32")
+    ids = rng.randint(5, CONFIG["vocab_size"], (batch, length)).astype("int32")
     return ids, np.ones_like(ids)
 
 
@@ -86,7 +86,7 @@ def attention(length, op_mode="custom"):
     rng = np.random.RandomState(0)
     q, k, v = (tf.constant(rng.randn(1, 4, length, 64).astype("float32")) for _ in range(3))
     mask = tf.ones([1, length], tf.float32)
-    num_blocks = (max(length, 512) // 32) * BASE["block_per_row"]
+    num_blocks = (max(length, 512) // 32) * CONFIG["block_per_row"]
 
     @tf.function
     def step():
@@ -165,12 +165,12 @@ def forward_flops(length, mode):
     product with the block-mean values), then exact attention on block_per_row 32 x 32 blocks per block row.
     The `attention`/`ops` modes time one layer's attention alone (no projections)."""
     from tfmodels.ops.block_sparse import BLOCK
-    hidden, blocks = BASE["hidden_size"], length // BLOCK
+    hidden, blocks = CONFIG["hidden_size"], length // BLOCK
     attention = dense_attention_flops(blocks, blocks, hidden) + \
-        dense_attention_flops(length, BASE["block_per_row"] * BLOCK, hidden)
+        dense_attention_flops(length, CONFIG["block_per_row"] * BLOCK, hidden)
     if mode in ("attention", "ops"):
         return attention * (3 if mode == "ops" else 1)
-    return encoder_flops(length, hidden, BASE["intermediate_size"], BASE["num_hidden_layers"], attention, 1, mode)
+    return encoder_flops(length, hidden, CONFIG["intermediate_size"], CONFIG["num_hidden_layers"], attention, 1, mode)
 
 
 def main():

@@ -10,9 +10,8 @@ far as the forward's parts keep their own shares, and the parts do not scale ali
 FMA rate, an element-wise pass its memory bandwidth (the Intel Xeon's sgemm rate is ~1.8x the AMD EPYC's, its
 memory per core not). This script gives the parts: the projections' rate against sgemm at the model's own shapes
 (small K or N runs below the 2048^3 rate; the op's own time, without a call's dispatch), and the time of
-everything else. Each family runs in a fresh process
-(benchmarks.common.call); the profile is TF's (tf.profiler, read from its XSpace trace), the ops' own time on the
-executor thread, summed per step.
+everything else. Each family runs in a fresh process (benchmarks.common.call); the profile is TF's (tf.profiler,
+read from its XSpace trace), the ops' own time on the executor thread, summed per step.
 """
 import argparse
 import glob
@@ -39,8 +38,7 @@ CALLS = {"PartitionedCall", "StatefulPartitionedCall", "If", "StatelessIf", "Whi
 
 def projection_shapes(family, length):
     """The [M, K, N] of the family's benchmark model's projections: Q/K/V/output, the FFN's two."""
-    module = importlib.import_module(f"benchmarks.bench_{family}")
-    config = module.BASE if family == "mra" else module.CONFIG  # MRA's script sizes its positions per length
+    config = importlib.import_module(f"benchmarks.bench_{family}").CONFIG
     hidden = config.get("hidden_size", config.get("d_model"))
     inner = config.get("intermediate_size", config.get("d_inner"))
     return [[length, hidden, hidden], [length, hidden, inner], [length, inner, hidden]]
