@@ -2,8 +2,12 @@
 batch 1, 2 threads), under TF's profiler, its time per op type and its costliest ops; then TF's float32 MatMul
 + BiasAdd alone at the model's projection shapes, as a share of the sgemm rate measured in this run.
 
-    python benchmarks/bench_profile.py [--families longformer,xlm_roberta_xl] [--length 4096]
-    tfmodels bench profile -- --families mra --length 4096
+    python benchmarks/bench_profile.py [--families longformer,xlm_roberta_xl] [--length 4096] [--hf-tf FAMILIES]
+    tfmodels bench profile -- --families mra,xlnet:512 --length 4096 --hf-tf xlnet
+
+A family may name its own length (`xlnet:512`). `--hf-tf` profiles Hugging Face's TF model of those families as
+their script builds it too (Longformer and XLNet, whose reference has TF classes): both run on TF's ops, so the
+two splits say which parts a ratio to HF TF measured on one CPU is made of.
 
 The benchmarks give a forward's GFLOP/s as a share of the sgemm rate; that share carries between CPUs only as
 far as the forward's parts keep their own shares, and the parts do not scale alike: a matmul follows the CPU's
@@ -101,10 +105,15 @@ def projection_seconds(shape, repeats):
     return sum(by_type.values())
 
 
-def profile(family, length, repeats=5):
+def sides(family):
+    """The sides of a family this script can profile: ours, and HF's TF model where the script builds one."""
+    return ("ours", "hf_tf") if hasattr(importlib.import_module(f"benchmarks.bench_{family}"), "hf_tf") else ("ours",)
+
+
+def profile(family, length, repeats=5, side="ours"):
     """Child process: the forward's median step time, its op times under the profiler and the projections' times
-    (JSON)."""
-    step = importlib.import_module(f"benchmarks.bench_{family}").ours(length, "forward")
+    (JSON). `side`: "ours", or "hf_tf" (HF's TF model, as the family's script builds it)."""
+    step = getattr(importlib.import_module(f"benchmarks.bench_{family}"), side)(length, "forward")
     calls = _warm_up(step, 3)
     step_s = statistics.median(_sample(step, calls) for _ in range(repeats))
     by_type, by_name, profiled_s = profiled(step, repeats)
@@ -115,15 +124,16 @@ def profile(family, length, repeats=5):
             "projections": projections}
 
 
-def report(family, length, result, sgemm_rate):
+def report(family, length, result, sgemm_rate, side="ours"):
     """The printed tables of one family's profile."""
     step = result["profiled_step_s"]
+    name = family if side == "ours" else f"{family} (HF TF)"
     types = sorted(result["op_types"].items(), key=lambda item: -item[1])
     listed = [(op_type, seconds) for op_type, seconds in types if seconds >= 0.001 * step]
     rest = step - sum(seconds for _, seconds in listed)
     rows = [[op_type, f"{1000 * s:.2f}", f"{100 * s / step:.1f}%"] for op_type, s in listed]
     rows.append(["(outside any op, and op types under 0.1%)", f"{1000 * rest:.2f}", f"{100 * rest / step:.1f}%"])
-    lines = [f"{family}, forward at {length} tokens: {1000 * result['step_s']:.1f} ms a step "
+    lines = [f"{name}, forward at {length} tokens: {1000 * result['step_s']:.1f} ms a step "
              f"({1000 * step:.1f} ms under the profiler)",
              format_table(["op type", "ms / step", "of the step"], rows), "",
              format_table(["costliest ops", "ms / step"], [[name[-90:], f"{1000 * s:.2f}"]
@@ -141,26 +151,39 @@ def report(family, length, result, sgemm_rate):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--families", default="longformer,xlm_roberta_xl", help=f"comma-separated, of {FAMILIES}")
-    parser.add_argument("--length", type=int, default=4096)
+    parser.add_argument("--families", default="longformer,xlm_roberta_xl",
+                        help=f"comma-separated, each FAMILY or FAMILY:LENGTH, of {', '.join(FAMILIES)}")
+    parser.add_argument("--length", type=int, default=4096, help="of the families that name none")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--hf-tf", default="", help="comma-separated families of those listed whose HF TF model is "
+                                                    "profiled too (longformer, xlnet)")
     args = parser.parse_args()
-    families = args.families.split(",")
-    unknown = sorted(set(families) - set(FAMILIES))
+    runs = []
+    for item in args.families.split(","):
+        family, _, length = item.partition(":")
+        if not length.isdigit() and length:
+            parser.error(f"{item}: the length after ':' must be a number")
+        runs.append((family, int(length or args.length)))
+    unknown = sorted({family for family, _ in runs} - set(FAMILIES))
     if unknown:
         parser.error(f"unknown families {unknown}; choose from {', '.join(FAMILIES)}")
+    hf_tf = [family for family in args.hf_tf.split(",") if family]
+    for family in hf_tf:
+        if family not in {name for name, _ in runs} or "hf_tf" not in sides(family):
+            parser.error(f"--hf-tf {family}: not a listed family whose script builds HF's TF model")
     sgemm = header()
     failed = False
-    for family in families:
-        params = {"family": family, "length": args.length, "repeats": args.repeats}
-        result = call("benchmarks.bench_profile", "profile", params)
-        record("profile", params, result)
-        print()
-        if "error" in result:
-            failed = True
-            print(f"{family}: the profile failed:\n{result['error']}")
-        else:
-            print(report(family, args.length, result, sgemm["rate"]), flush=True)
+    for family, length in runs:
+        for side in ("ours", "hf_tf") if family in hf_tf else ("ours",):
+            params = {"family": family, "length": length, "repeats": args.repeats, "side": side}
+            result = call("benchmarks.bench_profile", "profile", params)
+            record("profile", params, result)
+            print()
+            if "error" in result:
+                failed = True
+                print(f"{family} ({side}): the profile failed:\n{result['error']}")
+            else:
+                print(report(family, length, result, sgemm["rate"], side), flush=True)
     return 1 if failed else 0
 
 

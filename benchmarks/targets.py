@@ -13,7 +13,7 @@ the sgemm rate is its script's FLOP count over its time, against the faster of T
 same script (benchmarks.machine). The bf16 targets hold where the CPU has AMX-BF16; elsewhere their figures are
 printed and marked as shown only, as are bench_large's figures for a bfloat16 product form other than the default
 (tfmodels.ops.dense_epilogue). The last script, bench_profile, has no target: it splits the two forwards with an
-sgemm-share target by op on this CPU. About 15 minutes on 2 cores (AMD EPYC), a third of it the 3.5B model.
+sgemm-share target by op on this CPU, and XLNet's forward at 512 tokens beside HF TF's. About 15 minutes on 2 cores (AMD EPYC), a third of it the 3.5B model.
 """
 import argparse
 import os
@@ -39,8 +39,9 @@ SCRIPTS = {
     "large": [],
     "bf16_matmul": ["--repeats", "7"],
     # No target: where the two forwards with an sgemm-share target spend their time on this CPU (per op type, and
-    # TF's projections alone against the sgemm rate), for a share that is not met.
-    "profile": ["--families", "longformer,xlm_roberta_xl", "--length", "4096"],
+    # TF's projections alone against the sgemm rate), for a share that is not met; and XLNet at 512 beside HF's TF
+    # model, the ratio closest to its target on the Intel Xeon.
+    "profile": ["--families", "longformer,xlm_roberta_xl,xlnet:512", "--length", "4096", "--hf-tf", "xlnet"],
 }
 MET, NOT_MET, NOT_MEASURED = "met", "NOT met", "not measured"
 SHOWN_ONLY = "shown only (see the target)"

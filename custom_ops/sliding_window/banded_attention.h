@@ -3,8 +3,10 @@
 //   o_i = sum over the entries of row i of softmax(SlidingWindowQK(q, k, ...))[i, c] * (its value row)
 //
 // the composition of SlidingWindowQK, a softmax over the last axis and SlidingWindowPV (sliding_window_kernels.h:
-// the same entries are masked, with the same fill, and an all-masked row is uniform over its X + 2w + 1 columns,
-// as the softmax of equal fills gives).
+// the same entries are masked, with the same fill), except that the rows of the positions not kept (key_keep
+// false) are zero: in Longformer those are the global tokens, whose rows come from the global attention, and the
+// padding, which is zero. Writing them here spares the caller a pass over the whole output to clear them. (Every
+// all-masked row is such a row: a row's own key is in its band.)
 //
 // Why: the three-op path writes the [batch, seq, heads, X + 2w + 1] scores to memory, reads them back for the
 // softmax (and TF's selects around it) and again for the values: at Longformer's 4096 tokens and w = 128 that is
@@ -90,6 +92,10 @@ void BandedAttention(const ParallelFor& parallel_for, const Dims& d, const T* q,
             for (int64_t e = 0; e < D; ++e) a[e] += global[c] * static_cast<float>(g[e]);
           }
           T* dst = out + d.row(b, i0 + r0 + r, h);
+          if (!key_keep[b * S + i0 + r0 + r]) {  // a row not kept (a global token or padding) is zero
+            std::fill(dst, dst + D, static_cast<T>(0.0f));
+            continue;
+          }
           const float inverse_sum = inverse_sums[r0 + r];
           for (int64_t e = 0; e < D; ++e) dst[e] = static_cast<T>(a[e] * inverse_sum);
         }

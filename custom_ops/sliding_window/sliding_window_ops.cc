@@ -13,7 +13,7 @@
 //   TFModels>SlidingWindowQKGrad, TFModels>SlidingWindowPVGrad: their gradients (all inputs at once).
 //   TFModels>SlidingWindowAttention(query, key, key_keep, global_key, global_keep, value, global_value; window)
 //       -> output [B, S, H, D]: SlidingWindowPV(softmax(SlidingWindowQK(...)), value, global_value) in one pass
-//       (banded_attention.h), CPU only, float32 and bfloat16. No gradient op: tfmodels.ops.sliding_window
+//       (banded_attention.h), zero in the rows whose key_keep is false, CPU only, float32 and bfloat16. No gradient op: tfmodels.ops.sliding_window
 //       differentiates the three-op composition instead.
 #include <algorithm>
 #include <type_traits>
@@ -158,7 +158,8 @@ REGISTER_OP("TFModels>SlidingWindowAttention")
     .Attr("window: int >= 0")
     .Attr("T: {bfloat16, float}")
     .SetShapeFn(tfmodels::sliding_window::AttentionShape)
-    .Doc("Sliding-window attention (SlidingWindowQK, softmax, SlidingWindowPV) in one pass, CPU inference.");
+    .Doc("Sliding-window attention (SlidingWindowQK, softmax, SlidingWindowPV) in one pass, CPU inference; the rows "
+         "whose key_keep is false are zero.");
 
 REGISTER_OP("TFModels>SlidingWindowPVGrad")
     .Input("grad: T")

@@ -46,6 +46,15 @@ def test_the_report_splits_the_step_and_rates_the_projections():
     assert "layer_0/intermediate/Gelu/mul_2      12.00" in report
     # 2 GFLOP in 10 ms: 200 GFLOP/s, half the sgemm rate
     assert lines[-1].split()[-3:] == ["10.00", "200", "0.50"]
+    hf_tf = bench_profile.report("xlnet", 512, result, sgemm_rate=400.0, side="hf_tf").splitlines()
+    assert hf_tf[0] == "xlnet (HF TF), forward at 512 tokens: 101.0 ms a step (100.0 ms under the profiler)"
+    assert hf_tf[1:] == lines[1:]
+
+
+def test_hf_tf_is_a_side_where_the_script_builds_hf_tf_model():
+    assert bench_profile.sides("longformer") == bench_profile.sides("xlnet") == ("ours", "hf_tf")
+    for family in ("xlm_roberta_xl", "mra", "nystromformer", "yoso"):
+        assert bench_profile.sides(family) == ("ours",)
 
 
 def test_the_projection_shapes_come_from_the_scripts_config():
@@ -58,7 +67,7 @@ def test_the_projection_shapes_come_from_the_scripts_config():
 @pytest.mark.slow  # the sgemm rates and one profiled family, each in a fresh process (~30 s)
 def test_the_command_profiles_a_family(tmp_path):
     done = subprocess.run([sys.executable, "-m", "tfmodels", "bench", "--output-dir", str(tmp_path), "profile", "--",
-                           "--families", "longformer", "--length", "512", "--repeats", "2"],
+                           "--families", "longformer:512", "--length", "4096", "--repeats", "2"],
                           capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     out = done.stdout
@@ -70,3 +79,9 @@ def test_the_command_profiles_a_family(tmp_path):
     wrong = subprocess.run([sys.executable, "benchmarks/bench_profile.py", "--families", "bert"], capture_output=True,
                            text=True, cwd=ROOT)
     assert wrong.returncode == 2 and "unknown families ['bert']" in wrong.stderr
+    for args, message in ((["--families", "mra", "--hf-tf", "mra"], "--hf-tf mra: not a listed family"),
+                          (["--families", "longformer", "--hf-tf", "xlnet"], "--hf-tf xlnet: not a listed family"),
+                          (["--families", "xlnet:long"], "xlnet:long: the length after ':' must be a number")):
+        refused = subprocess.run([sys.executable, "benchmarks/bench_profile.py", *args], capture_output=True,
+                                 text=True, cwd=ROOT)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr

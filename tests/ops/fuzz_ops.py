@@ -434,11 +434,11 @@ def fuzz_sliding_window_attention(data):
         q = tf.convert_to_tensor(q)
         if sw.use_fused_attention(q):
             return sw.fused_sliding_window_attention(q, k, v, window, key_keep, gk, gv, global_keep, separate)
-        return separate(q, k, v, gk, gv)
+        return sw.zero_rows_not_kept(separate(q, k, v, gk, gv), key_keep)
 
-    def compiled_steps():
+    def compiled_steps():  # the rows of the positions not kept are zero, as the fused op writes them
         with dispatch.op_mode("custom"):
-            return _numpy(separate(query, key, value, global_key, global_value))
+            return _numpy(sw.zero_rows_not_kept(separate(query, key, value, global_key, global_value), key_keep))
     inputs = (query, key, value, global_key, global_value)
     check("sliding_window_attention", kind, lambda: with_gradients(run, *inputs) if kind == "good"
           else run(*inputs), exact=compiled_steps)

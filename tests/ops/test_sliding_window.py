@@ -272,13 +272,19 @@ def test_op_mode_reference_never_loads_the_library():
 # The fused op: softmax(QK) PV in one pass (CPU inference)
 
 def _separate(w, keep, gkeep):
-    """The three-op composition the fused op computes (its twin)."""
+    """The three-op composition the fused op computes for every row (its twin)."""
     from tfmodels.core import attention as attn
 
     def run(q, k, v, gk, gv):
         probs = attn.stable_softmax(sw.sliding_window_qk(q, k, w, keep, gk, gkeep))
         return sw.sliding_window_pv(probs, v, gv, window=w)
     return run
+
+
+def _rows_kept(keep, output):
+    """The fused op's output from its twin's: zero in the rows of the positions not kept (written out here, not
+    through sw.zero_rows_not_kept, so that the test states the contract itself)."""
+    return np.where(np.asarray(keep)[:, :, None, None], np.asarray(output), 0)
 
 
 def _attention_inputs(shape, seed=0, dtype=tf.float32, all_masked_row=False):
@@ -291,7 +297,8 @@ def _attention_inputs(shape, seed=0, dtype=tf.float32, all_masked_row=False):
     keep[-1, s - s // 3:] = False
     gkeep = np.ones((b, x), bool)
     gkeep[-1, x - 1:] = False
-    if all_masked_row:  # no key of the first sequence is kept: its rows are uniform over every column
+    if all_masked_row:  # no key of the first sequence is kept: its rows (uniform over every column in the three
+        # ops) are zero in the fused op
         keep[0] = False
         gkeep[0] = False
     return q, k, v, gk, gv, tf.constant(keep), tf.constant(gkeep)
@@ -311,8 +318,9 @@ def test_fused_attention_equals_the_three_ops(shape):
     separate = _separate(w, keep, gkeep)
     with dispatch.op_mode("custom"):
         fused = sw.fused_sliding_window_attention(q, k, v, w, keep, gk, gv, gkeep, twin=separate)
-        expected = separate(q, k, v, gk, gv)
-    np.testing.assert_allclose(fused.numpy(), expected.numpy(), rtol=1e-5, atol=2e-6)
+        expected = _rows_kept(keep, separate(q, k, v, gk, gv))
+    np.testing.assert_allclose(fused.numpy(), expected, rtol=1e-5, atol=2e-6)
+    assert np.all(fused.numpy()[~keep.numpy()] == 0)
 
 
 def test_fused_attention_bfloat16_is_closer_to_float32_than_the_three_ops():
@@ -323,13 +331,13 @@ def test_fused_attention_bfloat16_is_closer_to_float32_than_the_three_ops():
     q, k, v, gk, gv, keep, gkeep = _attention_inputs(shape, dtype=tf.bfloat16)
     as_float = [tf.cast(t, tf.float32) for t in (q, k, v, gk, gv)]
     with dispatch.op_mode("custom"):
-        exact = _separate(w, keep, gkeep)(*as_float).numpy()
+        exact = _rows_kept(keep, _separate(w, keep, gkeep)(*as_float))
         fused = sw.fused_sliding_window_attention(q, k, v, w, keep, gk, gv, gkeep,
                                                   twin=_separate(w, keep, gkeep))
-        separate = _separate(w, keep, gkeep)(q, k, v, gk, gv)
+        separate = _rows_kept(keep, tf.cast(_separate(w, keep, gkeep)(q, k, v, gk, gv), tf.float32))
     assert fused.dtype == tf.bfloat16
     fused_error = np.abs(tf.cast(fused, tf.float32).numpy() - exact)
-    separate_error = np.abs(tf.cast(separate, tf.float32).numpy() - exact)
+    separate_error = np.abs(separate - exact)
     # one rounding to bfloat16 of outputs below ~4 in magnitude
     assert fused_error.max() <= 2.0 ** -7 * max(1.0, np.abs(exact).max())
     assert fused_error.mean() < separate_error.mean()
@@ -344,7 +352,7 @@ def test_fused_attention_gradients_are_the_three_ops_gradients():
     with dispatch.op_mode("custom"):
         results = []
         for run in (lambda *t: sw.fused_sliding_window_attention(*t[:3], w, keep, t[3], t[4], gkeep, twin=separate),
-                    separate):
+                    lambda *t: tf.where(keep[:, :, None, None], separate(*t), 0.0)):
             tensors = [q, k, v, gk, gv]
             with tf.GradientTape() as tape:
                 tape.watch(tensors)
@@ -376,8 +384,38 @@ def test_local_attention_runs_the_fused_op_only_without_probabilities_head_mask_
         separate, probs = swa.local_attention(q, k, v, plan, 4)
     assert none is None and probs.shape == (2, 40, 2, 1 + 9)
     np.testing.assert_allclose(fused.numpy(), separate.numpy(), rtol=1e-5, atol=2e-6)
+    not_local = merged != 1   # the global token and the padding: no local attention, zero
+    for rows in (fused, separate, probs):
+        assert np.all(rows.numpy()[not_local] == 0) and np.all(np.abs(rows.numpy()[~not_local]).sum(-1) > 0)
     with dispatch.op_mode("reference"):
         assert "TFModels>SlidingWindowAttention" not in op_types(need_probs=False)
+
+
+def test_merge_global_rows_places_each_global_row_and_nothing_else():
+    """Sequences with 2, 1 and 0 global tokens (filler slots in the last two): each global token's row is its
+    slot's output, every other row is the local output as given; the gradient goes back the same way."""
+    from tfmodels.ops import sliding_window_attention as swa
+    merged = np.ones((3, 12), np.int32)
+    merged[0, [2, 7]] = 2
+    merged[1, 0] = 2
+    merged[1, 9:] = 0
+    plan = swa.GlobalPlan(tf.constant(merged))
+    rng = np.random.RandomState(5)
+    local = tf.constant(rng.randn(3, 12, 2, 4).astype("float32"))
+    local = sw.zero_rows_not_kept(local, plan.local)
+    global_output = tf.constant(rng.randn(3, 2, 2, 4).astype("float32"))
+    with tf.GradientTape() as tape:
+        tape.watch([local, global_output])
+        merged_rows = swa.merge_global_rows(local, global_output, plan)
+    expected = local.numpy().copy()
+    expected[0, 2], expected[0, 7], expected[1, 0] = global_output[0, 0], global_output[0, 1], global_output[1, 0]
+    np.testing.assert_array_equal(merged_rows.numpy(), expected)
+    upstream = rng.randn(3, 12, 2, 4).astype("float32")
+    d_local, d_global = tape.gradient(merged_rows, [local, global_output], output_gradients=tf.constant(upstream))
+    np.testing.assert_array_equal(d_local.numpy(), upstream)
+    expected_global = np.zeros((3, 2, 2, 4), np.float32)
+    expected_global[0, 0], expected_global[0, 1], expected_global[1, 0] = upstream[0, 2], upstream[0, 7], upstream[1, 0]
+    np.testing.assert_array_equal(d_global.numpy(), expected_global)
 
 
 def test_fused_attention_bad_inputs_raise_invalid_argument():

@@ -12,7 +12,8 @@ column X + j to the key at position i + j - w (one-sided window w, band of 2w + 
 
 - `fused_sliding_window_attention(...)`: sliding_window_pv(softmax(sliding_window_qk(...)), ...) as one CPU op
   (float32 and bfloat16, for inference: its gradient is the composition's), the scores of a block of rows kept
-  in cache from the product to the values; `use_fused_attention` says where it runs.
+  in cache from the product to the values, with the rows of the positions not kept zero
+  (`zero_rows_not_kept`); `use_fused_attention` says where it runs.
 
 Both have gradients. The custom ops (custom_ops/sliding_window, C++ with TF's thread pool, and CUDA) are used
 when the op mode allows (tfmodels.ops.dispatch); the twins below are made of stock TF ops, compile with XLA,
@@ -90,13 +91,20 @@ def use_fused_attention(query):
     return dispatch.use_cpu_op(FAMILY)
 
 
+def zero_rows_not_kept(output, key_keep):
+    """output [batch, seq, heads, ...] with the rows of the positions not kept (key_keep [batch, seq] False) zero,
+    as the fused op writes them: in Longformer those rows are the global tokens' (their output comes from the
+    global attention) and the padding's."""
+    return tf.where(key_keep[:, :, None, None], output, tf.zeros([], output.dtype))
+
+
 @tf.autograph.experimental.do_not_convert
 def fused_sliding_window_attention(query, key, value, window, key_keep, global_key, global_value, global_keep,
                                    twin):
-    """sliding_window_pv(softmax(sliding_window_qk(query, key, window, key_keep, global_key, global_keep)), value,
-    global_value) [batch, seq, heads, dim] with the compiled op. `twin(query, key, value, global_key,
-    global_value)` computes the same with the separate ops; the gradient differentiates it (the masks are
-    closed over: they have no gradient)."""
+    """zero_rows_not_kept(sliding_window_pv(softmax(sliding_window_qk(query, key, window, key_keep, global_key,
+    global_keep)), value, global_value), key_keep) [batch, seq, heads, dim] with the compiled op.
+    `twin(query, key, value, global_key, global_value)` computes the attention with the separate ops (every row);
+    the gradient differentiates it with the same rows zero (the masks are closed over: they have no gradient)."""
     query, key, window, key_keep, global_key, global_keep = _prepare(query, key, window, key_keep, global_key,
                                                                      global_keep)
     value = tf.convert_to_tensor(value, dtype=query.dtype)
@@ -107,7 +115,7 @@ def fused_sliding_window_attention(query, key, value, window, key_keep, global_k
     return dispatch.with_twin_gradient(
         lambda q, k, v, gk, gv: module.tf_models_sliding_window_attention(q, k, key_keep, gk, global_keep, v, gv,
                                                                           window=window),
-        twin, query, key, value, global_key, global_value)
+        lambda *tensors: zero_rows_not_kept(twin(*tensors), key_keep), query, key, value, global_key, global_value)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -133,12 +133,9 @@ class LongformerSelfAttention(encoder.SelfAttentionBase):
             hidden_states, plan, global_query, self._per_head(self.key_global, dtype),
             self._per_head(self.value_global, dtype), layer_head_mask,
             lambda p: self.global_dropout(p, training=training))
-        output, no_local_row = swa.merge_global_rows(output, global_output, plan)
+        output = swa.merge_global_rows(output, global_output, plan)
         output = tf.reshape(output, [tf.shape(hidden_states)[0], tf.shape(hidden_states)[1], self.embed_dim])
-        if not output_attentions:
-            return output, None, None
-        local_probs = tf.where(no_local_row, tf.zeros([], dtype), probs)
-        return output, local_probs, global_probs
+        return output, probs, (global_probs if output_attentions else None)
 
 
 class LongformerAttention(keras.layers.Layer):
