@@ -6,7 +6,7 @@ of the compute dtype where it is not, so that softmax gives exact zeros there.
 import tensorflow as tf
 from tensorflow.python.util import _pywrap_util_port
 
-from tfmodels.core.layers import shape_list
+from tfmodels.core.layers import permute, shape_list
 from tfmodels.ops import dense_attention
 
 # Whether TF runs its CPU kernels through oneDNN (TF_ENABLE_ONEDNN_OPTS; no public API tells).
@@ -62,13 +62,13 @@ def split_heads(x, num_heads, head_dim):
     """[batch, seq, heads * dim] -> [batch, heads, seq, dim]."""
     batch, seq = shape_list(x)[:2]
     x = tf.reshape(x, [batch, seq, num_heads, head_dim])
-    return tf.transpose(x, [0, 2, 1, 3])
+    return permute(x, [0, 2, 1, 3])
 
 
 def merge_heads(x):
     """[batch, heads, seq, dim] -> [batch, seq, heads * dim]."""
     batch, heads, seq, dim = shape_list(x)
-    x = tf.transpose(x, [0, 2, 1, 3])
+    x = permute(x, [0, 2, 1, 3])
     return tf.reshape(x, [batch, seq, heads * dim])
 
 

@@ -144,7 +144,7 @@ class XLNetRelativeAttention(keras.layers.Layer):
         """[batch, len, n*d] -> [batch, n, len, d]."""
         batch, length = tf.shape(x)[0], tf.shape(x)[1]
         x = tf.reshape(x, [batch, length, self.n_head, self.d_head])
-        return tf.transpose(x, [0, 2, 1, 3])
+        return layers.permute(x, [0, 2, 1, 3])
 
     def position_keys(self, pos_emb):
         """pos_emb [rlen, d] or [batch, rlen, d] -> [1 or batch, n, rlen, d_head]: a shared encoding is projected
@@ -152,7 +152,7 @@ class XLNetRelativeAttention(keras.layers.Layer):
         projected = linear(pos_emb, self._weight(self.r, pos_emb.dtype))
         if pos_emb.shape.rank == 2:
             rlen = tf.shape(pos_emb)[0]
-            return tf.transpose(tf.reshape(projected, [rlen, self.n_head, self.d_head]), [1, 0, 2])[None]
+            return layers.permute(tf.reshape(projected, [rlen, self.n_head, self.d_head]), [1, 0, 2])[None]
         return self._heads(projected)
 
     # --- attention core ----------------------------------------------------------------------------------
@@ -225,7 +225,7 @@ class XLNetRelativeAttention(keras.layers.Layer):
     def post_attention(self, residual, context, training):
         """context [b, n, len, d] -> layer_norm(dropout(context @ o) + residual)."""
         batch, length = tf.shape(context)[0], tf.shape(context)[2]
-        context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [batch, length, self.n_head * self.d_head])
+        context = tf.reshape(layers.permute(context, [0, 2, 1, 3]), [batch, length, self.n_head * self.d_head])
         # o^T as [n * d_head, d_model] through a reshape, so that grappler does not fold the transpose into the
         # MatMul (oneDNN's transposed-operand MatMul runs about twice as long here).
         kernel = tf.reshape(tf.transpose(tf.cast(self.o, context.dtype), [1, 2, 0]), [-1, self.d_model])
@@ -243,7 +243,7 @@ class XLNetRelativeAttention(keras.layers.Layer):
             # One transpose to [3, b, n, len, d]: unstacking its first axis shares the buffer (no copies).
             batch, length = tf.shape(h)[0], tf.shape(h)[1]
             qkv = tf.reshape(qkv, [batch, length, 3, self.n_head, self.d_head])
-            q_h, k_h, v_h = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]))
+            q_h, k_h, v_h = tf.unstack(layers.permute(qkv, [2, 0, 3, 1, 4]))
         else:
             cat = tf.concat([tf.cast(mems, dtype), h], axis=1)
             q_h = self._heads(linear(h, self._weight(self.q, dtype)))
