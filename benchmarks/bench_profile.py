@@ -127,13 +127,13 @@ def profile(family, length, repeats=5, side="ours"):
 def report(family, length, result, sgemm_rate, side="ours"):
     """The printed tables of one family's profile."""
     step = result["profiled_step_s"]
-    name = family if side == "ours" else f"{family} (HF TF)"
+    title = family if side == "ours" else f"{family} (HF TF)"
     types = sorted(result["op_types"].items(), key=lambda item: -item[1])
     listed = [(op_type, seconds) for op_type, seconds in types if seconds >= 0.001 * step]
     rest = step - sum(seconds for _, seconds in listed)
     rows = [[op_type, f"{1000 * s:.2f}", f"{100 * s / step:.1f}%"] for op_type, s in listed]
     rows.append(["(outside any op, and op types under 0.1%)", f"{1000 * rest:.2f}", f"{100 * rest / step:.1f}%"])
-    lines = [f"{name}, forward at {length} tokens: {1000 * result['step_s']:.1f} ms a step "
+    lines = [f"{title}, forward at {length} tokens: {1000 * result['step_s']:.1f} ms a step "
              f"({1000 * step:.1f} ms under the profiler)",
              format_table(["op type", "ms / step", "of the step"], rows), "",
              format_table(["costliest ops", "ms / step"], [[name[-90:], f"{1000 * s:.2f}"]
@@ -168,8 +168,9 @@ def main():
     if unknown:
         parser.error(f"unknown families {unknown}; choose from {', '.join(FAMILIES)}")
     hf_tf = [family for family in args.hf_tf.split(",") if family]
+    listed = {family for family, _ in runs}
     for family in hf_tf:
-        if family not in {name for name, _ in runs} or "hf_tf" not in sides(family):
+        if family not in listed or "hf_tf" not in sides(family):
             parser.error(f"--hf-tf {family}: not a listed family whose script builds HF's TF model")
     sgemm = header()
     failed = False

@@ -13,7 +13,8 @@ the sgemm rate is its script's FLOP count over its time, against the faster of T
 same script (benchmarks.machine). The bf16 targets hold where the CPU has AMX-BF16; elsewhere their figures are
 printed and marked as shown only, as are bench_large's figures for a bfloat16 product form other than the default
 (tfmodels.ops.dense_epilogue). The last script, bench_profile, has no target: it splits the two forwards with an
-sgemm-share target by op on this CPU, and XLNet's forward at 512 tokens beside HF TF's. About 15 minutes on 2 cores (AMD EPYC), a third of it the 3.5B model.
+sgemm-share target by op on this CPU, and XLNet's forward at 512 tokens beside HF TF's. About 15 minutes on 2
+cores (AMD EPYC), a third of it the 3.5B model.
 """
 import argparse
 import os
