@@ -3,15 +3,23 @@ driven by numpy through ctypes. This module must not import TensorFlow: the GPU 
 no TensorFlow.
 
     python tests/ops/cuda_harness.py            # build every custom_ops/<family>/harness.cu and run its cases
+    python tests/ops/cuda_harness.py --emulate  # the same cases on the CPU, the kernels under emulation
+
+`--emulate` compiles the harness with g++ against tests/ops/cuda_emulation/cuda_runtime.h (a CPU emulation of
+the CUDA the kernels use: threads as fibers, barriers, warp shuffles, atomics, guarded device memory; see there)
+and runs every case twice, with the threads of a block taken in index order and in reverse order between
+barriers. It executes the kernels' logic where no GPU is at hand; it does not replace the run on a GPU.
 
 Each op family provides custom_ops/<family>/harness.cu (extern "C" entry points that run the CPU functor or the
 CUDA kernel on raw device/host pointers) and tests/ops/<family>_harness_cases.py with `run(library) -> list of
 (case name, max abs difference, tolerance)`.
 """
+import argparse
 import ctypes
 import glob
 import importlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -59,13 +67,105 @@ def build_harness(family, output_dir=None):
     return target
 
 
-def run_family(family, library_path):
+EMULATION = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cuda_emulation")
+SCHEDULES = {0: "threads in index order", 1: "threads in reverse order"}
+# kernel<<<config>>>( -> cuda_emulation::Launch("kernel", Configure(config), kernel, ...): a kernel name (with its
+# template arguments) before the chevrons.
+_LAUNCH = re.compile(r"\b([A-Za-z_]\w*(?:<[^<>;{}()]*>)?)\s*<<<(.*?)>>>\s*\(", re.S)
+_DYNAMIC_SHARED = re.compile(r"extern\s+__shared__\s+(\w+)\s+(\w+)\s*\[\s*\]\s*;")
+_EMULATION_ENTRY_POINTS = """
+extern "C" void cuda_emulation_set_schedule(int schedule) { cuda_emulation::schedule = schedule; }
+extern "C" long long cuda_emulation_launches() { return cuda_emulation::launches; }
+"""
+
+
+def emulated_source(text):
+    """CUDA source text with its launches and dynamic shared memory in the emulation's terms."""
+    text = _LAUNCH.sub(lambda m: f'::cuda_emulation::Launch("{m.group(1)}", ::cuda_emulation::Configure({m.group(2)}), '
+                                 f'{m.group(1)}, ', text)
+    return _DYNAMIC_SHARED.sub(r"\1* \2 = ::cuda_emulation::DynamicShared<\1>();", text)
+
+
+def build_emulated(source, output_dir, name, include_dirs=()):
+    """g++ one CUDA translation unit (harness.cu or a test's kernels) against the emulation into a shared library,
+    with entry points to set the schedule and count the launches. Every .cu/.cuh it includes from custom_ops is
+    rewritten the same way (a copy of custom_ops in output_dir)."""
+    os.makedirs(output_dir, exist_ok=True)
+    tree = os.path.join(output_dir, "custom_ops")
+    shutil.rmtree(tree, ignore_errors=True)
+    shutil.copytree(CUSTOM_OPS, tree)
+    for path in glob.glob(os.path.join(tree, "**", "*.cu*"), recursive=True):
+        with open(path) as f:
+            text = f.read()
+        with open(path, "w") as f:
+            f.write(emulated_source(text))
+    with open(source) as f:
+        text = emulated_source(f.read())
+    unit = os.path.join(output_dir, f"{name}_emulated.cc")
+    with open(unit, "w") as f:
+        f.write(text + _EMULATION_ENTRY_POINTS)
+    target = os.path.join(output_dir, f"{name}_emulated.so")
+    # __CUDACC__ takes the harnesses' GPU paths and the kernels' portable host code, as nvcc's host pass does;
+    # no FMA contraction, as the kernels' __f*_rn intrinsics promise.
+    command = ["g++", "-std=c++17", "-O1", "-g", "-shared", "-fPIC", "-pthread", "-ffp-contract=off",
+               "-D__CUDACC__", "-U_FORTIFY_SOURCE", "-Wno-unknown-pragmas", f"-I{EMULATION}", f"-I{tree}",
+               *[f"-I{d}" for d in include_dirs], "-x", "c++", unit, "-o", target]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"g++ failed for the emulated {name}:\n{result.stderr[-4000:]}")
+    library = ctypes.CDLL(target)
+    library.cuda_emulation_set_schedule.argtypes = [ctypes.c_int]
+    library.cuda_emulation_launches.restype = ctypes.c_longlong
+    return library
+
+
+def build_emulated_harness(family, output_dir=None):
+    """The family's harness.cu on the CPU emulation (see build_emulated)."""
+    output_dir = output_dir or tempfile.mkdtemp(prefix=f"emulated_{family}_")
+    return build_emulated(os.path.join(CUSTOM_OPS, family, "harness.cu"), output_dir, f"harness_{family}")
+
+
+def run_family(family, library):
+    """The family's cases on a harness library (a path, or a loaded library)."""
     sys.path.insert(0, ROOT)
     cases = importlib.import_module(f"tests.ops.{family}_harness_cases")
-    return cases.run(ctypes.CDLL(library_path))
+    return cases.run(ctypes.CDLL(library) if isinstance(library, str) else library)
 
 
-def main():
+def report(family, results, label=""):
+    """Prints each case; returns the number that failed."""
+    failures = 0
+    for name, difference, tolerance in results:
+        status = "ok" if difference <= tolerance else "FAIL"
+        failures += status == "FAIL"
+        print(f"{family:16s} {label}{name:50s} max|gpu-cpu| = {difference:.3e} (tol {tolerance:.0e}) {status}")
+    return failures
+
+
+def emulate(families):
+    """Every case of `families` on the emulation, in both schedules. Returns the exit status."""
+    failures = 0
+    for family in families:
+        library = build_emulated_harness(family)
+        for schedule, label in SCHEDULES.items():
+            library.cuda_emulation_set_schedule(schedule)
+            before = library.cuda_emulation_launches()
+            failures += report(family, run_family(family, library), f"[{label}] ")
+            print(f"{family:16s} [{label}] {library.cuda_emulation_launches() - before} kernel launches emulated")
+    print("all CUDA harness cases passed under emulation" if not failures
+          else f"{failures} CUDA harness case(s) FAILED under emulation")
+    return 1 if failures else 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--emulate", action="store_true", help="run the kernels on the CPU emulation (no GPU)")
+    parser.add_argument("--family", action="append", choices=harness_families(),
+                        help="only this op family (repeatable; default: all)")
+    args = parser.parse_args(argv)
+    families = args.family or harness_families()
+    if args.emulate:
+        return emulate(families)
     if not nvcc_available():
         print("nvcc not found: cannot build the CUDA harness")
         return 2
@@ -73,12 +173,8 @@ def main():
         print("no CUDA GPU visible: the harness compiles but cannot run here")
         return 2
     failures = 0
-    for family in harness_families():
-        library = build_harness(family)
-        for name, difference, tolerance in run_family(family, library):
-            status = "ok" if difference <= tolerance else "FAIL"
-            failures += status == "FAIL"
-            print(f"{family:16s} {name:50s} max|gpu-cpu| = {difference:.3e} (tol {tolerance:.0e}) {status}")
+    for family in families:
+        failures += report(family, run_family(family, build_harness(family)))
     print("all CUDA harness cases passed" if not failures else f"{failures} CUDA harness case(s) FAILED")
     return 1 if failures else 0
 
