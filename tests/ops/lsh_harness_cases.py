@@ -18,6 +18,7 @@ SHAPES = [
     (2, 128, 100, 33, 33, 32, 9),
     (4, 257, 255, 64, 64, 65, 8),
     (2, 64, 70, 100, 16, 16, 12),
+    (2, 5, 6, 1000, 7, 3, 8),  # a Hadamard block of 1024 threads, CUDA's largest
 ]
 
 _f32 = ctypes.POINTER(ctypes.c_float)

@@ -37,6 +37,17 @@ def test_every_harness_case_passes_under_emulation():
             assert len(cases) >= 10, (family, label, len(cases))
 
 
+def test_sliding_window_harness_cpu_functors_match_numpy(tmp_path):
+    """The sliding-window harness calls CUDA unconditionally, so it has no host-only build as the LSH and
+    block-sparse harnesses do: on its emulated build, its CPU functors (the reference of the GPU cases) agree with
+    numpy in float64 on every shape."""
+    from tests.ops import sliding_window_harness_cases as cases
+    results = cases.cpu_only(cuda_harness.build_emulated_harness("sliding_window", str(tmp_path)))
+    assert len(results) >= 4 * len(cases.SHAPES)
+    for name, difference, tolerance in results:
+        assert difference <= tolerance, f"{name}: {difference} > {tolerance}"
+
+
 def test_emulation_rewrites_every_launch_of_the_sources():
     """No `<<<` survives the rewriting in any CUDA source of custom_ops, and a launch spread over lines, with
     template arguments and all four launch parameters, becomes one call."""
