@@ -105,9 +105,19 @@ SHAPES = [  # batch, rows, cols, dim, slots
 ]
 
 
-def _cases(seed=0):
+def random_shapes(rng, count):
+    """`count` shapes drawn from `rng` (a numpy RandomState), in SHAPES' form: up to more slots than blocks (then
+    with repeated indices)."""
+    shapes = []
+    for _ in range(count):
+        rows, cols = rng.randint(1, 6), rng.randint(1, 6)
+        shapes.append((rng.randint(1, 4), rows, cols, rng.randint(1, 101), rng.randint(0, rows * cols + 3)))
+    return shapes
+
+
+def _cases(seed=0, shapes=SHAPES):
     rng = np.random.RandomState(seed)
-    for batch, rows, cols, dim, slots in SHAPES:
+    for batch, rows, cols, dim, slots in shapes:
         tag = f"B{batch} R{rows} C{cols} D{dim} K{slots}"
         indices = random_indices(rng, batch, rows, cols, slots)
         a = rng.randn(batch, rows * BLOCK, dim).astype(np.float32)
@@ -179,11 +189,11 @@ def _difference(x, y):
     return float(np.max(np.abs(np.where(same, 0.0, x) - np.where(same, 0.0, y))))
 
 
-def run(library):
+def run(library, shapes=SHAPES):
     """GPU kernels vs CPU kernels on every case: [(name, max |gpu - cpu|, tolerance)]."""
     _bind(library)
     results = []
-    for case in _cases():
+    for case in _cases(shapes=shapes):
         gpu, cpu = _outputs(library, "gpu", case), _outputs(library, "cpu", case)
         results += [(name, _difference(gpu[name], cpu[name]), TOLERANCE) for name in cpu]
     return results

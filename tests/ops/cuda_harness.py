@@ -4,6 +4,7 @@ no TensorFlow.
 
     python tests/ops/cuda_harness.py            # build every custom_ops/<family>/harness.cu and run its cases
     python tests/ops/cuda_harness.py --emulate  # the same cases on the CPU, the kernels under emulation
+    python tests/ops/cuda_harness.py --random-shapes 40 --seed 1   # random shapes instead of the fixed ones
 
 `--emulate` compiles the harness with g++ against tests/ops/cuda_emulation/cuda_runtime.h (a CPU emulation of
 the CUDA the kernels use: threads as fibers, barriers, warp shuffles, atomics, guarded device memory; see there)
@@ -24,6 +25,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+
+import numpy as np
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CUSTOM_OPS = os.path.join(ROOT, "custom_ops")
@@ -125,11 +128,15 @@ def build_emulated_harness(family, output_dir=None):
     return build_emulated(os.path.join(CUSTOM_OPS, family, "harness.cu"), output_dir, f"harness_{family}")
 
 
-def run_family(family, library):
-    """The family's cases on a harness library (a path, or a loaded library)."""
+def run_family(family, library, random_shapes=0, seed=0):
+    """The family's cases on a harness library (a path, or a loaded library): its fixed shapes, or
+    `random_shapes` shapes drawn from `seed` (the cases module's random_shapes)."""
     sys.path.insert(0, ROOT)
     cases = importlib.import_module(f"tests.ops.{family}_harness_cases")
-    return cases.run(ctypes.CDLL(library) if isinstance(library, str) else library)
+    library = ctypes.CDLL(library) if isinstance(library, str) else library
+    if random_shapes:
+        return cases.run(library, cases.random_shapes(np.random.RandomState(seed), random_shapes))
+    return cases.run(library)
 
 
 def report(family, results, label=""):
@@ -142,15 +149,16 @@ def report(family, results, label=""):
     return failures
 
 
-def emulate(families):
-    """Every case of `families` on the emulation, in both schedules. Returns the exit status."""
+def emulate(families, random_shapes=0, seed=0):
+    """Every case of `families` on the emulation, in both schedules (run_family's cases). Returns the exit
+    status."""
     failures = 0
     for family in families:
         library = build_emulated_harness(family)
         for schedule, label in SCHEDULES.items():
             library.cuda_emulation_set_schedule(schedule)
             before = library.cuda_emulation_launches()
-            failures += report(family, run_family(family, library), f"[{label}] ")
+            failures += report(family, run_family(family, library, random_shapes, seed), f"[{label}] ")
             print(f"{family:16s} [{label}] {library.cuda_emulation_launches() - before} kernel launches emulated")
     print("all CUDA harness cases passed under emulation" if not failures
           else f"{failures} CUDA harness case(s) FAILED under emulation")
@@ -162,10 +170,13 @@ def main(argv=None):
     parser.add_argument("--emulate", action="store_true", help="run the kernels on the CPU emulation (no GPU)")
     parser.add_argument("--family", action="append", choices=harness_families(),
                         help="only this op family (repeatable; default: all)")
+    parser.add_argument("--random-shapes", type=int, default=0, metavar="N",
+                        help="N random shapes per family instead of the fixed cases")
+    parser.add_argument("--seed", type=int, default=0, help="of the random shapes")
     args = parser.parse_args(argv)
     families = args.family or harness_families()
     if args.emulate:
-        return emulate(families)
+        return emulate(families, args.random_shapes, args.seed)
     if not nvcc_available():
         print("nvcc not found: cannot build the CUDA harness")
         return 2
@@ -174,7 +185,7 @@ def main(argv=None):
         return 2
     failures = 0
     for family in families:
-        failures += report(family, run_family(family, build_harness(family)))
+        failures += report(family, run_family(family, build_harness(family), args.random_shapes, args.seed))
     print("all CUDA harness cases passed" if not failures else f"{failures} CUDA harness case(s) FAILED")
     return 1 if failures else 0
 

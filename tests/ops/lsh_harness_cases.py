@@ -104,11 +104,18 @@ def _run_case(library, case, use_gpu):
     return codes_q, codes_k
 
 
-def run(library):
+def random_shapes(rng, count):
+    """`count` shapes drawn from `rng` (a numpy RandomState), in SHAPES' form: heads up to 300 (Hadamard blocks up
+    to 512 threads), codes up to 8 bits."""
+    return [(rng.randint(1, 4), rng.randint(1, 41), rng.randint(1, 41), rng.randint(1, 301), rng.randint(1, 71),
+             rng.randint(1, 41), rng.randint(1, 9)) for _ in range(count)]
+
+
+def run(library, shapes=SHAPES):
     """CUDA vs CPU kernels, on the same inputs (the cumulations on the CPU's codes)."""
     library = _bind(library)
     results = []
-    for i, shape in enumerate(SHAPES):
+    for i, shape in enumerate(shapes):
         case = make_case(shape, seed=i)
         name = "B{}xNq{}xNk{}xD{}xW{}xH{}xL{}".format(*shape)
         cpu_q, cpu_k = _run_case(library, case, 0)

@@ -83,11 +83,18 @@ def numpy_reference(shape, dtype, seed=0):
     return {"scores": scores, "apply": apply, "apply_transposed": transposed, "global_apply_transposed": global_t}
 
 
-def run(library):
+def random_shapes(rng, count):
+    """`count` shapes drawn from `rng` (a numpy RandomState), in SHAPES' form: windows up to past the sequence, up
+    to three global keys, head sizes on both sides of the shared-memory staging."""
+    return [(rng.randint(1, 4), rng.randint(1, 61), rng.randint(1, 4), rng.randint(1, 301), rng.randint(0, 4),
+             rng.randint(0, 21)) for _ in range(count)]
+
+
+def run(library, shapes=SHAPES):
     """GPU vs CPU for every kernel, shape and dtype: list of (case, max abs difference, tolerance)."""
     results = []
     for dtype in (np.float32, np.float64):
-        for shape in SHAPES:
+        for shape in shapes:
             cpu = _run_all(library, 0, shape, dtype)
             gpu = _run_all(library, 1, shape, dtype)
             for name in cpu:

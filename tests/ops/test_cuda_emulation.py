@@ -20,12 +20,14 @@ SELFTEST = os.path.join(cuda_harness.EMULATION, "selftest.cu")
 LAUNCH_FAILURE, INVALID_CONFIGURATION = 719, 9
 
 
-def test_every_harness_case_passes_under_emulation():
+@pytest.mark.parametrize("shapes", [[], ["--random-shapes", "20", "--seed", "1"]], ids=["fixed", "random"])
+def test_every_harness_case_passes_under_emulation(shapes):
     """`python tests/ops/cuda_harness.py --emulate`: every family's GPU entry points equal its CPU kernels within
-    the harness tolerances, with the threads of each block run in index order and in reverse order, and kernels
-    did run (launch counts). A process of its own: the emulation's fault handler ends it on a memory error."""
+    the harness tolerances, on the fixed shapes and on 20 random ones per family, with the threads of each block
+    run in index order and in reverse order, and kernels did run (launch counts). A process of its own: the
+    emulation's fault handler ends it on a memory error."""
     result = subprocess.run([sys.executable, os.path.join(cuda_harness.ROOT, "tests", "ops", "cuda_harness.py"),
-                             "--emulate"], capture_output=True, text=True, cwd=cuda_harness.ROOT, timeout=900)
+                             "--emulate", *shapes], capture_output=True, text=True, cwd=cuda_harness.ROOT, timeout=900)
     assert result.returncode == 0, (result.stdout[-6000:], result.stderr[-3000:])
     assert "all CUDA harness cases passed under emulation" in result.stdout
     assert " FAIL" not in result.stdout
