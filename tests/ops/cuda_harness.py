@@ -109,10 +109,13 @@ def build_emulated(source, output_dir, name, include_dirs=()):
         f.write(text + _EMULATION_ENTRY_POINTS)
     target = os.path.join(output_dir, f"{name}_emulated.so")
     # __CUDACC__ takes the harnesses' GPU paths and the kernels' portable host code, as nvcc's host pass does;
-    # no FMA contraction, as the kernels' __f*_rn intrinsics promise.
+    # no FMA contraction, as the kernels' __f*_rn intrinsics promise; no _FORTIFY_SOURCE, whose longjmp check
+    # refuses the fibers' jumps between stacks; UBSan, which bounds the kernels' __shared__ arrays (and checks
+    # the CPU kernels beside them).
     command = ["g++", "-std=c++17", "-O1", "-g", "-shared", "-fPIC", "-pthread", "-ffp-contract=off",
-               "-D__CUDACC__", "-U_FORTIFY_SOURCE", "-Wno-unknown-pragmas", f"-I{EMULATION}", f"-I{tree}",
-               *[f"-I{d}" for d in include_dirs], "-x", "c++", unit, "-o", target]
+               "-D__CUDACC__", "-U_FORTIFY_SOURCE", "-Wno-unknown-pragmas", "-fsanitize=undefined",
+               "-fno-sanitize-recover=all", f"-I{EMULATION}", f"-I{tree}", *[f"-I{d}" for d in include_dirs],
+               "-x", "c++", unit, "-o", target]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"g++ failed for the emulated {name}:\n{result.stderr[-4000:]}")

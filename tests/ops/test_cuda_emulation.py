@@ -20,10 +20,10 @@ SELFTEST = os.path.join(cuda_harness.EMULATION, "selftest.cu")
 LAUNCH_FAILURE, INVALID_CONFIGURATION = 719, 9
 
 
-@pytest.mark.parametrize("shapes", [[], ["--random-shapes", "20", "--seed", "1"]], ids=["fixed", "random"])
+@pytest.mark.parametrize("shapes", [[], ["--random-shapes", "12", "--seed", "1"]], ids=["fixed", "random"])
 def test_every_harness_case_passes_under_emulation(shapes):
     """`python tests/ops/cuda_harness.py --emulate`: every family's GPU entry points equal its CPU kernels within
-    the harness tolerances, on the fixed shapes and on 20 random ones per family, with the threads of each block
+    the harness tolerances, on the fixed shapes and on 12 random ones per family, with the threads of each block
     run in index order and in reverse order, and kernels did run (launch counts). A process of its own: the
     emulation's fault handler ends it on a memory error."""
     result = subprocess.run([sys.executable, os.path.join(cuda_harness.ROOT, "tests", "ops", "cuda_harness.py"),
@@ -110,6 +110,12 @@ def test_a_write_past_an_allocation_ends_the_process_naming_the_kernel(selftest_
     assert result.returncode == 86, (result.returncode, result.stderr[-2000:])
     assert re.search(r"cuda_emulation: invalid memory access at 0x[0-9a-f]+ in WritePastEndKernel, block \(0, 0, 0\), "
                      r"thread \(0, 0, 0\): past the end of a device allocation", result.stderr), result.stderr[-2000:]
+
+
+def test_an_index_past_a_shared_array_ends_the_process_with_ubsan_report(selftest_library):
+    result, _ = _scenario(selftest_library, "shared_overflow")
+    assert result.returncode != 0
+    assert "runtime error: index 64 out of bounds for type 'float [64]'" in result.stderr, result.stderr[-2000:]
 
 
 def test_unwritten_dynamic_shared_memory_reads_as_nan(selftest_library):

@@ -20,7 +20,9 @@
 // - "device" memory is placed against an inaccessible page, so that a read or write past the end of an allocation
 //   faults at once; a handler then names the launch, block and thread, and exits the process with status 86.
 //   New allocations and dynamic shared memory (before each block) are filled with 0xFF bytes (NaN floats, -1
-//   integers), so that reading them before writing shows.
+//   integers), so that reading them before writing shows;
+// - the build adds UBSan (-fsanitize=undefined, no recovery): an index past a __shared__ array (static arrays here,
+//   so their bounds are known), signed overflow or a misaligned or null pointer ends the process with its report.
 #ifndef TFMODELS_TESTS_CUDA_EMULATION_CUDA_RUNTIME_H_
 #define TFMODELS_TESTS_CUDA_EMULATION_CUDA_RUNTIME_H_
 
@@ -124,12 +126,12 @@ inline cudaError_t cudaFree(void* pointer) {
 }
 
 inline cudaError_t cudaMemcpy(void* destination, const void* source, size_t bytes, cudaMemcpyKind) {
-  std::memcpy(destination, source, bytes);
+  if (bytes > 0) std::memcpy(destination, source, bytes);
   return cudaSuccess;
 }
 
 inline cudaError_t cudaMemsetAsync(void* destination, int value, size_t bytes, cudaStream_t = nullptr) {
-  std::memset(destination, value, bytes);
+  if (bytes > 0) std::memset(destination, value, bytes);
   return cudaSuccess;
 }
 
@@ -300,12 +302,13 @@ cudaError_t RunGrid(dim3 blocks, dim3 threads, size_t shared_bytes, const Body& 
   grid = &state;
   gridDim = blocks;
   blockDim = threads;
-  dynamic_shared.assign(shared_bytes, 0xFF);
+  dynamic_shared.resize(shared_bytes);
   for (unsigned z = 0; z < blocks.z && !state.failed; ++z)
     for (unsigned y = 0; y < blocks.y && !state.failed; ++y)
       for (unsigned x = 0; x < blocks.x && !state.failed; ++x) {
         blockIdx = dim3(x, y, z);
-        std::memset(dynamic_shared.data(), 0xFF, shared_bytes);  // NaN floats: unwritten shared memory shows
+        // NaN floats: shared memory read before it is written shows.
+        if (shared_bytes > 0) std::memset(dynamic_shared.data(), 0xFF, shared_bytes);
         RunBlock();
       }
   grid = nullptr;

@@ -32,6 +32,14 @@ __global__ void WarpSumKernel(const float* in, float* out) {
 // Writes one element past the end of its buffer.
 __global__ void WritePastEndKernel(float* out, int n) { out[n + threadIdx.x] = 1.0f; }
 
+// Indexes its shared array one past the end (the last thread).
+__global__ void SharedOverflowKernel(float* out) {
+  __shared__ float staged[64];
+  staged[threadIdx.x + 1] = 1.0f;
+  __syncthreads();
+  out[threadIdx.x] = staged[threadIdx.x];
+}
+
 // Dynamic shared memory read before any thread wrote it.
 __global__ void ReadUnwrittenSharedKernel(float* out) {
   extern __shared__ float scratch[];
@@ -97,6 +105,14 @@ int selftest_read_unwritten_shared(float* out, int threads) {
   if (b.status != cudaSuccess) return b.status;
   ReadUnwrittenSharedKernel<<<1, threads, threads * sizeof(float)>>>(b.out);
   return b.Finish(out, threads);
+}
+
+// 64 threads.
+int selftest_shared_overflow(float* out) {
+  Buffers b(out, 64);
+  if (b.status != cudaSuccess) return b.status;
+  SharedOverflowKernel<<<1, 64>>>(b.out);
+  return b.Finish(out, 64);
 }
 
 // A block of 2048 threads: more than CUDA allows.

@@ -28,6 +28,8 @@ def run(library, scenario):
         status = library.selftest_warp_sum(pointer(values), pointer(out), BLOCKS, THREADS)
     elif scenario == "write_past_end":
         status = library.selftest_write_past_end(pointer(out), 7)
+    elif scenario == "shared_overflow":
+        status = library.selftest_shared_overflow(pointer(out))
     elif scenario == "read_unwritten_shared":
         status = library.selftest_read_unwritten_shared(pointer(out), THREADS)
     elif scenario == "oversized_block":
