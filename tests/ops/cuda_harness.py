@@ -7,8 +7,8 @@ no TensorFlow.
     python tests/ops/cuda_harness.py --random-shapes 40 --seed 1   # random shapes instead of the fixed ones
 
 `--emulate` compiles the harness with g++ against tests/ops/cuda_emulation/cuda_runtime.h (a CPU emulation of
-the CUDA the kernels use: threads as fibers, barriers, warp shuffles, atomics, guarded device memory; see there)
-and runs every case twice, with the threads of a block taken in index order and in reverse order between
+the CUDA the kernels use: threads as fibers, barriers, warp shuffles, atomics, guarded device memory, UBSan; see
+there) and runs every case twice, with the threads of a block taken in index order and in reverse order between
 barriers. It executes the kernels' logic where no GPU is at hand; it does not replace the run on a GPU.
 
 Each op family provides custom_ops/<family>/harness.cu (extern "C" entry points that run the CPU functor or the
@@ -84,12 +84,15 @@ extern "C" long long cuda_emulation_launches() { return cuda_emulation::launches
 
 def emulated_source(text):
     """CUDA source text with its launches and dynamic shared memory in the emulation's terms."""
-    text = _LAUNCH.sub(lambda m: f'::cuda_emulation::Launch("{m.group(1)}", ::cuda_emulation::Configure({m.group(2)}), '
-                                 f'{m.group(1)}, ', text)
+    def launch(match):
+        kernel, config = match.groups()
+        return f'::cuda_emulation::Launch("{kernel}", ::cuda_emulation::Configure({config}), {kernel}, '
+
+    text = _LAUNCH.sub(launch, text)
     return _DYNAMIC_SHARED.sub(r"\1* \2 = ::cuda_emulation::DynamicShared<\1>();", text)
 
 
-def build_emulated(source, output_dir, name, include_dirs=()):
+def build_emulated(source, output_dir, name):
     """g++ one CUDA translation unit (harness.cu or a test's kernels) against the emulation into a shared library,
     with entry points to set the schedule and count the launches. Every .cu/.cuh it includes from custom_ops is
     rewritten the same way (a copy of custom_ops in output_dir)."""
@@ -114,8 +117,7 @@ def build_emulated(source, output_dir, name, include_dirs=()):
     # the CPU kernels beside them).
     command = ["g++", "-std=c++17", "-O1", "-g", "-shared", "-fPIC", "-pthread", "-ffp-contract=off",
                "-D__CUDACC__", "-U_FORTIFY_SOURCE", "-Wno-unknown-pragmas", "-fsanitize=undefined",
-               "-fno-sanitize-recover=all", f"-I{EMULATION}", f"-I{tree}", *[f"-I{d}" for d in include_dirs],
-               "-x", "c++", unit, "-o", target]
+               "-fno-sanitize-recover=all", f"-I{EMULATION}", f"-I{tree}", "-x", "c++", unit, "-o", target]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"g++ failed for the emulated {name}:\n{result.stderr[-4000:]}")

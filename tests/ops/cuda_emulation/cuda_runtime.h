@@ -14,9 +14,10 @@
 // - a barrier that not every thread of its block (or warp) reaches, and a shuffle whose mask is not the warp's
 //   lanes, stop the launch with an error (cudaErrorLaunchFailure from cudaGetLastError / cudaDeviceSynchronize)
 //   and a message on stderr naming the kernel's block and thread: where CUDA's behaviour is undefined;
-// - `cuda_emulation::schedule` (0: index order, 1: reverse; the harness's cuda_emulation_set_schedule): the order in which threads run between barriers.
-//   A kernel that reads what another thread writes without a barrier between them gives different results in the
-//   two orders, and so do sums whose order of atomic additions matters;
+// - `cuda_emulation::schedule` (0: index order, 1: reverse; the harness's cuda_emulation_set_schedule): the
+//   order in which threads run between barriers. A kernel that reads what another thread writes without a
+//   barrier between them gives different results in the two orders, and so do sums whose order of atomic
+//   additions matters;
 // - "device" memory is placed against an inaccessible page, so that a read or write past the end of an allocation
 //   faults at once; a handler then names the launch, block and thread, and exits the process with status 86.
 //   New allocations and dynamic shared memory (before each block) are filled with 0xFF bytes (NaN floats, -1
