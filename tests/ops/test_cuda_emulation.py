@@ -55,7 +55,7 @@ def test_emulation_rewrites_every_launch_of_the_sources():
     template arguments and all four launch parameters, becomes one call."""
     for root, _, files in os.walk(cuda_harness.CUSTOM_OPS):
         for name in files:
-            if name.endswith((".cu", ".cuh")) or name.endswith(".cu.cc"):
+            if name.endswith((".cu", ".cuh", ".cu.cc")):
                 with open(os.path.join(root, name)) as f:
                     assert "<<<" not in cuda_harness.emulated_source(f.read()), name
     source = "Kernel<false, T><<<BlocksFor(n), 256, bytes,\n stream>>>(\n a, b);\nextern __shared__ float buf[];"

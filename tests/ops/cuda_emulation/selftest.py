@@ -19,7 +19,7 @@ def run(library, scenario):
     values = inputs()
     out = np.zeros_like(values)
     pointer = lambda a: a.ctypes.data_as(floats)  # noqa: E731
-    if scenario == "rotate_without_barrier" or scenario == "rotate_with_barrier":
+    if scenario in ("rotate_without_barrier", "rotate_with_barrier"):
         status = library.selftest_rotate_left(pointer(values), pointer(out), BLOCKS, THREADS,
                                               int(scenario == "rotate_with_barrier"))
     elif scenario == "divergent_barrier":
