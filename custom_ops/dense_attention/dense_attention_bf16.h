@@ -8,7 +8,8 @@
 // a float32 FMA (the large model's attention on a Zen 4 ran at ~180 GFLOP/s in float32). Every build compiles
 // both kernels (the functions carry their own target attribute, so the wheel's x86-64-v3 and v4 libraries have
 // them too) and `ChosenKernel()` decides at run time what this CPU and kernel can run; elsewhere the op converts
-// the inputs to float32 (attention_op_common.h's AttendInBlocks).
+// the inputs to float32 (attention_op_common.h's AttendInBlocks). On CPUs without AMX the tests run the AMX kernel
+// on software tiles (tests/ops/amx_emulation, the TFMODELS_AMX_EMULATION branches below).
 //
 // One block of query rows, as in the float32 path: scores = query . keys^T into float32, the softmax in
 // float32 (ExponentiateRow, with the scale), the unnormalised probabilities rounded to bfloat16, then
@@ -53,6 +54,12 @@ enum class Kernel { kFloat32, kAvx512Bf16, kAmx };
 
 // Whether this CPU has AMX-BF16 (and AVX512-BF16 for the rounding) and Linux lets this process use the tile
 // data: the permission (arch_prctl ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA) is asked for once per process.
+#ifdef TFMODELS_AMX_EMULATION
+// Test builds only (tests/ops/amx_emulation/amx_emulation.h, included first; production builds never define
+// it): software tiles stand in for the CPU's, so that the AMX kernel runs, and is checked, on CPUs without AMX.
+// They need AVX512-BF16 for the rounding, as the hardware's check does.
+inline bool AmxAvailable() { return tfmodels_amx_emulation::Available(); }
+#else
 inline bool AmxAvailable() {
   unsigned a, b, c, d;
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
@@ -64,6 +71,7 @@ inline bool AmxAvailable() {
   constexpr long kRequestPermission = 0x1023, kTileData = 18;
   return syscall(SYS_arch_prctl, kRequestPermission, kTileData) == 0;
 }
+#endif
 
 // Whether this CPU has AVX512-BF16 (with F, BW and VL) and the OS saves the AVX-512 registers (libgcc's check
 // reads XCR0 as well as cpuid).
@@ -115,7 +123,11 @@ TFMODELS_AMX_TARGET inline void AmxConfigure() {
   }
   // Not _tile_loadconfig: GCC 12's version tells the compiler it reads 8 bytes of the configuration, which
   // lets it drop the other stores (seen in the x86-64-v3 build: tiles unconfigured, SIGILL).
+#ifdef TFMODELS_AMX_EMULATION
+  tfmodels_amx_emulation::LoadConfig(&config);
+#else
   asm volatile("ldtilecfg %0" : : "m"(config));
+#endif
 }
 TFMODELS_AMX_TARGET inline void AmxRelease() { _tile_release(); }
 
