@@ -52,7 +52,8 @@ inline Tiles& ThreadTiles() {
   return tiles;
 }
 
-// How often each operation ran in this process, printed to stderr at exit.
+// How often each operation ran in this process, printed to stderr at exit (also where none ran: a library built
+// with the emulation always reports, so that a test can tell it was the one loaded).
 struct Counts {
   std::atomic<long> configurations{0}, loads{0}, stores{0}, zeroings{0}, products{0}, releases{0};
   ~Counts() {
@@ -63,10 +64,8 @@ struct Counts {
                  releases.load());
   }
 };
-inline Counts& ProcessCounts() {
-  static Counts counts;
-  return counts;
-}
+inline Counts process_counts;  // constructed when the library loads
+inline Counts& ProcessCounts() { return process_counts; }
 
 [[noreturn]] inline void Fault(const char* fault, const char* instruction, const char* why, int tile = -1) {
   if (tile >= 0) {
