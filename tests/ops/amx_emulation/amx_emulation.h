@@ -11,14 +11,16 @@
 // most 16 rows of 64 bytes per thread; LDTILECFG's 64-byte configuration (palette, start row, reserved bytes,
 // bytes per row and rows of each tile) with its #GP checks; TILELOADD / TILESTORED rows of the configured width
 // at a byte stride (the rest of a loaded tile zero); TILEZERO; TILERELEASE; TDPBF16PS's shape checks (#UD) and
-// arithmetic as the SDM's pseudo-code gives it: for each output element, the products of the even then the odd
-// bfloat16 pair added to the float32 sum in turn, inputs with denormals as zero, outputs flushed to zero, round to
-// nearest even. A use the hardware faults on ends the process with a message naming the check (SIGABRT). At exit
-// the counts of each operation go to stderr, so that a test can tell the kernel ran.
+// arithmetic as the SDM's pseudo-code gives it: for each output element, the products of the even and of the odd
+// elements of the pairs summed apart in float32 from zero, then their sum added to the destination; inputs with
+// denormals as zero, results flushed to zero, round to nearest even. (The Intrinsics Guide's older pseudo-code adds
+// each product to the destination in turn: the same sums in another order.) A use the hardware faults on ends the
+// process with a message naming the check (SIGABRT). At exit the counts of each operation go to stderr, so that a
+// test can tell the kernel ran.
 //
 // What it is not: no speed, no tile state saved across threads (each thread has its own, as the kernel assumes),
-// and the hardware's internal order of the float32 additions may differ from the SDM's pseudo-code in the last
-// bit (the tests compare at the bfloat16 tolerance).
+// and the hardware's float32 sums may differ from the pseudo-code's in the last bits (the tests compare the op at
+// the bfloat16 tolerance).
 #ifndef TFMODELS_AMX_EMULATION_H_
 #define TFMODELS_AMX_EMULATION_H_
 #define TFMODELS_AMX_EMULATION 1
@@ -182,16 +184,17 @@ inline void DotBf16(int dst, int a, int b) {
   if (tiles.rows[b] != k_bytes / 4) Fault("#UD", name, "the B tile's rows are not the A tile's row width / 4", b);
   ProcessCounts().products++;
   for (int m = 0; m < m_rows; ++m) {
-    float sums[kMaxBytes / 4];
-    std::memcpy(sums, tiles.data[dst][m], n_bytes);
+    float even[kMaxBytes / 4] = {}, odd[kMaxBytes / 4] = {}, sums[kMaxBytes / 4];
     for (int k = 0; k < k_bytes / 4; ++k) {
       const unsigned char* a_pair = tiles.data[a][m] + 4 * k;
       const unsigned char* b_row = tiles.data[b][k];
-      for (int n = 0; n < n_bytes / 4; ++n) {
-        sums[n] = FlushDenormal(sums[n] + Bf16(a_pair) * Bf16(b_row + 4 * n));
-        sums[n] = FlushDenormal(sums[n] + Bf16(a_pair + 2) * Bf16(b_row + 4 * n + 2));
+      for (int n = 0; n < n_bytes / 4; ++n) {  // a product of two bfloat16 values is exact in float32
+        even[n] = FlushDenormal(even[n] + Bf16(a_pair) * Bf16(b_row + 4 * n));
+        odd[n] = FlushDenormal(odd[n] + Bf16(a_pair + 2) * Bf16(b_row + 4 * n + 2));
       }
     }
+    std::memcpy(sums, tiles.data[dst][m], n_bytes);
+    for (int n = 0; n < n_bytes / 4; ++n) sums[n] = FlushDenormal(sums[n] + FlushDenormal(even[n] + odd[n]));
     std::memcpy(tiles.data[dst][m], sums, n_bytes);
   }
 }
