@@ -1,5 +1,5 @@
-// Software AMX tiles, for test builds of the dense-attention op on CPUs without AMX (tests/ops/test_amx_emulation.py
-// puts `#include` of this file first in a copy of custom_ops/dense_attention/dense_attention_bf16.h).
+// Software AMX tiles, for test builds of the dense-attention op on CPUs without AMX (tests/ops/amx_emulation's
+// emulated_sources includes this file first in a copy of custom_ops/dense_attention/dense_attention_bf16.h).
 //
 // Why: the op's AMX kernel (AmxConfigure, AmxProduct, AmxRelease) runs only where the CPU has AMX-BF16, and most
 // of this project's machines have none, so a change to it would otherwise go unexecuted until an Intel session.
@@ -18,9 +18,9 @@
 // process with a message naming the check (SIGABRT). At exit the counts of each operation go to stderr, so that a
 // test can tell the kernel ran.
 //
-// What it is not: no speed, no tile state saved across threads (each thread has its own, as the kernel assumes),
-// and the hardware's float32 sums may differ from the pseudo-code's in the last bits (the tests compare the op at
-// the bfloat16 tolerance).
+// What it is not: no speed; no bounds of its own on the memory a load or store touches (the sanitized build's
+// AddressSanitizer checks them); and the hardware's float32 sums may differ from the pseudo-code's in the last
+// bits (the tests compare the op at the bfloat16 tolerance). The tiles are per thread, as on the hardware.
 #ifndef TFMODELS_AMX_EMULATION_H_
 #define TFMODELS_AMX_EMULATION_H_
 #define TFMODELS_AMX_EMULATION 1
