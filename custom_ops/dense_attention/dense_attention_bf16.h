@@ -52,13 +52,20 @@ constexpr int kTileValues = kTile * kInner;  // bfloat16 values in one tile (1 K
 // The kernels of the bfloat16 products, best last.
 enum class Kernel { kFloat32, kAvx512Bf16, kAmx };
 
+// Whether this CPU has AVX512-BF16 (with F, BW and VL) and the OS saves the AVX-512 registers (libgcc's check
+// reads XCR0 as well as cpuid).
+inline bool Avx512Bf16Available() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+}
+
 // Whether this CPU has AMX-BF16 (and AVX512-BF16 for the rounding) and Linux lets this process use the tile
 // data: the permission (arch_prctl ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA) is asked for once per process.
 #ifdef TFMODELS_AMX_EMULATION
 // Test builds only (tests/ops/amx_emulation/amx_emulation.h, included first; production builds never define
 // it): software tiles stand in for the CPU's, so that the AMX kernel runs, and is checked, on CPUs without AMX.
 // They need AVX512-BF16 for the rounding, as the hardware's check does.
-inline bool AmxAvailable() { return tfmodels_amx_emulation::Available(); }
+inline bool AmxAvailable() { return Avx512Bf16Available(); }
 #else
 inline bool AmxAvailable() {
   unsigned a, b, c, d;
@@ -72,13 +79,6 @@ inline bool AmxAvailable() {
   return syscall(SYS_arch_prctl, kRequestPermission, kTileData) == 0;
 }
 #endif
-
-// Whether this CPU has AVX512-BF16 (with F, BW and VL) and the OS saves the AVX-512 registers (libgcc's check
-// reads XCR0 as well as cpuid).
-inline bool Avx512Bf16Available() {
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
-}
 
 // The kernel this process runs the bfloat16 products on: the best this CPU has, at most the one
 // TFMODELS_DENSE_ATTENTION_BF16 names ("amx", "avx512_bf16" or "float32"; the tests run every path the CPU has

@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from tests.ops import amx_emulation
+from tests.ops.test_dense_attention import BFLOAT16_CASES_SCRIPT
 from tfmodels.ops import loader
 
 pytestmark = pytest.mark.slow
@@ -21,10 +22,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # The emulation asks for AVX512-BF16 as the hardware does (the kernel rounds with it): without it the op must run
 # its float32 path and no tile operation at all.
 TILES_USABLE = {"avx512f", "avx512bw", "avx512vl", "avx512_bf16"} <= set(loader.cpu_flags())
-CASES_SCRIPT = ("from tests.ops import test_dense_attention as t\n"
-                "from tfmodels.ops import loader\n"
-                "for case in t.BFLOAT16_CASES: t.check_bfloat16(*case)\n"
-                "print('LIBRARY', loader.OpLibrary.get('dense_attention').path)\n")
+CASES_SCRIPT = BFLOAT16_CASES_SCRIPT + ("from tfmodels.ops import loader\n"
+                                        "print('LIBRARY', loader.OpLibrary.get('dense_attention').path)\n")
 
 
 @pytest.fixture(scope="module")

@@ -154,6 +154,11 @@ BFLOAT16_CASES = [
 ]
 
 
+# The cases in a process of their own (another build or kernel; tests/ops/test_amx_emulation.py too).
+BFLOAT16_CASES_SCRIPT = ("from tests.ops import test_dense_attention as t\n"
+                         "for case in t.BFLOAT16_CASES: t.check_bfloat16(*case)\n")
+
+
 @pytest.mark.parametrize("batch, heads, queries, keys, dim, bias_shape", BFLOAT16_CASES)
 def test_bfloat16_op_equals_the_float32_twin_and_its_gradients_the_twins(batch, heads, queries, keys, dim,
                                                                         bias_shape):
@@ -170,10 +175,8 @@ def test_bfloat16_op_equals_the_float32_twin_and_its_gradients_the_twins(batch, 
 def test_bfloat16_in_other_builds_and_paths(setting):
     """The same cases in a fresh process (the op chooses its bfloat16 kernel once per process; a build target is
     per process)."""
-    script = ("from tests.ops import test_dense_attention as t\n"
-              "for case in t.BFLOAT16_CASES: t.check_bfloat16(*case)")
     environment = dict(os.environ, **setting, TFMODELS_OP_MODE="custom")
-    result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-c", BFLOAT16_CASES_SCRIPT], env=environment, capture_output=True, text=True,
                             cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert result.returncode == 0, result.stderr[-4000:]
 

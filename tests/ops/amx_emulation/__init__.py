@@ -46,7 +46,7 @@ def environment(folder, sanitize=False, base=None):
     env.pop("TFMODELS_DENSE_ATTENTION_BF16", None)  # the best kernel: AMX, on the emulated tiles
     env.pop("TFMODELS_OPS_MARCH", None)
     env.update(TFMODELS_CUSTOM_OPS_DIR=root, TFMODELS_OPS_CACHE=os.path.join(folder, "cache"),
-               TFMODELS_OP_MODE="custom", TFMODELS_OPS_SANITIZE="address,undefined" if sanitize else "")
+               TFMODELS_OP_MODE="custom", TFMODELS_OPS_SANITIZE=",".join(loader.SANITIZERS) if sanitize else "")
     if sanitize:
         env.update(loader.sanitizer_environment())
     return env

@@ -4,8 +4,8 @@
 // Why: the op's AMX kernel (AmxConfigure, AmxProduct, AmxRelease) runs only where the CPU has AMX-BF16, and most
 // of this project's machines have none, so a change to it would otherwise go unexecuted until an Intel session.
 // Here the kernel's code runs unchanged: its _tile_* operations are replaced by the functions below (macros
-// defined after <immintrin.h>'s own), its `ldtilecfg` and availability check by LoadConfig and Available (the
-// two TFMODELS_AMX_EMULATION branches of the production header).
+// defined after <immintrin.h>'s own), its `ldtilecfg` by LoadConfig, and its availability check by the
+// AVX512-BF16 one (the two TFMODELS_AMX_EMULATION branches of the production header).
 //
 // What is emulated, after the Intel SDM (vol. 2, "Intel AMX" instructions, palette 1): eight tile registers of at
 // most 16 rows of 64 bytes per thread; LDTILECFG's 64-byte configuration (palette, start row, reserved bytes,
@@ -77,13 +77,6 @@ inline Counts& ProcessCounts() { return process_counts; }
   }
   std::fflush(stderr);
   std::abort();
-}
-
-// The tile registers are there to be used: the emulation's stand-in for cpuid's AMX bits and Linux's permission.
-// AVX512-BF16 is asked for as on the hardware, where every AMX CPU has it: the kernel rounds with it.
-inline bool Available() {
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
 }
 
 inline void Release() {

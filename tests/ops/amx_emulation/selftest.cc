@@ -88,7 +88,8 @@ bool CheckProduct(int m_rows, int pairs, std::mt19937* rng) {
 
   double worst_exact = 0, worst_vector = 0;
   std::memcpy(vector, c, sizeof(c));
-  const bool has_vectors = tfmodels_amx_emulation::Available();
+  const bool has_vectors = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
   if (has_vectors) VectorRows(m_rows, pairs, a, b, vector);
   for (int m = 0; m < m_rows; ++m) {
     for (int n = 0; n < 16; ++n) {
