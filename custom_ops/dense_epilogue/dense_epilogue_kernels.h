@@ -1,5 +1,5 @@
-// The epilogue of a bfloat16 dense layer, the TF-free CPU kernel of TFModels>DenseEpilogue
-// (dense_epilogue_ops.cc): out = activation(x + bias) (+ residual), in float32, rounded once to bfloat16.
+// The epilogue of a dense layer, the TF-free CPU kernel of TFModels>DenseEpilogue (dense_epilogue_ops.cc):
+// out = activation(x + bias) (+ residual), in float32, on float32 values or on bfloat16 values rounded once.
 //
 // Exact GELU as TF's tf.nn.gelu(approximate=False) computes it in float32, 0.5 x erfc(-x / sqrt(2)): the erfc form
 // keeps the negative tail accurate, where 1 + erf(z) would cancel. erfc(|z|) = t exp(-z^2 - 1.26551223 + t P(t)),
@@ -64,31 +64,37 @@ inline float Gelu(float x) {
   return 0.5f * x * Select(negative, erfc_a, 2.0f - erfc_a);
 }
 
-// Rows [begin, end) of x ([rows, n] bfloat16 bits) into out; residual is null or [rows, n] like x.
-// Without an activation, one loop per row. With GELU, a row goes through in blocks of kBlock columns, each step a
-// plain loop over a float32 buffer (the GELU's loop vectorised alone ran faster than one loop doing everything).
+// Element access for the two value types: float32 as is; bfloat16 as its bits, widened on load and rounded on store.
+inline float Load(const float* p, int64_t i) { return p[i]; }
+inline float Load(const uint16_t* p, int64_t i) { return BFloat16ToFloat(p[i]); }
+inline void Store(float* p, int64_t i, float v) { p[i] = v; }
+inline void Store(uint16_t* p, int64_t i, float v) { p[i] = FloatToBFloat16(v); }
+
+// Rows [begin, end) of x ([rows, n] values of type T: float, or bfloat16 bits as uint16_t) into out; residual is
+// null or [rows, n] like x. Without an activation, one loop per row. With GELU, a row goes through in blocks of
+// kBlock columns, each step a plain loop over a float32 buffer (the GELU's loop vectorised alone ran faster than
+// one loop doing everything).
 constexpr int64_t kBlock = 256;
 
-template <Activation kActivation>
-inline void EpilogueRows(const uint16_t* x, const uint16_t* bias, const uint16_t* residual, int64_t n,
-                         int64_t begin, int64_t end, uint16_t* out) {
+template <Activation kActivation, typename T>
+inline void EpilogueRows(const T* x, const T* bias, const T* residual, int64_t n, int64_t begin, int64_t end,
+                         T* out) {
   alignas(64) float v[kBlock];
   for (int64_t row = begin; row < end; ++row) {
-    const uint16_t* in = x + row * n;
-    const uint16_t* add = residual == nullptr ? nullptr : residual + row * n;
-    uint16_t* o = out + row * n;
+    const T* in = x + row * n;
+    const T* add = residual == nullptr ? nullptr : residual + row * n;
+    T* o = out + row * n;
     if (kActivation == Activation::kLinear && add == nullptr) {
-      for (int64_t j = 0; j < n; ++j) o[j] = FloatToBFloat16(BFloat16ToFloat(in[j]) + BFloat16ToFloat(bias[j]));
+      for (int64_t j = 0; j < n; ++j) Store(o, j, Load(in, j) + Load(bias, j));
     } else if (kActivation == Activation::kLinear) {
-      for (int64_t j = 0; j < n; ++j)
-        o[j] = FloatToBFloat16(BFloat16ToFloat(in[j]) + BFloat16ToFloat(bias[j]) + BFloat16ToFloat(add[j]));
+      for (int64_t j = 0; j < n; ++j) Store(o, j, Load(in, j) + Load(bias, j) + Load(add, j));
     } else {
       for (int64_t j0 = 0; j0 < n; j0 += kBlock) {
         const int64_t width = n - j0 < kBlock ? n - j0 : kBlock;
-        for (int64_t j = 0; j < width; ++j) v[j] = Gelu(BFloat16ToFloat(in[j0 + j]) + BFloat16ToFloat(bias[j0 + j]));
+        for (int64_t j = 0; j < width; ++j) v[j] = Gelu(Load(in, j0 + j) + Load(bias, j0 + j));
         if (add != nullptr)
-          for (int64_t j = 0; j < width; ++j) v[j] += BFloat16ToFloat(add[j0 + j]);
-        for (int64_t j = 0; j < width; ++j) o[j0 + j] = FloatToBFloat16(v[j]);
+          for (int64_t j = 0; j < width; ++j) v[j] += Load(add, j0 + j);
+        for (int64_t j = 0; j < width; ++j) Store(o, j0 + j, v[j]);
       }
     }
   }

@@ -673,9 +673,10 @@ def fuzz_layer_norm(data):
 
 
 def fuzz_dense_epilogue(data):
-    """good / nonfinite: the op's output is the twin's (float32 TF ops) within one bfloat16 rounding step, NaN / Inf
-    pattern included, and its gradients are the twin's; bad (a bias of another size or rank, a residual of
-    another shape, two residuals, a scalar input, an unknown activation): the op raises."""
+    """good / nonfinite, in bfloat16 or float32: the op's output is the twin's (float32 TF ops) within one rounding
+    step of the dtype, NaN / Inf pattern included, and its gradients are the twin's; bad (a bias of another size,
+    rank or dtype, a residual of another shape, two residuals, a scalar input, an unknown activation): the op
+    raises."""
     from tests.ops.test_dense_epilogue import assert_within_a_rounding
     from tfmodels.ops import dense_epilogue
     kind = kind_of(data)
@@ -683,21 +684,23 @@ def fuzz_dense_epilogue(data):
     shape = [data.draw(st.sampled_from([0, 1, 2, 5]), label="dim") for _ in range(rank - 1)]
     width = data.draw(st.sampled_from([1, 3, 16, 17, 255, 257]), label="width")
     activation = data.draw(st.sampled_from(dense_epilogue.ACTIVATIONS), label="activation")
-    x = tf.cast(floats(data, shape + [width], kind) * 4, tf.bfloat16)
-    bias = tf.cast(floats(data, [width], kind), tf.bfloat16)
-    residual = tf.cast(floats(data, shape + [width], kind), tf.bfloat16) \
+    dtype = data.draw(st.sampled_from([tf.bfloat16, tf.float32]), label="dtype")
+    x = tf.cast(floats(data, shape + [width], kind) * 4, dtype)
+    bias = tf.cast(floats(data, [width], kind), dtype)
+    residual = tf.cast(floats(data, shape + [width], kind), dtype) \
         if data.draw(st.booleans(), label="residual") else None
     # Every draw before the count: a draw that runs out of hypothesis' data ends the case uncounted.
-    defect = data.draw(st.sampled_from(["bias size", "bias rank", "residual shape", "two residuals", "scalar",
-                                        "activation"]), label="defect") if kind == "bad" else None
+    defect = data.draw(st.sampled_from(["bias size", "bias rank", "bias dtype", "residual shape", "two residuals",
+                                        "scalar", "activation"]), label="defect") if kind == "bad" else None
     CASES["dense_epilogue"][kind] += 1
     if kind == "bad":
         module = dispatch.op_module(dense_epilogue.FAMILY)
-        bad_bias = {"bias size": tf.zeros([width + 1], tf.bfloat16),
-                    "bias rank": tf.zeros([width, 1], tf.bfloat16)}.get(defect, bias)
-        residuals = {"residual shape": [tf.zeros(shape + [width + 1], tf.bfloat16)],
+        other = tf.float32 if dtype == tf.bfloat16 else tf.bfloat16
+        bad_bias = {"bias size": tf.zeros([width + 1], dtype), "bias rank": tf.zeros([width, 1], dtype),
+                    "bias dtype": tf.zeros([width], other)}.get(defect, bias)
+        residuals = {"residual shape": [tf.zeros(shape + [width + 1], dtype)],
                      "two residuals": [x, x]}.get(defect, [])
-        bad_x = tf.constant(1.0, tf.bfloat16) if defect == "scalar" else x
+        bad_x = tf.constant(1.0, dtype) if defect == "scalar" else x
         bad_activation = "relu" if defect == "activation" else activation
         with dispatch.op_mode("custom"):
             outcome = _outcome(lambda: module.tf_models_dense_epilogue(bad_x, bad_bias, residuals,
@@ -718,7 +721,7 @@ def fuzz_dense_epilogue(data):
         custom = _outcome(lambda: run(dense_epilogue.dense_epilogue))
     twin = _outcome(lambda: run(dense_epilogue.epilogue_twin))
     _assert_accepted("dense_epilogue", kind, custom, twin)
-    assert_within_a_rounding(tf.constant(custom[0]), tf.constant(twin[0]))
+    assert_within_a_rounding(tf.constant(custom[0]), tf.constant(twin[0]), residual)
     for got, expected in zip(custom[1:], twin[1:]):  # the gradient is the twin's, recomputed
         np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
         finite = np.isfinite(expected)

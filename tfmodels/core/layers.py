@@ -5,6 +5,7 @@ the checkpoint walker derives PyTorch state-dict names from attribute names, so 
 per-family checkpoint map nearly empty.
 """
 import contextlib
+import math
 import weakref
 
 import keras
@@ -153,6 +154,30 @@ def apply_dense_dropout_residual(layer, dropout, inputs, residual, training=Fals
     if training and dropout.rate:
         return dropout(apply_dense(layer, inputs), training=training) + residual
     return apply_dense(layer, inputs, residual=residual)
+
+
+def apply_dense_exact_gelu(layer, inputs):
+    """Exact GELU of apply_dense(layer, inputs), for a model whose eager calls and graphs must agree to the bit
+    (XLNet's generation loop and beam search call it both ways): apply_dense with a GELU does not, as oneDNN fuses
+    its own GELU into graphs only and it rounds otherwise than TF's Gelu kernel. In float32 on the CPU, a MatMul
+    and our epilogue op, the same op in both: the bias and GELU in one pass where TF takes four
+    (tfmodels.ops.dense_epilogue; the op mode decides, as for every op). Otherwise MatMul + BiasAdd, then
+    `exact_gelu`'s element-wise ops."""
+    if not layer.built:
+        layer.build(inputs.shape)
+    plain = not getattr(layer, "quantization_mode", None) and layer.activation is keras.activations.linear
+    if plain and not initializers.init_is_skipped() and dense_epilogue_op.use_exact_gelu_epilogue(inputs.dtype):
+        bias = tf.cast(layer.bias, inputs.dtype) if layer.use_bias else None
+        outputs = _matmul_then_epilogue(inputs, tf.cast(layer.kernel, inputs.dtype), bias, None, "gelu")
+        outputs.set_shape(inputs.shape[:-1].concatenate([layer.units]))
+        return outputs
+    return exact_gelu(apply_dense(layer, inputs))
+
+
+def exact_gelu(x):
+    """tf.nn.gelu(x, approximate=False), bit for bit, in four element-wise passes instead of five: x * -c is
+    exactly -(x * c), so no separate negation."""
+    return (0.5 * x) * tf.math.erfc(x * tf.cast(-math.sqrt(0.5), x.dtype))
 
 
 def _matmul_bias_activation(inputs, kernel, bias, residual, *activations):

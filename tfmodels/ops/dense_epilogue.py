@@ -1,5 +1,5 @@
-"""The epilogue of a bfloat16 dense layer as one CPU op (custom_ops/dense_epilogue): activation(x + bias)
-(+ residual) on a MatMul's product, in float32, rounded once.
+"""The epilogue of a dense layer as one CPU op (custom_ops/dense_epilogue): activation(x + bias) (+ residual) on a
+MatMul's product, in float32 (a bfloat16 product rounded once).
 
 TF's oneDNN build runs a bfloat16 product in one of two primitives, and `TFMODELS_BF16_PRODUCT` picks which one
 core.layers.apply_dense uses (`bf16_product_form`):
@@ -14,6 +14,10 @@ On the AMD EPYC (avx512_bf16, no AMX) the inner product is the faster (an XLM-R-
 docs/benchmarks.md). On the Intel Xeon with AMX, PyTorch's brgemm kernels ran the model's projections 1.15-2.14x
 faster than TF's inner product; whether TF's own brgemm build does is what `benchmarks/bench_bf16_matmul.py` and
 `benchmarks/bench_large.py` measure there, in both forms.
+
+In float32 the op runs core.layers.apply_dense_exact_gelu (XLNet's feed-forward, whose bits must not depend on the
+call style): the bias and exact GELU in one pass where TF's GELU takes four (`use_exact_gelu_epilogue`). oneDNN's
+fused GELU is one pass too, but only in graphs, and it rounds otherwise than TF's eager Gelu.
 
 The op's twin, `epilogue_twin`, is the same float32 arithmetic in stock TF ops (exact GELU through tf.nn.gelu):
 the tests compare the two, and the op's gradient differentiates the twin.
@@ -47,6 +51,15 @@ def use_dense_epilogue(dtype):
                          "one bfloat16 rounding")
 
 
+def use_exact_gelu_epilogue(dtype):
+    """Whether core.layers.apply_dense_exact_gelu runs this op: float32 (bfloat16 follows the product form), no GPU
+    to run on, and the op mode allows the compiled op (in "auto" mode a library that fails to load gives one
+    warning and False)."""
+    return dtype == tf.float32 and dispatch.use_cpu_op(
+        FAMILY, fallback="MatMul + BiasAdd, then TF's exact GELU in four element-wise passes (the same numbers but "
+                         "for the GELU's last bits)")
+
+
 def epilogue_twin(x, bias, residual, activation):
     """activation(x + bias) (+ residual) in float32, rounded once to x's dtype: what the op computes."""
     outputs = tf.cast(x, tf.float32) + tf.cast(bias, tf.float32)
@@ -58,7 +71,7 @@ def epilogue_twin(x, bias, residual, activation):
 
 
 def dense_epilogue(x, bias, residual, activation):
-    """The op on `x` ([..., n] bfloat16), `bias` ([n]) and `residual` (None or shaped like x); `activation` is one
+    """The op on `x` ([..., n] float32 or bfloat16), `bias` ([n]) and `residual` (None or shaped like x); `activation` is one
     of ACTIVATIONS. Differentiable: the gradient is the twin's."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"the dense epilogue applies one of {ACTIVATIONS}, got {activation!r}")

@@ -305,17 +305,6 @@ def test_position_term_in_blocks_of_query_rows_matches_reference(monkeypatch, tm
     assert not full_products, full_products  # every position term took the blocked path
 
 
-def test_exact_gelu_is_tf_gelu_bit_for_bit():
-    """The feed-forward's GELU (one elementwise pass fewer) computes tf.nn.gelu's numbers exactly."""
-    from tfmodels.models.xlnet.modeling import _exact_gelu
-    x = np.random.RandomState(0).standard_normal(100000).astype(np.float32) * np.float32(4.0)
-    x = np.concatenate([x, [0.0, -0.0, 1e-30, -1e-30, 30.0, -30.0, 1e30, -1e30]]).astype(np.float32)
-    for dtype in (tf.float32, tf.bfloat16, tf.float16):
-        values = tf.cast(x, dtype)
-        expected = tf.cast(tf.nn.gelu(values, approximate=False), tf.float32).numpy()
-        np.testing.assert_array_equal(tf.cast(_exact_gelu(values), tf.float32).numpy(), expected)
-
-
 def test_blocked_position_term_same_numbers_in_graph_and_eager(monkeypatch):
     """The blocked position term gives the eager numbers in a tf.function too, to the bit (heads such as the
     beam-search span head rank near-tied scores)."""

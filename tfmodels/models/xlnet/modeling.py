@@ -267,12 +267,6 @@ class XLNetRelativeAttention(keras.layers.Layer):
         return output_h, output_g, (probs_h, probs_g)
 
 
-def _exact_gelu(x):
-    """tf.nn.gelu(x, approximate=False), bit for bit, in four elementwise passes instead of five: x * -c is
-    exactly -(x * c), so no separate negation."""
-    return (0.5 * x) * tf.math.erfc(x * tf.cast(-math.sqrt(0.5), x.dtype))
-
-
 class XLNetFeedForward(keras.layers.Layer):
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
@@ -284,11 +278,13 @@ class XLNetFeedForward(keras.layers.Layer):
         self.activation_function = get_activation(config.ff_activation)
 
     def call(self, inp, training=False):
-        # MatMul + BiasAdd as one oneDNN op (the activation stays separate: oneDNN's fused GELU rounds
-        # differently from the eager computation).
-        x = layers.apply_dense(self.layer_1, inp)
-        x = self.dropout(_exact_gelu(x) if self.activation_function is gelu else self.activation_function(x),
-                         training=training)
+        # Exact GELU with the same bits in eager calls and graphs (the generation loop and beam search call the
+        # model both ways): apply_dense's fused GELU differs between the two.
+        if self.activation_function is gelu:
+            x = layers.apply_dense_exact_gelu(self.layer_1, inp)
+        else:
+            x = self.activation_function(layers.apply_dense(self.layer_1, inp))
+        x = self.dropout(x, training=training)
         # A 2-D MatMul + BiasAdd (+ the residual Add where dropout is the identity) that oneDNN fuses, where the
         # Keras layer runs a Tensordot and separate adds.
         return self.layer_norm(layers.apply_dense_dropout_residual(self.layer_2, self.dropout, x, inp, training))
