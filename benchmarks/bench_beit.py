@@ -2,8 +2,11 @@
 12 heads, 2 layers, relative position bias per layer, mean pooling), images of 224 and 384 pixels, each
 measurement in a fresh process, medians of repeats.
 
-    python benchmarks/bench_beit.py [--sizes 224,384] [--batch 4] [--repeats 5] [--jit]
+    python benchmarks/bench_beit.py [--sizes 224,384] [--batch 4] [--repeats 5] [--rounds 3] [--jit]
         [--dtypes float32,bfloat16,mixed_bfloat16]
+
+The measurements of one size run in `--rounds` rounds of fresh processes, interleaved (common.measure_rounds), and
+each figure is the median over the rounds (one slow process then moves no figure; see bench_xlm_roberta_xl.py).
 
 Target (issue 8): our forward time <= HF's (ratio <= 1.0) at 224 and 384.
 
@@ -18,7 +21,8 @@ import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-from benchmarks.common import format_table, measure, megabytes, ratio, seconds, set_torch_threads  # noqa: E402
+from benchmarks.common import (format_table, measure, measure_rounds, megabytes, ratio, seconds,  # noqa: E402
+                               set_torch_threads)
 from benchmarks.machine import dense_attention_flops, efficiency, encoder_flops, header  # noqa: E402
 
 CONFIG = dict(hidden_size=768, num_hidden_layers=2, num_attention_heads=12, intermediate_size=3072, image_size=224,
@@ -71,36 +75,41 @@ def main():
     parser.add_argument("--sizes", default="224,384")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3, help="fresh processes per measurement, interleaved")
     parser.add_argument("--jit", action="store_true", help="also measure ours with jit_compile=True (XLA)")
     parser.add_argument("--dtypes", default="float32",
                         help="Keras dtype policies of our model, e.g. float32,bfloat16,mixed_bfloat16 (non-float32: "
                              "against HF under bf16 autocast)")
     args = parser.parse_args()
+    module = "benchmarks.bench_beit"
     sgemm = header()
     rows = []
+    dtypes = args.dtypes.split(",")
+    # HF under bf16 autocast stands for both bf16 policies.
+    hf_dtypes = sorted({"float32" if dtype == "float32" else "bfloat16" for dtype in dtypes}, reverse=True)
     for size in [int(s) for s in args.sizes.split(",")]:
-        fp32, references = None, {}
-        for dtype in args.dtypes.split(","):
-            params = {"size": size, "batch": args.batch, "dtype": dtype}
-            hf_dtype = "float32" if dtype == "float32" else "bfloat16"  # autocast for both bf16 policies
-            if hf_dtype not in references:
-                references[hf_dtype] = measure("benchmarks.bench_beit", "hf", {**params, "dtype": hf_dtype},
-                                               repeats=args.repeats)
-            reference = references[hf_dtype]
-            tf_graph = measure("benchmarks.bench_beit", "ours", params, repeats=args.repeats)
+        params = {"size": size, "batch": args.batch}
+        results = measure_rounds(module, [("hf", {**params, "dtype": d}) for d in hf_dtypes]
+                                 + [("ours", {**params, "dtype": d}) for d in dtypes],
+                                 rounds=args.rounds, repeats=args.repeats)
+        references = dict(zip(hf_dtypes, results))
+        fp32 = None
+        for dtype, tf_graph in zip(dtypes, results[len(hf_dtypes):]):
+            reference = references["float32" if dtype == "float32" else "bfloat16"]
             fp32 = tf_graph if dtype == "float32" else fp32
             flops = forward_flops(size, args.batch)
             row = ["forward", size, (size // 16) ** 2 + 1, dtype, seconds(tf_graph), seconds(reference),
                    ratio(tf_graph, reference), ratio(fp32, tf_graph), efficiency(flops, tf_graph, sgemm),
                    efficiency(flops, reference, sgemm), megabytes(tf_graph), megabytes(reference)]
             if args.jit:
-                xla = measure("benchmarks.bench_beit", "ours", {**params, "jit": True}, repeats=args.repeats)
+                xla = measure(module, "ours", {**params, "dtype": dtype, "jit": True}, repeats=args.repeats)
                 row += [seconds(xla), ratio(xla, reference)]
             rows.append(row)
             print(format_table(_headers(args.jit), rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(f"BEiT, hidden 768, 12 heads, 2 layers, relative position bias, batch {args.batch}; CPU, 2 threads; "
-          "HF column: SDPA in float32, or under bf16 autocast for the bf16 policies")
+          "HF column: SDPA in float32, or under bf16 autocast for the bf16 policies; "
+          f"medians over {args.rounds} interleaved rounds of fresh processes")
     print(format_table(_headers(args.jit), rows))
 
 
