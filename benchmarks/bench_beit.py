@@ -21,7 +21,7 @@ import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-from benchmarks.common import (format_table, measure, measure_rounds, megabytes, ratio, seconds,  # noqa: E402
+from benchmarks.common import (format_table, measure, measure_dtype_rounds, megabytes, ratio, seconds,  # noqa: E402
                                set_torch_threads)
 from benchmarks.machine import dense_attention_flops, efficiency, encoder_flops, header  # noqa: E402
 
@@ -85,17 +85,10 @@ def main():
     sgemm = header()
     rows = []
     dtypes = args.dtypes.split(",")
-    # HF under bf16 autocast stands for both bf16 policies.
-    hf_dtypes = sorted({"float32" if dtype == "float32" else "bfloat16" for dtype in dtypes}, reverse=True)
     for size in [int(s) for s in args.sizes.split(",")]:
         params = {"size": size, "batch": args.batch}
-        results = measure_rounds(module, [("hf", {**params, "dtype": d}) for d in hf_dtypes]
-                                 + [("ours", {**params, "dtype": d}) for d in dtypes],
-                                 rounds=args.rounds, repeats=args.repeats)
-        references = dict(zip(hf_dtypes, results))
         fp32 = None
-        for dtype, tf_graph in zip(dtypes, results[len(hf_dtypes):]):
-            reference = references["float32" if dtype == "float32" else "bfloat16"]
+        for dtype, tf_graph, reference in measure_dtype_rounds(module, params, dtypes, args.rounds, args.repeats):
             fp32 = tf_graph if dtype == "float32" else fp32
             flops = forward_flops(size, args.batch)
             row = ["forward", size, (size // 16) ** 2 + 1, dtype, seconds(tf_graph), seconds(reference),

@@ -22,7 +22,7 @@ import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-from benchmarks.common import (format_table, measure, measure_rounds, megabytes, ratio, seconds,  # noqa: E402
+from benchmarks.common import (format_table, measure, measure_dtype_rounds, megabytes, ratio, seconds,  # noqa: E402
                                set_torch_threads)
 from benchmarks.machine import dense_attention_flops, efficiency, encoder_flops, header  # noqa: E402
 
@@ -111,16 +111,9 @@ def main():
         for length in [int(x) for x in args.lengths.split(",")]:
             repeats = args.repeats if length <= 2048 else max(3, args.repeats - 2)
             dtypes = args.dtypes.split(",") if mode == "forward" else ["float32"]
-            # HF under bf16 autocast stands for both bf16 policies.
-            hf_dtypes = sorted({"float32" if dtype == "float32" else "bfloat16" for dtype in dtypes}, reverse=True)
             params = {"length": length, "mode": mode}
-            results = measure_rounds(module, [("hf", {**params, "dtype": d}) for d in hf_dtypes]
-                                     + [("ours", {**params, "dtype": d}) for d in dtypes],
-                                     rounds=args.rounds, repeats=repeats)
-            references = dict(zip(hf_dtypes, results))
             fp32 = None
-            for dtype, tf_graph in zip(dtypes, results[len(hf_dtypes):]):
-                reference = references["float32" if dtype == "float32" else "bfloat16"]
+            for dtype, tf_graph, reference in measure_dtype_rounds(module, params, dtypes, args.rounds, repeats):
                 fp32 = tf_graph if dtype == "float32" else fp32
                 flops = forward_flops(length, mode)
                 row = [mode, length, dtype, seconds(tf_graph), seconds(reference), ratio(tf_graph, reference),

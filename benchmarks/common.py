@@ -135,6 +135,19 @@ def measure_rounds(module_name, calls, rounds=3, repeats=5, warmup=2, threads=2,
     return results
 
 
+def measure_dtype_rounds(module_name, params, dtypes, rounds=3, repeats=5):
+    """Our forward ("ours") under each Keras dtype policy in `dtypes` and HF's ("hf") as its reference: float32
+    against float32, both bfloat16 policies against bf16 autocast, HF measured once per reference dtype. All in
+    interleaved rounds of fresh processes (measure_rounds). Returns [(dtype, ours result, reference result)]."""
+    def reference_dtype(dtype):
+        return "float32" if dtype == "float32" else "bfloat16"
+    references = list(dict.fromkeys(reference_dtype(dtype) for dtype in dtypes))
+    results = measure_rounds(module_name, [("hf", {**params, "dtype": d}) for d in references]
+                             + [("ours", {**params, "dtype": d}) for d in dtypes], rounds=rounds, repeats=repeats)
+    by_dtype = dict(zip(references, results))
+    return [(dtype, ours, by_dtype[reference_dtype(dtype)]) for dtype, ours in zip(dtypes, results[len(references):])]
+
+
 def _measure(module_name, function_name, params, repeats, warmup, threads, timeout, interleaved):
     return _run_child(["--interleaved" if interleaved else "--child", module_name, function_name, json.dumps(params),
                        str(repeats), str(warmup)], threads, timeout)

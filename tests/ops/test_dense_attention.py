@@ -176,8 +176,8 @@ def test_bfloat16_in_other_builds_and_paths(setting):
     """The same cases in a fresh process (the op chooses its bfloat16 kernel once per process; a build target is
     per process)."""
     environment = dict(os.environ, **setting, TFMODELS_OP_MODE="custom")
-    result = subprocess.run([sys.executable, "-c", BFLOAT16_CASES_SCRIPT], env=environment, capture_output=True, text=True,
-                            cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    result = subprocess.run([sys.executable, "-c", BFLOAT16_CASES_SCRIPT], env=environment, capture_output=True,
+                            text=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert result.returncode == 0, result.stderr[-4000:]
 
 

@@ -71,8 +71,8 @@ def epilogue_twin(x, bias, residual, activation):
 
 
 def dense_epilogue(x, bias, residual, activation):
-    """The op on `x` ([..., n] float32 or bfloat16), `bias` ([n]) and `residual` (None or shaped like x); `activation` is one
-    of ACTIVATIONS. Differentiable: the gradient is the twin's."""
+    """The op on `x` ([..., n] float32 or bfloat16), `bias` ([n]) and `residual` (None or shaped like x);
+    `activation` is one of ACTIVATIONS. Differentiable: the gradient is the twin's."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"the dense epilogue applies one of {ACTIVATIONS}, got {activation!r}")
     module = dispatch.op_module(FAMILY)
