@@ -13,7 +13,8 @@ ALLOWED = {
                                      # core.attention runs the fused dense-attention op (ops.dense_attention);
                                      # core.checkpoint copies tensors with ops.checkpoint_copy;
                                      # core.layers normalises with ops.layer_norm
-    "ops": {"core"},                 # core.logging, and core.attention's tensor helpers (sliding_window_attention)
+    "ops": {"core"},                 # core.logging, core.gradients (custom gradients), and core.attention's
+                                     # tensor helpers (sliding_window_attention)
     "tokenizers": {"core"},          # Hub downloads (core.hub)
     "models": {"core", "ops", "tokenizers", "registry"},
     "registry": {"models"},          # family discovery

@@ -6,6 +6,7 @@ of the compute dtype where it is not, so that softmax gives exact zeros there.
 import tensorflow as tf
 from tensorflow.python.util import _pywrap_util_port
 
+from tfmodels.core.gradients import custom_gradient
 from tfmodels.core.layers import permute, shape_list
 from tfmodels.ops import dense_attention
 
@@ -196,7 +197,7 @@ def stable_softmax(scores):
     return tf.cast(wide, dtype)
 
 
-@tf.custom_gradient
+@custom_gradient
 def _onednn_bfloat16_softmax(scores):
     """oneDNN's bfloat16 softmax (see stable_softmax); its gradient, whose sum over keys TF would take in
     bfloat16, is computed in float32 as the cast path's is."""

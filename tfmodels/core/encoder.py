@@ -14,6 +14,7 @@ Sub-layers carry the reference's module names (`embeddings.word_embeddings`, `en
 import tensorflow as tf
 
 from tfmodels.core import attention as attn, blocks, layers, outputs as out, serialization
+from tfmodels.core.gradients import custom_gradient
 from tfmodels.core.inputs import check_ids_in_range, check_max_length, text_reference
 
 
@@ -30,7 +31,7 @@ def padding_rows_without_gradient(ids, value, embedded):
     if value is None:
         return embedded
 
-    @tf.custom_gradient
+    @custom_gradient
     def identity(x):
         return tf.identity(x), lambda dy: tf.where(tf.equal(ids, value)[..., None], tf.zeros_like(dy), dy)
 

@@ -30,6 +30,7 @@ import functools
 import numpy as np
 import tensorflow as tf
 
+from tfmodels.core.gradients import custom_gradient
 from tfmodels.ops import dispatch
 from tfmodels.ops.shapes import checked_range
 
@@ -195,7 +196,7 @@ def row_sum_twin(blocks, indices, num_row_blocks, num_col_blocks):
 
 
 def row_max_twin(blocks, indices, num_row_blocks, num_col_blocks):
-    @tf.custom_gradient
+    @custom_gradient
     def forward(blocks):
         out = _row_max_values(blocks, indices, num_row_blocks, num_col_blocks)
 

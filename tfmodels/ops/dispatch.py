@@ -71,7 +71,9 @@ def with_twin_gradient(compiled, twin, *inputs):
     pass recomputes the forward pass with the twin's stock TF ops and takes their gradient."""
     import tensorflow as tf
 
-    @tf.custom_gradient
+    from tfmodels.core.gradients import custom_gradient
+
+    @custom_gradient
     def run(*tensors):
         def gradient(grad_outputs):
             watched = list(tensors)

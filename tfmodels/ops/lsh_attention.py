@@ -10,6 +10,7 @@ import math
 
 import tensorflow as tf
 
+from tfmodels.core.gradients import custom_gradient
 from tfmodels.ops.lsh import lsh_cumulation, lsh_weighted_cumulation
 
 
@@ -35,7 +36,7 @@ def expectation_attention(query, key, value, query_mask, key_mask, hash_code_len
     """YOSO-E: E V with E the collision probabilities (see `expectation`). query/key [B, N, d] unit vectors,
     value [B, N, dv], masks [B, N] (1 keep, 0 pad). Dense: O(N^2) time and memory, as the reference."""
 
-    @tf.custom_gradient
+    @custom_gradient
     def attend(q, k, v):
         expected = expectation(q, k, query_mask, key_mask, hash_code_len)
 
@@ -55,7 +56,7 @@ def lsh_attention(query, key, value, query_mask, key_mask, query_code, key_code,
     capacity = 2 ** int(hash_code_len)
     query_mask, key_mask = tf.cast(query_mask, tf.int32), tf.cast(key_mask, tf.int32)
 
-    @tf.custom_gradient
+    @custom_gradient
     def attend(q, k, v):
         out = lsh_cumulation(query_mask, query_code, key_mask, key_code, v, capacity)
 
