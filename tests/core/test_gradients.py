@@ -7,6 +7,7 @@ import sys
 import weakref
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from tensorflow.python.framework import ops
 
@@ -55,39 +56,78 @@ def test_gradients_are_the_custom_ones_eagerly_in_graphs_and_under_tf_gradients(
     np.testing.assert_allclose(second(x), np.where(np.abs(2.0 * X) < 1.0, 6.0, 0.0))
 
 
-def test_a_traced_graph_and_its_registry_entry_go_when_the_function_goes():
-    """tf.custom_gradient alone keeps each trace's FuncGraph in TF's gradient registry for good (the control);
-    ours lets it be collected with its function, and the registry is as it was."""
-    def traced_graph_ref(decorator):
-        def square(x):
-            return tf.square(x), lambda upstream: 2.0 * x * upstream
+def _square(x):
+    return tf.square(x), lambda upstream: 2.0 * x * upstream
 
+
+def _sine(x):
+    return tf.sin(x)
+
+
+@pytest.mark.parametrize("tfs, ours", [(tf.custom_gradient(_square), gradients.custom_gradient(_square)),
+                                       (tf.recompute_grad(_sine), gradients.recompute_grad(_sine))],
+                         ids=["custom_gradient", "recompute_grad"])
+def test_a_traced_graph_and_its_registry_entry_go_when_the_function_goes(tfs, ours):
+    """TF's own keeps each trace's FuncGraph in its gradient registry for good (the control); ours lets it be
+    collected with its function, and the registry is as it was."""
+    def traced_graph_ref(wrapped):
         def traced(x):
-            return decorator(square)(x)
+            return wrapped(x)
 
         graph = tf.function(traced).get_concrete_function(tf.TensorSpec([None], tf.float32)).graph
         return weakref.ref(graph)
 
     gc.collect()
     before = _registry_names()
-    leaked = traced_graph_ref(tf.custom_gradient)
+    leaked = traced_graph_ref(tfs)
     gc.collect()
     assert leaked() is not None and len(_registry_names() - before) == 1
 
     before = _registry_names()
-    ours = [traced_graph_ref(gradients.custom_gradient) for _ in range(3)]
+    collected = [traced_graph_ref(ours) for _ in range(3)]
     gc.collect()
-    assert all(ref() is None for ref in ours)
+    assert all(ref() is None for ref in collected)
     assert _registry_names() == before
 
 
-def test_a_model_traced_again_and_again_keeps_no_old_graph():
-    """A model whose every layer norm runs the custom op with its twin gradient, traced for training in graphs
-    per new input shape and dropped: nothing of it stays."""
+@pytest.mark.parametrize("style", ["eager", "graph", "xla"])
+def test_recompute_grad_gives_autodiffs_gradients(style):
+    """Gradient checkpointing of a function of its arguments and of a layer's weights: the gradients of both are
+    autodiff's; the forward pass runs once, the backward pass runs it again."""
+    import keras
+    dense = keras.layers.Dense(3, activation="tanh")
+    dense.build((None, 3))
+    runs = []
+
+    def block(x, scale):
+        runs.append(1)
+        return dense(x) * scale + tf.sin(x)
+
+    def gradient(function):
+        x, scale = tf.constant(X), tf.constant(0.7)
+        with tf.GradientTape() as tape:
+            tape.watch([x, scale])
+            y = tf.reduce_sum(function(x, scale) * x)
+        return tape.gradient(y, [x, scale] + dense.trainable_variables)
+
+    run = {"eager": gradient, "graph": tf.function(gradient), "xla": tf.function(gradient, jit_compile=True)}[style]
+    got = run(gradients.recompute_grad(block))
+    assert len(runs) == 2
+    want = gradient(block)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("gradient_checkpointing", [False, True])
+def test_a_model_traced_again_and_again_keeps_no_old_graph(gradient_checkpointing):
+    """A model whose every layer norm runs the custom op with its twin gradient (and, with gradient
+    checkpointing, every layer recomputed), traced for training in graphs per new input shape and dropped:
+    nothing of it stays."""
     def train_step_graph(length):
         config = tfmodels.NystromformerConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
                                               num_attention_heads=2, intermediate_size=20, num_landmarks=4,
-                                              segment_means_seq_len=8, max_position_embeddings=40)
+                                              segment_means_seq_len=8, max_position_embeddings=40,
+                                              gradient_checkpointing=gradient_checkpointing)
         model = tfmodels.NystromformerForSequenceClassification(config)
 
         @tf.function

@@ -11,7 +11,7 @@ import weakref
 import keras
 import tensorflow as tf
 
-from tfmodels.core import activations, initializers
+from tfmodels.core import activations, gradients, initializers
 from tfmodels.ops import dense_epilogue as dense_epilogue_op
 from tfmodels.ops import layer_norm as layer_norm_op
 
@@ -295,9 +295,9 @@ def run_layer(layer, recompute, *args, **kwargs):
     """layer(*args, **kwargs), recomputed in the backward pass when `recompute` (gradient checkpointing).
 
     Only the layer's inputs are kept for the backward pass; its activations are recomputed there, layer by
-    layer (tf.recompute_grad), in eager mode and inside tf.function alike. Tensor arguments (including nested
-    ones, e.g. a key/value cache) become explicit inputs of the recomputed function, so gradients reach all of
-    them; None outputs are restored afterwards.
+    layer (tf.recompute_grad, through core.gradients), in eager mode and inside tf.function alike. Tensor
+    arguments (including nested ones, e.g. a key/value cache) become explicit inputs of the recomputed function,
+    so gradients reach all of them; None outputs are restored afterwards.
 
     Randomness: the recomputation must draw the same dropout masks as the forward pass, or the gradients
     would belong to a different function. The states of the layer's Keras SeedGenerators (every Keras Dropout
@@ -330,7 +330,7 @@ def run_layer(layer, recompute, *args, **kwargs):
         structure["present"] = [i for i, leaf in enumerate(flat) if leaf is not None]
         return [flat[i] for i in structure["present"]]
 
-    values = tf.recompute_grad(recomputed)(*[leaves[i] for i in tensor_positions])
+    values = gradients.recompute_grad(recomputed)(*[leaves[i] for i in tensor_positions])
     flat = [None] * len(tf.nest.flatten(structure["result"]))
     for position, value in zip(structure["present"], values):
         flat[position] = value
