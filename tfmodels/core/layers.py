@@ -295,9 +295,9 @@ def run_layer(layer, recompute, *args, **kwargs):
     """layer(*args, **kwargs), recomputed in the backward pass when `recompute` (gradient checkpointing).
 
     Only the layer's inputs are kept for the backward pass; its activations are recomputed there, layer by
-    layer (tf.recompute_grad, through core.gradients), in eager mode and inside tf.function alike. Tensor
-    arguments (including nested ones, e.g. a key/value cache) become explicit inputs of the recomputed function,
-    so gradients reach all of them; None outputs are restored afterwards.
+    layer (core.gradients.recompute_grad, tf.recompute_grad's algorithm), in eager mode and inside tf.function
+    alike. Tensor arguments (including nested ones, e.g. a key/value cache) become explicit inputs of the
+    recomputed function, so gradients reach all of them; None outputs are restored afterwards.
 
     Randomness: the recomputation must draw the same dropout masks as the forward pass, or the gradients
     would belong to a different function. The states of the layer's Keras SeedGenerators (every Keras Dropout
